@@ -1,0 +1,227 @@
+/**
+ * Command-line flags, gflags style: `--name=value`, `--flagfile=PATH` (one flag a line, `#`
+ * starts a comment), the command line overriding the file. Tokenising is `node:util`'s
+ * `parseArgs`; this module adds the flagfile, the types, the defaults and `--help`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+/** The daemon's settings, one field per flag. */
+export interface Config {
+  client_port: number;
+  admin_port: number;
+  admin_host: string;
+  host: string;
+  advertise_host: string;
+  workers: number;
+  shard_port_base: number;
+  pid_file: string;
+  storage: "memory" | "sqlite" | "cassandra";
+  data_dir: string;
+  heartbeat_timeout_sec: number;
+  max_frame_bytes: number;
+  max_head_bytes: number;
+  handshake_timeout_sec: number;
+  max_output_bytes: number;
+  storage_queue_limit: number;
+  msg_limit: number;
+  auth: "none" | "file";
+  users_file: string;
+  log_level: "debug" | "info" | "warn" | "error";
+}
+
+type Kind =
+  | { type: "int"; min: number; max: number }
+  | { type: "string" }
+  | { type: "enum"; values: readonly string[] };
+
+interface FlagSpec {
+  kind: Kind;
+  default: string | (() => string);
+  help: string;
+}
+
+const port = { type: "int", min: 0, max: 65535 } as const;
+const positive = { type: "int", min: 1, max: 2 ** 31 - 1 } as const;
+
+const FLAGS: Record<keyof Config, FlagSpec> = {
+  client_port: { kind: port, default: "9000", help: "front door port for clients" },
+  admin_port: { kind: port, default: "9001", help: "admin HTTP API port" },
+  admin_host: { kind: { type: "string" }, default: "127.0.0.1", help: "admin API bind address" },
+  host: { kind: { type: "string" }, default: "0.0.0.0", help: "client-facing bind address" },
+  advertise_host: {
+    kind: { type: "string" },
+    default: "",
+    help: "host put in 303 Location headers; empty: the address the client reached",
+  },
+  workers: {
+    kind: { type: "int", min: 1, max: 256 },
+    default: () => String(navigator.hardwareConcurrency || 1),
+    help: "shard workers in this process (default: the core count)",
+  },
+  shard_port_base: {
+    kind: port,
+    default: "9010",
+    help: "shard k listens on shard_port_base + k (0: ephemeral ports)",
+  },
+  pid_file: { kind: { type: "string" }, default: "ipush_server.pid", help: "pid file path" },
+  storage: {
+    kind: { type: "enum", values: ["memory", "sqlite", "cassandra"] },
+    default: "memory",
+    help: "message store: memory | sqlite | cassandra",
+  },
+  data_dir: { kind: { type: "string" }, default: "data", help: "directory for stored data" },
+  heartbeat_timeout_sec: {
+    kind: positive,
+    default: "90",
+    help: "close a client connection silent this long",
+  },
+  max_frame_bytes: { kind: positive, default: "65536", help: "largest chunk body accepted" },
+  max_head_bytes: { kind: positive, default: "8192", help: "largest request head accepted" },
+  handshake_timeout_sec: {
+    kind: positive,
+    default: "10",
+    help: "time allowed for a complete request head",
+  },
+  max_output_bytes: {
+    kind: positive,
+    default: "1048576",
+    help: "unsent bytes a connection may queue before it is closed as too slow",
+  },
+  storage_queue_limit: {
+    kind: positive,
+    default: "100000",
+    help: "messages waiting for storage before sends are refused with 503",
+  },
+  msg_limit: { kind: positive, default: "1000", help: "most messages /msg lists at once" },
+  auth: {
+    kind: { type: "enum", values: ["none", "file"] },
+    default: "none",
+    help: "client auth: none (any password) | file (--users_file)",
+  },
+  users_file: {
+    kind: { type: "string" },
+    default: "",
+    help: "for --auth=file: a 'uid password' pair per line",
+  },
+  log_level: {
+    kind: { type: "enum", values: ["debug", "info", "warn", "error"] },
+    default: "info",
+    help: "debug | info | warn | error",
+  },
+};
+
+/** A flag problem; the message names the flag. */
+export class FlagError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "FlagError";
+  }
+}
+
+/** The result of parsing: settings to run with, or a request for help. */
+export type ParsedFlags = { help: true } | { help: false; config: Config };
+
+/**
+ * Parses `args` (flagfiles expanded in place, later flags winning). `readFile` is injected
+ * so tests need no files.
+ */
+export function parseFlags(
+  args: readonly string[],
+  readFile: (path: string) => string = Deno.readTextFileSync,
+): ParsedFlags {
+  const tokens = expandFlagfiles(args, readFile, 0);
+  const options = Object.fromEntries(
+    [...Object.keys(FLAGS), "help"].map((name) => [name, { type: "string" as const }]),
+  );
+  let values: Record<string, string | undefined>;
+  try {
+    values = parseArgs({ args: tokens, options, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    throw new FlagError(describeParseError(error));
+  }
+  if ("help" in values) return { help: true };
+  const config: Record<string, string | number> = {};
+  for (const [name, spec] of Object.entries(FLAGS)) {
+    const given = values[name];
+    const raw = given ?? (typeof spec.default === "function" ? spec.default() : spec.default);
+    config[name] = convert(name, raw, spec.kind);
+  }
+  return { help: false, config: config as unknown as Config };
+}
+
+function expandFlagfiles(
+  args: readonly string[],
+  readFile: (path: string) => string,
+  depth: number,
+): string[] {
+  if (depth > 8) throw new FlagError("--flagfile nests too deeply");
+  const out: string[] = [];
+  for (const arg of args) {
+    const match = /^--flagfile=(.*)$/.exec(arg);
+    if (!match) {
+      out.push(arg);
+      continue;
+    }
+    let text: string;
+    try {
+      text = readFile(match[1]);
+    } catch (error) {
+      throw new FlagError(`--flagfile=${match[1]}: ${(error as Error).message}`);
+    }
+    const lines = text.split("\n").map((line) => line.replace(/#.*/, "").trim()).filter(Boolean);
+    out.push(...expandFlagfiles(lines, readFile, depth + 1));
+  }
+  return out;
+}
+
+function describeParseError(error: unknown): string {
+  const message = (error as Error).message;
+  const unknown = /Unknown option '([^']+)'/.exec(message);
+  if (unknown) return `unknown flag ${unknown[1]}`;
+  const missing = /Option '(--[^ ']+)[^']*' argument missing/.exec(message);
+  if (missing) return `flag ${missing[1]} needs a value (--name=value)`;
+  if (/Unexpected argument '([^']+)'/.test(message)) {
+    return `unexpected argument ${/Unexpected argument '([^']+)'/.exec(message)![1]}`;
+  }
+  return message;
+}
+
+function convert(name: string, raw: string, kind: Kind): string | number {
+  switch (kind.type) {
+    case "int": {
+      const value = /^-?\d+$/.test(raw) ? Number(raw) : NaN;
+      if (!Number.isSafeInteger(value) || value < kind.min || value > kind.max) {
+        throw new FlagError(
+          `bad value for --${name}: '${raw}' (an integer from ${kind.min} to ${kind.max})`,
+        );
+      }
+      return value;
+    }
+    case "enum":
+      if (!kind.values.includes(raw)) {
+        throw new FlagError(`bad value for --${name}: '${raw}' (one of ${kind.values.join(", ")})`);
+      }
+      return raw;
+    case "string":
+      return raw;
+  }
+}
+
+/** The `--help` text: every flag with its default and meaning. */
+export function helpText(): string {
+  const rows = Object.entries(FLAGS).map(([name, spec]) => {
+    const fallback = typeof spec.default === "function" ? spec.default() : spec.default;
+    return `  --${name}=${JSON.stringify(fallback)}\n      ${spec.help}`;
+  });
+  return [
+    "usage: deno task start [--flagfile=conf/default.conf] [--name=value ...]",
+    "",
+    "Flags (default shown; the command line overrides a flagfile):",
+    "  --flagfile=PATH\n      read flags from PATH, one --name=value a line, # comments",
+    ...rows,
+    "",
+  ].join("\n");
+}

@@ -1,0 +1,159 @@
+/**
+ * The client handshake: a hand-parsed HTTP/1.1 request head (`GET /connect?uid=&password=`)
+ * and the exact response heads of PROTOCOL.md §1. Hand-written by design: after a 200 the
+ * raw chunk protocol continues on the same socket, which no general HTTP server allows.
+ *
+ * @module
+ */
+
+/** A parsed request head. */
+export interface RequestHead {
+  method: string;
+  /** The path without the query, percent-decoded. */
+  path: string;
+  /** The raw query string (no `?`), as the client sent it: reused verbatim in a 303. */
+  query: string;
+  /** Query parameters, percent-decoded; the first occurrence of a name wins. */
+  params: Map<string, string>;
+  /** Header names lower-cased; the first occurrence wins. */
+  headers: Map<string, string>;
+}
+
+/** Why a head could not be parsed; `reason` goes to the client as `{"error": reason}`. */
+export class HeadError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+    this.name = "HeadError";
+  }
+}
+
+const LF = 0x0a;
+const CR = 0x0d;
+
+/**
+ * Returns the length of the head in `buffer` including its blank line, or -1 while the blank
+ * line has not arrived. Bare LF line ends are accepted as well as CRLF.
+ */
+export function headLength(buffer: Uint8Array, from = 0): number {
+  for (let i = Math.max(from, 1); i < buffer.length; i++) {
+    if (buffer[i] !== LF) continue;
+    if (buffer[i - 1] === LF) return i + 1;
+    if (buffer[i - 1] === CR && i >= 2 && buffer[i - 2] === LF) return i + 1;
+  }
+  return -1;
+}
+
+const decoder = new TextDecoder("utf-8", { fatal: true });
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** Parses a complete request head (as delimited by {@linkcode headLength}). */
+export function parseHead(bytes: Uint8Array): RequestHead {
+  let text: string;
+  try {
+    text = decoder.decode(bytes);
+  } catch {
+    throw new HeadError("malformed request");
+  }
+  const lines = text.split(/\r?\n/);
+  const [method, target, version, ...extra] = lines[0].split(" ");
+  if (
+    extra.length > 0 || !method || !TOKEN.test(method) || !target?.startsWith("/") ||
+    !/^HTTP\/1\.[01]$/.test(version ?? "")
+  ) {
+    throw new HeadError("malformed request");
+  }
+  const headers = new Map<string, string>();
+  for (const line of lines.slice(1)) {
+    if (line === "") continue;
+    const colon = line.indexOf(":");
+    const name = line.slice(0, colon).toLowerCase();
+    if (colon <= 0 || !TOKEN.test(name)) throw new HeadError("malformed request");
+    if (!headers.has(name)) headers.set(name, line.slice(colon + 1).trim());
+  }
+  const mark = target.indexOf("?");
+  const rawPath = mark < 0 ? target : target.slice(0, mark);
+  const query = mark < 0 ? "" : target.slice(mark + 1);
+  return { method, path: percentDecode(rawPath), query, params: parseQuery(query), headers };
+}
+
+/** Splits a raw query into percent-decoded parameters. `+` is kept literally (RFC 3986). */
+export function parseQuery(query: string): Map<string, string> {
+  const params = new Map<string, string>();
+  if (query === "") return params;
+  for (const pair of query.split("&")) {
+    if (pair === "") continue;
+    const eq = pair.indexOf("=");
+    const name = percentDecode(eq < 0 ? pair : pair.slice(0, eq));
+    const value = eq < 0 ? "" : percentDecode(pair.slice(eq + 1));
+    if (!params.has(name)) params.set(name, value);
+  }
+  return params;
+}
+
+function percentDecode(text: string): string {
+  if (!text.includes("%")) return text;
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new HeadError("malformed request");
+  }
+}
+
+const encoder = new TextEncoder();
+
+/** The `Date` header value: IMF-fixdate, as in `Thu, 26 Mar 2015 07:08:43 GMT`. */
+export function httpDate(now = new Date()): string {
+  return now.toUTCString();
+}
+
+/** The 200 head that turns the socket into a duplex chunk stream. */
+export function connectedHead(date = httpDate()): Uint8Array {
+  return encoder.encode(
+    "HTTP/1.1 200 OK\r\n" +
+      "Connection: keep-alive\r\n" +
+      "Content-Type: text/html; charset=utf-8\r\n" +
+      "Transfer-Encoding: chunked\r\n" +
+      `Date: ${date}\r\n` +
+      "\r\n",
+  );
+}
+
+/** The 303 that sends the client to the shard that owns its uid. */
+export function redirectHead(location: string, date = httpDate()): Uint8Array {
+  return encoder.encode(
+    "HTTP/1.1 303 See Other\r\n" +
+      `Location: ${location}\r\n` +
+      "Content-Length: 0\r\n" +
+      `Date: ${date}\r\n` +
+      "\r\n",
+  );
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  503: "Service Unavailable",
+};
+
+/** A refusal: `{"error": reason}` with the status's head; the server closes afterwards. */
+export function refusal(status: number, reason: string, date = httpDate()): Uint8Array {
+  const body = encoder.encode(JSON.stringify({ error: reason }));
+  const head = encoder.encode(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` +
+      "Content-Type: text/json; charset=utf-8\r\n" +
+      `Date: ${date}\r\n` +
+      `Content-Length: ${body.length}\r\n` +
+      "\r\n",
+  );
+  const bytes = new Uint8Array(head.length + body.length);
+  bytes.set(head);
+  bytes.set(body, head.length);
+  return bytes;
+}
+
+/** The `Location` of a shard's connect URL, carrying the client's query verbatim. */
+export function connectLocation(host: string, port: number, query: string): string {
+  const authority = host.includes(":") ? `[${host}]` : host;
+  return `http://${authority}:${port}/connect?${query}`;
+}

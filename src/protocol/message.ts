@@ -1,0 +1,114 @@
+/**
+ * The messages carried in chunks (PROTOCOL.md §2): validation of what clients send, and the
+ * encodings of what the server sends and lists. Bodies (`b`) are kept as JSON text from the
+ * moment they arrive, so relaying never re-serialises a payload.
+ *
+ * @module
+ */
+
+import type { StoredMessage } from "../storage/store.ts";
+import { isValidName } from "./names.ts";
+
+/** The `y` values. */
+export const Type = {
+  Heartbeat: 0,
+  Subscribe: 1,
+  Unsubscribe: 2,
+  Message: 3,
+  ChannelMessage: 4,
+  Ack: 5,
+} as const;
+
+/** A validated client frame. `f` is not kept: the sender is the connection. */
+export type ClientMessage =
+  | { y: 0 }
+  | { y: 1 | 2; c: string }
+  | { y: 3; t: string; b: string }
+  | { y: 4; c: string; b: string }
+  | { y: 5; s: number };
+
+/**
+ * A client frame that cannot be used. `fatal` errors (bad JSON, unknown type) mean the
+ * stream can no longer be trusted and is closed; the others are answered and the
+ * connection stays.
+ */
+export class MessageError extends Error {
+  constructor(readonly reason: string, readonly fatal: boolean) {
+    super(reason);
+    this.name = "MessageError";
+  }
+}
+
+const textDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Parses and validates one client frame body. Throws {@linkcode MessageError}. */
+export function parseClientMessage(body: Uint8Array): ClientMessage {
+  let frame: unknown;
+  try {
+    frame = JSON.parse(textDecoder.decode(body));
+  } catch {
+    throw new MessageError("bad json", true);
+  }
+  if (typeof frame !== "object" || frame === null || Array.isArray(frame)) {
+    throw new MessageError("frame is not a json object", true);
+  }
+  const fields = frame as Record<string, unknown>;
+  switch (fields.y) {
+    case Type.Heartbeat:
+      return { y: 0 };
+    case Type.Subscribe:
+    case Type.Unsubscribe:
+      return { y: fields.y, c: channelOf(fields) };
+    case Type.Message:
+      if (!isValidName(fields.t)) throw new MessageError("invalid t", false);
+      return { y: 3, t: fields.t, b: bodyOf(fields) };
+    case Type.ChannelMessage:
+      return { y: 4, c: channelOf(fields), b: bodyOf(fields) };
+    case Type.Ack:
+      if (!Number.isSafeInteger(fields.s) || (fields.s as number) < 1) {
+        throw new MessageError("invalid s", false);
+      }
+      return { y: 5, s: fields.s as number };
+    default:
+      throw new MessageError("unknown type", true);
+  }
+}
+
+function channelOf(fields: Record<string, unknown>): string {
+  if (!isValidName(fields.c)) throw new MessageError("invalid c", false);
+  return fields.c;
+}
+
+function bodyOf(fields: Record<string, unknown>): string {
+  if (fields.b === undefined) throw new MessageError("missing b", false);
+  return JSON.stringify(fields.b);
+}
+
+/** A message on its way to one recipient: stored (with `seq`) or volatile (`seq` 0). */
+export type Delivery = Omit<StoredMessage, "expiresAt">;
+
+/** The stream form, keys in PROTOCOL.md's order: `{"y":3,"f":..,"t":..,"b":..,"s":..}`. */
+export function encodeDelivery(message: Delivery): string {
+  const head = `{"y":${message.type},"f":${JSON.stringify(message.from)},"t":${
+    JSON.stringify(message.uid)
+  }`;
+  const channel = message.type === 4 ? `,"c":${JSON.stringify(message.channel)}` : "";
+  const seq = message.seq > 0 ? `,"s":${message.seq}` : "";
+  return `${head}${channel},"b":${message.body}${seq}}`;
+}
+
+/** The `/msg` listing form: keys sorted, newline-terminated, as the original server stored it. */
+export function encodeListed(message: Delivery): string {
+  const channel = message.type === 4 ? `"c":${JSON.stringify(message.channel)},` : "";
+  return `{"b":${message.body},${channel}"f":${
+    JSON.stringify(message.from)
+  },"s":${message.seq},"t":${JSON.stringify(message.uid)},"y":${message.type}}\n`;
+}
+
+/** The heartbeat frame, both directions. */
+export const HEARTBEAT = '{"y":0}';
+
+/** An error frame: `{"error": reason}`. */
+export function encodeError(reason: string): string {
+  return JSON.stringify({ error: reason });
+}

@@ -1,0 +1,203 @@
+/**
+ * A session: one client connection after its 200, a duplex chunk stream. It decodes and
+ * validates frames, answers heartbeats itself and hands everything else to its owner (the
+ * shard). Output is coalesced: frames written in one turn of the event loop leave in one
+ * socket write, and a connection whose unsent output passes its limit is closed as too
+ * slow (stored messages wait for its next connect; nothing acknowledged is lost).
+ *
+ * Kept small on purpose: an idle session is this object, its decoder and its socket.
+ *
+ * @module
+ */
+
+import type { Socket } from "node:net";
+import { ChunkDecoder, ChunkError, encodeTextChunk, LAST_CHUNK } from "../protocol/chunk.ts";
+import {
+  type ClientMessage,
+  type Delivery,
+  encodeDelivery,
+  encodeError,
+  HEARTBEAT,
+  MessageError,
+  parseClientMessage,
+} from "../protocol/message.ts";
+import type { ShardCounters } from "../stats/counters.ts";
+
+/** What a session reports to. */
+export interface SessionOwner {
+  readonly counters: ShardCounters;
+  /** A valid frame other than a heartbeat. */
+  onMessage(session: Session, message: Exclude<ClientMessage, { y: 0 }>): void;
+  /** The connection is gone (called once). */
+  onClose(session: Session): void;
+}
+
+/** Per-connection limits. */
+export interface SessionLimits {
+  maxFrameBytes: number;
+  maxOutputBytes: number;
+}
+
+const HEARTBEAT_CHUNK = encodeTextChunk(HEARTBEAT);
+const RECV_TYPE = ["hb", "sub", "unsub", "msg", "cmsg", "ack"] as const;
+
+/** One client connection. */
+export class Session {
+  readonly uid: string;
+  /** Milliseconds timestamp of the last bytes received. */
+  lastSeen = Date.now();
+  /** Highest seq written to this connection. */
+  sentSeq = 0;
+  /** Live deliveries held back while stored messages are replayed; null when live. */
+  backlog: Delivery[] | null = [];
+  #socket: Socket;
+  #owner: SessionOwner;
+  #decoder: ChunkDecoder;
+  #maxOutputBytes: number;
+  #output: Uint8Array[] | null = null;
+  #closed = false;
+
+  constructor(socket: Socket, uid: string, owner: SessionOwner, limits: SessionLimits) {
+    this.uid = uid;
+    this.#socket = socket;
+    this.#owner = owner;
+    this.#decoder = new ChunkDecoder(limits.maxFrameBytes);
+    this.#maxOutputBytes = limits.maxOutputBytes;
+    socket.on("data", (bytes: Uint8Array) => this.receive(bytes));
+    socket.on("close", () => this.#gone());
+    socket.on("error", () => {/* "close" follows */});
+  }
+
+  /** Decodes bytes from the client (the socket's reads, or bytes that came with the head). */
+  receive(bytes: Uint8Array): void {
+    if (this.#closed) return;
+    this.lastSeen = Date.now();
+    this.#owner.counters.total_recv_bytes += bytes.length;
+    try {
+      const open = this.#decoder.push(bytes, (body) => this.#frame(body));
+      if (!open) this.end();
+    } catch (error) {
+      if (error instanceof ChunkError) this.fail(error.reason);
+      else if (error instanceof MessageError) this.fail(error.reason);
+      else throw error;
+    }
+  }
+
+  #frame(body: Uint8Array): void {
+    const counters = this.#owner.counters;
+    counters.total_recv_number++;
+    let message: ClientMessage;
+    try {
+      message = parseClientMessage(body);
+    } catch (error) {
+      if (!(error instanceof MessageError) || error.fatal) throw error;
+      counters.error_number++;
+      this.sendText(encodeError(error.reason));
+      return;
+    }
+    counters.recv_type[RECV_TYPE[message.y]]++;
+    if (message.y === 0) this.write(HEARTBEAT_CHUNK);
+    else this.#owner.onMessage(this, message);
+  }
+
+  /** Queues a delivery: held back during replay, dropped if already sent. */
+  deliver(delivery: Delivery): void {
+    if (this.backlog) this.backlog.push(delivery);
+    else this.send(delivery);
+  }
+
+  /** Writes a delivery now (unless this connection has already had its seq). */
+  send(delivery: Delivery): void {
+    if (delivery.seq !== 0) {
+      if (delivery.seq <= this.sentSeq) return;
+      this.sentSeq = delivery.seq;
+    }
+    this.write(encodeTextChunk(encodeDelivery(delivery)));
+  }
+
+  /** Ends replay: writes what arrived live meanwhile, then goes live. */
+  goLive(): void {
+    const held = this.backlog ?? [];
+    this.backlog = null;
+    for (const delivery of held) this.send(delivery);
+  }
+
+  /** Writes one JSON frame. */
+  sendText(text: string): void {
+    this.write(encodeTextChunk(text));
+  }
+
+  /** Queues framed bytes for this turn's write. */
+  write(chunk: Uint8Array): void {
+    if (this.#closed) return;
+    const counters = this.#owner.counters;
+    counters.total_send_number++;
+    counters.total_send_bytes += chunk.length;
+    if (this.#output) {
+      this.#output.push(chunk);
+    } else {
+      this.#output = [chunk];
+      scheduleFlush(this);
+    }
+  }
+
+  /** Writes the queued output in one go; closes the connection if it is not keeping up. */
+  flush(): void {
+    const output = this.#output;
+    this.#output = null;
+    if (!output || this.#closed) return;
+    this.#socket.write(output.length === 1 ? output[0] : concatAll(output));
+    if (this.#socket.writableLength > this.#maxOutputBytes) {
+      this.#owner.counters.error_number++;
+      this.#closed = true;
+      this.#socket.destroy();
+    }
+  }
+
+  /** Sends `{"error": reason}` and closes. */
+  fail(reason: string): void {
+    if (this.#closed) return;
+    this.#owner.counters.error_number++;
+    this.sendText(encodeError(reason));
+    this.end(false);
+  }
+
+  /** Closes gracefully: the last chunk (unless `lastChunk` is false), then FIN. */
+  end(lastChunk = true): void {
+    if (this.#closed) return;
+    if (lastChunk) this.write(LAST_CHUNK);
+    this.flush();
+    this.#closed = true;
+    this.#socket.end();
+  }
+
+  #gone(): void {
+    this.#closed = true;
+    this.#output = null;
+    this.#owner.onClose(this);
+  }
+}
+
+let dirty: Session[] = [];
+
+/** One microtask per turn flushes every session written to in that turn. */
+function scheduleFlush(session: Session): void {
+  if (dirty.push(session) > 1) return;
+  queueMicrotask(() => {
+    const sessions = dirty;
+    dirty = [];
+    for (const s of sessions) s.flush();
+  });
+}
+
+function concatAll(parts: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const joined = new Uint8Array(length);
+  let at = 0;
+  for (const part of parts) {
+    joined.set(part, at);
+    at += part.length;
+  }
+  return joined;
+}

@@ -1,0 +1,35 @@
+/**
+ * What crosses the link between the main thread and a shard worker.
+ *
+ * @module
+ */
+
+import type { Config } from "../config/flags.ts";
+import type { ShardAddress } from "../routing/hash.ts";
+import type { ShardCounters } from "../stats/counters.ts";
+import type { ChannelRequest, UnicastRequest } from "./shard.ts";
+
+/** The first message a worker gets: who it is and the map it shards by. */
+export interface ShardInit {
+  index: number;
+  config: Config;
+  shards: ShardAddress[];
+}
+
+/** Requests from the main thread to a shard. */
+export type ShardOp =
+  | { op: "pub"; request: UnicastRequest }
+  | { op: "cpub"; request: ChannelRequest }
+  | { op: "sub" | "unsub"; uid: string; channel: string }
+  | { op: "msg"; uid: string; limit: number }
+  /** The shard addresses changed (a shard started on an ephemeral port, or restarted). */
+  | { op: "map"; shards: ShardAddress[] }
+  | { op: "drain" };
+
+/** Requests from a shard to the main thread: a client's message for a uid owned elsewhere. */
+export type MainOp = { op: "pub"; request: UnicastRequest };
+
+/** Notes from a shard: listening (on `port`), and its counters once a second. */
+export type ShardNote =
+  | { type: "ready"; port: number }
+  | { type: "stats"; counters: ShardCounters };

@@ -1,0 +1,367 @@
+/**
+ * A shard: everything about the uids it owns — their sessions, sequence numbers, acks,
+ * stored messages and channel memberships. It is the only writer for those uids, so plain
+ * counters suffice: no locks, no compare-and-set.
+ *
+ * Ordering: a message gets its `s` synchronously, is stored through the journal (group
+ * commit, batches durable in order), and only then is delivered. A connecting session is
+ * registered first and replays from the store second, holding live deliveries back
+ * meanwhile; it drops any `s` it has already sent. So replay then live has no gap and no
+ * duplicate.
+ *
+ * @module
+ */
+
+import type { ClientMessage, Delivery } from "../protocol/message.ts";
+import { encodeListed } from "../protocol/message.ts";
+import { ServiceError } from "../routing/link.ts";
+import type { ShardMap } from "../routing/hash.ts";
+import type { Journal } from "../storage/journal.ts";
+import { StorageUnavailableError, type Store, type StoredMessage } from "../storage/store.ts";
+import type { ShardCounters } from "../stats/counters.ts";
+import type { Session, SessionOwner } from "../session/session.ts";
+
+/** A message for one uid, as the admin API or another shard hands it over. */
+export interface UnicastRequest {
+  to: string;
+  from: string;
+  /** The payload as JSON text. */
+  body: string;
+  ttlSec: number;
+  volatile: boolean;
+}
+
+/** A message for every subscriber of a channel. */
+export interface ChannelRequest {
+  channel: string;
+  from: string;
+  body: string;
+  ttlSec: number;
+  volatile: boolean;
+}
+
+/** What a shard needs from its surroundings. */
+export interface ShardOptions {
+  /** This shard's index in `map`. */
+  index: number;
+  map: ShardMap;
+  store: Store;
+  journal: Journal;
+  counters: ShardCounters;
+  /** Stored messages replayed per store read. */
+  replayPage: number;
+  /** A client's y=3 to a uid owned by another shard. */
+  forward(request: UnicastRequest): Promise<unknown>;
+  /** A client's y=4, for every other shard. */
+  broadcast(request: ChannelRequest): void;
+  log(level: "debug" | "info" | "warn" | "error", message: string): void;
+}
+
+interface User {
+  uid: string;
+  lastSeq: number;
+  lastAck: number;
+  sessions: Session[];
+  /** Operations in flight; a user is only forgotten at zero. */
+  busy: number;
+  lastUsed: number;
+}
+
+/** How long an offline user's state stays cached after its last use. */
+const USER_IDLE_MS = 60_000;
+/** A connect this soon after the same uid's disconnect counts as a reconnect. */
+const RECONNECT_WINDOW_MS = 60_000;
+
+/** One shard's state and behaviour. */
+export class Shard implements SessionOwner {
+  readonly counters: ShardCounters;
+  #options: ShardOptions;
+  #users = new Map<string, User>();
+  #loadingUsers = new Map<string, Promise<User>>();
+  /** channel → the members this shard owns; loaded on the channel's first message. */
+  #channels = new Map<string, Set<string>>();
+  #loadingChannels = new Map<string, Promise<Set<string>>>();
+  #sessions = new Set<Session>();
+  #recentlyLeft = new Map<string, number>();
+
+  constructor(options: ShardOptions) {
+    this.#options = options;
+    this.counters = options.counters;
+  }
+
+  /** True when this shard owns `uid`. */
+  owns(uid: string): boolean {
+    return this.#options.map.indexOf(uid) === this.#options.index;
+  }
+
+  /** Open sessions. */
+  get sessions(): ReadonlySet<Session> {
+    return this.#sessions;
+  }
+
+  /** Stores (unless volatile) and delivers a message to one uid; resolves with its `s`. */
+  async publish(request: UnicastRequest): Promise<number> {
+    this.#checkOwner(request.to);
+    const user = await this.#user(request.to);
+    user.busy++;
+    try {
+      const message = this.#message(user, 3, request.from, request.body, request.ttlSec, request);
+      if (!request.volatile) await this.#store([message]);
+      this.#deliver(user, message);
+      return message.seq;
+    } finally {
+      this.#release(user);
+    }
+  }
+
+  /** Stores (unless volatile) and delivers a channel message to the members this shard owns. */
+  async publishChannel(request: ChannelRequest): Promise<number> {
+    const members = await this.#members(request.channel);
+    const users = await Promise.all([...members].map((uid) => this.#user(uid)));
+    for (const user of users) user.busy++;
+    try {
+      const messages = users.map((user) =>
+        this.#message(user, 4, request.from, request.body, request.ttlSec, request)
+      );
+      if (!request.volatile) await this.#store(messages);
+      users.forEach((user, i) => this.#deliver(user, messages[i]));
+      return messages.length;
+    } finally {
+      for (const user of users) this.#release(user);
+    }
+  }
+
+  /** Stores the (channel, uid) pair and updates the cached membership. */
+  async subscribe(uid: string, channel: string): Promise<void> {
+    this.#checkOwner(uid);
+    await this.#storage(() => this.#options.store.subscribe(channel, uid));
+    await this.#loadingChannels.get(channel);
+    this.#channels.get(channel)?.add(uid);
+  }
+
+  /** Deletes the (channel, uid) pair and updates the cached membership. */
+  async unsubscribe(uid: string, channel: string): Promise<void> {
+    this.#checkOwner(uid);
+    await this.#storage(() => this.#options.store.unsubscribe(channel, uid));
+    await this.#loadingChannels.get(channel);
+    this.#channels.get(channel)?.delete(uid);
+  }
+
+  /** The uid's offline messages (`s > last_ack`, not expired), in the `/msg` form. */
+  async offline(uid: string, limit: number): Promise<string[]> {
+    this.#checkOwner(uid);
+    const user = await this.#user(uid);
+    user.busy++;
+    try {
+      const stored = await this.#storage(() =>
+        this.#options.store.readAfter(uid, user.lastAck, limit, Date.now())
+      );
+      return stored.map(encodeListed);
+    } finally {
+      this.#release(user);
+    }
+  }
+
+  /**
+   * Takes a new session: registers it under its uid (resolving once the uid's state is
+   * loaded, so its frames can be handled), then replays what it missed in the background
+   * and lets live deliveries through after that.
+   */
+  async attach(session: Session): Promise<void> {
+    const counters = this.counters;
+    this.#sessions.add(session);
+    counters.connect++;
+    counters.connection_number++;
+    const left = this.#recentlyLeft.get(session.uid);
+    if (left !== undefined && Date.now() - left < RECONNECT_WINDOW_MS) counters.reconnect++;
+    let user: User;
+    try {
+      user = await this.#user(session.uid);
+    } catch {
+      return session.fail("storage unavailable");
+    }
+    if (user.sessions.push(session) === 1) counters.user_number++;
+    this.#replay(user, session);
+  }
+
+  async #replay(user: User, session: Session): Promise<void> {
+    user.busy++;
+    try {
+      let after = user.lastAck;
+      for (;;) {
+        const page = await this.#options.store.readAfter(
+          user.uid,
+          after,
+          this.#options.replayPage,
+          Date.now(),
+        );
+        for (const message of page) session.send(message);
+        if (page.length < this.#options.replayPage) break;
+        after = page[page.length - 1].seq;
+      }
+      session.goLive();
+    } catch (error) {
+      this.#options.log("warn", `replay for ${user.uid}: ${(error as Error).message}`);
+      session.fail("storage unavailable");
+    } finally {
+      this.#release(user);
+    }
+  }
+
+  onClose(session: Session): void {
+    if (!this.#sessions.delete(session)) return;
+    this.counters.disconnect++;
+    this.counters.connection_number--;
+    this.#recentlyLeft.set(session.uid, Date.now());
+    const user = this.#users.get(session.uid);
+    if (!user) return;
+    const at = user.sessions.indexOf(session);
+    if (at < 0) return;
+    user.sessions.splice(at, 1);
+    if (user.sessions.length === 0) {
+      this.counters.user_number--;
+      user.lastUsed = Date.now();
+    }
+  }
+
+  onMessage(session: Session, message: Exclude<ClientMessage, { y: 0 }>): void {
+    const from = session.uid;
+    const failed = (error: Error) => {
+      this.counters.error_number++;
+      session.sendText(JSON.stringify({ error: error.message }));
+    };
+    switch (message.y) {
+      case 1:
+        this.subscribe(from, message.c).catch(failed);
+        break;
+      case 2:
+        this.unsubscribe(from, message.c).catch(failed);
+        break;
+      case 3: {
+        const request = { to: message.t, from, body: message.b, ttlSec: 0, volatile: false };
+        (this.owns(message.t) ? this.publish(request) : this.#options.forward(request))
+          .catch(failed);
+        break;
+      }
+      case 4: {
+        const request = { channel: message.c, from, body: message.b, ttlSec: 0, volatile: false };
+        this.#options.broadcast(request);
+        this.publishChannel(request).catch(failed);
+        break;
+      }
+      case 5:
+        this.#ack(session, message.s);
+        break;
+    }
+  }
+
+  /** Closes sessions silent for longer than `timeoutMs`; forgets idle offline users. */
+  sweep(timeoutMs: number): void {
+    const now = Date.now();
+    for (const session of this.#sessions) {
+      if (now - session.lastSeen > timeoutMs) session.fail("heartbeat timeout");
+    }
+    for (const user of this.#users.values()) {
+      if (user.sessions.length === 0 && user.busy === 0 && now - user.lastUsed > USER_IDLE_MS) {
+        this.#users.delete(user.uid);
+      }
+    }
+    for (const [uid, at] of this.#recentlyLeft) {
+      if (now - at > RECONNECT_WINDOW_MS) this.#recentlyLeft.delete(uid);
+    }
+  }
+
+  #ack(session: Session, seq: number): void {
+    const user = this.#users.get(session.uid);
+    if (!user) return;
+    if (seq > user.lastSeq) {
+      this.counters.error_number++;
+      session.sendText(JSON.stringify({ error: "ack beyond last seq" }));
+      return;
+    }
+    if (seq <= user.lastAck) return;
+    user.lastAck = seq;
+    this.#options.journal.ack(user.uid, seq);
+  }
+
+  #message(
+    user: User,
+    type: 3 | 4,
+    from: string,
+    body: string,
+    ttlSec: number,
+    request: { volatile: boolean; channel?: string },
+  ): StoredMessage {
+    return {
+      uid: user.uid,
+      seq: request.volatile ? 0 : ++user.lastSeq,
+      type,
+      from,
+      channel: request.channel,
+      body,
+      expiresAt: ttlSec > 0 ? Date.now() + ttlSec * 1000 : 0,
+    };
+  }
+
+  #deliver(user: User, message: StoredMessage): void {
+    if (message.expiresAt !== 0 && message.expiresAt <= Date.now()) return;
+    const delivery: Delivery = message;
+    for (const session of user.sessions) session.deliver(delivery);
+  }
+
+  #user(uid: string): Promise<User> {
+    const cached = this.#users.get(uid);
+    if (cached) return Promise.resolve(cached);
+    let loading = this.#loadingUsers.get(uid);
+    if (!loading) {
+      loading = this.#storage(() => this.#options.store.userState(uid)).then((state) => {
+        const user: User = { uid, ...state, sessions: [], busy: 0, lastUsed: Date.now() };
+        this.#users.set(uid, user);
+        return user;
+      }).finally(() => this.#loadingUsers.delete(uid));
+      this.#loadingUsers.set(uid, loading);
+    }
+    return loading;
+  }
+
+  #release(user: User): void {
+    user.busy--;
+    user.lastUsed = Date.now();
+  }
+
+  #members(channel: string): Promise<Set<string>> {
+    const cached = this.#channels.get(channel);
+    if (cached) return Promise.resolve(cached);
+    let loading = this.#loadingChannels.get(channel);
+    if (!loading) {
+      loading = this.#storage(() => this.#options.store.members(channel)).then((uids) => {
+        const own = new Set(uids.filter((uid) => this.owns(uid)));
+        this.#channels.set(channel, own);
+        return own;
+      }).finally(() => this.#loadingChannels.delete(channel));
+      this.#loadingChannels.set(channel, loading);
+    }
+    return loading;
+  }
+
+  #store(messages: StoredMessage[]): Promise<void> {
+    return this.#storage(() => this.#options.journal.append(messages));
+  }
+
+  /** Runs a storage call, turning an outage into a 503 that crosses the link. */
+  async #storage<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      if (error instanceof StorageUnavailableError) {
+        this.#options.log("warn", `storage: ${error.message}`);
+        throw new ServiceError(error.message, 503);
+      }
+      throw error;
+    }
+  }
+
+  #checkOwner(uid: string): void {
+    if (!this.owns(uid)) throw new ServiceError(`uid ${uid} is not owned by this shard`, 421);
+  }
+}

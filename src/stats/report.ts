@@ -1,0 +1,141 @@
+/**
+ * The `/stats` report (PROTOCOL.md §3): the shards' counters summed, with rates sampled
+ * once a second on the main thread. Keys are only ever added, never removed or renamed.
+ *
+ * @module
+ */
+
+import { addCounters, newShardCounters, type ShardCounters } from "./counters.ts";
+
+/** Microseconds between 1601-01-01 and 1970-01-01: the original server's timestamp epoch. */
+const EPOCH_1601_US = 11_644_473_600_000_000;
+
+interface Peaks {
+  recvBytes: number;
+  recvNumber: number;
+  sendBytes: number;
+  sendNumber: number;
+  userGrowth: number;
+  userReduce: number;
+  users: number;
+}
+
+/** Collects counters and produces the report. */
+export class StatsBook {
+  /** The main thread's own counters (front door). */
+  readonly frontDoor: ShardCounters = newShardCounters();
+  /** Admin requests by name (`Stats`, `Pub` ...). */
+  readonly requests: Record<string, number> = {};
+  #started = new Date();
+  #shards = new Map<number, ShardCounters>();
+  /** Counters of shards that were replaced (crashed and restarted): totals never shrink. */
+  #retired = newShardCounters();
+  #previous: ShardCounters | null = null;
+  #peaks: Peaks = {
+    recvBytes: 0,
+    recvNumber: 0,
+    sendBytes: 0,
+    sendNumber: 0,
+    userGrowth: 0,
+    userReduce: 0,
+    users: 0,
+  };
+
+  /** Records a shard's latest counters. */
+  update(index: number, counters: ShardCounters): void {
+    this.#shards.set(index, counters);
+  }
+
+  /** A shard is being replaced: keep its totals, drop its gauges. */
+  retire(index: number): void {
+    const last = this.#shards.get(index);
+    if (!last) return;
+    this.#shards.delete(index);
+    addCounters(this.#retired, { ...last, user_number: 0, connection_number: 0 });
+  }
+
+  /** Counts an admin request. */
+  count(request: string): void {
+    this.requests[request] = (this.requests[request] ?? 0) + 1;
+  }
+
+  /** Takes the once-a-second sample that the peaks come from. */
+  sample(): void {
+    const now = this.#total();
+    const before = this.#previous;
+    this.#previous = now;
+    const peaks = this.#peaks;
+    peaks.users = Math.max(peaks.users, now.user_number);
+    if (!before) return;
+    peaks.recvBytes = Math.max(peaks.recvBytes, now.total_recv_bytes - before.total_recv_bytes);
+    peaks.recvNumber = Math.max(
+      peaks.recvNumber,
+      now.total_recv_number - before.total_recv_number,
+    );
+    peaks.sendBytes = Math.max(peaks.sendBytes, now.total_send_bytes - before.total_send_bytes);
+    peaks.sendNumber = Math.max(
+      peaks.sendNumber,
+      now.total_send_number - before.total_send_number,
+    );
+    const change = now.user_number - before.user_number;
+    peaks.userGrowth = Math.max(peaks.userGrowth, change);
+    peaks.userReduce = Math.max(peaks.userReduce, -change);
+  }
+
+  /** The report, in PROTOCOL.md's shape. */
+  report(): Record<string, unknown> {
+    const total = this.#total();
+    const seconds = Math.max(1, (Date.now() - this.#started.getTime()) / 1000);
+    const peaks = this.#peaks;
+    return {
+      auth_fail_number: total.auth_fail_number,
+      bad_request_number: total.bad_request_number,
+      error_number: total.error_number,
+      recv_type: total.recv_type,
+      redirect_number: total.redirect_number,
+      request: { Connect: total.connect_request_number, ...this.requests },
+      server_start_datetime: formatLocal(this.#started),
+      server_start_timestamp: this.#started.getTime() * 1000 + EPOCH_1601_US,
+      throughput: {
+        avg_recv_bytes_per_second: Math.round(total.total_recv_bytes / seconds),
+        avg_recv_number_per_second: Math.round(total.total_recv_number / seconds),
+        avg_send_bytes_per_second: Math.round(total.total_send_bytes / seconds),
+        avg_send_number_per_second: Math.round(total.total_send_number / seconds),
+        max_recv_bytes_per_second: peaks.recvBytes,
+        max_recv_number_per_second: peaks.recvNumber,
+        max_send_bytes_per_second: peaks.sendBytes,
+        max_send_number_per_second: peaks.sendNumber,
+        total_recv_bytes: total.total_recv_bytes,
+        total_recv_number: total.total_recv_number,
+        total_send_bytes: total.total_send_bytes,
+        total_send_number: total.total_send_number,
+      },
+      user: {
+        connect: total.connect,
+        connection_number: total.connection_number,
+        disconnect: total.disconnect,
+        max_user_growth_per_second: peaks.userGrowth,
+        max_user_number: Math.max(peaks.users, total.user_number),
+        max_user_reduce_per_second: peaks.userReduce,
+        reconnect: total.reconnect,
+        user_number: total.user_number,
+      },
+    };
+  }
+
+  #total(): ShardCounters {
+    const total = newShardCounters();
+    addCounters(total, this.frontDoor);
+    addCounters(total, this.#retired);
+    for (const counters of this.#shards.values()) addCounters(total, counters);
+    return total;
+  }
+}
+
+/** `2015/04/16 17:21:57`, in the server's local time, as the original printed it. */
+function formatLocal(date: Date): string {
+  const two = (n: number) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}/${two(date.getMonth() + 1)}/${two(date.getDate())} ${
+    two(date.getHours())
+  }:${two(date.getMinutes())}:${two(date.getSeconds())}`;
+}

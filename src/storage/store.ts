@@ -1,0 +1,70 @@
+/**
+ * The storage interface every backend implements (memory, the embedded durable store,
+ * Cassandra). A shard is the only writer for its uids, so a store needs no compare-and-set:
+ * it must keep what it is given, in order, and say when it is durable.
+ *
+ * @module
+ */
+
+/** Message types that are stored: to one user (3) and a channel copy for one subscriber (4). */
+export type StoredType = 3 | 4;
+
+/** One message as persisted for one recipient uid. */
+export interface StoredMessage {
+  /** Recipient uid: the partition key. */
+  uid: string;
+  /** The recipient's own sequence number, 1, 2, 3 ... never reused. */
+  seq: number;
+  type: StoredType;
+  /** Sender uid or publisher name. */
+  from: string;
+  /** Channel id, for type 4. */
+  channel?: string;
+  /** The payload as the JSON text of the `b` value. */
+  body: string;
+  /** Expiry in milliseconds since the epoch; 0 means never. */
+  expiresAt: number;
+}
+
+/** What a store keeps per uid beside its messages. */
+export interface UserState {
+  /** The highest seq ever assigned to this uid (survives compaction). */
+  lastSeq: number;
+  /** The highest seq the user acknowledged. */
+  lastAck: number;
+}
+
+/** Thrown (or rejected with) when the store cannot take or give data now. */
+export class StorageUnavailableError extends Error {
+  constructor(message = "storage unavailable", options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StorageUnavailableError";
+  }
+}
+
+/** A message store. Every method may reject with {@linkcode StorageUnavailableError}. */
+export interface Store {
+  /**
+   * Persists a batch, atomically per uid where the engine allows, and records each uid's
+   * highest seq as its `lastSeq`. Resolves only once the batch is durable.
+   */
+  append(messages: readonly StoredMessage[]): Promise<void>;
+  /** Messages of `uid` with `seq > afterSeq` that have not expired at `now`, in seq order. */
+  readAfter(uid: string, afterSeq: number, limit: number, now: number): Promise<StoredMessage[]>;
+  /** The uid's state; `{lastSeq: 0, lastAck: 0}` for a uid never seen. */
+  userState(uid: string): Promise<UserState>;
+  /** Records `seq` as the uid's `last_ack` (callers only ever move it forward). */
+  ack(uid: string, seq: number): Promise<void>;
+  /** Stores the (channel, uid) membership pair, both ways. */
+  subscribe(channel: string, uid: string): Promise<void>;
+  /** Deletes the (channel, uid) membership pair, both ways. */
+  unsubscribe(channel: string, uid: string): Promise<void>;
+  /** Every uid subscribed to `channel`. */
+  members(channel: string): Promise<string[]>;
+  /** Every channel `uid` is subscribed to. */
+  channels(uid: string): Promise<string[]>;
+  /** Removes acknowledged and expired messages; returns how many went. */
+  compact(now: number): Promise<number>;
+  /** Flushes and releases the engine. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,161 @@
+/**
+ * The shard entry: one Web Worker per shard. It owns its client port, its uids' sessions and
+ * its store; it takes requests from the main thread over a {@linkcode Link} and exchanges
+ * clients' channel messages with the other shards over a `BroadcastChannel`.
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import { createAuthenticator } from "../src/auth/auth.ts";
+import { createLog, type Log } from "../src/log.ts";
+import { perTurn } from "../src/routing/batch.ts";
+import { ShardMap } from "../src/routing/hash.ts";
+import { connectedHead } from "../src/protocol/handshake.ts";
+import { Link } from "../src/routing/link.ts";
+import type { MainOp, ShardInit, ShardNote, ShardOp } from "../src/shard/ops.ts";
+import { type ChannelRequest, Shard } from "../src/shard/shard.ts";
+import { createConnectServer, listen } from "../src/session/connect_server.ts";
+import { Session } from "../src/session/session.ts";
+import { Journal } from "../src/storage/journal.ts";
+import { openStore } from "../src/storage/open.ts";
+import type { Store } from "../src/storage/store.ts";
+import { newShardCounters } from "../src/stats/counters.ts";
+
+/** The channel every shard of this process hears clients' channel messages on. */
+const CHANNEL_BUS = "ipush.channel-messages";
+/** Stored messages replayed per store read on connect. */
+const REPLAY_PAGE = 500;
+const STATS_INTERVAL_MS = 1_000;
+const SWEEP_INTERVAL_MS = 1_000;
+const COMPACT_INTERVAL_MS = 60_000;
+
+self.onmessage = (event: MessageEvent<ShardInit>) => {
+  const { index, config } = event.data;
+  const log = createLog(`shard-${index}`, config.log_level);
+  // The link takes over `onmessage` now, so requests that arrive while the store opens
+  // wait for the shard to be running instead of being lost.
+  const running = Promise.withResolvers<RunningShard>();
+  const link = new Link(
+    self,
+    async (op) => (await running.promise).handle(op as ShardOp),
+    () => {},
+  );
+  run(event.data, link, log).then(running.resolve, (error) => {
+    log("error", `cannot start: ${error.stack ?? error}`);
+    self.close();
+  });
+};
+
+interface RunningShard {
+  handle(op: ShardOp): Promise<unknown>;
+}
+
+async function run({ index, config, shards }: ShardInit, link: Link, log: Log) {
+  let map = new ShardMap(shards);
+  const counters = newShardCounters();
+  const store = await openStore(config);
+  const journal = new Journal(
+    store,
+    config.storage_queue_limit,
+    (error) => log("warn", `ack not stored, kept for retry: ${error.message}`),
+  );
+  const bus = new BroadcastChannel(CHANNEL_BUS);
+  const shard = new Shard({
+    index,
+    map,
+    store,
+    journal,
+    counters,
+    replayPage: REPLAY_PAGE,
+    forward: (request) => link.request({ op: "pub", request } satisfies MainOp),
+    // A BroadcastChannel does not echo to its sender: the shard delivers its own part.
+    broadcast: perTurn<ChannelRequest>((requests) => bus.postMessage(requests)),
+    log,
+  });
+  bus.onmessage = (event: MessageEvent<ChannelRequest[]>) => {
+    for (const request of event.data) {
+      shard.publishChannel(request).catch((error) =>
+        log("warn", `channel message to ${request.channel}: ${error.message}`)
+      );
+    }
+  };
+
+  let draining = false;
+  const limits = {
+    maxFrameBytes: config.max_frame_bytes,
+    maxOutputBytes: config.max_output_bytes,
+  };
+  const server = createConnectServer({
+    handshake: {
+      maxHeadBytes: config.max_head_bytes,
+      timeoutMs: config.handshake_timeout_sec * 1000,
+      authenticate: createAuthenticator(config),
+    },
+    counters,
+    draining: () => draining,
+    redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
+    async admit(socket, { uid, rest }) {
+      socket.write(connectedHead());
+      const session = new Session(socket, uid, shard, limits);
+      await shard.attach(session);
+      if (rest.length > 0) session.receive(rest);
+      socket.resume();
+    },
+  });
+  const port = await listen(server, config.host, shards[index].port);
+  log("info", `listening on ${config.host}:${port} (${config.storage} store)`);
+
+  const timers = [
+    setInterval(() => shard.sweep(config.heartbeat_timeout_sec * 1000), SWEEP_INTERVAL_MS),
+    setInterval(
+      () => link.notify({ type: "stats", counters } satisfies ShardNote),
+      STATS_INTERVAL_MS,
+    ),
+    setInterval(() => compact(store, log), COMPACT_INTERVAL_MS),
+  ];
+  link.notify({ type: "ready", port } satisfies ShardNote);
+
+  async function drain(): Promise<void> {
+    draining = true;
+    server.close();
+    for (const timer of timers) clearInterval(timer);
+    bus.close();
+    for (const session of shard.sessions) session.end();
+    await journal.flush();
+    await store.close();
+    log("info", "drained");
+  }
+
+  return {
+    handle(op: ShardOp): Promise<unknown> {
+      switch (op.op) {
+        case "pub":
+          return shard.publish(op.request);
+        case "cpub":
+          return shard.publishChannel(op.request);
+        case "sub":
+          return shard.subscribe(op.uid, op.channel);
+        case "unsub":
+          return shard.unsubscribe(op.uid, op.channel);
+        case "msg":
+          return shard.offline(op.uid, op.limit);
+        case "map":
+          map = new ShardMap(op.shards);
+          return Promise.resolve();
+        case "drain":
+          return drain();
+      }
+    },
+  };
+}
+
+async function compact(store: Store, log: Log): Promise<void> {
+  try {
+    const removed = await store.compact(Date.now());
+    if (removed > 0) log("debug", `compacted ${removed} messages`);
+  } catch (error) {
+    log("warn", `compaction: ${(error as Error).message}`);
+  }
+}
