@@ -48,6 +48,11 @@ async function main(args: string[]): Promise<number> {
 }
 
 async function serve(config: Config, log: Log): Promise<number> {
+  // Listen for signals first: a stop that arrives during start-up still drains.
+  const { promise: stop, resolve } = Promise.withResolvers<string>();
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    Deno.addSignalListener(signal, () => resolve(signal));
+  }
   const stats = new StatsBook();
   const pool = new ShardPool(config, NODE_ID, stats, log);
   await pool.start();
@@ -96,10 +101,6 @@ async function serve(config: Config, log: Log): Promise<number> {
       }`,
   );
 
-  const { promise: stop, resolve } = Promise.withResolvers<string>();
-  for (const signal of ["SIGTERM", "SIGINT"] as const) {
-    Deno.addSignalListener(signal, () => resolve(signal));
-  }
   log("info", `${await stop}: draining`);
   draining = true;
   clearInterval(sampler);

@@ -133,10 +133,11 @@ export function parseFlags(
   readFile: (path: string) => string = Deno.readTextFileSync,
 ): ParsedFlags {
   const tokens = expandFlagfiles(args, readFile, 0);
-  const options = Object.fromEntries(
-    [...Object.keys(FLAGS), "help"].map((name) => [name, { type: "string" as const }]),
+  const options: Record<string, { type: "string" | "boolean" }> = Object.fromEntries(
+    Object.keys(FLAGS).map((name) => [name, { type: "string" as const }]),
   );
-  let values: Record<string, string | undefined>;
+  options.help = { type: "boolean" };
+  let values: Record<string, string | boolean | undefined>;
   try {
     values = parseArgs({ args: tokens, options, strict: true, allowPositionals: false }).values;
   } catch (error) {
@@ -145,7 +146,7 @@ export function parseFlags(
   if ("help" in values) return { help: true };
   const config: Record<string, string | number> = {};
   for (const [name, spec] of Object.entries(FLAGS)) {
-    const given = values[name];
+    const given = values[name] as string | undefined;
     const raw = given ?? (typeof spec.default === "function" ? spec.default() : spec.default);
     config[name] = convert(name, raw, spec.kind);
   }

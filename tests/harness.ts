@@ -1,0 +1,144 @@
+/**
+ * Starts the real daemon as a subprocess from `conf/default.conf`, on ephemeral ports with
+ * its own pid file and data directory, for end-to-end tests.
+ *
+ * @module
+ */
+
+const ROOT = new URL("../", import.meta.url);
+const READY = /clients on [^:]+:(\d+), admin on [^:]+:(\d+), shards on ports ([\d,]+)/;
+
+/** A running daemon. */
+export interface Daemon {
+  pid: number;
+  clientPort: number;
+  adminPort: number;
+  shardPorts: number[];
+  dir: string;
+  pidFile: string;
+  /** Everything the daemon wrote to stderr so far. */
+  log(): string;
+  /** A request to the admin API; answers status and parsed JSON. */
+  admin(
+    path: string,
+    init?: RequestInit,
+  ): Promise<{ status: number; body: Record<string, unknown> }>;
+  /** Sends a signal and waits for the exit code. */
+  stop(signal?: Deno.Signal): Promise<number>;
+  /** Resolves with the exit code when the process ends. */
+  exited: Promise<number>;
+}
+
+/** Options beyond the flags. */
+export interface DaemonOptions {
+  /** Reuse a directory (restart over the same data and pid file). */
+  dir?: string;
+}
+
+/** Starts the daemon with `conf/default.conf` plus `flags`; resolves once it serves. */
+export async function startDaemon(
+  flags: string[] = [],
+  options: DaemonOptions = {},
+): Promise<Daemon> {
+  const dir = options.dir ?? await Deno.makeTempDir({ prefix: "ipush-test-" });
+  const pidFile = `${dir}/ipush_server.pid`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      "main.ts",
+      "--flagfile=conf/default.conf",
+      "--host=127.0.0.1",
+      "--client_port=0",
+      "--admin_port=0",
+      "--shard_port_base=0",
+      "--workers=2",
+      `--pid_file=${pidFile}`,
+      `--data_dir=${dir}/data`,
+      "--log_level=info",
+      ...flags,
+    ],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const ready = Promise.withResolvers<RegExpExecArray>();
+  const exited = (async () => {
+    const decoder = new TextDecoder();
+    for await (const bytes of child.stderr) {
+      text += decoder.decode(bytes, { stream: true });
+      const match = READY.exec(text);
+      if (match) ready.resolve(match);
+    }
+    const status = await child.status;
+    ready.reject(new Error(`daemon exited (${status.code}) before serving:\n${text}`));
+    return status.code;
+  })();
+  const timer = setTimeout(() => ready.reject(new Error(`daemon did not start:\n${text}`)), 20_000);
+  let match: RegExpExecArray;
+  try {
+    match = await ready.promise;
+  } catch (error) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await exited;
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+  const adminPort = Number(match[2]);
+  return {
+    pid: child.pid,
+    clientPort: Number(match[1]),
+    adminPort,
+    shardPorts: match[3].split(",").map(Number),
+    dir,
+    pidFile,
+    log: () => text,
+    async admin(path, init) {
+      const response = await fetch(`http://127.0.0.1:${adminPort}${path}`, init);
+      return { status: response.status, body: await response.json() };
+    },
+    async stop(signal = "SIGTERM") {
+      try {
+        child.kill(signal);
+      } catch { /* already gone */ }
+      return await exited;
+    },
+    exited,
+  };
+}
+
+/** A promise that resolves after `ms`. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Uids with `prefix` that live on `count` different shards, as `/shard` says. */
+export async function uidsOnDistinctShards(
+  daemon: Daemon,
+  prefix: string,
+  count: number,
+): Promise<string[]> {
+  const byShard = new Map<unknown, string>();
+  for (let i = 0; byShard.size < count; i++) {
+    if (i > 1000) throw new Error(`no ${count} distinct shards for ${prefix}*`);
+    const uid = `${prefix}${i}`;
+    const shard = (await daemon.admin(`/shard?uid=${uid}`)).body.result;
+    if (!byShard.has(shard)) byShard.set(shard, uid);
+  }
+  return [...byShard.values()];
+}
+
+/** POSTs a message to `/pub`; `target` is a query such as `to=u1` or `channel=c1`. */
+export function publish(
+  daemon: Daemon,
+  target: string,
+  body: string,
+  extra = "",
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  return daemon.admin(`/pub?${target}&from=op${extra}`, { method: "POST", body });
+}

@@ -1,0 +1,110 @@
+/**
+ * End to end: the process — flags, pid file, signals and graceful drain.
+ */
+
+import assert from "node:assert/strict";
+import { RawClient } from "./client.ts";
+import { startDaemon } from "./harness.ts";
+
+const ROOT = new URL("../", import.meta.url);
+
+async function runMain(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "main.ts", ...args],
+    cwd: ROOT,
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  Deno.test(`process: ${signal} drains, closes streams cleanly, removes the pid file`, async () => {
+    const daemon = await startDaemon();
+    assert.equal(Deno.readTextFileSync(daemon.pidFile).trim(), String(daemon.pid));
+    const { client, answer } = await RawClient.connect(daemon.clientPort, "drained1");
+    assert.equal(answer.status, 200);
+    assert.equal(await daemon.stop(signal), 0);
+    assert.equal(await client.nextChunk(), null, "the last chunk, then EOF");
+    client.close();
+    assert.ok(!exists(daemon.pidFile), "pid file removed");
+    assert.match(daemon.log(), /draining/);
+  });
+}
+
+Deno.test("process: a second daemon refuses to start while the pid file's process lives", async () => {
+  const daemon = await startDaemon();
+  try {
+    const second = await runMain([
+      "--flagfile=conf/default.conf",
+      `--pid_file=${daemon.pidFile}`,
+      "--client_port=0",
+      "--admin_port=0",
+      "--shard_port_base=0",
+    ]);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, new RegExp(`names pid ${daemon.pid}, which is running`));
+    assert.equal(Deno.readTextFileSync(daemon.pidFile).trim(), String(daemon.pid), "untouched");
+  } finally {
+    assert.equal(await daemon.stop(), 0);
+  }
+});
+
+Deno.test("process: a stale pid file (its process gone) does not block a start", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${dir}/ipush_server.pid`, "999999999\n");
+  const daemon = await startDaemon([], { dir });
+  assert.equal(Deno.readTextFileSync(daemon.pidFile).trim(), String(daemon.pid));
+  assert.equal(await daemon.stop(), 0);
+});
+
+Deno.test("flags: --help lists every flag with its default and meaning", async () => {
+  const { code, stdout } = await runMain(["--help"]);
+  assert.equal(code, 0);
+  for (
+    const flag of [
+      'client_port="9000"',
+      'admin_port="9001"',
+      "admin_host",
+      "advertise_host",
+      "workers",
+      "shard_port_base",
+      'pid_file="ipush_server.pid"',
+      "storage",
+      "data_dir",
+      "heartbeat_timeout_sec",
+      "max_frame_bytes",
+      "auth",
+      "users_file",
+      "log_level",
+      "flagfile",
+    ]
+  ) {
+    assert.ok(stdout.includes(`--${flag}`), `--help mentions --${flag}`);
+  }
+});
+
+Deno.test("flags: an unknown flag or a bad value exits 2 naming the flag", async () => {
+  const unknown = await runMain(["--flagfile=conf/default.conf", "--client_prot=1"]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /unknown flag --client_prot/);
+  const bad = await runMain(["--flagfile=conf/default.conf", "--workers=lots"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /bad value for --workers: 'lots'/);
+  const missing = await runMain(["--flagfile=conf/nope.conf"]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /--flagfile=conf\/nope.conf/);
+});
