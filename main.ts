@@ -10,13 +10,22 @@
 
 import { adminHandler } from "./src/admin/api.ts";
 import { createAuthenticator } from "./src/auth/auth.ts";
+import { ClusterBus, connectRedis, type RedisClient } from "./src/cluster/bus.ts";
+import { Peers } from "./src/cluster/peers.ts";
+import { Presence, type PresenceChange } from "./src/cluster/presence.ts";
+import { Router } from "./src/cluster/router.ts";
+import { type Topology, topology } from "./src/cluster/topology.ts";
 import { type Config, FlagError, helpText, parseFlags } from "./src/config/flags.ts";
 import { createLog, type Log } from "./src/log.ts";
+import { perTurn } from "./src/routing/batch.ts";
 import { ShardPool } from "./src/routing/pool.ts";
 import { createConnectServer, listen } from "./src/session/connect_server.ts";
+import { CHANNEL_BUS } from "./src/shard/ops.ts";
+import type { ChannelRequest } from "./src/shard/shard.ts";
 import { StatsBook } from "./src/stats/report.ts";
 
-const NODE_ID = "node1";
+/** How long a forwarded op may wait for another node. */
+const PEER_TIMEOUT_MS = 5_000;
 
 async function main(args: string[]): Promise<number> {
   let config: Config;
@@ -32,8 +41,10 @@ async function main(args: string[]): Promise<number> {
     console.error(`ipush: ${error.message} (see --help)`);
     return 2;
   }
-  const log = createLog("main", config.log_level);
+  const log = createLog(`main ${config.node_id}`, config.log_level);
+  let shape: Topology;
   try {
+    shape = topology(config);
     claimPidFile(config.pid_file);
     createAuthenticator(config); // fail now, not in every worker, on a bad users file
   } catch (error) {
@@ -41,21 +52,67 @@ async function main(args: string[]): Promise<number> {
     return 1;
   }
   try {
-    return await serve(config, log);
+    return await serve(config, shape, log);
+  } catch (error) {
+    log("error", (error as Error).message);
+    return 1;
   } finally {
     removePidFile(config.pid_file);
   }
 }
 
-async function serve(config: Config, log: Log): Promise<number> {
+async function serve(config: Config, shape: Topology, log: Log): Promise<number> {
   // Listen for signals first: a stop that arrives during start-up still drains.
   const { promise: stop, resolve } = Promise.withResolvers<string>();
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     Deno.addSignalListener(signal, () => resolve(signal));
   }
+  const self = shape.self;
   const stats = new StatsBook();
-  const pool = new ShardPool(config, NODE_ID, stats, log);
+  let redis: RedisClient | undefined;
+  let presence: Presence | undefined;
+  if (config.redis_url !== "") {
+    redis = await connectRedis(config.redis_url);
+    presence = new Presence(redis, self.id, config.presence_ttl_sec * 1000);
+    await presence.start();
+  }
+  const recordPresence = perTurn<PresenceChange>((changes) =>
+    presence?.record(changes).catch((error) => log("warn", `presence: ${error.message}`))
+  );
+  // The router needs the pool and the pool's shards need the router (for their forwards).
+  const routes: { router?: Router } = {};
+  const pool = new ShardPool({
+    config,
+    topology: shape,
+    stats,
+    log,
+    onRequest: (op) => routes.router!.toOwner(op.request.to, op),
+    onNote: (note) => {
+      if (note.type === "presence" || note.type === "presence-channel") recordPresence(note);
+    },
+  });
+  const bus = redis
+    ? await ClusterBus.join(redis, self.id, shape.nodes.length - 1, (request) => {
+      pool.toAll({ op: "cpub", request }).catch((error) =>
+        log("warn", `channel message to ${request.channel} from the bus: ${error.message}`)
+      );
+    })
+    : undefined;
+  const peers = shape.clustered
+    ? new Peers(shape.nodes.filter((node) => node !== self), PEER_TIMEOUT_MS)
+    : undefined;
+  const router = routes.router = new Router(pool, { peers, bus, presence });
   await pool.start();
+  // Clients' channel messages: the shards of this process exchange them over the
+  // BroadcastChannel; the main thread hears them there too and relays them to other nodes.
+  const clientChannels = bus ? new BroadcastChannel(CHANNEL_BUS) : undefined;
+  if (clientChannels) {
+    clientChannels.onmessage = (event: MessageEvent<ChannelRequest[]>) => {
+      router.relayChannel(event.data).catch((error) =>
+        log("warn", `channel message to other nodes: ${error.message}`)
+      );
+    };
+  }
   let draining = false;
 
   const frontDoor = createConnectServer({
@@ -66,29 +123,22 @@ async function serve(config: Config, log: Log): Promise<number> {
     },
     counters: stats.frontDoor,
     draining: () => draining,
-    redirectFor: (uid) => pool.map.shardOf(uid),
+    redirectFor: (uid) => router.shardOf(uid),
     admit: () => {
       throw new Error("the front door owns no uids");
     },
   });
-  const clientPort = await listen(frontDoor, config.host, config.client_port);
+  const clientPort = await listen(frontDoor, config.host, self.clientPort);
 
   const admin = Deno.serve(
-    {
-      hostname: config.admin_host,
-      port: config.admin_port,
-      onListen: () => {},
-    },
+    { hostname: config.admin_host, port: self.adminPort, onListen: () => {} },
     adminHandler({
-      routes: {
-        toOwner: (uid, op) => pool.toOwner(uid, op),
-        toAll: (op) => pool.toAll(op),
-        shardOf: (uid) => pool.map.shardOf(uid),
-      },
+      routes: router,
       stats,
+      refreshStats: () => pool.refreshStats(),
       maxBodyBytes: config.max_frame_bytes,
       msgLimit: config.msg_limit,
-      defaultHost: config.advertise_host || "127.0.0.1",
+      defaultHost: self.host || "127.0.0.1",
       draining: () => draining,
     }),
   );
@@ -97,7 +147,8 @@ async function serve(config: Config, log: Log): Promise<number> {
     "info",
     `pid ${Deno.pid}: clients on ${config.host}:${clientPort}, admin on ` +
       `${config.admin_host}:${admin.addr.port}, shards on ports ${
-        pool.map.shards.map((s) => s.port).join(",")
+        pool.map.shards.slice(shape.firstShard, shape.firstShard + self.workers)
+          .map((s) => s.port).join(",")
       }`,
   );
 
@@ -105,8 +156,12 @@ async function serve(config: Config, log: Log): Promise<number> {
   draining = true;
   clearInterval(sampler);
   frontDoor.close();
+  clientChannels?.close();
   await pool.drain();
   await admin.shutdown();
+  await bus?.close();
+  await presence?.stop();
+  await redis?.close();
   log("info", "stopped");
   return 0;
 }

@@ -14,7 +14,13 @@ import { perTurn } from "../src/routing/batch.ts";
 import { ShardMap } from "../src/routing/hash.ts";
 import { connectedHead } from "../src/protocol/handshake.ts";
 import { Link } from "../src/routing/link.ts";
-import type { MainOp, ShardInit, ShardNote, ShardOp } from "../src/shard/ops.ts";
+import {
+  CHANNEL_BUS,
+  type MainOp,
+  type ShardInit,
+  type ShardNote,
+  type ShardOp,
+} from "../src/shard/ops.ts";
 import { type ChannelRequest, Shard } from "../src/shard/shard.ts";
 import { createConnectServer, listen } from "../src/session/connect_server.ts";
 import { Session } from "../src/session/session.ts";
@@ -23,8 +29,6 @@ import { openStore } from "../src/storage/open.ts";
 import type { Store } from "../src/storage/store.ts";
 import { newShardCounters } from "../src/stats/counters.ts";
 
-/** The channel every shard of this process hears clients' channel messages on. */
-const CHANNEL_BUS = "ipush.channel-messages";
 /** Stored messages replayed per store read on connect. */
 const REPLAY_PAGE = 500;
 const STATS_INTERVAL_MS = 1_000;
@@ -72,6 +76,9 @@ async function run({ index, config, shards }: ShardInit, link: Link, log: Log) {
     forward: (request) => link.request({ op: "pub", request } satisfies MainOp),
     // A BroadcastChannel does not echo to its sender: the shard delivers its own part.
     broadcast: perTurn<ChannelRequest>((requests) => bus.postMessage(requests)),
+    presence: config.redis_url === ""
+      ? undefined
+      : (change) => link.notify(change satisfies ShardNote),
     log,
   });
   bus.onmessage = (event: MessageEvent<ChannelRequest[]>) => {
@@ -141,6 +148,8 @@ async function run({ index, config, shards }: ShardInit, link: Link, log: Log) {
           return shard.unsubscribe(op.uid, op.channel);
         case "msg":
           return shard.offline(op.uid, op.limit);
+        case "stats":
+          return Promise.resolve(counters);
         case "map":
           map = new ShardMap(op.shards);
           return Promise.resolve();

@@ -6,6 +6,9 @@
  * @module
  */
 
+import type { OpResult } from "../cluster/peers.ts";
+import type { UserPresence } from "../cluster/presence.ts";
+import type { UnicastOp } from "../cluster/router.ts";
 import { isValidName } from "../protocol/names.ts";
 import type { ShardAddress } from "../routing/hash.ts";
 import { ServiceError } from "../routing/link.ts";
@@ -20,6 +23,10 @@ export interface AdminRoutes {
   toAll(op: ShardOp): Promise<unknown[]>;
   /** The shard a client with this uid should connect to. */
   shardOf(uid: string): ShardAddress;
+  /** Runs an op another node forwarded, for a uid this node owns. */
+  toLocalOwner(op: UnicastOp): Promise<unknown>;
+  userPresence(uid: string): Promise<UserPresence>;
+  channelPresence(channel: string): Promise<UserPresence[]>;
 }
 
 /** What the handler needs besides routes. */
@@ -30,6 +37,8 @@ export interface AdminOptions {
   maxBodyBytes: number;
   /** Most messages `/msg` lists. */
   msgLimit: number;
+  /** Brings the shards' counters up to date before `/stats` reports. */
+  refreshStats(): Promise<void>;
   /** The host `/shard` names when shards advertise none. */
   defaultHost: string;
   draining(): boolean;
@@ -44,6 +53,8 @@ const ENDPOINTS: Record<string, { name: string; methods: string[]; handle: Handl
   "/msg": { name: "Msg", methods: ["GET"], handle: offline },
   "/shard": { name: "Shard", methods: ["GET"], handle: shard },
   "/stats": { name: "Stats", methods: ["GET"], handle: stats },
+  "/presence": { name: "Presence", methods: ["GET"], handle: presence },
+  "/cluster/ops": { name: "ClusterOps", methods: ["POST"], handle: clusterOps },
 };
 
 /** Creates the handler. */
@@ -115,8 +126,39 @@ function shard(_request: Request, url: URL, options: AdminOptions): Promise<stri
   return Promise.resolve(`${owner.host || options.defaultHost}:${owner.port}`);
 }
 
-function stats(_request: Request, _url: URL, options: AdminOptions): Promise<unknown> {
-  return Promise.resolve(options.stats.report());
+async function stats(_request: Request, _url: URL, options: AdminOptions): Promise<unknown> {
+  await options.refreshStats();
+  return options.stats.report();
+}
+
+async function presence(_request: Request, url: URL, options: AdminOptions): Promise<unknown> {
+  if (url.searchParams.has("cid")) {
+    const channel = validName(url, "cid");
+    return { cid: channel, online: await options.routes.channelPresence(channel) };
+  }
+  return await options.routes.userPresence(validName(url, "uid"));
+}
+
+const FORWARDED_OPS = new Set(["pub", "sub", "unsub", "msg"]);
+
+/** Cluster-internal: ops from another node for uids this node owns, answered one by one. */
+async function clusterOps(request: Request, _url: URL, options: AdminOptions): Promise<OpResult[]> {
+  let ops: UnicastOp[];
+  try {
+    ops = await request.json();
+    if (!Array.isArray(ops) || !ops.every((op) => FORWARDED_OPS.has(op?.op))) throw new Error();
+  } catch {
+    throw badRequest("expected a json array of pub, sub, unsub or msg ops");
+  }
+  return await Promise.all(ops.map((op) =>
+    options.routes.toLocalOwner(op).then(
+      (value): OpResult => ({ value }),
+      (error: Error): OpResult => ({
+        error: error.message,
+        status: error instanceof ServiceError ? error.status : 500,
+      }),
+    )
+  ));
 }
 
 function validName(url: URL, param: string): string {

@@ -20,6 +20,12 @@ export interface Config {
   pid_file: string;
   storage: "memory" | "sqlite" | "cassandra";
   data_dir: string;
+  sqlite_synchronous: "normal" | "full";
+  cassandra_contact_points: string;
+  cassandra_local_dc: string;
+  cassandra_keyspace: string;
+  cassandra_consistency: string;
+  storage_timeout_ms: number;
   heartbeat_timeout_sec: number;
   max_frame_bytes: number;
   max_head_bytes: number;
@@ -30,6 +36,10 @@ export interface Config {
   auth: "none" | "file";
   users_file: string;
   log_level: "debug" | "info" | "warn" | "error";
+  node_id: string;
+  cluster_nodes: string;
+  redis_url: string;
+  presence_ttl_sec: number;
 }
 
 type Kind =
@@ -69,10 +79,39 @@ const FLAGS: Record<keyof Config, FlagSpec> = {
   pid_file: { kind: { type: "string" }, default: "ipush_server.pid", help: "pid file path" },
   storage: {
     kind: { type: "enum", values: ["memory", "sqlite", "cassandra"] },
-    default: "memory",
-    help: "message store: memory | sqlite | cassandra",
+    default: "sqlite",
+    help: "message store: sqlite (embedded, durable) | cassandra | memory (lost on restart)",
   },
   data_dir: { kind: { type: "string" }, default: "data", help: "directory for stored data" },
+  sqlite_synchronous: {
+    kind: { type: "enum", values: ["normal", "full"] },
+    default: "normal",
+    help: "sqlite: normal survives a process crash; full (an fsync a commit) also power loss",
+  },
+  cassandra_contact_points: {
+    kind: { type: "string" },
+    default: "127.0.0.1:9042",
+    help: "cassandra: comma-separated host:port list",
+  },
+  cassandra_local_dc: {
+    kind: { type: "string" },
+    default: "datacenter1",
+    help: "cassandra: the local datacenter",
+  },
+  cassandra_keyspace: { kind: { type: "string" }, default: "ipush", help: "cassandra: keyspace" },
+  cassandra_consistency: {
+    kind: {
+      type: "enum",
+      values: ["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL", "EACH_QUORUM"],
+    },
+    default: "LOCAL_QUORUM",
+    help: "cassandra: consistency level of reads and writes",
+  },
+  storage_timeout_ms: {
+    kind: positive,
+    default: "3000",
+    help: "a store request slower than this fails (and the send is refused with 503)",
+  },
   heartbeat_timeout_sec: {
     kind: positive,
     default: "90",
@@ -110,6 +149,24 @@ const FLAGS: Record<keyof Config, FlagSpec> = {
     kind: { type: "enum", values: ["debug", "info", "warn", "error"] },
     default: "info",
     help: "debug | info | warn | error",
+  },
+  node_id: { kind: { type: "string" }, default: "node1", help: "this node's id in the cluster" },
+  cluster_nodes: {
+    kind: { type: "string" },
+    default: "",
+    help:
+      "every node, comma-separated, as id=host:client_port:admin_port:shard_port_base:workers;" +
+      " empty: a single node",
+  },
+  redis_url: {
+    kind: { type: "string" },
+    default: "",
+    help: "Redis for the cluster bus and presence (redis://host:port); needed by a cluster",
+  },
+  presence_ttl_sec: {
+    kind: positive,
+    default: "10",
+    help: "a node silent this long (dead) no longer shows its users online",
   },
 };
 

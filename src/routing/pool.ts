@@ -5,9 +5,11 @@
  * @module
  */
 
+import type { Topology } from "../cluster/topology.ts";
 import type { Config } from "../config/flags.ts";
 import type { Log } from "../log.ts";
 import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
+import type { ShardCounters } from "../stats/counters.ts";
 import type { StatsBook } from "../stats/report.ts";
 import { type ShardAddress, ShardMap } from "./hash.ts";
 import { Link, ServiceError } from "./link.ts";
@@ -22,48 +24,67 @@ interface Slot {
   ready: Promise<void>;
 }
 
-/** This process's shard workers. */
+/** What the pool needs besides the configuration. */
+export interface PoolOptions {
+  config: Config;
+  topology: Topology;
+  stats: StatsBook;
+  log: Log;
+  /** A shard's request to the main thread. */
+  onRequest(op: MainOp): Promise<unknown>;
+  /** A shard's note other than its counters and readiness. */
+  onNote(note: ShardNote): void;
+}
+
+/** This process's shard workers: shards `first` to `first + workers - 1` of the map. */
 export class ShardPool {
-  #config: Config;
-  #log: Log;
-  #stats: StatsBook;
+  #options: PoolOptions;
+  #first: number;
   #slots: Slot[] = [];
   #addresses: ShardAddress[];
   #map: ShardMap;
   #stopping = false;
 
-  constructor(config: Config, nodeId: string, stats: StatsBook, log: Log) {
-    this.#config = config;
-    this.#stats = stats;
-    this.#log = log;
-    this.#addresses = Array.from({ length: config.workers }, (_, k) => ({
-      id: `${nodeId}/${k}`,
-      host: config.advertise_host,
-      port: config.shard_port_base === 0 ? 0 : config.shard_port_base + k,
-    }));
+  constructor(options: PoolOptions) {
+    this.#options = options;
+    this.#first = options.topology.firstShard;
+    this.#addresses = [...options.topology.shards];
     this.#map = new ShardMap(this.#addresses);
   }
 
-  /** The uid → shard map with the shards' actual ports. */
+  /** The uid → shard map of the whole cluster, with this node's actual ports. */
   get map(): ShardMap {
     return this.#map;
   }
 
+  /** True when the shard at `index` of the map runs in this process. */
+  isLocal(index: number): boolean {
+    return index >= this.#first && index < this.#first + this.#options.topology.self.workers;
+  }
+
   /** Starts every worker; resolves when all listen. */
   async start(): Promise<void> {
-    for (let k = 0; k < this.#config.workers; k++) this.#slots.push(this.#spawn(k));
+    const workers = this.#options.topology.self.workers;
+    for (let k = 0; k < workers; k++) this.#slots.push(this.#spawn(k));
     await Promise.all(this.#slots.map((slot) => slot.ready));
     await this.#publishMap();
   }
 
-  /** Sends `op` to the shard that owns `uid`. */
-  toOwner(uid: string, op: ShardOp): Promise<unknown> {
-    return this.#slots[this.#map.indexOf(uid)].link.request(op);
+  /** Sends `op` to the local shard at `index` of the map. */
+  toShard(index: number, op: ShardOp): Promise<unknown> {
+    return this.#slots[index - this.#first].link.request(op);
   }
 
   /** Sends `op` to every shard. */
   toAll(op: ShardOp): Promise<unknown[]> {
     return Promise.all(this.#slots.map((slot) => slot.link.request(op)));
+  }
+
+  /** Brings every shard's counters in the stats book up to date. */
+  async refreshStats(): Promise<void> {
+    await Promise.all(this.#slots.map(async (slot, k) => {
+      this.#options.stats.update(k, await slot.link.request({ op: "stats" }) as ShardCounters);
+    }));
   }
 
   /** Drains every shard (sessions closed, storage flushed) and stops the workers. */
@@ -77,55 +98,55 @@ export class ShardPool {
       )
     ));
     results.forEach((result, k) => {
-      if (result.status === "rejected") this.#log("warn", `shard-${k} drain: ${result.reason}`);
+      if (result.status === "rejected") {
+        this.#options.log("warn", `shard-${k} drain: ${result.reason}`);
+      }
     });
     for (const slot of this.#slots) slot.worker.terminate();
   }
 
-  #spawn(index: number): Slot {
-    const worker = new Worker(WORKER_URL, { type: "module", name: `shard-${index}` });
+  /** Starts the worker for local shard `k` (shard `first + k` of the map). */
+  #spawn(k: number): Slot {
+    const { config, stats, log } = this.#options;
+    const index = this.#first + k;
+    const worker = new Worker(WORKER_URL, { type: "module", name: `shard-${k}` });
     const { promise: ready, resolve } = Promise.withResolvers<void>();
     const link = new Link(
       worker,
-      (body) => this.#handle(body as MainOp),
+      (body) => this.#options.onRequest(body as MainOp),
       (note) => {
         const n = note as ShardNote;
-        if (n.type === "stats") this.#stats.update(index, n.counters);
+        if (n.type === "stats") stats.update(k, n.counters);
         else if (n.type === "ready") {
           this.#addresses[index] = { ...this.#addresses[index], port: n.port };
           resolve();
-        }
+        } else this.#options.onNote(n);
       },
     );
     worker.onerror = (event) => {
       event.preventDefault();
-      this.#log("error", `shard-${index} crashed: ${event.message}`);
-      this.#restart(index);
+      log("error", `shard-${k} crashed: ${event.message}`);
+      this.#restart(k);
     };
-    worker.postMessage(
-      {
-        index,
-        config: this.#config,
-        shards: this.#addresses,
-      } satisfies ShardInit,
-    );
+    worker.postMessage({ index, config, shards: this.#addresses } satisfies ShardInit);
     return { worker, link, ready };
   }
 
-  #restart(index: number): void {
-    const old = this.#slots[index];
+  #restart(k: number): void {
+    const { stats, log } = this.#options;
+    const old = this.#slots[k];
     old.link.close(new ServiceError("shard restarting", 503));
     old.worker.terminate();
-    this.#stats.retire(index);
+    stats.retire(k);
     if (this.#stopping) return;
     setTimeout(() => {
       if (this.#stopping) return;
-      const slot = this.#spawn(index);
-      this.#slots[index] = slot;
+      const slot = this.#spawn(k);
+      this.#slots[k] = slot;
       slot.ready.then(() => {
-        this.#log("info", `shard-${index} restarted`);
+        log("info", `shard-${k} restarted`);
         return this.#publishMap();
-      }).catch((error) => this.#log("error", `shard-${index} map update: ${error}`));
+      }).catch((error) => log("error", `shard-${k} map update: ${error}`));
     }, RESTART_DELAY_MS);
   }
 
@@ -133,13 +154,5 @@ export class ShardPool {
   #publishMap(): Promise<unknown> {
     this.#map = new ShardMap([...this.#addresses]);
     return this.toAll({ op: "map", shards: this.#map.shards.slice() });
-  }
-
-  /** A shard's request: a client's message for a uid that another shard owns. */
-  #handle(op: MainOp): Promise<unknown> {
-    switch (op.op) {
-      case "pub":
-        return this.toOwner(op.request.to, { op: "pub", request: op.request });
-    }
   }
 }

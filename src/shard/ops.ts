@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { PresenceChange } from "../cluster/presence.ts";
 import type { Config } from "../config/flags.ts";
 import type { ShardAddress } from "../routing/hash.ts";
 import type { ShardCounters } from "../stats/counters.ts";
@@ -22,6 +23,8 @@ export type ShardOp =
   | { op: "cpub"; request: ChannelRequest }
   | { op: "sub" | "unsub"; uid: string; channel: string }
   | { op: "msg"; uid: string; limit: number }
+  /** The shard's counters now (`/stats` is exact, not a second old). */
+  | { op: "stats" }
   /** The shard addresses changed (a shard started on an ephemeral port, or restarted). */
   | { op: "map"; shards: ShardAddress[] }
   | { op: "drain" };
@@ -29,7 +32,12 @@ export type ShardOp =
 /** Requests from a shard to the main thread: a client's message for a uid owned elsewhere. */
 export type MainOp = { op: "pub"; request: UnicastRequest };
 
-/** Notes from a shard: listening (on `port`), and its counters once a second. */
+/** Notes from a shard: listening (on `port`), its counters once a second, presence changes. */
 export type ShardNote =
   | { type: "ready"; port: number }
-  | { type: "stats"; counters: ShardCounters };
+  | { type: "stats"; counters: ShardCounters }
+  | PresenceChange;
+
+/** The `BroadcastChannel` on which a process's shards (and its main thread) hear clients'
+ * channel messages. */
+export const CHANNEL_BUS = "ipush.channel-messages";

@@ -12,6 +12,7 @@
  * @module
  */
 
+import type { PresenceChange } from "../cluster/presence.ts";
 import type { ClientMessage, Delivery } from "../protocol/message.ts";
 import { encodeListed } from "../protocol/message.ts";
 import { ServiceError } from "../routing/link.ts";
@@ -54,6 +55,8 @@ export interface ShardOptions {
   forward(request: UnicastRequest): Promise<unknown>;
   /** A client's y=4, for every other shard. */
   broadcast(request: ChannelRequest): void;
+  /** Hears connection counts and channel joins of online uids; absent without presence. */
+  presence?: (change: PresenceChange) => void;
   log(level: "debug" | "info" | "warn" | "error", message: string): void;
 }
 
@@ -62,6 +65,8 @@ interface User {
   lastSeq: number;
   lastAck: number;
   sessions: Session[];
+  /** The uid's channels while it is online, kept for presence only. */
+  channels?: string[];
   /** Operations in flight; a user is only forgotten at zero. */
   busy: number;
   lastUsed: number;
@@ -137,6 +142,11 @@ export class Shard implements SessionOwner {
     await this.#storage(() => this.#options.store.subscribe(channel, uid));
     await this.#loadingChannels.get(channel);
     this.#channels.get(channel)?.add(uid);
+    const user = this.#users.get(uid);
+    if (this.#options.presence && user?.channels && !user.channels.includes(channel)) {
+      user.channels.push(channel);
+      this.#options.presence({ type: "presence-channel", uid, channel, joined: true });
+    }
   }
 
   /** Deletes the (channel, uid) pair and updates the cached membership. */
@@ -145,6 +155,9 @@ export class Shard implements SessionOwner {
     await this.#storage(() => this.#options.store.unsubscribe(channel, uid));
     await this.#loadingChannels.get(channel);
     this.#channels.get(channel)?.delete(uid);
+    const user = this.#users.get(uid);
+    if (user?.channels) user.channels = user.channels.filter((c) => c !== channel);
+    this.#options.presence?.({ type: "presence-channel", uid, channel, joined: false });
   }
 
   /** The uid's offline messages (`s > last_ack`, not expired), in the `/msg` form. */
@@ -182,6 +195,25 @@ export class Shard implements SessionOwner {
     }
     if (user.sessions.push(session) === 1) counters.user_number++;
     this.#replay(user, session);
+    if (this.#options.presence) this.#reportPresence(user);
+  }
+
+  /** Tells presence the uid's connection count (and, the first time, its channels). */
+  async #reportPresence(user: User): Promise<void> {
+    try {
+      user.channels ??= await this.#options.store.channels(user.uid);
+    } catch (error) {
+      this.#options.log("warn", `presence of ${user.uid}: ${(error as Error).message}`);
+      user.channels = [];
+    }
+    const connections = user.sessions.length;
+    this.#options.presence!({
+      type: "presence",
+      uid: user.uid,
+      connections,
+      channels: user.channels,
+    });
+    if (connections === 0) user.channels = undefined;
   }
 
   async #replay(user: User, session: Session): Promise<void> {
@@ -222,6 +254,7 @@ export class Shard implements SessionOwner {
       this.counters.user_number--;
       user.lastUsed = Date.now();
     }
+    if (this.#options.presence) this.#reportPresence(user);
   }
 
   onMessage(session: Session, message: Exclude<ClientMessage, { y: 0 }>): void {

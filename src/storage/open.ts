@@ -1,19 +1,29 @@
 /**
- * Opens the store a configuration names.
+ * Opens the store a configuration names, for one shard.
  *
  * @module
  */
 
 import type { Config } from "../config/flags.ts";
 import { MemoryStore } from "./memory.ts";
+import { SqliteStore } from "./sqlite.ts";
 import type { Store } from "./store.ts";
 
+/** The file every shard of a node shares under `--storage=sqlite`. */
+export const SQLITE_FILE = "ipush.sqlite";
+
 /** The store for one shard. */
-export function openStore(config: Config): Promise<Store> {
+export async function openStore(config: Config): Promise<Store> {
   switch (config.storage) {
     case "memory":
-      return Promise.resolve(new MemoryStore());
-    default:
-      return Promise.reject(new Error(`--storage=${config.storage} is not available yet`));
+      return new MemoryStore();
+    case "sqlite":
+      await Deno.mkdir(config.data_dir, { recursive: true });
+      return new SqliteStore(`${config.data_dir}/${SQLITE_FILE}`, {
+        synchronous: config.sqlite_synchronous,
+        busyTimeout: config.storage_timeout_ms,
+      });
+    case "cassandra":
+      throw new Error("--storage=cassandra is not wired yet");
   }
 }

@@ -1,0 +1,93 @@
+/**
+ * Store throughput on the shard's write pattern: group-committed batches of 1, 100 and 1000
+ * messages (one message per uid, as a channel broadcast makes them), and a read of 100
+ * messages after a seq (a reconnecting client's backlog). Memory is the baseline of each
+ * group, so the summaries show what durability costs.
+ *
+ * ```sh
+ * deno bench -A bench/storage_bench.ts
+ * IPUSH_BENCH_CASSANDRA=127.0.0.1:9042 deno bench -A bench/storage_bench.ts   # adds Cassandra
+ * ```
+ *
+ * @module
+ */
+
+import { MemoryStore } from "../src/storage/memory.ts";
+import { SqliteStore } from "../src/storage/sqlite.ts";
+import type { Store, StoredMessage } from "../src/storage/store.ts";
+
+/** A store under measurement. */
+interface Contender {
+  name: string;
+  store: Store;
+}
+
+const UIDS = 1000;
+/** Messages per uid written before the read benchmark. */
+const BACKLOG = 200;
+const BODY = JSON.stringify("x".repeat(98));
+const NOW = Date.now();
+
+const dir = Deno.makeTempDirSync({ prefix: "ipush-storage-bench-" });
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+
+const contenders: Contender[] = [
+  { name: "memory", store: new MemoryStore() },
+  { name: "sqlite", store: new SqliteStore(`${dir}/bench.db`) },
+];
+const cassandra = Deno.env.get("IPUSH_BENCH_CASSANDRA");
+if (cassandra) contenders.push(await openCassandra(cassandra));
+
+/** Cassandra joins when `IPUSH_BENCH_CASSANDRA` names a node (`host:port`). */
+function openCassandra(address: string): Promise<Contender> {
+  // The Cassandra store (src/storage/cassandra.ts) is not written yet: open it here, with
+  // `address` as its contact point, once it is.
+  return Promise.reject(new Error(`no Cassandra store to bench at ${address} yet`));
+}
+
+/** Hands out the next seq of each uid, cycling through the uids. */
+class Batches {
+  #seqs = new Array<number>(UIDS).fill(0);
+  #next = 0;
+
+  take(size: number): StoredMessage[] {
+    const batch: StoredMessage[] = [];
+    for (let i = 0; i < size; i++) {
+      const user = this.#next++ % UIDS;
+      const seq = ++this.#seqs[user];
+      batch.push({ uid: `user${user}`, seq, type: 3, from: "op", body: BODY, expiresAt: 0 });
+    }
+    return batch;
+  }
+}
+
+for (const { name, store } of contenders) {
+  const batches = new Batches();
+  // Every uid gets its backlog before any timing, so reads find full pages.
+  for (let i = 0; i < BACKLOG; i++) await store.append(batches.take(UIDS));
+
+  for (const size of [1, 100, 1000]) {
+    Deno.bench({
+      name: `${name}: append ${size}`,
+      group: `append, ${size} a batch`,
+      baseline: name === "memory",
+      async fn(b) {
+        const batch = batches.take(size);
+        b.start();
+        await store.append(batch);
+        b.end();
+      },
+    });
+  }
+
+  let reader = 0;
+  Deno.bench({
+    name: `${name}: read 100 after a seq`,
+    group: "read 100 after a seq",
+    baseline: name === "memory",
+    async fn() {
+      const found = await store.readAfter(`user${reader++ % UIDS}`, BACKLOG / 2, 100, NOW);
+      if (found.length !== 100) throw new Error(`read ${found.length} messages, not 100`);
+    },
+  });
+}

@@ -1,0 +1,92 @@
+/**
+ * The cluster bus: channel messages from one node to every other, over Redis pub/sub. Each
+ * message carries its origin so a node ignores its own; the sender learns how many nodes
+ * heard it and refuses to call a message delivered when a live node missed it.
+ *
+ * @module
+ */
+
+import { createClient } from "redis";
+import { ServiceError } from "../routing/link.ts";
+import type { ChannelRequest } from "../shard/shard.ts";
+
+/** A connected Redis client, as node-redis makes it. */
+export type RedisClient = ReturnType<typeof createClient>;
+
+const CHANNEL_MESSAGES = "ipush:channel-messages";
+
+interface Envelope {
+  origin: string;
+  requests: ChannelRequest[];
+}
+
+/** Connects to Redis, failing with a message that names the URL. */
+export async function connectRedis(url: string): Promise<RedisClient> {
+  const client = createClient({ url });
+  client.on("error", () => {/* reconnects by itself; commands meanwhile fail and say why */});
+  try {
+    await client.connect();
+  } catch (error) {
+    throw new Error(`cannot reach Redis at ${url}: ${(error as Error).message}`);
+  }
+  return client;
+}
+
+/** Channel messages between nodes. */
+export class ClusterBus {
+  #client: RedisClient;
+  #subscriber: RedisClient;
+  #nodeId: string;
+  #peers: number;
+
+  private constructor(client: RedisClient, subscriber: RedisClient, nodeId: string, peers: number) {
+    this.#client = client;
+    this.#subscriber = subscriber;
+    this.#nodeId = nodeId;
+    this.#peers = peers;
+  }
+
+  /** Joins the bus; `deliver` gets the channel messages other nodes publish. */
+  static async join(
+    client: RedisClient,
+    nodeId: string,
+    peers: number,
+    deliver: (request: ChannelRequest) => void,
+  ): Promise<ClusterBus> {
+    const subscriber = client.duplicate();
+    subscriber.on("error", () => {/* as above */});
+    await subscriber.connect();
+    await subscriber.subscribe(CHANNEL_MESSAGES, (text) => {
+      const envelope = JSON.parse(text) as Envelope;
+      if (envelope.origin !== nodeId) envelope.requests.forEach(deliver);
+    });
+    return new ClusterBus(client, subscriber, nodeId, peers);
+  }
+
+  /**
+   * Hands channel messages to every other node. Rejects with a 503 when fewer nodes than
+   * the cluster's others were listening.
+   */
+  async publish(requests: ChannelRequest[]): Promise<void> {
+    const envelope: Envelope = { origin: this.#nodeId, requests };
+    let heard: number;
+    try {
+      heard = await this.#client.publish(CHANNEL_MESSAGES, JSON.stringify(envelope));
+    } catch (error) {
+      throw new ServiceError(`cluster bus unavailable: ${(error as Error).message}`, 503);
+    }
+    // Every node (this one included) subscribes once.
+    const others = heard - 1;
+    if (others < this.#peers) {
+      throw new ServiceError(
+        `channel message reached ${others} of ${this.#peers} other nodes`,
+        503,
+      );
+    }
+  }
+
+  /** Leaves the bus. */
+  async close(): Promise<void> {
+    await this.#subscriber.close();
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * Presence in Redis: which uids are online (with their connection count) and which of a
+ * channel's members are. Each node keeps a liveness key that expires after
+ * `--presence_ttl_sec` unless refreshed; a uid counts as online only while its owner node's
+ * key lives, so a node that dies stops showing its users online within that bound.
+ *
+ * Keys: `ipush:node:{node}` (liveness), `ipush:online:{node}` (hash uid → connections),
+ * `ipush:channel-online:{cid}` (set of uids online in the channel).
+ *
+ * @module
+ */
+
+import type { RedisClient } from "./bus.ts";
+
+/** A change a shard reports: a uid's connection count, or a channel it joined or left. */
+export type PresenceChange =
+  | { type: "presence"; uid: string; connections: number; channels: string[] }
+  | { type: "presence-channel"; uid: string; channel: string; joined: boolean };
+
+/** One uid's status. */
+export interface UserPresence {
+  uid: string;
+  status: "online" | "offline";
+  connections: number;
+}
+
+const nodeKey = (node: string) => `ipush:node:${node}`;
+const onlineKey = (node: string) => `ipush:online:${node}`;
+const channelKey = (channel: string) => `ipush:channel-online:${channel}`;
+
+/** This node's presence writer, and the cluster's presence reader. */
+export class Presence {
+  #client: RedisClient;
+  #nodeId: string;
+  #ttlMs: number;
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(client: RedisClient, nodeId: string, ttlMs: number) {
+    this.#client = client;
+    this.#nodeId = nodeId;
+    this.#ttlMs = ttlMs;
+  }
+
+  /** Starts this node's liveness key and clears what an earlier run of it left. */
+  async start(): Promise<void> {
+    await this.#client.del(onlineKey(this.#nodeId));
+    await this.#beat();
+    this.#timer = setInterval(() => this.#beat().catch(() => {}), this.#ttlMs / 3);
+  }
+
+  /** Records shard reports (node-redis pipelines the commands of one turn). */
+  async record(changes: PresenceChange[]): Promise<void> {
+    const c = this.#client;
+    const online = onlineKey(this.#nodeId);
+    await Promise.all(changes.flatMap((change) => {
+      if (change.type === "presence-channel") {
+        return change.joined
+          ? [c.sAdd(channelKey(change.channel), change.uid)]
+          : [c.sRem(channelKey(change.channel), change.uid)];
+      }
+      if (change.connections > 0) {
+        return [
+          c.hSet(online, change.uid, change.connections),
+          ...change.channels.map((channel) => c.sAdd(channelKey(channel), change.uid)),
+        ];
+      }
+      return [
+        c.hDel(online, change.uid),
+        ...change.channels.map((channel) => c.sRem(channelKey(channel), change.uid)),
+      ];
+    }));
+  }
+
+  /** The status of `uid`, owned by node `owner`. */
+  async user(uid: string, owner: string): Promise<UserPresence> {
+    return (await this.users([uid], () => owner))[0];
+  }
+
+  /** The online members of `channel`; `ownerOf` names each uid's node. */
+  async channel(channel: string, ownerOf: (uid: string) => string): Promise<UserPresence[]> {
+    const uids = (await this.#client.sMembers(channelKey(channel))).sort();
+    return (await this.users(uids, ownerOf)).filter((user) => user.status === "online");
+  }
+
+  /** The status of each uid; a dead owner node means offline. */
+  async users(uids: string[], ownerOf: (uid: string) => string): Promise<UserPresence[]> {
+    const owners = uids.map(ownerOf);
+    const nodes = [...new Set(owners)];
+    const [alive, counts] = await Promise.all([
+      Promise.all(nodes.map((node) => this.#client.exists(nodeKey(node)))),
+      Promise.all(uids.map((uid, i) => this.#client.hGet(onlineKey(owners[i]), uid))),
+    ]);
+    const live = new Set(nodes.filter((_, i) => alive[i] === 1));
+    return uids.map((uid, i) => {
+      const connections = live.has(owners[i]) ? Number(counts[i] ?? 0) : 0;
+      return { uid, status: connections > 0 ? "online" : "offline", connections };
+    });
+  }
+
+  /** Stops the liveness key and withdraws this node's users (a clean shutdown). */
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#client.del([nodeKey(this.#nodeId), onlineKey(this.#nodeId)]);
+  }
+
+  #beat(): Promise<unknown> {
+    return this.#client.set(nodeKey(this.#nodeId), String(Date.now()), {
+      expiration: { type: "PX", value: this.#ttlMs },
+    });
+  }
+}

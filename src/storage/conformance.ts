@@ -1,0 +1,304 @@
+/**
+ * The behaviour every {@linkcode Store} must show, as one test suite each backend runs from
+ * its own test file:
+ *
+ * ```ts
+ * conformance("MemoryStore", { open: () => Promise.resolve(new MemoryStore()) });
+ * ```
+ *
+ * A durable store also passes `reopen`, which adds the cases about surviving a restart.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { Store, StoredMessage } from "./store.ts";
+
+/** How the suite gets stores to test. */
+export interface StoreFactory {
+  /** Opens a fresh, empty store. */
+  open(): Promise<Store>;
+  /**
+   * Closes `store` and opens the same data again, as a restart would. Only durable stores
+   * give it; it adds the restart cases.
+   */
+  reopen?(store: Store): Promise<Store>;
+  /** Runs once after every case, e.g. to remove the store's files. */
+  cleanup?(): Promise<void>;
+}
+
+/** A store under test; `reopen` replaces it, and the case closes whichever is current. */
+interface Subject {
+  store: Store;
+}
+
+type Case = (subject: Subject) => Promise<void>;
+
+const NOW = 1_700_000_000_000;
+
+/** Registers one `Deno.test` named after `name` with a step per conformance case. */
+export function conformance(name: string, factory: StoreFactory): void {
+  Deno.test(`${name} conforms to Store`, async (t) => {
+    const step = (caseName: string, body: Case) =>
+      t.step(caseName, async () => {
+        const subject = { store: await factory.open() };
+        try {
+          await body(subject);
+        } finally {
+          await subject.store.close();
+        }
+      });
+    try {
+      for (const [caseName, body] of Object.entries(cases)) await step(caseName, body);
+      const { reopen } = factory;
+      if (reopen) {
+        for (const [caseName, body] of Object.entries(restartCases(reopen))) {
+          await step(caseName, body);
+        }
+      }
+    } finally {
+      await factory.cleanup?.();
+    }
+  });
+}
+
+/** A type-3 message with a body naming it, so that a mix-up between messages shows. */
+function message(uid: string, seq: number, fields: Partial<StoredMessage> = {}): StoredMessage {
+  return { uid, seq, type: 3, from: "op", body: `"${uid}#${seq}"`, expiresAt: 0, ...fields };
+}
+
+function messages(uid: string, from: number, to: number): StoredMessage[] {
+  const found = [];
+  for (let seq = from; seq <= to; seq++) found.push(message(uid, seq));
+  return found;
+}
+
+function seqsOf(found: readonly StoredMessage[]): number[] {
+  return found.map((m) => m.seq);
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+const sorted = (values: string[]) => values.toSorted();
+
+const cases: Record<string, Case> = {
+  "readAfter returns appended messages in seq order with every field": async ({ store }) => {
+    const written = [
+      message("alice", 1),
+      message("alice", 2, { type: 4, channel: "news", from: "bob", body: '{"k":[1,"é"]}' }),
+      message("alice", 3, { expiresAt: NOW + 60_000 }),
+    ];
+    await store.append(written);
+    assert.deepEqual(await store.readAfter("alice", 0, 100, NOW), written);
+  },
+
+  "readAfter returns only messages after the given seq": async ({ store }) => {
+    await store.append(messages("alice", 1, 5));
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 3, 100, NOW)), [4, 5]);
+    assert.deepEqual(await store.readAfter("alice", 5, 100, NOW), []);
+  },
+
+  "readAfter returns at most limit messages, lowest seq first": async ({ store }) => {
+    await store.append(messages("alice", 1, 10));
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 2, 3, NOW)), [3, 4, 5]);
+  },
+
+  "readAfter of an unknown uid is empty": async ({ store }) => {
+    await store.append(messages("alice", 1, 2));
+    assert.deepEqual(await store.readAfter("bob", 0, 100, NOW), []);
+  },
+
+  "userState of an unknown uid is zeros": async ({ store }) => {
+    await store.append(messages("alice", 1, 2));
+    assert.deepEqual(await store.userState("bob"), { lastSeq: 0, lastAck: 0 });
+  },
+
+  "lastSeq follows the highest seq appended per uid": async ({ store }) => {
+    await store.append([...messages("alice", 1, 3), message("bob", 1)]);
+    assert.deepEqual(await store.userState("alice"), { lastSeq: 3, lastAck: 0 });
+    await store.append(messages("alice", 4, 7));
+    assert.deepEqual(await store.userState("alice"), { lastSeq: 7, lastAck: 0 });
+    assert.deepEqual(await store.userState("bob"), { lastSeq: 1, lastAck: 0 });
+  },
+
+  "ack moves lastAck forward and ignores a smaller seq": async ({ store }) => {
+    await store.append(messages("alice", 1, 9));
+    await store.ack("alice", 5);
+    assert.deepEqual(await store.userState("alice"), { lastSeq: 9, lastAck: 5 });
+    await store.ack("alice", 3);
+    assert.deepEqual(await store.userState("alice"), { lastSeq: 9, lastAck: 5 });
+    await store.ack("alice", 8);
+    assert.deepEqual(await store.userState("alice"), { lastSeq: 9, lastAck: 8 });
+  },
+
+  "expired messages are not read": async ({ store }) => {
+    await store.append([
+      message("alice", 1, { expiresAt: NOW - 1 }),
+      message("alice", 2, { expiresAt: NOW }),
+      message("alice", 3, { expiresAt: NOW + 1 }),
+      message("alice", 4, { expiresAt: 0 }),
+    ]);
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), [3, 4]);
+    // Expiry is relative to the reader's clock: earlier, all were live.
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW - 10)), [1, 2, 3, 4]);
+  },
+
+  "compact removes expired messages and counts them": async ({ store }) => {
+    await store.append([
+      message("alice", 1, { expiresAt: NOW - 1 }),
+      message("alice", 2, { expiresAt: NOW + 1 }),
+      message("bob", 1, { expiresAt: NOW }),
+      message("bob", 2),
+    ]);
+    assert.equal(await store.compact(NOW), 2);
+    // Read with an earlier clock: only deletion, not the expiry filter, hides them now.
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW - 10)), [2]);
+    assert.deepEqual(seqsOf(await store.readAfter("bob", 0, 100, NOW - 10)), [2]);
+    assert.equal(await store.compact(NOW), 0);
+  },
+
+  "compact removes acknowledged messages and keeps the rest": async ({ store }) => {
+    await store.append([...messages("alice", 1, 10), ...messages("bob", 1, 3)]);
+    await store.ack("alice", 6);
+    assert.equal(await store.compact(NOW), 6);
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), range(7, 10));
+    assert.deepEqual(seqsOf(await store.readAfter("bob", 0, 100, NOW)), [1, 2, 3]);
+    assert.equal(await store.compact(NOW), 0);
+    await store.ack("alice", 8);
+    assert.equal(await store.compact(NOW), 2);
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), [9, 10]);
+  },
+
+  "compact counts a message both acknowledged and expired once": async ({ store }) => {
+    await store.append([message("alice", 1, { expiresAt: NOW - 1 }), message("alice", 2)]);
+    await store.ack("alice", 1);
+    assert.equal(await store.compact(NOW), 1);
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), [2]);
+  },
+
+  "compact removes messages stored at or below an earlier ack": async ({ store }) => {
+    await store.ack("alice", 3);
+    assert.equal(await store.compact(NOW), 0);
+    await store.append(messages("alice", 1, 5));
+    assert.equal(await store.compact(NOW), 3);
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), [4, 5]);
+    assert.deepEqual(await store.userState("alice"), { lastSeq: 5, lastAck: 3 });
+  },
+
+  "compact clears a backlog larger than one pass": async ({ store }) => {
+    const batch = [...messages("alice", 1, 1_500), ...messages("bob", 1, 10)];
+    for (let i = 0; i < 1_200; i++) batch.push(message(`user${i}`, 1, { expiresAt: NOW - 1 }));
+    await store.append(batch);
+    await store.ack("alice", 1_400);
+    await store.ack("bob", 10);
+    assert.equal(await store.compact(NOW), 1_400 + 10 + 1_200);
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 1_000, NOW)), range(1_401, 1_500));
+    assert.deepEqual(await store.readAfter("bob", 0, 100, NOW), []);
+    assert.deepEqual(await store.readAfter("user7", 0, 100, 0), []);
+  },
+
+  "lastSeq and lastAck survive compaction": async ({ store }) => {
+    await store.append(messages("alice", 1, 3));
+    await store.ack("alice", 3);
+    assert.equal(await store.compact(NOW), 3);
+    assert.deepEqual(await store.userState("alice"), { lastSeq: 3, lastAck: 3 });
+    await store.append(messages("alice", 4, 4));
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 3, 100, NOW)), [4]);
+  },
+
+  "membership is kept both ways": async ({ store }) => {
+    await store.subscribe("news", "alice");
+    await store.subscribe("news", "bob");
+    await store.subscribe("sport", "alice");
+    assert.deepEqual(sorted(await store.members("news")), ["alice", "bob"]);
+    assert.deepEqual(sorted(await store.channels("alice")), ["news", "sport"]);
+    assert.deepEqual(await store.channels("bob"), ["news"]);
+    assert.deepEqual(await store.members("weather"), []);
+    assert.deepEqual(await store.channels("carol"), []);
+  },
+
+  "unsubscribe removes the pair both ways and nothing else": async ({ store }) => {
+    await store.subscribe("news", "alice");
+    await store.subscribe("news", "bob");
+    await store.subscribe("sport", "alice");
+    await store.unsubscribe("news", "alice");
+    assert.deepEqual(await store.members("news"), ["bob"]);
+    assert.deepEqual(await store.channels("alice"), ["sport"]);
+    await store.unsubscribe("news", "carol");
+    await store.unsubscribe("weather", "bob");
+    assert.deepEqual(await store.members("news"), ["bob"]);
+    assert.deepEqual(await store.channels("bob"), ["news"]);
+  },
+
+  "subscribe is idempotent": async ({ store }) => {
+    await store.subscribe("news", "alice");
+    await store.subscribe("news", "alice");
+    assert.deepEqual(await store.members("news"), ["alice"]);
+    assert.deepEqual(await store.channels("alice"), ["news"]);
+    await store.unsubscribe("news", "alice");
+    assert.deepEqual(await store.members("news"), []);
+    assert.deepEqual(await store.channels("alice"), []);
+  },
+
+  "a batch of 5,000 messages is stored whole": async ({ store }) => {
+    const batch: StoredMessage[] = [];
+    for (let i = 0; i < 50; i++) batch.push(...messages(`user${i}`, 1, 100));
+    await store.append(batch);
+    for (const uid of ["user0", "user25", "user49"]) {
+      assert.deepEqual(await store.readAfter(uid, 0, 1_000, NOW), messages(uid, 1, 100));
+      assert.deepEqual(await store.userState(uid), { lastSeq: 100, lastAck: 0 });
+    }
+  },
+
+  "interleaved uids in one batch keep each uid's messages and order": async ({ store }) => {
+    const batch: StoredMessage[] = [];
+    for (let seq = 1; seq <= 10; seq++) {
+      for (let i = 0; i < 200; i++) batch.push(message(`user${i}`, seq));
+    }
+    await store.append(batch);
+    for (let i = 0; i < 200; i++) {
+      assert.deepEqual(await store.readAfter(`user${i}`, 0, 100, NOW), messages(`user${i}`, 1, 10));
+    }
+  },
+
+  "concurrent appends for different uids all land": async ({ store }) => {
+    await Promise.all(
+      range(0, 19).map(async (i) => {
+        for (let seq = 1; seq <= 20; seq += 5) {
+          await store.append(messages(`user${i}`, seq, seq + 4));
+        }
+      }),
+    );
+    for (let i = 0; i < 20; i++) {
+      assert.deepEqual(seqsOf(await store.readAfter(`user${i}`, 0, 100, NOW)), range(1, 20));
+      assert.deepEqual(await store.userState(`user${i}`), { lastSeq: 20, lastAck: 0 });
+    }
+  },
+};
+
+function restartCases(reopen: (store: Store) => Promise<Store>): Record<string, Case> {
+  return {
+    "messages, state and membership survive a reopen": async (subject) => {
+      const written = [message("alice", 1), message("alice", 2, { type: 4, channel: "news" })];
+      await subject.store.append(written);
+      await subject.store.ack("alice", 1);
+      await subject.store.subscribe("news", "alice");
+      subject.store = await reopen(subject.store);
+      assert.deepEqual(await subject.store.readAfter("alice", 0, 100, NOW), written);
+      assert.deepEqual(await subject.store.userState("alice"), { lastSeq: 2, lastAck: 1 });
+      assert.deepEqual(await subject.store.members("news"), ["alice"]);
+      assert.deepEqual(await subject.store.channels("alice"), ["news"]);
+    },
+
+    "lastSeq survives compaction and a reopen, so no seq is reused": async (subject) => {
+      await subject.store.append(messages("alice", 1, 5));
+      await subject.store.ack("alice", 5);
+      assert.equal(await subject.store.compact(NOW), 5);
+      subject.store = await reopen(subject.store);
+      assert.deepEqual(await subject.store.userState("alice"), { lastSeq: 5, lastAck: 5 });
+      assert.deepEqual(await subject.store.readAfter("alice", 0, 100, NOW), []);
+    },
+  };
+}

@@ -1,0 +1,240 @@
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { conformance } from "./conformance.ts";
+import { SqliteStore } from "./sqlite.ts";
+import { StorageUnavailableError, type Store, type StoredMessage } from "./store.ts";
+
+const SQLITE_MODULE = new URL("./sqlite.ts", import.meta.url).href;
+const NOW = 1_700_000_000_000;
+
+let suiteDir: string | undefined;
+const paths = new WeakMap<Store, string>();
+
+function openAt(path: string): SqliteStore {
+  const store = new SqliteStore(path);
+  paths.set(store, path);
+  return store;
+}
+
+conformance("SqliteStore", {
+  async open() {
+    suiteDir ??= await Deno.makeTempDir({ prefix: "ipush-sqlite-test-" });
+    return openAt(`${suiteDir}/${crypto.randomUUID()}.db`);
+  },
+  async reopen(store) {
+    const path = paths.get(store);
+    assert.ok(path, "reopen of a store this factory did not open");
+    await store.close();
+    return openAt(path);
+  },
+  async cleanup() {
+    if (suiteDir) await Deno.remove(suiteDir, { recursive: true });
+  },
+});
+
+async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "ipush-sqlite-test-" });
+  try {
+    await body(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function message(uid: string, seq: number): StoredMessage {
+  return { uid, seq, type: 3, from: "op", body: `"${uid}#${seq}"`, expiresAt: 0 };
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+Deno.test("SqliteStore puts the file in WAL mode", async () => {
+  await withTempDir(async (dir) => {
+    const store = new SqliteStore(`${dir}/wal.db`);
+    const probe = new DatabaseSync(`${dir}/wal.db`);
+    try {
+      assert.deepEqual({ ...probe.prepare("PRAGMA journal_mode").get() }, { journal_mode: "wal" });
+    } finally {
+      probe.close();
+      await store.close();
+    }
+  });
+});
+
+Deno.test("SqliteStore rolls a failed batch back whole", async () => {
+  await withTempDir(async (dir) => {
+    const store = new SqliteStore(`${dir}/rollback.db`);
+    try {
+      await store.append([message("alice", 1)]);
+      // alice#1 again breaks the primary key after bob#1 went in: bob#1 must go too.
+      await assert.rejects(
+        store.append([message("bob", 1), message("alice", 1)]),
+        (error) => error instanceof Error && !(error instanceof StorageUnavailableError),
+      );
+      assert.deepEqual(await store.readAfter("bob", 0, 10, NOW), []);
+      assert.deepEqual(await store.userState("bob"), { lastSeq: 0, lastAck: 0 });
+      assert.deepEqual(await store.userState("alice"), { lastSeq: 1, lastAck: 0 });
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("SqliteStore reports a write lock held past busyTimeout as unavailable", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/busy.db`;
+    const store = new SqliteStore(path, { busyTimeout: 50 });
+    const holder = new DatabaseSync(path);
+    try {
+      holder.exec("BEGIN IMMEDIATE");
+      await assert.rejects(store.append([message("alice", 1)]), StorageUnavailableError);
+      await assert.rejects(store.ack("alice", 1), StorageUnavailableError);
+      holder.exec("ROLLBACK");
+      await store.append([message("alice", 1)]);
+      assert.deepEqual(await store.userState("alice"), { lastSeq: 1, lastAck: 0 });
+    } finally {
+      holder.close();
+      await store.close();
+    }
+  });
+});
+
+Deno.test("SqliteStore reports an unopenable file and a closed store as unavailable", async () => {
+  await withTempDir(async (dir) => {
+    assert.throws(() => new SqliteStore(`${dir}/missing/dir/x.db`), StorageUnavailableError);
+    const store = new SqliteStore(`${dir}/closed.db`);
+    await store.close();
+    await assert.rejects(store.readAfter("alice", 0, 10, NOW), StorageUnavailableError);
+    await assert.rejects(store.append([message("alice", 1)]), StorageUnavailableError);
+  });
+});
+
+const SHARDS = 4;
+const SHARD_USERS = 20;
+const SHARD_SEQS = 200;
+
+// Each worker (JavaScript, so that it is not type-checked again) is a shard: it opens the shared file itself and appends batches for its own
+// uids as fast as it can, so that the shards' transactions contend for the write lock.
+const SHARD_WORKER = `
+import { SqliteStore } from ${JSON.stringify(SQLITE_MODULE)};
+self.onmessage = async ({ data: { path, shard } }) => {
+  try {
+    const store = new SqliteStore(path);
+    for (let seq = 1; seq <= ${SHARD_SEQS}; seq += 10) {
+      const batch = [];
+      for (let user = 0; user < ${SHARD_USERS}; user++) {
+        for (let s = seq; s < seq + 10; s++) {
+          batch.push({ uid: "shard" + shard + "-user" + user, seq: s, type: 3, from: "op",
+            body: "{}", expiresAt: 0 });
+        }
+      }
+      await store.append(batch);
+    }
+    await store.close();
+    self.postMessage("done");
+  } catch (error) {
+    self.postMessage(String(error));
+  }
+};
+`;
+
+Deno.test("SqliteStore lets several worker shards share one file", async () => {
+  await withTempDir(async (dir) => {
+    const script = `${dir}/shard_worker.js`;
+    await Deno.writeTextFile(script, SHARD_WORKER);
+    const path = `${dir}/shared.db`;
+    const results = await Promise.all(
+      range(0, SHARDS - 1).map((shard) => {
+        const worker = new Worker(new URL(`file://${script}`), { type: "module" });
+        const done = new Promise<string>((resolve) => {
+          worker.onmessage = ({ data }) => resolve(data);
+          worker.onerror = (event) => {
+            event.preventDefault();
+            resolve(event.message);
+          };
+        });
+        worker.postMessage({ path, shard });
+        return done.finally(() => worker.terminate());
+      }),
+    );
+    assert.deepEqual(results, Array(SHARDS).fill("done"));
+    const store = new SqliteStore(path);
+    try {
+      for (let shard = 0; shard < SHARDS; shard++) {
+        for (const user of [0, SHARD_USERS - 1]) {
+          const uid = `shard${shard}-user${user}`;
+          const stored = await store.readAfter(uid, 0, 1_000, NOW);
+          assert.deepEqual(stored.map((m) => m.seq), range(1, SHARD_SEQS));
+          assert.deepEqual(await store.userState(uid), { lastSeq: SHARD_SEQS, lastAck: 0 });
+        }
+      }
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+const CRASH_BATCH = 200;
+
+// Appends batches for ever and prints each batch's last seq once its append resolved.
+const CRASH_WRITER = `
+import { SqliteStore } from ${JSON.stringify(SQLITE_MODULE)};
+const store = new SqliteStore(Deno.args[0]);
+const encoder = new TextEncoder();
+for (let seq = 1; ; seq += ${CRASH_BATCH}) {
+  const batch = [];
+  for (let s = seq; s < seq + ${CRASH_BATCH}; s++) {
+    batch.push({ uid: "victim", seq: s, type: 3, from: "op", body: '"x"', expiresAt: 0 });
+  }
+  await store.append(batch);
+  Deno.stdout.writeSync(encoder.encode((seq + ${CRASH_BATCH} - 1) + "\\n"));
+}
+`;
+
+Deno.test("SqliteStore keeps every append that resolved before a kill -9", async () => {
+  await withTempDir(async (dir) => {
+    const script = `${dir}/crash_writer.js`;
+    await Deno.writeTextFile(script, CRASH_WRITER);
+    const path = `${dir}/crash.db`;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-config", "--allow-read", "--allow-write", script, path],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let output = "";
+    // Let it commit a good number of batches, then kill it wherever it is.
+    while (output.split("\n").length <= 50) {
+      const { value, done } = await lines.read();
+      if (done) {
+        const error = await new Response(child.stderr).text();
+        assert.fail(`the writer stopped by itself: ${error}`);
+      }
+      output += value;
+    }
+    child.kill("SIGKILL");
+    for (let read = await lines.read(); !read.done; read = await lines.read()) {
+      output += read.value;
+    }
+    await child.stderr.cancel();
+    assert.equal((await child.status).signal, "SIGKILL");
+
+    // The text after the last newline, if any, is a report cut short by the kill.
+    const reported = output.split("\n").slice(0, -1).map(Number);
+    const lastResolved = reported.at(-1)!;
+    assert.deepEqual(reported, range(1, reported.length).map((i) => i * CRASH_BATCH));
+
+    const store = new SqliteStore(path);
+    try {
+      const { lastSeq } = await store.userState("victim");
+      assert.ok(lastSeq >= lastResolved, `lastSeq ${lastSeq} < resolved ${lastResolved}`);
+      assert.equal(lastSeq % CRASH_BATCH, 0, "a batch was kept in part");
+      const stored = await store.readAfter("victim", 0, lastSeq + CRASH_BATCH, NOW);
+      assert.deepEqual(stored.map((m) => m.seq), range(1, lastSeq));
+    } finally {
+      await store.close();
+    }
+  });
+});
