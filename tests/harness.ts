@@ -142,3 +142,22 @@ export function publish(
 ): Promise<{ status: number; body: Record<string, unknown> }> {
   return daemon.admin(`/pub?${target}&from=op${extra}`, { method: "POST", body });
 }
+
+/** A run of `length` consecutive free loopback ports (for a node's shard ports). */
+export function freePortRun(length: number): number {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    const listeners: Deno.Listener[] = [];
+    try {
+      for (let i = 0; i < length; i++) {
+        listeners.push(Deno.listen({ hostname: "127.0.0.1", port: base + i }));
+      }
+      return base;
+    } catch {
+      continue;
+    } finally {
+      for (const listener of listeners) listener.close();
+    }
+  }
+  throw new Error(`no run of ${length} free ports`);
+}

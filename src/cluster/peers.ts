@@ -63,7 +63,8 @@ async function send(nodeId: string, url: string, batch: Pending[], timeoutMs: nu
   }
   batch.forEach((pending, i) => {
     const result = results[i];
-    if ("value" in result) pending.resolve(result.value);
-    else pending.reject(new ServiceError(result.error, result.status));
+    // `{value: undefined}` crosses JSON as `{}`: only an `error` key means failure.
+    if ("error" in result) pending.reject(new ServiceError(result.error, result.status));
+    else pending.resolve(result.value);
   });
 }

@@ -1,0 +1,203 @@
+/**
+ * End to end: a cluster of three nodes × two workers on loopback with a real Redis —
+ * routing, forwarding, channels across nodes, presence, and a node that dies.
+ */
+
+import assert from "node:assert/strict";
+import { startRedis } from "../scripts/redis.ts";
+import { RawClient } from "./client.ts";
+import { type Daemon, delay, freePortRun, publish, startDaemon } from "./harness.ts";
+
+const NODES = ["node1", "node2", "node3"];
+const PRESENCE_TTL_SEC = 2;
+
+async function connected(port: number, uid: string): Promise<RawClient> {
+  const { client, answer } = await RawClient.connect(port, uid);
+  assert.equal(answer.status, 200, `connect ${uid}: ${answer.head}`);
+  return client;
+}
+
+async function settle(client: RawClient): Promise<Record<string, unknown>[]> {
+  await client.send({ y: 0 });
+  const seen = [];
+  for (;;) {
+    const message = await client.next();
+    assert.ok(message, "stream closed");
+    if (message.y === 0) return seen;
+    seen.push(message);
+  }
+}
+
+Deno.test("cluster: 3 nodes × 2 workers with Redis", async (t) => {
+  const redis = await startRedis();
+  const ports = NODES.map(() => ({ base: freePortRun(4) }));
+  const clusterNodes = NODES.map((id, i) => {
+    const base = ports[i].base;
+    return `${id}=127.0.0.1:${base}:${base + 1}:${base + 2}:2`;
+  }).join(",");
+  const nodes: Daemon[] = [];
+  try {
+    for (const id of NODES) {
+      nodes.push(
+        await startDaemon([
+          `--node_id=${id}`,
+          `--cluster_nodes=${clusterNodes}`,
+          `--redis_url=${redis.url}`,
+          `--presence_ttl_sec=${PRESENCE_TTL_SEC}`,
+        ]),
+      );
+    }
+    const [n1, n2, n3] = nodes;
+    /** A uid owned by node `k`, as /shard says (the shard ports tell the node). */
+    const ownedBy = async (k: number, prefix: string): Promise<string> => {
+      for (let i = 0;; i++) {
+        const uid = `${prefix}${i}`;
+        const shard = String((await n1.admin(`/shard?uid=${uid}`)).body.result);
+        if (nodes[k].shardPorts.some((port) => shard.endsWith(`:${port}`))) return uid;
+      }
+    };
+    const users = [await ownedBy(0, "u"), await ownedBy(1, "u"), await ownedBy(2, "u")];
+
+    await t.step("/shard gives the same answer on every node", async () => {
+      for (const uid of users) {
+        const answers = await Promise.all(nodes.map((n) => n.admin(`/shard?uid=${uid}`)));
+        assert.equal(new Set(answers.map((a) => a.body.result)).size, 1);
+      }
+    });
+
+    await t.step("entry at any node's front door reaches the owner in one redirect", async () => {
+      for (const entry of nodes) {
+        for (const uid of users) {
+          const { client, answer, redirected } = await RawClient.connect(entry.clientPort, uid);
+          assert.equal(answer.status, 200);
+          assert.ok(redirected);
+          client.close();
+        }
+      }
+    });
+
+    await t.step("a shard of another node redirects straight to the owner", async () => {
+      const client = await RawClient.open(n1.shardPorts[0]);
+      const answer = await client.request(
+        `GET /connect?uid=${users[2]}&password=x HTTP/1.1\r\n\r\n`,
+      );
+      client.close();
+      assert.equal(answer.status, 303);
+      const owner = String((await n1.admin(`/shard?uid=${users[2]}`)).body.result);
+      assert.ok(answer.headers.get("location")!.startsWith(`http://${owner}/`));
+    });
+
+    await t.step("/pub on one node reaches a user owned by another", async () => {
+      const client = await connected(n3.clientPort, users[2]);
+      assert.deepEqual((await publish(n1, `to=${users[2]}`, "across")).body, { result: "ok" });
+      assert.deepEqual(await client.next(), { y: 3, f: "op", t: users[2], b: "across", s: 1 });
+      client.close();
+      // /msg forwarded too: same answer on every node.
+      const lists = await Promise.all(nodes.map((n) => n.admin(`/msg?uid=${users[2]}`)));
+      for (const list of lists) assert.equal((list.body.result as string[]).length, 1);
+    });
+
+    await t.step("a client's y=3 reaches a user on another node", async () => {
+      const sender = await connected(n1.clientPort, users[0]);
+      const receiver = await connected(n2.clientPort, users[1]);
+      await sender.send({ y: 3, t: users[1], b: "hi node2" });
+      assert.deepEqual(await receiver.next(), {
+        y: 3,
+        f: users[0],
+        t: users[1],
+        b: "hi node2",
+        s: 1,
+      });
+      sender.close();
+      receiver.close();
+    });
+
+    await t.step("a channel gets one copy per subscriber on each node, in s order", async () => {
+      for (const [i, uid] of users.entries()) {
+        // Subscribe through a node that does not own the uid: forwarded to the owner.
+        const via = nodes[(i + 1) % 3];
+        assert.deepEqual((await via.admin(`/sub?uid=${uid}&cid=all-hands`)).body, {
+          result: "ok",
+        });
+      }
+      const clients = await Promise.all(users.map((uid, i) => connected(nodes[i].clientPort, uid)));
+      for (const client of clients) await settle(client);
+      for (let m = 0; m < 5; m++) {
+        const entry = nodes[m % 3];
+        assert.deepEqual((await publish(entry, "channel=all-hands", `m${m}`)).body, {
+          result: "ok",
+        });
+      }
+      // And one from a client, over the BroadcastChannel and the Redis bus.
+      await clients[2].send({ y: 4, c: "all-hands", b: "from a client" });
+      for (const [i, client] of clients.entries()) {
+        const got = [];
+        while (got.length < 6) got.push(await client.next());
+        assert.deepEqual(got.map((m) => m?.b), ["m0", "m1", "m2", "m3", "m4", "from a client"]);
+        const seqs = got.map((m) => m?.s as number);
+        assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), `${users[i]} in s order`);
+        assert.equal(new Set(seqs).size, 6, "no duplicates");
+        assert.deepEqual(await settle(client), [], `${users[i]}: exactly one copy each`);
+      }
+      for (const client of clients) client.close();
+    });
+
+    await t.step(
+      "presence: online with a connection count, and a channel's online members",
+      async () => {
+        const phone = await connected(n2.clientPort, users[1]);
+        const tablet = await connected(n1.clientPort, users[1]);
+        await settle(phone);
+        await settle(tablet);
+        await delay(200);
+        for (const n of nodes) {
+          assert.deepEqual((await n.admin(`/presence?uid=${users[1]}`)).body.result, {
+            uid: users[1],
+            status: "online",
+            connections: 2,
+          });
+        }
+        assert.deepEqual((await n3.admin(`/presence?cid=all-hands`)).body.result, {
+          cid: "all-hands",
+          online: [{ uid: users[1], status: "online", connections: 2 }],
+        });
+        tablet.close();
+        phone.close();
+        await delay(300);
+        assert.deepEqual((await n3.admin(`/presence?uid=${users[1]}`)).body.result, {
+          uid: users[1],
+          status: "offline",
+          connections: 0,
+        });
+      },
+    );
+
+    await t.step(
+      "kill -9 of a node: its users go offline within the bound, /pub fails clearly",
+      async () => {
+        const client = await connected(n3.clientPort, users[2]);
+        await settle(client);
+        await delay(200);
+        const before = (await n1.admin(`/presence?uid=${users[2]}`)).body.result;
+        assert.equal((before as { status: string }).status, "online");
+        await n3.stop("SIGKILL");
+        client.close();
+        const killedAt = Date.now();
+        let status = "online";
+        while (status === "online" && Date.now() - killedAt < (PRESENCE_TTL_SEC + 2) * 1000) {
+          await delay(100);
+          status = ((await n1.admin(`/presence?uid=${users[2]}`)).body.result as { status: string })
+            .status;
+        }
+        assert.equal(status, "offline");
+        assert.ok(Date.now() - killedAt <= PRESENCE_TTL_SEC * 1000 + 500, "within the TTL bound");
+        const pub = await publish(n1, `to=${users[2]}`, "into the void");
+        assert.equal(pub.status, 503);
+        assert.match(String(pub.body.error), /node node3 unreachable/);
+      },
+    );
+  } finally {
+    for (const node of nodes) await node.stop();
+    await redis.stop();
+  }
+});
