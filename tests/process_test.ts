@@ -108,3 +108,14 @@ Deno.test("flags: an unknown flag or a bad value exits 2 naming the flag", async
   assert.equal(missing.code, 2);
   assert.match(missing.stderr, /--flagfile=conf\/nope.conf/);
 });
+
+Deno.test("flags: a cluster without --redis_url refuses to start and says why", async () => {
+  const { code, stderr } = await runMain([
+    "--flagfile=conf/cluster.conf",
+    "--node_id=node2",
+    "--pid_file=/tmp/ipush-cluster-no-redis.pid",
+  ]);
+  assert.equal(code, 1);
+  assert.match(stderr, /a cluster \(--cluster_nodes\) needs --redis_url/);
+  assert.ok(!exists("/tmp/ipush-cluster-no-redis.pid"), "no pid file left behind");
+});
