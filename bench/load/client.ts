@@ -1,0 +1,260 @@
+/**
+ * One raw-socket ipush client (PROTOCOL.md §1–2) on `node:net`: the `GET /connect`
+ * handshake, following 303s to the owning shard, then the duplex chunk stream with acks.
+ *
+ * Clients of one process share a {@linkcode ClientContext} (counters, histograms,
+ * callbacks) so that each connection costs only its socket and a few fields.
+ *
+ * @module
+ */
+
+import net from "node:net";
+import { Buffer } from "node:buffer";
+import type { Histogram } from "./histogram.ts";
+import { type AckMode, type Counters, nowMs } from "./ipc.ts";
+import { dialAddress, isLoopback } from "./loopback.ts";
+import { ChunkReader, connectPath, connectRequest, encodeFrame, parseHead } from "./wire.ts";
+
+/** A server → client frame, as far as the load generator looks into it. */
+export interface Frame {
+  y?: number;
+  f?: string;
+  t?: string;
+  c?: string;
+  b?: unknown;
+  s?: number;
+}
+
+/** What all clients of a process share. */
+export interface ClientContext {
+  host: string;
+  port: number;
+  ack: AckMode;
+  connectTimeoutMs: number;
+  maxRedirects: number;
+  counters: Counters;
+  /** Time from starting a client to its 200, 303 hops included. */
+  connectHist: Histogram;
+  /** Counts a failure or drop reason. */
+  reason(text: string): void;
+  /** The client got its 200. */
+  onOpen(client: Client): void;
+  /** The client will not open (it never got a 200). */
+  onFail(client: Client): void;
+  /** An open client closed; `wanted` is false when the server or network closed it. */
+  onClosed(client: Client, wanted: boolean): void;
+  /** A parsed frame arrived (acks are already queued). */
+  onFrame(client: Client, frame: Frame): void;
+}
+
+const CLOSE_FRAME = "0\r\n\r\n";
+/** Larger heads are not what an ipush server sends; stop buffering. */
+const MAX_HEAD = 16384;
+
+/** One connection for one uid. */
+export class Client {
+  /** Position in the owner's list of open clients (kept by the owner). */
+  slot = -1;
+  #socket: net.Socket | null = null;
+  #reader = new ChunkReader();
+  #open = false;
+  #closing = false;
+  #done = false;
+  #startedAt = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #acks = "";
+  #maxSeq = -1;
+
+  constructor(
+    readonly ctx: ClientContext,
+    readonly uid: string,
+    readonly password: string,
+    readonly localAddress: string | undefined,
+  ) {}
+
+  /** True between the 200 and the close. */
+  get open(): boolean {
+    return this.#open;
+  }
+
+  /** Bytes queued in the socket but not yet handed to the kernel. */
+  get writableLength(): number {
+    return this.#socket?.writableLength ?? 0;
+  }
+
+  /** Dials the front door; ends in exactly one of `onOpen` or `onFail`. */
+  start(): void {
+    this.#startedAt = nowMs();
+    this.ctx.counters.attempts++;
+    this.#timer = setTimeout(() => this.#fail("connect timeout"), this.ctx.connectTimeoutMs);
+    this.#dial(this.ctx.host, this.ctx.port, connectPath(this.uid, this.password), 0);
+  }
+
+  /** Sends one frame with the given JSON body. */
+  send(body: string): void {
+    this.#socket?.write(encodeFrame(body));
+  }
+
+  /** Sends bytes already framed. */
+  sendRaw(frames: string): void {
+    this.#socket?.write(frames);
+  }
+
+  /** Closes gracefully (`0\r\n\r\n`, then FIN); `onClosed` follows with `wanted` true. */
+  close(): void {
+    this.#closing = true;
+    if (this.#open) {
+      this.#socket?.end(CLOSE_FRAME);
+    } else if (!this.#done) {
+      this.#fail("closed by load generator");
+    }
+  }
+
+  /** Drops the socket without ceremony (end of run, stragglers). */
+  destroy(): void {
+    this.#closing = true;
+    this.#socket?.destroy();
+  }
+
+  #dial(host: string, port: number, path: string, hops: number): void {
+    const address = dialAddress(host);
+    const socket = net.connect({
+      host: address,
+      port,
+      localAddress: net.isIPv4(address) ? this.localAddress : undefined,
+    });
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    socket.write(connectRequest(path));
+    let head: Buffer | null = null;
+    let error = "";
+    socket.on("data", (data: Buffer) => {
+      if (this.#socket !== socket) return;
+      if (this.#open) {
+        this.#onData(data);
+        return;
+      }
+      head = head === null ? data : Buffer.concat([head, data]);
+      this.#onHead(socket, head, hops);
+    });
+    socket.on("error", (e: Error & { code?: string }) => {
+      error = e.code ?? e.message;
+    });
+    socket.on("close", () => {
+      if (this.#socket !== socket) return;
+      this.#socket = null;
+      if (this.#open) {
+        this.#open = false;
+        if (!this.#closing) this.ctx.reason(`dropped: ${error || "closed by server"}`);
+        this.ctx.onClosed(this, this.#closing);
+      } else {
+        this.#fail(error || "closed before response");
+      }
+    });
+  }
+
+  #onHead(socket: net.Socket, head: Buffer, hops: number): void {
+    let parsed;
+    try {
+      parsed = parseHead(head);
+    } catch (e) {
+      this.#fail((e as Error).message);
+      return;
+    }
+    if (parsed === null) {
+      if (head.length > MAX_HEAD) this.#fail("response head too long");
+      return;
+    }
+    if (parsed.status === 200) {
+      clearTimeout(this.#timer);
+      this.#open = true;
+      this.#done = true;
+      this.ctx.connectHist.recordMs(nowMs() - this.#startedAt);
+      this.ctx.onOpen(this);
+      if (head.length > parsed.length) this.#onData(head.subarray(parsed.length));
+      return;
+    }
+    if (parsed.status === 303) {
+      this.#follow(socket, parsed.headers.get("location"), hops);
+      return;
+    }
+    const body = head.toString("utf8", parsed.length, parsed.length + 80);
+    this.#fail(`HTTP ${parsed.status} ${body}`.trim());
+  }
+
+  #follow(socket: net.Socket, location: string | undefined, hops: number): void {
+    // The server closes after a 303; do not wait for it.
+    this.#socket = null;
+    socket.destroy();
+    if (location === undefined) return this.#fail("303 without Location");
+    if (hops >= this.ctx.maxRedirects) return this.#fail("too many redirects");
+    let url: URL;
+    try {
+      url = new URL(location, `http://${this.ctx.host}:${this.ctx.port}`);
+    } catch {
+      return this.#fail("303 with a bad Location");
+    }
+    if (!isLoopback(url.hostname)) return this.#fail("303 to a non-loopback host (refused)");
+    this.ctx.counters.redirects++;
+    const port = url.port === "" ? 80 : Number(url.port);
+    this.#dial(url.hostname, port, url.pathname + url.search, hops + 1);
+  }
+
+  #fail(reason: string): void {
+    if (this.#done) return;
+    this.#done = true;
+    clearTimeout(this.#timer);
+    this.#socket?.destroy();
+    this.#socket = null;
+    this.ctx.reason(reason);
+    this.ctx.onFail(this);
+  }
+
+  #onData(data: Buffer): void {
+    let ended: boolean;
+    try {
+      ended = this.#reader.push(data, this.#onFrame);
+    } catch (e) {
+      this.ctx.counters.badFrames++;
+      this.ctx.reason(`bad frame: ${(e as Error).message}`);
+      this.#socket?.destroy();
+      return;
+    }
+    this.#flushAcks();
+    if (ended) this.#socket?.end();
+  }
+
+  #onFrame = (body: string): void => {
+    let frame: Frame;
+    try {
+      frame = JSON.parse(body);
+    } catch {
+      this.ctx.counters.badFrames++;
+      this.ctx.reason("bad frame: not JSON");
+      return;
+    }
+    const s = frame.s;
+    if (typeof s === "number" && this.ctx.ack !== "none") {
+      if (this.ctx.ack === "each") {
+        this.#acks += encodeFrame(`{"y":5,"f":${JSON.stringify(this.uid)},"s":${s}}`);
+        this.ctx.counters.acksOut++;
+      } else if (s > this.#maxSeq) {
+        this.#maxSeq = s;
+      }
+    }
+    this.ctx.onFrame(this, frame);
+  };
+
+  /** One write per read: every ack of the read (`each`) or the highest seq (`read`). */
+  #flushAcks(): void {
+    if (this.#maxSeq >= 0) {
+      this.#acks += encodeFrame(`{"y":5,"f":${JSON.stringify(this.uid)},"s":${this.#maxSeq}}`);
+      this.ctx.counters.acksOut++;
+      this.#maxSeq = -1;
+    }
+    if (this.#acks !== "") {
+      this.#socket?.write(this.#acks);
+      this.#acks = "";
+    }
+  }
+}

@@ -1,0 +1,208 @@
+/**
+ * Command line of the load generator: `--name=value` flags parsed with `node:util`
+ * `parseArgs`, defaults that depend on the scenario, and `--help` generated from the same
+ * table.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { AckMode, Rate } from "./ipc.ts";
+import { isLoopback } from "./loopback.ts";
+
+/** The scenarios, with what each measures (for `--help`). */
+export const SCENARIOS = {
+  idle: "hold N idle connections: connect rate (303 hop included), server RSS per connection",
+  unicast: "back end /pub to random online users: delivered msgs/s, latency p50/p99/p999",
+  chat: "clients send y=3 to each other: delivered msgs/s, latency",
+  fanout: "one channel, N subscribers: time until all have a message, then deliveries/s",
+  storm: "N clients connect at once: connects/s (303 hop included), failures",
+} as const;
+
+/** A scenario name. */
+export type Scenario = keyof typeof SCENARIOS;
+
+/** Everything a run is configured by. */
+export interface LoadOptions {
+  scenario: Scenario;
+  host: string;
+  clientPort: number;
+  adminHost: string;
+  adminPort: number;
+  connections: number;
+  processes: number;
+  maxPerProcess: number;
+  sourceAddrs: number;
+  uidPrefix: string;
+  password: string;
+  durationSec: number;
+  holdSec: number;
+  drainSec: number;
+  settleSec: number;
+  rate: Rate;
+  concurrency: number;
+  connectConcurrency: number;
+  connectTimeoutSec: number;
+  maxRedirects: number;
+  heartbeatSec: number;
+  ack: AckMode;
+  msgTimeoutSec: number;
+  channel: string;
+  serverPid: number | null;
+  pidFile: string;
+  out: string | null;
+  timeoutSec: number;
+}
+
+type Default = string | ((s: Scenario, v: Record<string, string>) => string);
+
+/** Flag name, default (may depend on the scenario and earlier flags), help text. */
+const FLAGS: [string, Default, string][] = [
+  ["host", "127.0.0.1", "client front door host (loopback only)"],
+  ["client_port", "9000", "client front door port"],
+  ["admin_host", (_, v) => v.host, "admin API host (loopback only; default: --host)"],
+  ["admin_port", "9001", "admin API port"],
+  [
+    "connections",
+    (s) => ({ idle: "19000", storm: "10000" } as Record<string, string>)[s] ?? "1000",
+    "client connections (idle 19000, storm 10000, others 1000)",
+  ],
+  ["max_per_process", "10000", "connections per client process at most (20k fds/process)"],
+  [
+    "processes",
+    (_, v) => String(Math.max(1, Math.ceil(Number(v.connections) / Number(v.max_per_process)))),
+    "client processes (default: connections / max_per_process, rounded up)",
+  ],
+  ["source_addrs", "16", "source addresses 127.0.0.2.. to bind client sockets to (0: none)"],
+  ["uid_prefix", "load_", "uids are <uid_prefix><n>, n = 0 .. connections-1"],
+  ["password", "pwd{n}", "password template; {uid} and {n} are substituted"],
+  ["duration_sec", "10", "length of the measured load phase (unicast, chat, fanout)"],
+  ["hold_sec", (s) => s === "idle" ? "10" : "0", "hold the connections this long (idle: 10)"],
+  ["drain_sec", "5", "after the load phase, wait at most this long for deliveries"],
+  ["settle_sec", "2", "idle: wait this long after connecting before reading the RSS"],
+  [
+    "rate",
+    (s) => s === "fanout" ? "10" : "1000",
+    "target sends/s (unicast: /pub, chat: y=3, fanout: channel /pub), or 'max'",
+  ],
+  [
+    "concurrency",
+    (s) => ({ chat: "256", fanout: "4" } as Record<string, string>)[s] ?? "64",
+    "in-flight limit: /pub requests (unicast 64, fanout 4) or undelivered chat msgs (256)",
+  ],
+  [
+    "connect_concurrency",
+    (s, v) => s === "storm" ? v.connections : "500",
+    "handshakes in flight at once, all processes together (storm: all)",
+  ],
+  ["connect_timeout_sec", "15", "give up a connection (303 hop included) after this long"],
+  ["max_redirects", "3", "303 hops to follow at most"],
+  ["heartbeat_sec", "30", 'each client sends {"y":0} this often (0: never)'],
+  ["ack", "each", "ack received messages: each | read (highest s per read) | none"],
+  ["msg_timeout_sec", "10", "a message not delivered within this long counts as lost"],
+  ["channel", (_, v) => `${v.uid_prefix}fanout${v.connections}`, "fanout channel id"],
+  ["server_pid", "", "server pid for RSS readings (default: from --pid_file)"],
+  ["pid_file", "ipush_server.pid", "the server's pid file"],
+  ["out", "", "result JSON path (default: bench/results/<scenario>-<timestamp>.json)"],
+  ["timeout_sec", "", "hard limit for the whole run (default: phases' bounds + 120)"],
+];
+
+/** The `--help` text. */
+export function helpText(): string {
+  const lines = [
+    "Usage: deno task load -- <scenario> [--name=value ...]",
+    "",
+    "Scenarios:",
+    ...Object.entries(SCENARIOS).map(([name, what]) => `  ${name.padEnd(9)} ${what}`),
+    "",
+    "Flags:",
+  ];
+  for (const [name, def, help] of FLAGS) {
+    const shown = typeof def === "string" && def !== "" ? ` (default ${def})` : "";
+    lines.push(`  --${name.padEnd(20)} ${help}${shown}`);
+  }
+  lines.push("  --help                 this text");
+  return lines.join("\n");
+}
+
+/** Parses argv; throws an Error with a message fit for the user on any bad input. */
+export function parseOptions(args: string[]): LoadOptions | "help" {
+  const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
+  for (const [name] of FLAGS) options[name] = { type: "string" };
+  const { values, positionals } = parseArgs({ args, options, allowPositionals: true });
+  if (values.help) return "help";
+  if (positionals.length !== 1 || !(positionals[0] in SCENARIOS)) {
+    throw new Error(`give exactly one scenario: ${Object.keys(SCENARIOS).join(", ")}`);
+  }
+  const scenario = positionals[0] as Scenario;
+  const v: Record<string, string> = {};
+  for (const [name, def] of FLAGS) {
+    const given = values[name];
+    v[name] = typeof given === "string" ? given : typeof def === "string" ? def : def(scenario, v);
+  }
+  const int = (name: string, min: number): number => {
+    const n = Number(v[name]);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}`);
+    return n;
+  };
+  const num = (name: string, min: number): number => {
+    const n = Number(v[name]);
+    if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number ≥ ${min}`);
+    return n;
+  };
+  for (const name of ["host", "admin_host"]) {
+    if (!isLoopback(v[name])) {
+      throw new Error(`--${name}=${v[name]} refused: only loopback targets (127.0.0.0/8, ::1)`);
+    }
+  }
+  if (!["each", "read", "none"].includes(v.ack)) throw new Error("--ack must be each|read|none");
+  const connections = int("connections", 1);
+  const maxPerProcess = int("max_per_process", 1);
+  if (maxPerProcess > 19000) throw new Error("--max_per_process above 19000 will run out of fds");
+  const processes = Math.max(int("processes", 1), Math.ceil(connections / maxPerProcess));
+  if (scenario === "chat" && connections < 2 * processes) {
+    throw new Error("chat needs at least two connections per process");
+  }
+  const opts: LoadOptions = {
+    scenario,
+    host: v.host,
+    clientPort: int("client_port", 1),
+    adminHost: v.admin_host,
+    adminPort: int("admin_port", 1),
+    connections,
+    processes,
+    maxPerProcess,
+    sourceAddrs: int("source_addrs", 0),
+    uidPrefix: v.uid_prefix,
+    password: v.password,
+    durationSec: num("duration_sec", 0.1),
+    holdSec: num("hold_sec", 0),
+    drainSec: num("drain_sec", 0),
+    settleSec: num("settle_sec", 0),
+    rate: v.rate === "max" ? "max" : num("rate", 0.001),
+    concurrency: int("concurrency", 1),
+    connectConcurrency: int("connect_concurrency", 1),
+    connectTimeoutSec: num("connect_timeout_sec", 0.1),
+    maxRedirects: int("max_redirects", 0),
+    heartbeatSec: num("heartbeat_sec", 0),
+    ack: v.ack as AckMode,
+    msgTimeoutSec: num("msg_timeout_sec", 0.1),
+    channel: v.channel,
+    serverPid: v.server_pid === "" ? null : int("server_pid", 1),
+    pidFile: v.pid_file,
+    out: v.out === "" ? null : v.out,
+    timeoutSec: 0,
+  };
+  opts.timeoutSec = v.timeout_sec === "" ? defaultTimeout(opts) : num("timeout_sec", 1);
+  return opts;
+}
+
+/** Sum of every phase's own bound, plus slack for process start-up and closing. */
+function defaultTimeout(o: LoadOptions): number {
+  const load = ["unicast", "chat", "fanout"].includes(o.scenario)
+    ? o.durationSec + o.drainSec + (o.scenario === "fanout" ? 30 : 0)
+    : 0;
+  const connectRounds = Math.ceil(o.connections / o.connectConcurrency);
+  const connect = Math.min(connectRounds * o.connectTimeoutSec, 600);
+  return Math.ceil(connect + o.settleSec + o.holdSec + load + 120);
+}

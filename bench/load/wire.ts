@@ -1,0 +1,117 @@
+/**
+ * The client side of the ipush wire (PROTOCOL.md §1–2): the response head of
+ * `GET /connect`, and the duplex chunk stream that follows a 200.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+
+const CRLF = Buffer.from("\r\n");
+const HEAD_END = Buffer.from("\r\n\r\n");
+
+/** A parsed HTTP response head. */
+export interface ResponseHead {
+  status: number;
+  /** Header names lowercased. */
+  headers: Map<string, string>;
+  /** Byte length of the head including the blank line. */
+  length: number;
+}
+
+/**
+ * Parses the response head at the start of `buf`. Returns null while the blank line has not
+ * arrived yet; throws on a status line that is not HTTP.
+ */
+export function parseHead(buf: Buffer): ResponseHead | null {
+  const end = buf.indexOf(HEAD_END);
+  if (end < 0) return null;
+  const lines = buf.toString("latin1", 0, end).split("\r\n");
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]);
+  if (!m) throw new Error(`bad status line: ${JSON.stringify(lines[0].slice(0, 60))}`);
+  const headers = new Map<string, string>();
+  for (let i = 1; i < lines.length; i++) {
+    const colon = lines[i].indexOf(":");
+    if (colon > 0) {
+      headers.set(lines[i].slice(0, colon).trim().toLowerCase(), lines[i].slice(colon + 1).trim());
+    }
+  }
+  return { status: Number(m[1]), headers, length: end + HEAD_END.length };
+}
+
+/** The request head a raw mobile client sends. */
+export function connectRequest(pathAndQuery: string): string {
+  return `GET ${pathAndQuery} HTTP/1.1\r\nUser-Agent: ipush_load/0.1\r\nAccept: */*\r\n\r\n`;
+}
+
+/** `/connect?uid=..&password=..` with both values percent-encoded. */
+export function connectPath(uid: string, password: string): string {
+  return `/connect?uid=${encodeURIComponent(uid)}&password=${encodeURIComponent(password)}`;
+}
+
+/** One chunk frame: lowercase hex byte length, CRLF, body, CRLF. */
+export function encodeFrame(body: string): string {
+  return `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n`;
+}
+
+/**
+ * Incremental parser of the chunk stream. Frames may arrive split across reads or several in
+ * one read; only the unfinished tail is kept between reads, so an idle connection holds no
+ * buffer at all.
+ */
+export class ChunkReader {
+  #pending: Buffer | null = null;
+
+  /**
+   * Feeds one read. Calls `onFrame` with each complete body (UTF-8 decoded) in order.
+   * Returns true when the server sent the terminating `0\r\n\r\n` (a graceful close).
+   * Throws on malformed framing; the connection is unusable after that.
+   */
+  push(data: Buffer, onFrame: (body: string) => void): boolean {
+    let buf = this.#pending === null ? data : Buffer.concat([this.#pending, data]);
+    this.#pending = null;
+    let pos = 0;
+    while (pos < buf.length) {
+      const lineEnd = buf.indexOf(CRLF, pos);
+      if (lineEnd < 0) {
+        if (buf.length - pos > 32) throw new Error("chunk size line too long");
+        break;
+      }
+      const size = parseSize(buf, pos, lineEnd);
+      if (size === 0) return true;
+      const bodyStart = lineEnd + 2;
+      const bodyEnd = bodyStart + size;
+      if (bodyEnd + 2 > buf.length) break;
+      if (buf[bodyEnd] !== 13 || buf[bodyEnd + 1] !== 10) {
+        throw new Error(`chunk of ${size} bytes not followed by CRLF`);
+      }
+      onFrame(buf.toString("utf8", bodyStart, bodyEnd));
+      pos = bodyEnd + 2;
+    }
+    if (pos < buf.length) {
+      // Copy the tail: keeping a slice would pin the whole read buffer.
+      buf = buf.subarray(pos);
+      this.#pending = Buffer.from(buf);
+    }
+    return false;
+  }
+}
+
+/** Hex chunk size in `buf[start, end)`, ignoring chunk extensions after `;`. */
+function parseSize(buf: Buffer, start: number, end: number): number {
+  let size = 0;
+  let digits = 0;
+  for (let i = start; i < end; i++) {
+    const c = buf[i];
+    let d: number;
+    if (c >= 48 && c <= 57) d = c - 48;
+    else if (c >= 97 && c <= 102) d = c - 87;
+    else if (c >= 65 && c <= 70) d = c - 55;
+    else if (c === 59 || c === 32) break;
+    else throw new Error(`bad chunk size byte ${c}`);
+    size = size * 16 + d;
+    if (++digits > 8) throw new Error("chunk size too large");
+  }
+  if (digits === 0) throw new Error("empty chunk size line");
+  return size;
+}

@@ -1,0 +1,219 @@
+/**
+ * Unit tests of the load generator: histogram math and merging, the chunk and head parsers,
+ * the payload stamp, the loopback rule, the flags, and one client against tiny servers.
+ *
+ *     deno test --allow-all bench/load_test.ts
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { bucketOf, bucketRange, Histogram } from "./load/histogram.ts";
+import { ChunkReader, encodeFrame, parseHead } from "./load/wire.ts";
+import { parseStamp, stamp } from "./load/ipc.ts";
+import { isLoopback, sourceAddresses } from "./load/loopback.ts";
+import { parseOptions } from "./load/flags.ts";
+import net from "node:net";
+import { Client, type ClientContext } from "./load/client.ts";
+import { newCounters } from "./load/ipc.ts";
+
+/** Asserts |actual - expected| ≤ tolerance. */
+function near(actual: number, expected: number, tolerance: number): void {
+  assert.ok(
+    Math.abs(actual - expected) <= tolerance,
+    `${actual} not within ${tolerance} of ${expected}`,
+  );
+}
+
+Deno.test("histogram buckets cover every value, at most 1/64 wide", () => {
+  for (const v of [0, 1, 63, 64, 127, 128, 129, 1000, 65_535, 1_000_000, 0x7fffffff]) {
+    const [low, width] = bucketRange(bucketOf(v));
+    assert.ok(low <= v && v < low + width, `${v} in [${low}, ${low + width})`);
+    assert.ok(width === 1 || width / low <= 1 / 64, `bucket of ${v} too wide`);
+  }
+});
+
+Deno.test("histogram percentiles of 1..10000 ms are within a bucket of the truth", () => {
+  const h = new Histogram();
+  for (let i = 1; i <= 10_000; i++) h.recordMs(i);
+  for (const [q, want] of [[0.5, 5000], [0.99, 9900], [0.999, 9990], [1, 10_000]]) {
+    near(h.percentileMs(q), want, want / 64);
+  }
+  assert.deepEqual(h.summary().max_ms, 10_000);
+  near(h.meanMs(), 5000.5, 0.001);
+});
+
+Deno.test("merged histograms give the percentiles of all samples together", () => {
+  const fast = new Histogram();
+  const slow = new Histogram();
+  for (let i = 0; i < 990; i++) fast.recordMs(1);
+  for (let i = 0; i < 10; i++) slow.recordMs(100);
+  const all = new Histogram();
+  all.merge(fast.toData());
+  all.merge(slow.toData());
+  assert.deepEqual(all.count, 1000);
+  near(all.percentileMs(0.5), 1, 1 / 64);
+  near(all.percentileMs(0.99), 1, 1 / 64);
+  near(all.percentileMs(0.995), 100, 100 / 64);
+  assert.deepEqual(all.toData().minUs, 1000);
+  assert.deepEqual(new Histogram().summary().p50_ms, null);
+});
+
+Deno.test("chunk reader: several frames in one read, one frame split byte by byte", () => {
+  const frames: string[] = [];
+  const reader = new ChunkReader();
+  const bytes = Buffer.from(encodeFrame('{"y":0}') + encodeFrame('{"y":3,"b":"héllo","s":1}'));
+  assert.deepEqual(reader.push(bytes, (b) => frames.push(b)), false);
+  assert.deepEqual(frames, ['{"y":0}', '{"y":3,"b":"héllo","s":1}']);
+  frames.length = 0;
+  const one = Buffer.from(encodeFrame('{"y":4,"c":"ch","b":"x","s":22}'));
+  for (let i = 0; i < one.length; i++) reader.push(one.subarray(i, i + 1), (b) => frames.push(b));
+  assert.deepEqual(frames, ['{"y":4,"c":"ch","b":"x","s":22}']);
+});
+
+Deno.test("chunk reader: byte length in hex, terminator, malformed framing", () => {
+  assert.deepEqual(encodeFrame('{"y":0}'), '7\r\n{"y":0}\r\n');
+  assert.deepEqual(encodeFrame('"é"').startsWith("4\r\n"), true);
+  const frames: string[] = [];
+  assert.deepEqual(new ChunkReader().push(Buffer.from("0\r\n\r\n"), (b) => frames.push(b)), true);
+  assert.throws(() => new ChunkReader().push(Buffer.from("zz\r\n"), () => {}));
+  assert.throws(() => new ChunkReader().push(Buffer.from('3\r\n{"y":0}\r\n'), () => {}));
+});
+
+Deno.test("response head: 200 with bytes after it, 303 Location, incomplete", () => {
+  const ok = Buffer.from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n");
+  const head = parseHead(ok)!;
+  assert.deepEqual(head.status, 200);
+  assert.deepEqual(ok.subarray(head.length).toString(), "7\r\n");
+  const moved = parseHead(
+    Buffer.from("HTTP/1.1 303 See Other\r\nLocation: http://127.0.0.1:9011/connect?uid=a\r\n\r\n"),
+  )!;
+  assert.deepEqual(moved.headers.get("location"), "http://127.0.0.1:9011/connect?uid=a");
+  assert.deepEqual(parseHead(Buffer.from("HTTP/1.1 200 OK\r\n")), null);
+  assert.throws(() => parseHead(Buffer.from("SSH-2.0\r\n\r\n")));
+});
+
+Deno.test("payload stamp round-trips; foreign bodies are not stamps", () => {
+  const s = parseStamp(stamp(42))!;
+  assert.deepEqual(s.id, 42);
+  assert.ok(Math.abs(s.ts - (performance.timeOrigin + performance.now())) < 1000);
+  assert.deepEqual(parseStamp("hello"), null);
+  assert.deepEqual(parseStamp({ ts: 1 }), null);
+  assert.deepEqual(parseStamp(1700000000000.5), { ts: 1700000000000.5, id: -1 });
+});
+
+Deno.test("only loopback targets", () => {
+  for (const h of ["127.0.0.1", "127.9.8.7", "::1", "[::1]", "localhost"]) assert.ok(isLoopback(h));
+  for (const h of ["10.0.0.1", "0.0.0.0", "example.com", "128.0.0.1", "127.0.0.1.nip.io"]) {
+    assert.ok(!isLoopback(h), h);
+  }
+  assert.deepEqual(sourceAddresses("127.0.0.1", 3), ["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+  assert.deepEqual(sourceAddresses("::1", 3), []);
+});
+
+Deno.test("flags: scenario defaults, process split, refusals", () => {
+  const idle = parseOptions(["idle"]);
+  assert.ok(idle !== "help");
+  assert.deepEqual([idle.connections, idle.processes, idle.holdSec], [19000, 2, 10]);
+  const uni = parseOptions(["unicast", "--rate=max", "--connections=50", "--processes=3"]);
+  assert.ok(uni !== "help");
+  assert.deepEqual([uni.rate, uni.processes, uni.concurrency], ["max", 3, 64]);
+  const storm = parseOptions(["storm", "--connections=300"]);
+  assert.ok(storm !== "help");
+  assert.deepEqual(storm.connectConcurrency, 300);
+  assert.deepEqual(parseOptions(["--help"]), "help");
+  assert.throws(() => parseOptions(["idle", "--host=10.1.2.3"]));
+  assert.throws(() => parseOptions(["idle", "--admin_host=example.com"]));
+  assert.throws(() => parseOptions(["nope"]));
+  assert.throws(() => parseOptions(["chat", "--connections=1"]));
+  assert.throws(() => parseOptions(["idle", "--bogus=1"]));
+});
+
+/** A server on an ephemeral loopback port that answers each connection with `respond`. */
+async function tinyServer(respond: (socket: net.Socket, port: number) => void) {
+  const server = net.createServer((s) => respond(s, (server.address() as net.AddressInfo).port));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return { server, port: (server.address() as net.AddressInfo).port };
+}
+
+/** A client context that records what happens. */
+function recordingContext(port: number) {
+  const log: string[] = [];
+  const ctx: ClientContext = {
+    host: "127.0.0.1",
+    port,
+    ack: "each",
+    connectTimeoutMs: 2000,
+    maxRedirects: 3,
+    counters: newCounters(),
+    connectHist: new Histogram(),
+    reason: (text) => log.push(`reason ${text}`),
+    onOpen: () => log.push("open"),
+    onFail: () => log.push("fail"),
+    onClosed: (_c, wanted) => log.push(`closed ${wanted}`),
+    onFrame: (_c, frame) => log.push(`frame ${JSON.stringify(frame)}`),
+  };
+  return { ctx, log };
+}
+
+Deno.test("client follows a 303, reads a split frame, acks it, closes gracefully", async () => {
+  const received: string[] = [];
+  const shard = await tinyServer((s) => {
+    s.once("data", () => {
+      s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n16\r\n{"y":3,');
+      setTimeout(() => s.write('"b":"hi","s":7}\r\n'), 20);
+      s.on("data", (d: Buffer) => received.push(d.toString()));
+    });
+  });
+  const front = await tinyServer((s) => {
+    s.once("data", (d: Buffer) => {
+      assert.match(d.toString(), /^GET \/connect\?uid=u%201&password=p HTTP\/1\.1\r\n/);
+      s.end(
+        `HTTP/1.1 303 See Other\r\nLocation: http://127.0.0.1:${shard.port}/connect?uid=u1\r\n` +
+          "Content-Length: 0\r\n\r\n",
+      );
+    });
+  });
+  const { ctx, log } = recordingContext(front.port);
+  const client = new Client(ctx, "u 1", "p", undefined);
+  client.start();
+  await waitUntil(() => received.join("").includes('"y":5'));
+  client.close();
+  await waitUntil(() => log.includes("closed true"));
+  assert.deepEqual(log, ["open", 'frame {"y":3,"b":"hi","s":7}', "closed true"]);
+  assert.equal(ctx.counters.redirects, 1);
+  assert.ok(received.join("").startsWith('17\r\n{"y":5,"f":"u 1","s":7}\r\n'));
+  front.server.close();
+  shard.server.close();
+});
+
+Deno.test("client refuses a 303 off loopback and reports a 400", async () => {
+  const away = await tinyServer((s) => {
+    s.once("data", () => {
+      s.end("HTTP/1.1 303 See Other\r\nLocation: http://10.1.2.3:9000/connect\r\n\r\n");
+    });
+  });
+  const bad = await tinyServer((s) => {
+    s.once("data", () => {
+      s.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 23\r\n\r\n{"error":"invalid uid"}');
+    });
+  });
+  for (const [port, want] of [[away.port, "non-loopback"], [bad.port, "HTTP 400"]] as const) {
+    const { ctx, log } = recordingContext(port);
+    new Client(ctx, "u1", "p", undefined).start();
+    await waitUntil(() => log.includes("fail"));
+    assert.ok(log[0].includes(want), log[0]);
+    assert.equal(ctx.counters.failed, 0, "counting failures is the owner's job");
+  }
+  away.server.close();
+  bad.server.close();
+});
+
+async function waitUntil(done: () => boolean): Promise<void> {
+  const until = performance.now() + 3000;
+  while (!done()) {
+    if (performance.now() > until) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

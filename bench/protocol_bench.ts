@@ -1,0 +1,114 @@
+/**
+ * Micro-benchmarks of the wire protocol's hot paths: `deno bench -A bench/protocol_bench.ts`.
+ *
+ * @module
+ */
+
+import { ChunkDecoder, encodeChunk, encodeTextChunk } from "../src/protocol/chunk.ts";
+import { parseHead } from "../src/protocol/handshake.ts";
+import { encodeDelivery, parseClientMessage } from "../src/protocol/message.ts";
+import { ShardMap } from "../src/routing/hash.ts";
+
+const encoder = new TextEncoder();
+
+/** The example request of PROTOCOL.md §1. */
+const HEAD = encoder.encode(
+  "GET /connect?uid=user001&password=pwd001 HTTP/1.1\r\n" +
+    "User-Agent: mobile_socket_client/0.1.0\r\n" +
+    "Accept: */*\r\n" +
+    "\r\n",
+);
+
+const SMALL_JSON = '{"y":3,"f":"user002","t":"user001","b":"hello","s":123}';
+const SMALL_BYTES = encoder.encode(SMALL_JSON);
+const ONE_FRAME = encodeTextChunk(SMALL_JSON);
+const FRAMES = 100;
+const HUNDRED_FRAMES = (() => {
+  const out = new Uint8Array(ONE_FRAME.length * FRAMES);
+  for (let i = 0; i < FRAMES; i++) out.set(ONE_FRAME, i * ONE_FRAME.length);
+  return out;
+})();
+
+const CLIENT_MESSAGE = encoder.encode('{"y":3,"f":"user001","t":"user002","b":"hello"}');
+
+const UIDS = Array.from({ length: 1024 }, (_, i) => `user${(i * 7919) % 100_000}`);
+const shards = (count: number) =>
+  new ShardMap(
+    Array.from({ length: count }, (_, k) => ({ id: `node/${k}`, host: "127.0.0.1", port: k })),
+  );
+const SIX = shards(6);
+const SIXTY = shards(60);
+
+/** Keeps results alive so the optimiser cannot drop the work. */
+let sink = 0;
+
+Deno.bench("parseHead (PROTOCOL.md request)", { group: "head parse", baseline: true }, () => {
+  sink += parseHead(HEAD).params.size;
+});
+
+Deno.bench("encodeTextChunk (small JSON)", { group: "chunk encode", baseline: true }, () => {
+  sink += encodeTextChunk(SMALL_JSON).length;
+});
+
+Deno.bench("encodeChunk (small JSON, already UTF-8)", { group: "chunk encode" }, () => {
+  sink += encodeChunk(SMALL_BYTES).length;
+});
+
+Deno.bench(
+  "TextEncoder.encode alone (small JSON), for comparison",
+  { group: "chunk encode" },
+  () => {
+    sink += encoder.encode(SMALL_JSON).length;
+  },
+);
+
+Deno.bench("decode 1 frame", { group: "chunk decode", baseline: true }, () => {
+  const decoder = new ChunkDecoder(65536);
+  decoder.push(ONE_FRAME, (body) => sink += body.length);
+});
+
+Deno.bench(`decode ${FRAMES} frames in one buffer (per frame: time / ${FRAMES})`, {
+  group: "chunk decode x100",
+  n: 10_000,
+}, () => {
+  const decoder = new ChunkDecoder(65536);
+  decoder.push(HUNDRED_FRAMES, (body) => sink += body.length);
+});
+
+Deno.bench("encodeDelivery (y=3, stored)", { group: "encodeDelivery", baseline: true }, () => {
+  sink += encodeDelivery({
+    uid: "user001",
+    seq: 123,
+    type: 3,
+    from: "user002",
+    body: '"hello"',
+  }).length;
+});
+
+Deno.bench("encodeDelivery (y=4, channel)", { group: "encodeDelivery" }, () => {
+  sink += encodeDelivery({
+    uid: "user001",
+    seq: 123,
+    type: 4,
+    from: "user002",
+    channel: "channel1",
+    body: '"hello"',
+  }).length;
+});
+
+Deno.bench("parseClientMessage (y=3)", { group: "parseClientMessage", baseline: true }, () => {
+  sink += parseClientMessage(CLIENT_MESSAGE).y;
+});
+
+let next = 0;
+Deno.bench("ShardMap.indexOf, 6 shards", { group: "shard lookup", baseline: true }, () => {
+  sink += SIX.indexOf(UIDS[next++ & 1023]);
+});
+
+Deno.bench("ShardMap.indexOf, 60 shards", { group: "shard lookup" }, () => {
+  sink += SIXTY.indexOf(UIDS[next++ & 1023]);
+});
+
+globalThis.addEventListener("unload", () => {
+  if (sink === -1) console.log(sink);
+});
