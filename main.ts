@@ -136,6 +136,7 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
       routes: router,
       stats,
       refreshStats: () => pool.refreshStats(),
+      crashShard: config.debug_api ? (k) => pool.toLocal(k, { op: "crash" }) : undefined,
       maxBodyBytes: config.max_frame_bytes,
       msgLimit: config.msg_limit,
       defaultHost: self.host || "127.0.0.1",

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { RawClient } from "./client.ts";
-import { startDaemon } from "./harness.ts";
+import { delay, publish, startDaemon } from "./harness.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -118,4 +118,56 @@ Deno.test("flags: a cluster without --redis_url refuses to start and says why", 
   assert.equal(code, 1);
   assert.match(stderr, /a cluster \(--cluster_nodes\) needs --redis_url/);
   assert.ok(!exists("/tmp/ipush-cluster-no-redis.pid"), "no pid file left behind");
+});
+
+Deno.test("process: a crashed shard is logged and restarted; its clients reconnect", async () => {
+  const daemon = await startDaemon(["--debug_api=true", "--storage=sqlite"]);
+  try {
+    const before = await RawClient.connect(daemon.clientPort, "phoenix1");
+    assert.equal(before.answer.status, 200);
+    assert.deepEqual((await publish(daemon, "to=phoenix1", "before")).body, { result: "ok" });
+    assert.equal((await before.client.next())?.b, "before");
+    const owner = String((await daemon.admin("/shard?uid=phoenix1")).body.result);
+    const k = daemon.shardPorts.findIndex((port) => owner.endsWith(`:${port}`));
+    assert.deepEqual((await daemon.admin(`/debug/crash?shard=${k}`, { method: "POST" })).body, {
+      result: "ok",
+    });
+    assert.equal(await before.client.nextChunk(), null, "the crashed shard's client is cut off");
+    before.client.close();
+    let after;
+    for (let i = 0; i < 50; i++) {
+      await delay(100);
+      if (/shard-\d+ restarted/.test(daemon.log())) {
+        after = await RawClient.connect(daemon.clientPort, "phoenix1");
+        break;
+      }
+    }
+    assert.match(daemon.log(), /shard-\d+ crashed: .*crash requested through the debug API/);
+    assert.ok(after, "the shard came back");
+    assert.equal(after.answer.status, 200);
+    assert.deepEqual((await publish(daemon, "to=phoenix1", "after")).body, { result: "ok" });
+    // Never acked, so replayed from the store first; then the new one, with the next s.
+    assert.deepEqual(await after.client.next(), {
+      y: 3,
+      f: "op",
+      t: "phoenix1",
+      b: "before",
+      s: 1,
+    });
+    assert.deepEqual(await after.client.next(), { y: 3, f: "op", t: "phoenix1", b: "after", s: 2 });
+    after.client.close();
+  } finally {
+    assert.equal(await daemon.stop(), 0);
+  }
+});
+
+Deno.test("admin: /debug/crash is not served without --debug_api", async () => {
+  const daemon = await startDaemon();
+  try {
+    const answer = await daemon.admin("/debug/crash?shard=0", { method: "POST" });
+    assert.equal(answer.status, 404);
+    assert.deepEqual(answer.body, { error: "not found" });
+  } finally {
+    assert.equal(await daemon.stop(), 0);
+  }
 });

@@ -155,6 +155,11 @@ async function run({ index, config, shards }: ShardInit, link: Link, log: Log) {
           return Promise.resolve();
         case "drain":
           return drain();
+        case "crash":
+          setTimeout(() => {
+            throw new Error("crash requested through the debug API");
+          });
+          return Promise.resolve();
       }
     },
   };

@@ -37,6 +37,8 @@ export interface AdminOptions {
   maxBodyBytes: number;
   /** Most messages `/msg` lists. */
   msgLimit: number;
+  /** `--debug_api`: crashes local shard `k`; absent otherwise. */
+  crashShard?: (k: number) => Promise<unknown>;
   /** Brings the shards' counters up to date before `/stats` reports. */
   refreshStats(): Promise<void>;
   /** The host `/shard` names when shards advertise none. */
@@ -55,6 +57,7 @@ const ENDPOINTS: Record<string, { name: string; methods: string[]; handle: Handl
   "/stats": { name: "Stats", methods: ["GET"], handle: stats },
   "/presence": { name: "Presence", methods: ["GET"], handle: presence },
   "/cluster/ops": { name: "ClusterOps", methods: ["POST"], handle: clusterOps },
+  "/debug/crash": { name: "DebugCrash", methods: ["POST"], handle: crash },
 };
 
 /** Creates the handler. */
@@ -159,6 +162,14 @@ async function clusterOps(request: Request, _url: URL, options: AdminOptions): P
       }),
     )
   ));
+}
+
+async function crash(_request: Request, url: URL, options: AdminOptions): Promise<string> {
+  if (!options.crashShard) throw new ServiceError("not found", 404);
+  const shard = Number(url.searchParams.get("shard"));
+  if (!Number.isSafeInteger(shard) || shard < 0) throw badRequest("invalid shard");
+  await options.crashShard(shard);
+  return "ok";
 }
 
 function validName(url: URL, param: string): string {

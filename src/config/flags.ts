@@ -40,11 +40,13 @@ export interface Config {
   cluster_nodes: string;
   redis_url: string;
   presence_ttl_sec: number;
+  debug_api: boolean;
 }
 
 type Kind =
   | { type: "int"; min: number; max: number }
   | { type: "string" }
+  | { type: "bool" }
   | { type: "enum"; values: readonly string[] };
 
 interface FlagSpec {
@@ -168,6 +170,11 @@ const FLAGS: Record<keyof Config, FlagSpec> = {
     default: "10",
     help: "a node silent this long (dead) no longer shows its users online",
   },
+  debug_api: {
+    kind: { type: "bool" },
+    default: "false",
+    help: "true: POST /debug/crash?shard=k on the admin port crashes a shard (supervision drills)",
+  },
 };
 
 /** A flag problem; the message names the flag. */
@@ -201,7 +208,7 @@ export function parseFlags(
     throw new FlagError(describeParseError(error));
   }
   if ("help" in values) return { help: true };
-  const config: Record<string, string | number> = {};
+  const config: Record<string, string | number | boolean> = {};
   for (const [name, spec] of Object.entries(FLAGS)) {
     const given = values[name] as string | undefined;
     const raw = given ?? (typeof spec.default === "function" ? spec.default() : spec.default);
@@ -247,7 +254,7 @@ function describeParseError(error: unknown): string {
   return message;
 }
 
-function convert(name: string, raw: string, kind: Kind): string | number {
+function convert(name: string, raw: string, kind: Kind): string | number | boolean {
   switch (kind.type) {
     case "int": {
       const value = /^-?\d+$/.test(raw) ? Number(raw) : NaN;
@@ -263,6 +270,11 @@ function convert(name: string, raw: string, kind: Kind): string | number {
         throw new FlagError(`bad value for --${name}: '${raw}' (one of ${kind.values.join(", ")})`);
       }
       return raw;
+    case "bool":
+      if (raw !== "true" && raw !== "false") {
+        throw new FlagError(`bad value for --${name}: '${raw}' (true or false)`);
+      }
+      return raw === "true";
     case "string":
       return raw;
   }

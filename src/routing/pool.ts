@@ -80,6 +80,13 @@ export class ShardPool {
     return Promise.all(this.#slots.map((slot) => slot.link.request(op)));
   }
 
+  /** Sends `op` to local shard `k` (0-based within this node). */
+  toLocal(k: number, op: ShardOp): Promise<unknown> {
+    const slot = this.#slots[k];
+    if (!slot) return Promise.reject(new ServiceError(`no local shard ${k}`, 404));
+    return slot.link.request(op);
+  }
+
   /** Brings every shard's counters in the stats book up to date. */
   async refreshStats(): Promise<void> {
     await Promise.all(this.#slots.map(async (slot, k) => {

@@ -27,7 +27,9 @@ export type ShardOp =
   | { op: "stats" }
   /** The shard addresses changed (a shard started on an ephemeral port, or restarted). */
   | { op: "map"; shards: ShardAddress[] }
-  | { op: "drain" };
+  | { op: "drain" }
+  /** `--debug_api` only: throw from the shard's event loop, as a bug would. */
+  | { op: "crash" };
 
 /** Requests from a shard to the main thread: a client's message for a uid owned elsewhere. */
 export type MainOp = { op: "pub"; request: UnicastRequest };
