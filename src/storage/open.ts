@@ -5,6 +5,7 @@
  */
 
 import type { Config } from "../config/flags.ts";
+import { CassandraStore, type ConsistencyName } from "./cassandra.ts";
 import { MemoryStore } from "./memory.ts";
 import { SqliteStore } from "./sqlite.ts";
 import type { Store } from "./store.ts";
@@ -24,6 +25,12 @@ export async function openStore(config: Config): Promise<Store> {
         busyTimeout: config.storage_timeout_ms,
       });
     case "cassandra":
-      throw new Error("--storage=cassandra is not wired yet");
+      return await CassandraStore.open({
+        contactPoints: config.cassandra_contact_points.split(",").map((p) => p.trim()),
+        localDataCenter: config.cassandra_local_dc,
+        keyspace: config.cassandra_keyspace,
+        consistency: config.cassandra_consistency as ConsistencyName,
+        requestTimeoutMs: config.storage_timeout_ms,
+      });
   }
 }
