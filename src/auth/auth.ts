@@ -12,13 +12,14 @@ export type Authenticator = (uid: string, password: string) => boolean | Promise
 export const acceptAll: Authenticator = () => true;
 
 /**
- * `--auth=file`: a `uid password` pair per line of `text`; blank lines and `#` comments are
- * skipped. Throws on a line that is not a pair, naming the line.
+ * `--auth=file`: a `uid password` pair per line of `text`; blank lines and `#` comments (at
+ * the start of a line or after white space, so a password may contain `#`) are skipped.
+ * Throws on a line that is not a pair, naming the line.
  */
 export function passwordTable(text: string): Authenticator {
   const passwords = new Map<string, string>();
   text.split("\n").forEach((raw, i) => {
-    const line = raw.replace(/#.*/, "").trim();
+    const line = raw.replace(/(^|\s)#.*$/, "").trim();
     if (line === "") return;
     const fields = line.split(/\s+/);
     if (fields.length !== 2) throw new Error(`users file line ${i + 1}: expected 'uid password'`);

@@ -196,7 +196,19 @@ export function parseFlags(
   args: readonly string[],
   readFile: (path: string) => string = Deno.readTextFileSync,
 ): ParsedFlags {
-  const tokens = expandFlagfiles(args, readFile, 0);
+  // Files first, then the command line: a flag given on the command line overrides the
+  // flagfile wherever it stands (inside a file, later lines win, nested files in place).
+  const fromFiles: string[] = [];
+  const fromCommandLine: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const path = flagfilePath(args, i);
+    if (path === null) fromCommandLine.push(args[i]);
+    else {
+      if (args[i] === "--flagfile") i++;
+      fromFiles.push(...expandFlagfiles([`--flagfile=${path}`], readFile, 0));
+    }
+  }
+  const tokens = [...fromFiles, ...fromCommandLine];
   const options: Record<string, { type: "string" | "boolean" }> = Object.fromEntries(
     Object.keys(FLAGS).map((name) => [name, { type: "string" as const }]),
   );
@@ -224,22 +236,38 @@ function expandFlagfiles(
 ): string[] {
   if (depth > 8) throw new FlagError("--flagfile nests too deeply");
   const out: string[] = [];
-  for (const arg of args) {
-    const match = /^--flagfile=(.*)$/.exec(arg);
-    if (!match) {
-      out.push(arg);
+  for (let i = 0; i < args.length; i++) {
+    const path = flagfilePath(args, i);
+    if (path === null) {
+      out.push(args[i]);
       continue;
     }
+    if (args[i] === "--flagfile") i++;
     let text: string;
     try {
-      text = readFile(match[1]);
+      text = readFile(path);
     } catch (error) {
-      throw new FlagError(`--flagfile=${match[1]}: ${(error as Error).message}`);
+      throw new FlagError(`--flagfile=${path}: ${(error as Error).message}`);
     }
-    const lines = text.split("\n").map((line) => line.replace(/#.*/, "").trim()).filter(Boolean);
-    out.push(...expandFlagfiles(lines, readFile, depth + 1));
+    out.push(...expandFlagfiles(flagLines(text), readFile, depth + 1));
   }
   return out;
+}
+
+/** The path if `args[i]` is `--flagfile=PATH` or `--flagfile PATH`; null otherwise. */
+function flagfilePath(args: readonly string[], i: number): string | null {
+  if (args[i].startsWith("--flagfile=")) return args[i].slice("--flagfile=".length);
+  if (args[i] !== "--flagfile") return null;
+  if (i + 1 >= args.length) throw new FlagError("flag --flagfile needs a value (--name=value)");
+  return args[i + 1];
+}
+
+/**
+ * The flags of a flagfile's text: one a line; `#` starts a comment at the start of a line
+ * or after white space, so a `#` inside a value (a password in a URL) is kept.
+ */
+export function flagLines(text: string): string[] {
+  return text.split("\n").map((line) => line.replace(/(^|\s)#.*$/, "").trim()).filter(Boolean);
 }
 
 function describeParseError(error: unknown): string {

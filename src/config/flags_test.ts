@@ -154,12 +154,22 @@ Deno.test("parseFlags: a flag on the command line after --flagfile wins", () => 
   assert.equal(c.admin_port, 9101);
 });
 
-Deno.test("parseFlags: flags are applied in order, so a flag before --flagfile loses to it", () => {
-  // What the code does: the flagfile is expanded in place, and later flags win. PROTOCOL.md
-  // §5 says "flags on the command line override the file", which holds only for flags
-  // written after --flagfile.
+Deno.test("parseFlags: a flag on the command line before --flagfile still overrides it", () => {
+  // PROTOCOL.md §5: flags on the command line override the file, wherever they stand.
   const readFile = files({ "a.conf": "--client_port=9100\n" });
-  assert.equal(config(["--client_port=7000", "--flagfile=a.conf"], readFile).client_port, 9100);
+  assert.equal(config(["--client_port=7000", "--flagfile=a.conf"], readFile).client_port, 7000);
+});
+
+Deno.test("parseFlags: --flagfile PATH (space form) reads the file", () => {
+  const readFile = files({ "a.conf": "--client_port=9100\n" });
+  assert.equal(config(["--flagfile", "a.conf"], readFile).client_port, 9100);
+});
+
+Deno.test("parseFlags: # starts a comment only at a line's start or after white space", () => {
+  const readFile = files({
+    "a.conf": "# a comment\n--redis_url=redis://:pa#ss@h:1 # trailing comment\n",
+  });
+  assert.equal(config(["--flagfile=a.conf"], readFile).redis_url, "redis://:pa#ss@h:1");
 });
 
 Deno.test("parseFlags: nested flagfiles are expanded in place", () => {
@@ -181,6 +191,18 @@ Deno.test("parseFlags: a flagfile that includes itself fails, not loops", () => 
       "self.conf": "--flagfile=self.conf\n",
     }),
   );
+});
+
+Deno.test("parseFlags: flagfiles nest eight deep, not nine", () => {
+  const chain = (depth: number) =>
+    files(Object.fromEntries(
+      Array.from({ length: depth }, (_, i) => [
+        `f${i + 1}.conf`,
+        i + 1 < depth ? `--flagfile=f${i + 2}.conf\n` : "--msg_limit=8\n",
+      ]),
+    ));
+  assert.equal(config(["--flagfile=f1.conf"], chain(8)).msg_limit, 8);
+  assertFlagError(["--flagfile=f1.conf"], /nests too deeply/, chain(9));
 });
 
 Deno.test("parseFlags: a missing flagfile is a FlagError naming it", () => {

@@ -32,6 +32,8 @@ export class Journal {
   #waiters: Waiter[] = [];
   #acks = new Map<string, number>();
   #committing: Promise<void> | null = null;
+  /** Messages of the batch the store is writing now: they count against the limit too. */
+  #inFlight = 0;
 
   /** `limit`: the most messages waiting at once; `onAckError` hears of acks not stored. */
   constructor(store: Store, limit: number, onAckError: (error: Error) => void) {
@@ -48,7 +50,7 @@ export class Journal {
   /** Resolves when every message in `messages` is durable. */
   append(messages: readonly StoredMessage[]): Promise<void> {
     if (messages.length === 0) return Promise.resolve();
-    if (this.#messages.length + messages.length > this.#limit) {
+    if (this.#inFlight + this.#messages.length + messages.length > this.#limit) {
       return Promise.reject(new StorageBusyError());
     }
     return new Promise((resolve, reject) => {
@@ -86,6 +88,7 @@ export class Journal {
     let ackFailed = false;
     try {
       if (messages.length > 0) {
+        this.#inFlight = messages.length;
         try {
           await this.#store.append(messages);
           for (const waiter of waiters) waiter.resolve();
@@ -94,6 +97,8 @@ export class Journal {
             ? error
             : new StorageUnavailableError("storage failed", { cause: error });
           for (const waiter of waiters) waiter.reject(failure);
+        } finally {
+          this.#inFlight = 0;
         }
       }
       const results = await Promise.allSettled(

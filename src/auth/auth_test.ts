@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import { acceptAll, createAuthenticator, passwordTable } from "./auth.ts";
+
+Deno.test("acceptAll admits anyone", async () => {
+  assert.equal(await acceptAll("user001", ""), true);
+  assert.equal(await acceptAll("x", "anything"), true);
+});
+
+Deno.test("passwordTable: pairs, comments, blank lines", async () => {
+  const check = passwordTable(
+    [
+      "# uid password",
+      "user001 pwd001",
+      "",
+      "   user002\t  pwd002   # trailing comment",
+      "\t",
+      "#user003 pwd003",
+      "user004 pwd004\r", // CRLF file
+    ].join("\n"),
+  );
+  assert.equal(await check("user001", "pwd001"), true);
+  assert.equal(await check("user002", "pwd002"), true);
+  assert.equal(await check("user004", "pwd004"), true);
+  assert.equal(await check("user001", "pwd002"), false);
+  assert.equal(await check("user001", ""), false);
+  assert.equal(await check("user001", "PWD001"), false);
+  assert.equal(await check("user003", "pwd003"), false, "a commented-out line is not a user");
+  assert.equal(await check("unknown", "pwd001"), false);
+  assert.equal(await check("unknown", ""), false);
+  assert.equal(await check("#user003", "pwd003"), false);
+});
+
+Deno.test("passwordTable: the last line for a uid wins", async () => {
+  const check = passwordTable("u old\nu new\n");
+  assert.equal(await check("u", "new"), true);
+  assert.equal(await check("u", "old"), false);
+});
+
+Deno.test("passwordTable: an empty table admits nobody", async () => {
+  assert.equal(await passwordTable("")("u", ""), false);
+  assert.equal(await passwordTable("# nothing\n\n")("u", "undefined"), false);
+});
+
+Deno.test("passwordTable: a line that is not a pair is an error naming its line", () => {
+  assert.throws(() => passwordTable("good pair\nlonely\n"), /line 2: expected 'uid password'/);
+  assert.throws(() => passwordTable("# c\n\na b c\n"), /line 3/);
+  assert.throws(() => passwordTable("a b # c d\nx y z"), /line 2/);
+});
+
+Deno.test("createAuthenticator: none accepts all", () => {
+  assert.equal(createAuthenticator({ auth: "none", users_file: "" }), acceptAll);
+  assert.equal(createAuthenticator({ auth: "none", users_file: "/does/not/exist" }), acceptAll);
+});
+
+Deno.test("createAuthenticator: file needs users_file", () => {
+  assert.throws(() => createAuthenticator({ auth: "file", users_file: "" }), /--users_file/);
+});
+
+Deno.test("createAuthenticator: file reads the users file", async () => {
+  const path = Deno.makeTempFileSync({ suffix: ".users" });
+  try {
+    Deno.writeTextFileSync(path, "# users\nalice s3cret\nbob hunter2\n");
+    const check = createAuthenticator({ auth: "file", users_file: path });
+    assert.notEqual(check, acceptAll);
+    assert.equal(await check("alice", "s3cret"), true);
+    assert.equal(await check("bob", "hunter2"), true);
+    assert.equal(await check("alice", "hunter2"), false);
+    assert.equal(await check("carol", "x"), false);
+  } finally {
+    Deno.removeSync(path);
+  }
+});
+
+Deno.test("createAuthenticator: a missing or bad users file throws", () => {
+  assert.throws(
+    () => createAuthenticator({ auth: "file", users_file: "/nonexistent/ipush-users" }),
+    Deno.errors.NotFound,
+  );
+  const path = Deno.makeTempFileSync();
+  try {
+    Deno.writeTextFileSync(path, "alice\n");
+    assert.throws(() => createAuthenticator({ auth: "file", users_file: path }), /line 1/);
+  } finally {
+    Deno.removeSync(path);
+  }
+});
+
+Deno.test("passwordTable: a # inside a password is part of it", async () => {
+  const check = passwordTable("alice pa#ss # alice's phone\n");
+  assert.equal(await check("alice", "pa#ss"), true);
+  assert.equal(await check("alice", "pa"), false);
+});
