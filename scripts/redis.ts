@@ -1,120 +1,267 @@
 /**
- * A real Redis for tests and local clusters: Debian's `redis-server` (installed with apt-get
- * when missing), on a free loopback port, without persistence, in a temp directory.
+ * A real Redis on loopback, for tests and local runs: Debian's `redis-server` (installed with
+ * apt-get when it is not on PATH), on a free port, without persistence, in a temp dir.
  *
- * As a module: `const redis = await startRedis(); ... await redis.stop();`.
- * As a command: `deno run -A scripts/redis.ts` starts one and prints its URL until Ctrl-C.
+ * ```ts
+ * const redis = await startRedis();
+ * // ... connect to redis.url ("redis://127.0.0.1:PORT")
+ * await redis.stop();
+ * ```
+ *
+ * The server does not outlive the process that started it: it runs under a small shell that
+ * kills it when a pipe from this process closes, which the kernel does also when this process
+ * dies of SIGKILL.
+ *
+ * CLI, for a server that outlives the command:
+ *
+ * ```sh
+ * deno run -A scripts/redis.ts start    # prints the URL; idempotent
+ * deno run -A scripts/redis.ts status   # exit code 0 when it answers PING
+ * deno run -A scripts/redis.ts stop
+ * ```
  *
  * @module
  */
 
-/** A running Redis. */
+/** A running Redis server. */
 export interface RedisHandle {
   host: string;
   port: number;
-  /** `redis://127.0.0.1:PORT` */
+  /** `redis://127.0.0.1:PORT`, as the `redis` package's `createClient({url})` takes it. */
   url: string;
+  /** Kills the server, waits for it and deletes its directory. Idempotent. */
   stop(): Promise<void>;
 }
 
-/** Starts a Redis on a free loopback port; resolves once it answers PING. */
+const HOST = "127.0.0.1";
+const START_TIMEOUT_MS = 30_000;
+const CLI_STATE = decodeURIComponent(
+  new URL("../.cache/redis/cli-server.json", import.meta.url).pathname,
+);
+
+/**
+ * Kills the server (the command in "$@") when stdin closes: this process closed it, or died.
+ * The server's pid goes to stdout so that start-up failures can be told from a dead shell.
+ */
+const WATCHDOG = `
+"$@" </dev/null >/dev/null 2>&1 &
+server=$!
+exec 3<&0
+{ cat <&3 >/dev/null; kill -s KILL "$server"; } 2>/dev/null &
+reader=$!
+wait "$server"
+status=$?
+kill "$reader" 2>/dev/null
+exit "$status"
+`;
+
+/** Starts a fresh server; resolves once it answers PING. */
 export async function startRedis(): Promise<RedisHandle> {
-  const binary = await ensureRedisServer();
-  const dir = await Deno.makeTempDir({ prefix: "ipush-redis-" });
+  await ensureRedisServer();
   const port = freePort();
-  const child = new Deno.Command(binary, {
-    args: [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--dir",
-      dir,
-      "--loglevel",
-      "warning",
-    ],
-    stdin: "null",
+  const dir = await Deno.makeTempDir({ prefix: "ipush-redis-" });
+  const child = new Deno.Command("sh", {
+    args: ["-c", WATCHDOG, "redis-watchdog", "redis-server", ...serverArgs(dir, port)],
+    stdin: "piped",
     stdout: "null",
-    stderr: "inherit",
+    stderr: "null",
   }).spawn();
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* already gone */ }
-    await child.status;
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  };
-  const deadline = Date.now() + 10_000;
-  while (!await pings(port)) {
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`redis-server on port ${port} did not answer PING within 10 s`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
+  const stdin = child.stdin.getWriter();
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    stopped ??= (async () => {
+      await stdin.close().catch(() => {});
+      await child.status;
+      await Deno.remove(dir, { recursive: true });
+    })();
+  try {
+    await waitForPing(port, dir, child.status);
+  } catch (error) {
+    await stop();
+    throw error;
   }
-  return { host: "127.0.0.1", port, url: `redis://127.0.0.1:${port}`, stop };
+  return { host: HOST, port, url: `redis://${HOST}:${port}`, stop };
 }
 
-/** The path of `redis-server`, installing Debian's package first if it is missing. */
-async function ensureRedisServer(): Promise<string> {
-  const found = await which("redis-server");
-  if (found) return found;
-  for (const args of [["update", "-qq"], ["install", "-y", "-qq", "redis-server"]]) {
-    const { success, stderr } = await new Deno.Command("apt-get", {
-      args,
+/** Only loopback, no RDB snapshots and no AOF: a cache-like server that leaves nothing. */
+function serverArgs(dir: string, port: number): string[] {
+  return [
+    "--bind",
+    HOST,
+    "--port",
+    String(port),
+    "--dir",
+    dir,
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+    "--logfile",
+    `${dir}/redis.log`,
+  ];
+}
+
+let installing: Promise<void> | undefined;
+
+/** Installs Debian's `redis-server` unless it is on PATH (once per process). */
+async function ensureRedisServer(): Promise<void> {
+  if (await onPath("redis-server")) return;
+  await (installing ??= install());
+}
+
+async function install(): Promise<void> {
+  // Wait for the dpkg lock rather than fail when another test process installs too.
+  const lock = ["-o", "DPkg::Lock::Timeout=300"];
+  const steps = [
+    ["update", ...lock],
+    ["install", "-y", "--no-install-recommends", ...lock, "redis-server"],
+  ];
+  for (const args of steps) {
+    const apt = await new Deno.Command("apt-get", {
+      args: ["-q", ...args],
       env: { DEBIAN_FRONTEND: "noninteractive" },
-      stdout: "null",
+      stdout: "piped",
       stderr: "piped",
     }).output();
-    if (!success) {
-      throw new Error(`apt-get ${args.join(" ")} failed: ${new TextDecoder().decode(stderr)}`);
+    if (!apt.success) {
+      const output = new TextDecoder().decode(apt.stdout) + new TextDecoder().decode(apt.stderr);
+      throw new Error(`apt-get ${args[0]} failed:\n${tail(output, 20)}`);
     }
   }
-  const installed = await which("redis-server");
-  if (!installed) throw new Error("redis-server is not on the PATH after apt-get install");
-  return installed;
 }
 
-async function which(command: string): Promise<string | null> {
-  const { success, stdout } = await new Deno.Command("sh", {
-    args: ["-c", `command -v ${command}`],
-    stdout: "piped",
+async function onPath(name: string): Promise<boolean> {
+  const which = await new Deno.Command("sh", {
+    args: ["-c", 'command -v "$0"', name],
+    stdout: "null",
+    stderr: "null",
   }).output();
-  return success ? new TextDecoder().decode(stdout).trim() : null;
+  return which.success;
+}
+
+/** Polls until PING answers; fails early if `exited` (the server's own exit) resolves first. */
+async function waitForPing(
+  port: number,
+  dir: string,
+  exited?: Promise<Deno.CommandStatus>,
+): Promise<void> {
+  let status: Deno.CommandStatus | undefined;
+  exited?.then((s) => status = s);
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (status) {
+      throw new Error(`redis-server exited with code ${status.code}; ${await logTail(dir)}`);
+    }
+    if (await ping(port)) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(
+    `redis-server did not answer PING within ${START_TIMEOUT_MS / 1000} s; ${await logTail(dir)}`,
+  );
+}
+
+/** Whether a server on `port` answers an inline PING with +PONG. */
+async function ping(port: number): Promise<boolean> {
+  let conn: Deno.TcpConn | undefined;
+  try {
+    conn = await Deno.connect({ hostname: HOST, port });
+    await conn.write(new TextEncoder().encode("PING\r\n"));
+    const buffer = new Uint8Array(16);
+    const read = await conn.read(buffer);
+    return read !== null && new TextDecoder().decode(buffer.subarray(0, read)).startsWith("+PONG");
+  } catch {
+    return false;
+  } finally {
+    conn?.close();
+  }
+}
+
+async function logTail(dir: string): Promise<string> {
+  try {
+    const log = await Deno.readTextFile(`${dir}/redis.log`);
+    return `last lines of ${dir}/redis.log:\n${tail(log, 20)}`;
+  } catch {
+    return `no log in ${dir}`;
+  }
 }
 
 function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const listener = Deno.listen({ hostname: HOST, port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();
   return port;
 }
 
-async function pings(port: number): Promise<boolean> {
+function tail(text: string, lines: number): string {
+  return text.trimEnd().split("\n").slice(-lines).join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI: a server that outlives the command (redis-server daemonizes itself), tracked in
+// .cache/redis/cli-server.json.
+
+interface CliState {
+  port: number;
+  dir: string;
+}
+
+async function cliStart(): Promise<void> {
+  const state = await cliState();
+  if (state && await ping(state.port)) {
+    console.log(`redis://${HOST}:${state.port}`);
+    return;
+  }
+  await ensureRedisServer();
+  const port = freePort();
+  const dir = await Deno.makeTempDir({ prefix: "ipush-redis-" });
+  const daemon = await new Deno.Command("redis-server", {
+    args: [...serverArgs(dir, port), "--daemonize", "yes", "--pidfile", `${dir}/redis.pid`],
+  }).output();
+  if (!daemon.success) throw new Error(`redis-server failed to start; ${await logTail(dir)}`);
+  await waitForPing(port, dir);
+  await Deno.mkdir(CLI_STATE.slice(0, CLI_STATE.lastIndexOf("/")), { recursive: true });
+  await Deno.writeTextFile(CLI_STATE, JSON.stringify({ port, dir } satisfies CliState));
+  console.log(`redis://${HOST}:${port}`);
+}
+
+async function cliStop(): Promise<void> {
+  const state = await cliState();
+  if (!state) return;
+  const pid = (await Deno.readTextFile(`${state.dir}/redis.pid`).catch(() => "")).trim();
+  // Only our server: redis-server names its address in its command line.
+  const ours = async () =>
+    pid !== "" &&
+    (await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "")).includes(`:${state.port}`);
+  if (await ours()) {
+    Deno.kill(Number(pid), "SIGKILL");
+    while (await ours()) await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await Deno.remove(state.dir, { recursive: true }).catch(() => {});
+  await Deno.remove(CLI_STATE);
+}
+
+async function cliState(): Promise<CliState | undefined> {
   try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    try {
-      await conn.write(new TextEncoder().encode("PING\r\n"));
-      const buffer = new Uint8Array(16);
-      const read = await conn.read(buffer);
-      return read !== null && new TextDecoder().decode(buffer.subarray(0, read)) === "+PONG\r\n";
-    } finally {
-      conn.close();
-    }
-  } catch {
-    return false;
+    return JSON.parse(await Deno.readTextFile(CLI_STATE));
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
   }
 }
 
 if (import.meta.main) {
-  const redis = await startRedis();
-  console.log(redis.url);
-  Deno.addSignalListener("SIGINT", async () => {
-    await redis.stop();
-    Deno.exit(0);
-  });
+  const command = Deno.args[0];
+  if (command === "start") {
+    await cliStart();
+  } else if (command === "stop") {
+    await cliStop();
+  } else if (command === "status") {
+    const state = await cliState();
+    const answers = state !== undefined && await ping(state.port);
+    console.log(answers ? `running: redis://${HOST}:${state.port}` : "not running");
+    Deno.exit(answers ? 0 : 1);
+  } else {
+    console.error("usage: deno run -A scripts/redis.ts start|stop|status");
+    Deno.exit(2);
+  }
 }

@@ -1,0 +1,454 @@
+/**
+ * The Cassandra store (`--storage=cassandra`), through `cassandra-driver`. The schema is
+ * `scripts/create_schema.cql`; {@linkcode applySchema} applies it with any keyspace name and
+ * replication.
+ *
+ * Writes: `append` groups a batch by uid and writes each uid's messages and its `last_seq` in
+ * one unlogged batch: one partition key in one keyspace, so Cassandra applies it as a single
+ * mutation, atomically on each replica. The uids' batches run concurrently and `append`
+ * resolves when all are acknowledged at the configured consistency. A uid with more than
+ * {@linkcode BATCH_BYTES} of messages is split into several such batches.
+ *
+ * `last_seq` and `last_ack` are max-registers: every write carries `USING TIMESTAMP` equal to
+ * the value, so a smaller value never overwrites a larger one, whatever order concurrent
+ * writes land in (see the schema's notes on `user_state`).
+ *
+ * Expiry: a message that expires is written with a TTL (seconds to `expiresAt` plus
+ * {@linkcode TTL_MARGIN_S}), so Cassandra removes it on its own; until then `readAfter`
+ * filters on `expires_at` with the caller's clock. The margin covers clock skew between the
+ * daemon and Cassandra: a message is never gone before a reader would consider it expired.
+ *
+ * Compaction: Cassandra cannot find acknowledged messages without scanning every partition,
+ * so the store remembers the uids it appended to or acked since the last `compact`, and
+ * `compact` visits only those: per uid it counts the rows at or below `last_ack` and
+ * range-deletes them, and, if the uid was given expiring messages, reads the rows above
+ * `last_ack` and deletes the expired ones (otherwise TTL alone removes them), and counts what
+ * it deleted. A uid left uncompacted when the daemon stops is compacted the next time it is
+ * touched; until then its acknowledged messages are invisible (they lie at or below
+ * `last_ack`) and expiring ones still go by TTL.
+ *
+ * Errors: driver errors that mean "Cassandra cannot serve this now" (no host, timeouts,
+ * unavailable or overloaded replicas) reject with {@linkcode StorageUnavailableError};
+ * anything else (a schema mistake, say) rejects as the driver's error.
+ *
+ * @module
+ */
+
+import cassandra from "cassandra-driver";
+import {
+  StorageUnavailableError,
+  type Store,
+  type StoredMessage,
+  type StoredType,
+  type UserState,
+} from "./store.ts";
+
+/** Consistency levels by their CQL names. */
+export type ConsistencyName =
+  | "ONE"
+  | "LOCAL_ONE"
+  | "QUORUM"
+  | "LOCAL_QUORUM"
+  | "ALL"
+  | "EACH_QUORUM";
+
+/** How a {@linkcode CassandraStore} reaches its cluster. */
+export interface CassandraStoreOptions {
+  /** `host:port` (or `host`, for 9042) of some nodes; the driver discovers the rest. */
+  contactPoints: string[];
+  /** The data center whose nodes serve requests (`datacenter1` on a default install). */
+  localDataCenter: string;
+  /** Keyspace holding the schema (default `ipush`). */
+  keyspace?: string;
+  /** Consistency of every read and write (default `LOCAL_QUORUM`). */
+  consistency?: ConsistencyName;
+  /** A request unanswered this long fails as unavailable, in milliseconds (default 3000). */
+  requestTimeoutMs?: number;
+}
+
+/** Where the keyspace goes, for {@linkcode applySchema}. */
+export interface SchemaOptions {
+  /** Keyspace name (default `ipush`). */
+  keyspace?: string;
+  /** The CQL replication map, e.g. `{'class':'NetworkTopologyStrategy','dc1':3}`. */
+  replication?: string;
+}
+
+const DEFAULT_KEYSPACE = "ipush";
+const DEFAULT_REPLICATION = "{'class': 'SimpleStrategy', 'replication_factor': 1}";
+const SCHEMA_FILE = new URL("../../scripts/create_schema.cql", import.meta.url);
+
+/** Largest payload, in estimated bytes, of one uid's batch; more goes into further batches. */
+const BATCH_BYTES = 256 * 1024;
+/** Seconds a message outlives its `expiresAt` in Cassandra, against clock skew. */
+const TTL_MARGIN_S = 60;
+/** Cassandra's largest TTL (20 years). */
+const MAX_TTL_S = 630_720_000;
+/** Rows per read request. */
+const PAGE = 1_000;
+/** Partitions `compact` works on at once. */
+const COMPACT_CONCURRENCY = 16;
+
+const CQL = {
+  insert: "INSERT INTO messages (uid, seq, type, sender, channel, body, expires_at) " +
+    "VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+  lastSeq: "UPDATE user_state USING TIMESTAMP ? SET last_seq = ? WHERE uid = ?",
+  lastAck: "UPDATE user_state USING TIMESTAMP ? SET last_ack = ? WHERE uid = ?",
+  readAfter: "SELECT seq, type, sender, channel, body, expires_at FROM messages " +
+    "WHERE uid = ? AND seq > ? LIMIT ?",
+  countUpTo: "SELECT COUNT(*) AS count FROM messages WHERE uid = ? AND seq <= ?",
+  expiries: "SELECT seq, expires_at FROM messages WHERE uid = ? AND seq > ?",
+  userState: "SELECT last_seq, last_ack FROM user_state WHERE uid = ?",
+  deleteUpTo: "DELETE FROM messages WHERE uid = ? AND seq <= ?",
+  deleteOne: "DELETE FROM messages WHERE uid = ? AND seq = ?",
+  addMember: "INSERT INTO channel_members (channel, uid) VALUES (?, ?)",
+  addChannel: "INSERT INTO user_channels (uid, channel) VALUES (?, ?)",
+  removeMember: "DELETE FROM channel_members WHERE channel = ? AND uid = ?",
+  removeChannel: "DELETE FROM user_channels WHERE uid = ? AND channel = ?",
+  members: "SELECT uid FROM channel_members WHERE channel = ?",
+  channels: "SELECT channel FROM user_channels WHERE uid = ?",
+};
+
+/** A {@linkcode Store} in a Cassandra keyspace. */
+export class CassandraStore implements Store {
+  #client: cassandra.Client;
+  /**
+   * Uids appended to or acked since the last `compact`, the only ones it visits, and whether
+   * an expiring message was appended to them (only then it looks past `last_ack`).
+   */
+  #touched = new Map<string, boolean>();
+
+  /** Creates the store; the driver connects on first use (see {@linkcode CassandraStore.open}). */
+  constructor(options: CassandraStoreOptions) {
+    const { policies, types } = cassandra;
+    this.#client = new cassandra.Client({
+      contactPoints: options.contactPoints,
+      localDataCenter: options.localDataCenter,
+      keyspace: options.keyspace ?? DEFAULT_KEYSPACE,
+      socketOptions: { readTimeout: options.requestTimeoutMs ?? 3000 },
+      // Come back quickly after an outage: the daemon answers 503 until then.
+      policies: {
+        reconnection: new policies.reconnection.ExponentialReconnectionPolicy(500, 5000),
+      },
+      queryOptions: {
+        consistency: types.consistencies[consistencyKey(options.consistency ?? "LOCAL_QUORUM")],
+        prepare: true,
+        // Every statement here may be retried: inserts and deletes of fixed rows, and
+        // max-register updates.
+        isIdempotent: true,
+      },
+    });
+  }
+
+  /** Creates the store and connects, so that a wrong address or keyspace fails now. */
+  static async open(options: CassandraStoreOptions): Promise<CassandraStore> {
+    const store = new CassandraStore(options);
+    try {
+      await store.#client.connect();
+    } catch (error) {
+      await store.close();
+      throw mapError(error);
+    }
+    return store;
+  }
+
+  async append(messages: readonly StoredMessage[]): Promise<void> {
+    const byUid = new Map<string, StoredMessage[]>();
+    for (const message of messages) {
+      let list = byUid.get(message.uid);
+      if (!list) byUid.set(message.uid, list = []);
+      list.push(message);
+    }
+    const now = Date.now();
+    const batches: Promise<unknown>[] = [];
+    for (const [uid, list] of byUid) {
+      this.#touch(uid, list.some((m) => m.expiresAt !== 0));
+      for (const chunk of chunks(list)) {
+        const lastSeq = Math.max(...chunk.map((m) => m.seq));
+        const queries = chunk.map((m) => ({ query: CQL.insert, params: insertParams(m, now) }));
+        queries.push({ query: CQL.lastSeq, params: [lastSeq, lastSeq, uid] });
+        batches.push(this.#client.batch(queries, { logged: false }));
+      }
+    }
+    // Settle every batch before rejecting, so that no write is still running when the caller
+    // hears of the failure.
+    const failed = (await Promise.allSettled(batches)).find((r) => r.status === "rejected");
+    if (failed) throw mapError(failed.reason);
+  }
+
+  async readAfter(
+    uid: string,
+    afterSeq: number,
+    limit: number,
+    now: number,
+  ): Promise<StoredMessage[]> {
+    const found: StoredMessage[] = [];
+    let after = afterSeq;
+    // Expired rows still stored are skipped, so a page may yield fewer than asked: ask again.
+    while (found.length < limit) {
+      const want = Math.min(limit - found.length, PAGE);
+      const { rows } = await this.#execute(CQL.readAfter, [uid, after, want]);
+      for (const row of rows) {
+        const message = toMessage(uid, row);
+        after = message.seq;
+        if (message.expiresAt === 0 || message.expiresAt > now) found.push(message);
+      }
+      if (rows.length < want) break;
+    }
+    return found;
+  }
+
+  async userState(uid: string): Promise<UserState> {
+    const { rows } = await this.#execute(CQL.userState, [uid]);
+    return { lastSeq: toNumber(rows[0]?.last_seq), lastAck: toNumber(rows[0]?.last_ack) };
+  }
+
+  async ack(uid: string, seq: number): Promise<void> {
+    this.#touch(uid, false);
+    await this.#execute(CQL.lastAck, [seq, seq, uid]);
+  }
+
+  async subscribe(channel: string, uid: string): Promise<void> {
+    await this.#batch([
+      { query: CQL.addMember, params: [channel, uid] },
+      { query: CQL.addChannel, params: [uid, channel] },
+    ]);
+  }
+
+  async unsubscribe(channel: string, uid: string): Promise<void> {
+    await this.#batch([
+      { query: CQL.removeMember, params: [channel, uid] },
+      { query: CQL.removeChannel, params: [uid, channel] },
+    ]);
+  }
+
+  async members(channel: string): Promise<string[]> {
+    return (await this.#all(CQL.members, [channel])).map((row) => row.uid);
+  }
+
+  async channels(uid: string): Promise<string[]> {
+    return (await this.#all(CQL.channels, [uid])).map((row) => row.channel);
+  }
+
+  async compact(now: number): Promise<number> {
+    const uids = [...this.#touched];
+    this.#touched.clear();
+    let removed = 0;
+    let next = 0;
+    const worker = async () => {
+      while (next < uids.length) {
+        const [uid, expiring] = uids[next++];
+        try {
+          // Not `removed += await ...`: that reads `removed` before the await and loses the
+          // other workers' counts.
+          const count = await this.#compactUid(uid, expiring, now);
+          removed += count;
+        } catch (error) {
+          this.#touch(uid, expiring); // try again next time
+          throw error;
+        }
+      }
+    };
+    const workers = Array.from({ length: COMPACT_CONCURRENCY }, worker);
+    const failed = (await Promise.allSettled(workers)).find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
+    return removed;
+  }
+
+  async close(): Promise<void> {
+    await this.#client.shutdown();
+  }
+
+  #touch(uid: string, expiring: boolean): void {
+    this.#touched.set(uid, expiring || (this.#touched.get(uid) ?? false));
+  }
+
+  /**
+   * Deletes the uid's acknowledged messages and, if it may hold expiring ones, the expired
+   * ones after them; returns how many there were.
+   */
+  async #compactUid(uid: string, expiring: boolean, now: number): Promise<number> {
+    const { lastAck } = await this.userState(uid);
+    const deletes: { query: string; params: unknown[] }[] = [];
+    const { rows } = await this.#execute(CQL.countUpTo, [uid, lastAck]);
+    const acked = toNumber(rows[0].count);
+    if (acked > 0) deletes.push({ query: CQL.deleteUpTo, params: [uid, lastAck] });
+    let expired = 0;
+    if (expiring) {
+      for (const row of await this.#all(CQL.expiries, [uid, lastAck])) {
+        const expiresAt = toNumber(row.expires_at);
+        if (expiresAt === 0 || expiresAt > now) continue;
+        deletes.push({ query: CQL.deleteOne, params: [uid, row.seq] });
+        expired++;
+      }
+    }
+    if (deletes.length > 0) await this.#batch(deletes, false);
+    return acked + expired;
+  }
+
+  async #execute(
+    query: string,
+    params: unknown[],
+    options: cassandra.QueryOptions = {},
+  ): Promise<cassandra.types.ResultSet> {
+    try {
+      return await this.#client.execute(query, params, options);
+    } catch (error) {
+      throw mapError(error);
+    }
+  }
+
+  /** Every row of a query, page by page. */
+  async #all(query: string, params: unknown[]): Promise<cassandra.types.Row[]> {
+    const rows: cassandra.types.Row[] = [];
+    let pageState: string | undefined;
+    do {
+      const page = await this.#execute(query, params, { fetchSize: PAGE, pageState });
+      rows.push(...page.rows);
+      pageState = page.pageState ?? undefined;
+    } while (pageState);
+    return rows;
+  }
+
+  async #batch(queries: { query: string; params: unknown[] }[], logged = true): Promise<void> {
+    try {
+      await this.#client.batch(queries, { logged });
+    } catch (error) {
+      throw mapError(error);
+    }
+  }
+}
+
+/**
+ * Creates the keyspace (if missing) with `replication` and the tables of
+ * `scripts/create_schema.cql` in it (if missing), through `client`, which must not be bound
+ * to a keyspace that does not exist yet.
+ */
+export async function applySchema(
+  client: cassandra.Client,
+  options: SchemaOptions = {},
+): Promise<void> {
+  for (const statement of schemaStatements(await Deno.readTextFile(SCHEMA_FILE), options)) {
+    await client.execute(statement);
+  }
+}
+
+/**
+ * The statements of the schema file for this keyspace: its own CREATE KEYSPACE with the
+ * given replication, no USE, and every table named in the keyspace.
+ */
+export function schemaStatements(cql: string, options: SchemaOptions = {}): string[] {
+  const keyspace = options.keyspace ?? DEFAULT_KEYSPACE;
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,47}$/.test(keyspace)) {
+    throw new Error(`invalid keyspace name: ${keyspace}`);
+  }
+  const replication = options.replication ?? DEFAULT_REPLICATION;
+  if (!/^\{[^;]*\}$/.test(replication.trim())) {
+    throw new Error(`replication must be a CQL map such as ${DEFAULT_REPLICATION}`);
+  }
+  const statements = cql
+    .replace(/--.*$/gm, "")
+    .split(/;\s*$/m)
+    .map((statement) => statement.trim().replace(/\s+/g, " "))
+    .filter((statement) => statement !== "");
+  const result: string[] = [];
+  for (const statement of statements) {
+    if (/^CREATE KEYSPACE /i.test(statement)) {
+      result.push(`CREATE KEYSPACE IF NOT EXISTS ${keyspace} WITH replication = ${replication}`);
+    } else if (/^USE /i.test(statement)) {
+      continue;
+    } else if (/^CREATE TABLE IF NOT EXISTS \w+ /i.test(statement)) {
+      result.push(statement.replace(/^(CREATE TABLE IF NOT EXISTS) (\w+)/i, `$1 ${keyspace}.$2`));
+    } else {
+      throw new Error(`unexpected statement in the schema file: ${statement.slice(0, 60)}`);
+    }
+  }
+  return result;
+}
+
+function consistencyKey(name: ConsistencyName): keyof typeof cassandra.types.consistencies {
+  const keys: Record<ConsistencyName, keyof typeof cassandra.types.consistencies> = {
+    ONE: "one",
+    LOCAL_ONE: "localOne",
+    QUORUM: "quorum",
+    LOCAL_QUORUM: "localQuorum",
+    ALL: "all",
+    EACH_QUORUM: "eachQuorum",
+  };
+  const key = keys[name];
+  if (!key) throw new Error(`unknown consistency level: ${name}`);
+  return key;
+}
+
+/** The uid's messages in batches of at most {@linkcode BATCH_BYTES} (estimated), in order. */
+function chunks(messages: StoredMessage[]): StoredMessage[][] {
+  const result: StoredMessage[][] = [[]];
+  let bytes = 0;
+  for (const message of messages) {
+    const size = 64 + message.body.length + message.from.length + (message.channel?.length ?? 0);
+    if (bytes + size > BATCH_BYTES && result.at(-1)!.length > 0) {
+      result.push([]);
+      bytes = 0;
+    }
+    result.at(-1)!.push(message);
+    bytes += size;
+  }
+  return result;
+}
+
+function insertParams(message: StoredMessage, now: number): unknown[] {
+  let ttl = 0; // no TTL
+  if (message.expiresAt !== 0) {
+    const remaining = Math.max(0, Math.ceil((message.expiresAt - now) / 1000));
+    ttl = Math.min(remaining + TTL_MARGIN_S, MAX_TTL_S);
+  }
+  return [
+    message.uid,
+    message.seq,
+    message.type,
+    message.from,
+    // unset, not null: a null would write a tombstone.
+    message.channel ?? cassandra.types.unset,
+    message.body,
+    message.expiresAt,
+    ttl,
+  ];
+}
+
+function toMessage(uid: string, row: cassandra.types.Row): StoredMessage {
+  const message: StoredMessage = {
+    uid,
+    seq: toNumber(row.seq),
+    type: row.type as StoredType,
+    from: row.sender,
+    body: row.body,
+    expiresAt: toNumber(row.expires_at),
+  };
+  if (row.channel !== null) message.channel = row.channel;
+  return message;
+}
+
+/** A bigint column's value (a driver `Long`, or null for a missing row or cell) as a number. */
+function toNumber(value: cassandra.types.Long | null | undefined): number {
+  return value ? value.toNumber() : 0;
+}
+
+/** The driver's "cannot serve now" errors as {@linkcode StorageUnavailableError}. */
+function mapError(error: unknown): unknown {
+  const { errors, types } = cassandra;
+  const unavailableCodes = new Set<number>([
+    types.responseErrorCodes.unavailableException,
+    types.responseErrorCodes.overloaded,
+    types.responseErrorCodes.isBootstrapping,
+    types.responseErrorCodes.writeTimeout,
+    types.responseErrorCodes.readTimeout,
+    types.responseErrorCodes.writeFailure,
+    types.responseErrorCodes.readFailure,
+  ]);
+  const unavailable = error instanceof errors.NoHostAvailableError ||
+    error instanceof errors.OperationTimedOutError ||
+    error instanceof errors.BusyConnectionError ||
+    (error instanceof errors.ResponseError && unavailableCodes.has(error.code));
+  if (!unavailable) return error;
+  return new StorageUnavailableError(`cassandra: ${(error as Error).message}`, { cause: error });
+}

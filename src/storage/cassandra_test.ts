@@ -1,0 +1,183 @@
+/**
+ * The Cassandra store against a real Cassandra 5.0 (scripts/cassandra.ts): the shared
+ * conformance suite, then what is particular to Cassandra. One node serves the whole file;
+ * each store under test gets a keyspace of its own, which is cheaper than truncating tables.
+ */
+
+import assert from "node:assert/strict";
+import cassandra from "cassandra-driver";
+import { startCassandra } from "../../scripts/cassandra.ts";
+import {
+  applySchema,
+  CassandraStore,
+  type CassandraStoreOptions,
+  schemaStatements,
+} from "./cassandra.ts";
+import { conformance } from "./conformance.ts";
+import { StorageUnavailableError, type Store, type StoredMessage } from "./store.ts";
+
+// At module level, so that the JVM and its watchdog are not resources of any one test.
+const node = await startCassandra();
+
+const DRIVER_TEST = { sanitizeResources: false, sanitizeOps: false };
+
+let keyspaces = 0;
+
+/** Runs `body` with a client not bound to any keyspace. */
+async function withClient<T>(body: (client: cassandra.Client) => Promise<T>): Promise<T> {
+  const client = new cassandra.Client({
+    contactPoints: [node.contactPoint],
+    localDataCenter: node.localDataCenter,
+  });
+  try {
+    return await body(client);
+  } finally {
+    await client.shutdown();
+  }
+}
+
+/** A new keyspace with the schema applied. */
+async function freshKeyspace(): Promise<string> {
+  const keyspace = `test_${++keyspaces}`;
+  await withClient((client) => applySchema(client, { keyspace }));
+  return keyspace;
+}
+
+function options(keyspace: string): CassandraStoreOptions {
+  return {
+    contactPoints: [node.contactPoint],
+    localDataCenter: node.localDataCenter,
+    keyspace,
+    consistency: "LOCAL_QUORUM",
+  };
+}
+
+const keyspaceOf = new WeakMap<Store, string>();
+
+async function openIn(keyspace: string): Promise<CassandraStore> {
+  const store = await CassandraStore.open(options(keyspace));
+  keyspaceOf.set(store, keyspace);
+  return store;
+}
+
+conformance("CassandraStore", {
+  open: async () => openIn(await freshKeyspace()),
+  reopen: async (store) => {
+    await store.close();
+    return openIn(keyspaceOf.get(store)!);
+  },
+});
+
+function message(uid: string, seq: number, fields: Partial<StoredMessage> = {}): StoredMessage {
+  return { uid, seq, type: 3, from: "op", body: `"${uid}#${seq}"`, expiresAt: 0, ...fields };
+}
+
+Deno.test("schemaStatements names the keyspace everywhere and sets its replication", () => {
+  const cql = Deno.readTextFileSync(new URL("../../scripts/create_schema.cql", import.meta.url));
+  const replication = "{'class': 'NetworkTopologyStrategy', 'dc1': 3}";
+  const statements = schemaStatements(cql, { keyspace: "push_eu", replication });
+  assert.equal(
+    statements[0],
+    `CREATE KEYSPACE IF NOT EXISTS push_eu WITH replication = ${replication}`,
+  );
+  assert.deepEqual(
+    statements.slice(1).map((s) => s.match(/^CREATE TABLE IF NOT EXISTS (\S+) /)?.[1]),
+    ["push_eu.messages", "push_eu.user_state", "push_eu.channel_members", "push_eu.user_channels"],
+  );
+  assert.throws(() => schemaStatements(cql, { keyspace: "x; DROP" }), /invalid keyspace/);
+  assert.throws(() => schemaStatements(cql, { replication: "3" }), /CQL map/);
+});
+
+Deno.test(
+  "applySchema is idempotent and applies the replication asked for",
+  DRIVER_TEST,
+  async () => {
+    const replication = "{'class': 'SimpleStrategy', 'replication_factor': 2}";
+    await withClient(async (client) => {
+      await applySchema(client, { keyspace: "schema_twice", replication });
+      await applySchema(client, { keyspace: "schema_twice", replication });
+      const { rows } = await client.execute(
+        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = 'schema_twice'",
+      );
+      assert.equal(rows[0].replication.replication_factor, "2");
+    });
+  },
+);
+
+Deno.test("CassandraStore specifics", DRIVER_TEST, async (t) => {
+  const store = await openIn(await freshKeyspace());
+  const keyspace = keyspaceOf.get(store)!;
+  try {
+    await t.step("an expiring message gets a TTL to its expiry plus a margin", async () => {
+      const now = Date.now();
+      await store.append([
+        message("ttl", 1, { expiresAt: now + 120_000 }),
+        message("ttl", 2),
+      ]);
+      const { rows } = await withClient((client) =>
+        client.execute(`SELECT seq, ttl(body) AS ttl FROM ${keyspace}.messages WHERE uid = 'ttl'`)
+      );
+      assert.ok(rows[0].ttl > 170 && rows[0].ttl <= 180, `ttl ${rows[0].ttl}`);
+      assert.equal(rows[1].ttl, null);
+    });
+
+    await t.step("a uid's batch over the batch size limit lands whole, in order", async () => {
+      const body = JSON.stringify("x".repeat(1_000));
+      const batch = Array.from({ length: 1_200 }, (_, i) => message("big", i + 1, { body }));
+      await store.append(batch);
+      const found = await store.readAfter("big", 0, 2_000, Date.now());
+      assert.equal(found.length, 1_200);
+      assert.ok(found.every((m, i) => m.seq === i + 1 && m.body === body));
+      assert.deepEqual(await store.userState("big"), { lastSeq: 1_200, lastAck: 0 });
+    });
+
+    await t.step("lastSeq never goes backwards", async () => {
+      await store.append([message("back", 10)]);
+      await store.append([message("back", 4)]);
+      assert.equal((await store.userState("back")).lastSeq, 10);
+    });
+
+    await t.step("readAfter pages past expired rows to fill its limit", async () => {
+      const now = Date.now();
+      const batch = Array.from(
+        { length: 1_500 },
+        (_, i) => message("pages", i + 1, { expiresAt: i < 1_200 ? now - 1 : 0 }),
+      );
+      await store.append(batch);
+      const found = await store.readAfter("pages", 0, 200, now);
+      assert.deepEqual(found.map((m) => m.seq), Array.from({ length: 200 }, (_, i) => 1_201 + i));
+    });
+
+    await t.step("an outage rejects with StorageUnavailableError, then heals", async () => {
+      await node.pause();
+      try {
+        await assert.rejects(store.userState("ttl"), StorageUnavailableError);
+        await assert.rejects(store.append([message("outage", 1)]), StorageUnavailableError);
+      } finally {
+        await node.resume();
+      }
+      // The driver reconnects on its own (backoff of at most 5 s).
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        try {
+          await store.append([message("outage", 1)]);
+          break;
+        } catch (error) {
+          if (!(error instanceof StorageUnavailableError) || Date.now() > deadline) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
+      }
+      assert.deepEqual(await store.userState("outage"), { lastSeq: 1, lastAck: 0 });
+      // Data written before the outage survived it.
+      assert.equal((await store.userState("big")).lastSeq, 1_200);
+    });
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("open rejects a keyspace that does not exist", DRIVER_TEST, async () => {
+  await assert.rejects(CassandraStore.open(options("no_such_keyspace")), /no_such_keyspace/);
+});
+
+Deno.test("stop Cassandra", DRIVER_TEST, () => node.stop());
