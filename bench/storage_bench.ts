@@ -12,6 +12,8 @@
  * @module
  */
 
+import cassandra from "cassandra-driver";
+import { applySchema, CassandraStore } from "../src/storage/cassandra.ts";
 import { MemoryStore } from "../src/storage/memory.ts";
 import { SqliteStore } from "../src/storage/sqlite.ts";
 import type { Store, StoredMessage } from "../src/storage/store.ts";
@@ -35,14 +37,23 @@ const contenders: Contender[] = [
   { name: "memory", store: new MemoryStore() },
   { name: "sqlite", store: new SqliteStore(`${dir}/bench.db`) },
 ];
-const cassandra = Deno.env.get("IPUSH_BENCH_CASSANDRA");
-if (cassandra) contenders.push(await openCassandra(cassandra));
+const cassandraNode = Deno.env.get("IPUSH_BENCH_CASSANDRA");
+if (cassandraNode) contenders.push(await openCassandra(cassandraNode));
 
-/** Cassandra joins when `IPUSH_BENCH_CASSANDRA` names a node (`host:port`). */
-function openCassandra(address: string): Promise<Contender> {
-  // The Cassandra store (src/storage/cassandra.ts) is not written yet: open it here, with
-  // `address` as its contact point, once it is.
-  return Promise.reject(new Error(`no Cassandra store to bench at ${address} yet`));
+/**
+ * Cassandra joins when `IPUSH_BENCH_CASSANDRA` names a node (`host:port`, for example the
+ * one `deno run -A scripts/cassandra.ts start` prints), in a keyspace of its own.
+ */
+async function openCassandra(address: string): Promise<Contender> {
+  const options = { contactPoints: [address], localDataCenter: "datacenter1" };
+  const client = new cassandra.Client(options);
+  try {
+    await applySchema(client, { keyspace: "ipush_bench" });
+  } finally {
+    await client.shutdown();
+  }
+  const store = await CassandraStore.open({ ...options, keyspace: "ipush_bench" });
+  return { name: "cassandra", store };
 }
 
 /** Hands out the next seq of each uid, cycling through the uids. */
