@@ -19,7 +19,7 @@ import { type Config, FlagError, helpText, parseFlags } from "./src/config/flags
 import { createLog, type Log } from "./src/log.ts";
 import { perTurn } from "./src/routing/batch.ts";
 import { ShardPool } from "./src/routing/pool.ts";
-import { createConnectServer, listen } from "./src/session/connect_server.ts";
+import { listen } from "./src/session/connect_server.ts";
 import { CHANNEL_BUS } from "./src/shard/ops.ts";
 import type { ChannelRequest } from "./src/shard/shard.ts";
 import { StatsBook } from "./src/stats/report.ts";
@@ -115,20 +115,23 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
   }
   let draining = false;
 
-  const frontDoor = createConnectServer({
-    handshake: {
-      maxHeadBytes: config.max_head_bytes,
-      timeoutMs: config.handshake_timeout_sec * 1000,
-      authenticate: createAuthenticator(config),
+  const frontDoor = await listen(
+    {
+      handshake: {
+        maxHeadBytes: config.max_head_bytes,
+        timeoutMs: config.handshake_timeout_sec * 1000,
+        authenticate: createAuthenticator(config),
+      },
+      counters: stats.frontDoor,
+      draining: () => draining,
+      redirectFor: (uid) => router.shardOf(uid),
+      admit: () => {
+        throw new Error("the front door owns no uids");
+      },
     },
-    counters: stats.frontDoor,
-    draining: () => draining,
-    redirectFor: (uid) => router.shardOf(uid),
-    admit: () => {
-      throw new Error("the front door owns no uids");
-    },
-  });
-  const clientPort = await listen(frontDoor, config.host, self.clientPort);
+    config.host,
+    self.clientPort,
+  );
 
   const admin = Deno.serve(
     { hostname: config.admin_host, port: self.adminPort, onListen: () => {} },
@@ -146,7 +149,7 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
   const sampler = setInterval(() => stats.sample(), 1000);
   log(
     "info",
-    `pid ${Deno.pid}: clients on ${config.host}:${clientPort}, admin on ` +
+    `pid ${Deno.pid}: clients on ${config.host}:${frontDoor.port}, admin on ` +
       `${config.admin_host}:${admin.addr.port}, shards on ports ${
         pool.map.shards.slice(shape.firstShard, shape.firstShard + self.workers)
           .map((s) => s.port).join(",")

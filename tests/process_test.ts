@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { RawClient } from "./client.ts";
-import { delay, publish, startDaemon } from "./harness.ts";
+import { delay, freePortRun, publish, startDaemon } from "./harness.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -169,5 +169,27 @@ Deno.test("admin: /debug/crash is not served without --debug_api", async () => {
     assert.deepEqual(answer.body, { error: "not found" });
   } finally {
     assert.equal(await daemon.stop(), 0);
+  }
+});
+
+Deno.test("process: a shard that cannot start (its port taken) stops the daemon with a reason", async () => {
+  const base = freePortRun(2);
+  const squatter = Deno.listen({ hostname: "127.0.0.1", port: base + 1 });
+  try {
+    const { code, stderr } = await runMain([
+      "--flagfile=conf/default.conf",
+      "--storage=memory",
+      "--host=127.0.0.1",
+      "--client_port=0",
+      "--admin_port=0",
+      `--shard_port_base=${base}`,
+      "--workers=2",
+      "--pid_file=/tmp/ipush-port-taken.pid",
+    ]);
+    assert.equal(code, 1);
+    assert.match(stderr, /shard-1 cannot start: .*(in use|EADDRINUSE)/i);
+    assert.ok(!exists("/tmp/ipush-port-taken.pid"), "no pid file left behind");
+  } finally {
+    squatter.close();
   }
 });

@@ -22,7 +22,7 @@ import {
   type ShardOp,
 } from "../src/shard/ops.ts";
 import { type ChannelRequest, Shard } from "../src/shard/shard.ts";
-import { createConnectServer, listen } from "../src/session/connect_server.ts";
+import { listen } from "../src/session/connect_server.ts";
 import { Session } from "../src/session/session.ts";
 import { Journal } from "../src/storage/journal.ts";
 import { openStore } from "../src/storage/open.ts";
@@ -48,7 +48,10 @@ self.onmessage = (event: MessageEvent<ShardInit>) => {
   );
   run(event.data, link, log).then(running.resolve, (error) => {
     log("error", `cannot start: ${error.stack ?? error}`);
-    self.close();
+    // Tell the main thread, which would otherwise wait for "ready" forever; the link posts
+    // at the end of this turn, so close after that.
+    link.notify({ type: "failed", reason: error.message ?? String(error) } satisfies ShardNote);
+    setTimeout(() => self.close(), 100);
   });
 };
 
@@ -94,24 +97,31 @@ async function run({ index, config, shards }: ShardInit, link: Link, log: Log) {
     maxFrameBytes: config.max_frame_bytes,
     maxOutputBytes: config.max_output_bytes,
   };
-  const server = createConnectServer({
-    handshake: {
-      maxHeadBytes: config.max_head_bytes,
-      timeoutMs: config.handshake_timeout_sec * 1000,
-      authenticate: createAuthenticator(config),
+  const server = await listen(
+    {
+      handshake: {
+        maxHeadBytes: config.max_head_bytes,
+        timeoutMs: config.handshake_timeout_sec * 1000,
+        authenticate: createAuthenticator(config),
+      },
+      counters,
+      draining: () => draining,
+      redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
+      admit(socket, { uid, rest }) {
+        socket.write(connectedHead());
+        const session = new Session(socket, uid, shard, limits);
+        // The socket stays paused until the uid's state is loaded and its frames can be handled.
+        shard.attach(session).then(() => {
+          if (rest.length > 0) session.receive(rest);
+          socket.resume();
+        });
+        return session;
+      },
     },
-    counters,
-    draining: () => draining,
-    redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
-    async admit(socket, { uid, rest }) {
-      socket.write(connectedHead());
-      const session = new Session(socket, uid, shard, limits);
-      await shard.attach(session);
-      if (rest.length > 0) session.receive(rest);
-      socket.resume();
-    },
-  });
-  const port = await listen(server, config.host, shards[index].port);
+    config.host,
+    shards[index].port,
+  );
+  const port = server.port;
   log("info", `listening on ${config.host}:${port} (${config.storage} store)`);
 
   const timers = [
@@ -140,6 +150,8 @@ async function run({ index, config, shards }: ShardInit, link: Link, log: Log) {
       switch (op.op) {
         case "pub":
           return shard.publish(op.request);
+        case "pubs":
+          return shard.publishMany(op.requests);
         case "cpub":
           return shard.publishChannel(op.request);
         case "sub":

@@ -29,6 +29,15 @@ export class AdminClient {
     return this.request("POST", `/pub?to=${enc(uid)}&from=${enc(from)}`, payload);
   }
 
+  /** `POST /pub/batch`: one line per message to `uids[i]`, each with its own payload. */
+  pubBatch(uids: string[], from: string, payloads: string[]): Promise<AdminResponse> {
+    const fromJson = JSON.stringify(from);
+    const lines = uids.map((uid, i) =>
+      `{"to":${JSON.stringify(uid)},"from":${fromJson},"body":${JSON.stringify(payloads[i])}}\n`
+    );
+    return this.request("POST", "/pub/batch", lines.join(""));
+  }
+
   /** `POST /pub?channel=cid&from=name` with the payload as body. */
   pubChannel(channel: string, from: string, payload: string): Promise<AdminResponse> {
     return this.request("POST", `/pub?channel=${enc(channel)}&from=${enc(from)}`, payload);

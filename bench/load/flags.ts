@@ -41,6 +41,7 @@ export interface LoadOptions {
   settleSec: number;
   rate: Rate;
   concurrency: number;
+  batch: number;
   connectConcurrency: number;
   connectTimeoutSec: number;
   maxRedirects: number;
@@ -90,6 +91,7 @@ const FLAGS: [string, Default, string][] = [
     (s) => ({ chat: "256", fanout: "4" } as Record<string, string>)[s] ?? "64",
     "in-flight limit: /pub requests (unicast 64, fanout 4) or undelivered chat msgs (256)",
   ],
+  ["batch", "1", "unicast: messages per request; above 1, POST /pub/batch instead of /pub"],
   [
     "connect_concurrency",
     (s, v) => s === "storm" ? v.connections : "500",
@@ -181,6 +183,7 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
     settleSec: num("settle_sec", 0),
     rate: v.rate === "max" ? "max" : num("rate", 0.001),
     concurrency: int("concurrency", 1),
+    batch: int("batch", 1),
     connectConcurrency: int("connect_concurrency", 1),
     connectTimeoutSec: num("connect_timeout_sec", 0.1),
     maxRedirects: int("max_redirects", 0),

@@ -43,8 +43,11 @@ export interface WorkerConfig {
 
 /** A workload for the `run` phase. */
 export type Load =
-  /** The back end `/pub`s to this child's online users. */
-  | { kind: "unicast"; rate: Rate; maxInFlight: number }
+  /**
+   * The back end `/pub`s to this child's online users; with `batch` > 1, that many messages
+   * per `/pub/batch` request.
+   */
+  | { kind: "unicast"; rate: Rate; maxInFlight: number; batch: number }
   /** This child's online users send y=3 to each other. */
   | { kind: "chat"; rate: Rate; maxInFlight: number }
   /** The back end `/pub`s to a channel. */

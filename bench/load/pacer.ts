@@ -1,5 +1,6 @@
 /**
- * Drives a workload at a target rate, or as fast as an in-flight limit allows.
+ * Drives a workload at a target rate of messages, or as fast as an in-flight limit of
+ * requests allows.
  *
  * The schedule is open-loop: after a stall, the operations that fell due are started as soon
  * as in-flight room returns, so the achieved rate shows when the server cannot keep up.
@@ -15,7 +16,7 @@ const TICK_MS = 5;
 
 /** Runs `issue` until `endAt` (performance.now() time). */
 export class Pacer {
-  /** Operations started. */
+  /** Messages started. */
   issued = 0;
   #running = false;
   #startedAt = 0;
@@ -23,9 +24,12 @@ export class Pacer {
   constructor(
     readonly rate: Rate,
     readonly maxInFlight: number,
-    /** Starts one operation; returns false when it could not (nothing to send from). */
-    readonly issue: () => boolean,
-    /** Operations started and not finished. */
+    /**
+     * Starts one request; returns how many messages it carries (a batch carries several), 0
+     * when it could not (nothing to send from).
+     */
+    readonly issue: () => number,
+    /** Requests started and not finished. */
     readonly inFlight: () => number,
   ) {}
 
@@ -46,14 +50,13 @@ export class Pacer {
   }
 
   #fill(): void {
-    const room = this.maxInFlight - this.inFlight();
     const due = this.rate === "max"
-      ? room
-      : Math.floor(this.rate * (performance.now() - this.#startedAt) / 1000) - this.issued;
-    const n = Math.min(room, due);
-    for (let i = 0; i < n; i++) {
-      if (!this.issue()) break;
-      this.issued++;
+      ? Infinity
+      : Math.floor(this.rate * (performance.now() - this.#startedAt) / 1000);
+    while (this.issued < due && this.inFlight() < this.maxInFlight) {
+      const n = this.issue();
+      if (n === 0) break;
+      this.issued += n;
     }
   }
 }

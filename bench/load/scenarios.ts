@@ -134,13 +134,17 @@ export class Run {
         this.metrics.dropped_while_held = this.swarm.totals().dropped;
         break;
       case "unicast":
-      case "chat":
         await this.#connect();
         await this.#load(() => ({
-          kind: o.scenario as "unicast" | "chat",
+          kind: "unicast",
           rate: o.rate,
           maxInFlight: o.concurrency,
+          batch: o.batch,
         }));
+        break;
+      case "chat":
+        await this.#connect();
+        await this.#load(() => ({ kind: "chat", rate: o.rate, maxInFlight: o.concurrency }));
         break;
       case "fanout":
         await this.#subscribe();

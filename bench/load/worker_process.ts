@@ -196,27 +196,30 @@ class Worker {
         inFlight--;
         this.#pacer?.wake();
       });
-      return true;
     };
-    let issue: () => boolean;
+    let issue: () => number;
     let outstanding = () => inFlight;
-    if (load.kind === "unicast") {
+    if (load.kind === "unicast" && load.batch > 1) {
+      issue = () => this.#pubBatch(load.batch, track);
+    } else if (load.kind === "unicast") {
       issue = () => {
         const target = this.#randomOnline();
-        if (target === undefined) return false;
+        if (target === undefined) return 0;
         const id = this.nextId++;
         this.pending.set(id, nowMs());
-        return track(this.#pub(this.admin.pubTo(target.uid, PUBLISHER, stamp(id)), id));
+        track(this.#pub(this.admin.pubTo(target.uid, PUBLISHER, stamp(id)), id));
+        return 1;
       };
     } else if (load.kind === "channel") {
       issue = () => {
         const id = this.nextId++;
-        return track(this.#pub(this.admin.pubChannel(load.channel, PUBLISHER, stamp(id))));
+        track(this.#pub(this.admin.pubChannel(load.channel, PUBLISHER, stamp(id))));
+        return 1;
       };
     } else {
       // Chat: sender and target are both ours, so a delivery frees its in-flight slot here.
       outstanding = () => this.pending.size;
-      issue = () => this.#chat();
+      issue = () => this.#chat() ? 1 : 0;
     }
     this.#pacer = new Pacer(load.rate, load.maxInFlight, issue, outstanding);
     await this.#pacer.run(performance.now() + durationMs);
@@ -236,6 +239,47 @@ class Worker {
       this.#pubFailed(0, (e as Error).message);
     }
     if (id !== undefined) this.pending.delete(id);
+  }
+
+  /** One `/pub/batch` of `size` messages to random online users; returns how many. */
+  #pubBatch(size: number, track: (request: Promise<void>) => void): number {
+    if (this.online.length === 0) return 0;
+    const uids: string[] = [];
+    const payloads: string[] = [];
+    const ids: number[] = [];
+    const sentAt = nowMs();
+    for (let i = 0; i < size; i++) {
+      const id = this.nextId++;
+      uids.push(this.#randomOnline()!.uid);
+      payloads.push(stamp(id));
+      ids.push(id);
+      this.pending.set(id, sentAt);
+    }
+    track(this.#batchAnswered(this.admin.pubBatch(uids, PUBLISHER, payloads), ids));
+    return size;
+  }
+
+  /** Counts each line's outcome (never rejects); failed lines are no longer outstanding. */
+  async #batchAnswered(request: Promise<AdminResponse>, ids: number[]): Promise<void> {
+    let answers: unknown[] = [];
+    let failure = "";
+    try {
+      const res = await request;
+      if (res.status === 200) answers = JSON.parse(res.body).result;
+      else failure = `pub: HTTP ${res.status} ${res.body.slice(0, 80)}`;
+    } catch (e) {
+      failure = `pub: ${(e as Error).message.slice(0, 80)}`;
+    }
+    ids.forEach((id, i) => {
+      const answer = answers[i];
+      if (answer === "ok") {
+        this.counters.pubOk++;
+        return;
+      }
+      this.counters.pubFailed++;
+      this.reason(failure || `pub: ${JSON.stringify(answer).slice(0, 80)}`);
+      this.pending.delete(id);
+    });
   }
 
   #pubFailed(status: number, text: string): void {

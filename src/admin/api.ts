@@ -13,6 +13,7 @@ import { isValidName } from "../protocol/names.ts";
 import type { ShardAddress } from "../routing/hash.ts";
 import { ServiceError } from "../routing/link.ts";
 import type { ShardOp } from "../shard/ops.ts";
+import type { ChannelRequest, PubResult, UnicastRequest } from "../shard/shard.ts";
 import type { StatsBook } from "../stats/report.ts";
 
 /** How the API reaches shards. */
@@ -50,6 +51,7 @@ type Handler = (request: Request, url: URL, options: AdminOptions) => Promise<un
 
 const ENDPOINTS: Record<string, { name: string; methods: string[]; handle: Handler }> = {
   "/pub": { name: "Pub", methods: ["POST"], handle: publish },
+  "/pub/batch": { name: "PubBatch", methods: ["POST"], handle: publishBatch },
   "/sub": { name: "Sub", methods: ["GET", "POST"], handle: membership("sub") },
   "/unsub": { name: "Unsub", methods: ["GET", "POST"], handle: membership("unsub") },
   "/msg": { name: "Msg", methods: ["GET"], handle: offline },
@@ -82,27 +84,148 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
 
 async function publish(request: Request, url: URL, options: AdminOptions): Promise<string> {
   const params = url.searchParams;
-  const to = params.get("to");
-  const channel = params.get("channel");
-  const from = params.get("from");
-  if ((to === null) === (channel === null)) throw badRequest("give exactly one of to, channel");
-  if (to !== null && !isValidName(to)) throw badRequest("invalid to");
-  if (channel !== null && !isValidName(channel)) throw badRequest("invalid channel");
-  if (!isValidName(from)) throw badRequest(from === null ? "missing from" : "invalid from");
-  const ttlText = params.get("ttl") ?? "0";
-  if (!/^\d{1,9}$/.test(ttlText)) throw badRequest("invalid ttl");
-  const volatileText = params.get("volatile") ?? "0";
-  if (volatileText !== "0" && volatileText !== "1") throw badRequest("invalid volatile");
+  const pub = pubRequest({
+    to: params.get("to"),
+    channel: params.get("channel"),
+    from: params.get("from"),
+    ttl: params.get("ttl") ?? "0",
+    volatile: params.get("volatile") ?? "0",
+  });
   const payload = await readBody(request, options.maxBodyBytes);
-  const message = {
-    from,
-    body: JSON.stringify(payload),
-    ttlSec: Number(ttlText),
-    volatile: volatileText === "1",
-  };
-  if (to !== null) await options.routes.toOwner(to, { op: "pub", request: { to, ...message } });
-  else await options.routes.toAll({ op: "cpub", request: { channel: channel!, ...message } });
+  pub.body = JSON.stringify(payload);
+  if ("to" in pub) await options.routes.toOwner(pub.to, { op: "pub", request: pub });
+  else await options.routes.toAll({ op: "cpub", request: pub });
   return "ok";
+}
+
+/** A `/pub`'s parameters as text, from its query or from one line of `/pub/batch`. */
+interface PubParams {
+  to: string | null;
+  channel: string | null;
+  from: string | null;
+  ttl: string;
+  volatile: string;
+}
+
+/** Checks a `/pub`'s parameters; the request comes back with an empty body. */
+function pubRequest(p: PubParams): UnicastRequest | ChannelRequest {
+  if ((p.to === null) === (p.channel === null)) throw badRequest("give exactly one of to, channel");
+  if (p.to !== null && !isValidName(p.to)) throw badRequest("invalid to");
+  if (p.channel !== null && !isValidName(p.channel)) throw badRequest("invalid channel");
+  if (!isValidName(p.from)) throw badRequest(p.from === null ? "missing from" : "invalid from");
+  if (!/^\d{1,9}$/.test(p.ttl)) throw badRequest("invalid ttl");
+  if (p.volatile !== "0" && p.volatile !== "1") throw badRequest("invalid volatile");
+  const message = { from: p.from, body: "", ttlSec: Number(p.ttl), volatile: p.volatile === "1" };
+  return p.to !== null ? { to: p.to, ...message } : { channel: p.channel!, ...message };
+}
+
+/** Most lines one `/pub/batch` may carry. */
+const BATCH_MAX_ITEMS = 10_000;
+/** Largest `/pub/batch` body; each line's `body` is also held to `--max_frame_bytes`. */
+const BATCH_MAX_BYTES = 16 << 20;
+
+/** One line's answer in `/pub/batch`. */
+type BatchAnswer = "ok" | { error: string; status: number };
+
+/**
+ * `POST /pub/batch`: one JSON object a line, each a `/pub` (`to` or `channel`, `from`,
+ * optional `ttl` and `volatile`, and the payload as the string `body`). Answers one entry a
+ * line, in order: `"ok"` once that message is durable, or `{"error", "status"}`. Lines for
+ * uids of one shard travel to it as one op and are stored in one journal batch, which is what
+ * makes many messages a request cheaper than a request each.
+ */
+async function publishBatch(
+  request: Request,
+  _url: URL,
+  options: AdminOptions,
+): Promise<BatchAnswer[]> {
+  const lines = (await readBody(request, BATCH_MAX_BYTES)).split("\n").filter((line) =>
+    line.trim() !== ""
+  );
+  if (lines.length > BATCH_MAX_ITEMS) {
+    throw new ServiceError(`more than ${BATCH_MAX_ITEMS} lines`, 413);
+  }
+  const answers: BatchAnswer[] = new Array(lines.length);
+  const work: Promise<void>[] = [];
+  const byShard = new Map<string, { indexes: number[]; requests: UnicastRequest[] }>();
+  lines.forEach((line, i) => {
+    let pub: UnicastRequest | ChannelRequest;
+    try {
+      pub = batchLine(line, options.maxBodyBytes);
+    } catch (error) {
+      answers[i] = errorAnswer(error as Error);
+      return;
+    }
+    if ("channel" in pub) {
+      work.push(
+        options.routes.toAll({ op: "cpub", request: pub }).then(
+          () => void (answers[i] = "ok"),
+          (error) => void (answers[i] = errorAnswer(error)),
+        ),
+      );
+      return;
+    }
+    const shard = options.routes.shardOf(pub.to).id;
+    let group = byShard.get(shard);
+    if (!group) byShard.set(shard, group = { indexes: [], requests: [] });
+    group.indexes.push(i);
+    group.requests.push(pub);
+  });
+  for (const { indexes, requests } of byShard.values()) {
+    const uid = requests[0].to;
+    work.push(
+      options.routes.toOwner(uid, { op: "pubs", uid, requests }).then(
+        (results) =>
+          (results as PubResult[]).forEach((result, k) => {
+            answers[indexes[k]] = typeof result === "number" ? "ok" : result;
+          }),
+        (error) => {
+          for (const i of indexes) answers[i] = errorAnswer(error);
+        },
+      ),
+    );
+  }
+  await Promise.all(work);
+  return answers;
+}
+
+/** Reads one `/pub/batch` line into a request; throws a {@linkcode ServiceError}. */
+function batchLine(line: string, maxBodyBytes: number): UnicastRequest | ChannelRequest {
+  let fields: Record<string, unknown>;
+  try {
+    fields = JSON.parse(line);
+  } catch {
+    throw badRequest("bad json");
+  }
+  if (typeof fields !== "object" || fields === null || Array.isArray(fields)) {
+    throw badRequest("line is not a json object");
+  }
+  const { body, ttl, volatile } = fields;
+  const pub = pubRequest({
+    to: optionalText(fields.to),
+    channel: optionalText(fields.channel),
+    from: optionalText(fields.from),
+    ttl: ttl === undefined ? "0" : typeof ttl === "number" ? String(ttl) : "",
+    volatile: volatile === undefined || volatile === false ? "0" : volatile === true ? "1" : "",
+  });
+  if (typeof body !== "string") {
+    throw badRequest(body === undefined ? "missing body" : "invalid body");
+  }
+  if (body.length > maxBodyBytes && encoder.encode(body).length > maxBodyBytes) {
+    throw new ServiceError(`body over ${maxBodyBytes} bytes`, 413);
+  }
+  pub.body = JSON.stringify(body);
+  return pub;
+}
+
+/** A JSON field that should be a string: null when absent, "" (invalid) when not a string. */
+function optionalText(value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  return typeof value === "string" ? value : "";
+}
+
+function errorAnswer(error: Error): { error: string; status: number } {
+  return { error: error.message, status: error instanceof ServiceError ? error.status : 500 };
 }
 
 function membership(op: "sub" | "unsub"): Handler {
@@ -142,24 +265,35 @@ async function presence(_request: Request, url: URL, options: AdminOptions): Pro
   return await options.routes.userPresence(validName(url, "uid"));
 }
 
-const FORWARDED_OPS = new Set(["pub", "sub", "unsub", "msg"]);
+const FORWARDED_OPS = new Set(["pub", "pubs", "sub", "unsub", "msg"]);
+
+/** An op another node forwards: a {@linkcode UnicastOp}, or a `/pub/batch` shard group. */
+type ForwardedOp = UnicastOp | Extract<ShardOp, { op: "pubs" }>;
 
 /** Cluster-internal: ops from another node for uids this node owns, answered one by one. */
 async function clusterOps(request: Request, _url: URL, options: AdminOptions): Promise<OpResult[]> {
-  let ops: UnicastOp[];
+  let ops: ForwardedOp[];
   try {
     ops = await request.json();
     if (!Array.isArray(ops) || !ops.every((op) => FORWARDED_OPS.has(op?.op))) throw new Error();
   } catch {
-    throw badRequest("expected a json array of pub, sub, unsub or msg ops");
+    throw badRequest("expected a json array of pub, pubs, sub, unsub or msg ops");
   }
   return await Promise.all(ops.map((op) =>
-    options.routes.toLocalOwner(op).then(
+    forwarded(op, options.routes).then(
       (value): OpResult => ({ value }),
-      (error: Error): OpResult => ({
-        error: error.message,
-        status: error instanceof ServiceError ? error.status : 500,
-      }),
+      (error: Error): OpResult => errorAnswer(error),
+    )
+  ));
+}
+
+/** Runs a forwarded op here; a `pubs` group answers a {@linkcode PubResult} per request. */
+function forwarded(op: ForwardedOp, routes: AdminRoutes): Promise<unknown> {
+  if (op.op !== "pubs") return routes.toLocalOwner(op);
+  return Promise.all(op.requests.map((request) =>
+    routes.toLocalOwner({ op: "pub", request }).then(
+      (seq): PubResult => seq as number,
+      (error: Error): PubResult => errorAnswer(error),
     )
   ));
 }
@@ -190,6 +324,8 @@ async function readBody(request: Request, maxBytes: number): Promise<string> {
     throw badRequest("body is not utf-8");
   }
 }
+
+const encoder = new TextEncoder();
 
 function badRequest(reason: string): ServiceError {
   return new ServiceError(reason, 400);

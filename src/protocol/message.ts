@@ -43,6 +43,8 @@ const textDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Parses and validates one client frame body. Throws {@linkcode MessageError}. */
 export function parseClientMessage(body: Uint8Array): ClientMessage {
+  const seq = canonicalAck(body);
+  if (seq > 0) return { y: 5, s: seq };
   let frame: unknown;
   try {
     frame = JSON.parse(textDecoder.decode(body));
@@ -72,6 +74,46 @@ export function parseClientMessage(body: Uint8Array): ClientMessage {
     default:
       throw new MessageError("unknown type", true);
   }
+}
+
+const ACK_HEAD = new TextEncoder().encode('{"y":5,"');
+const QUOTE = 0x22;
+
+/**
+ * The `s` of an ack written as clients write it, `{"y":5,"f":"<name>","s":<n>}` or
+ * `{"y":5,"s":<n>}`, byte for byte; 0 for anything else, which takes the general path. An ack
+ * comes back for every delivery, and this skips its UTF-8 decoding and `JSON.parse`
+ * (0.5 µs, measured, against tens of ns) while accepting exactly what they would.
+ */
+function canonicalAck(body: Uint8Array): number {
+  const end = body.length - 1;
+  if (end < ACK_HEAD.length || body[end] !== 0x7d) return 0; // }
+  for (let k = 0; k < ACK_HEAD.length; k++) if (body[k] !== ACK_HEAD[k]) return 0;
+  let i = ACK_HEAD.length;
+  if (body[i] === 0x66) { // f":"<name>",
+    if (body[i + 1] !== QUOTE || body[i + 2] !== 0x3a || body[i + 3] !== QUOTE) return 0;
+    i += 4;
+    while (i < end && isNameByte(body[i])) i++;
+    if (body[i] !== QUOTE || body[i + 1] !== 0x2c || body[i + 2] !== QUOTE) return 0;
+    i += 3;
+  }
+  if (body[i] !== 0x73 || body[i + 1] !== QUOTE || body[i + 2] !== 0x3a) return 0; // s":
+  i += 3;
+  // 1 to 15 digits without a leading zero: a safe integer of at least 1.
+  if (end - i < 1 || end - i > 15 || body[i] === 0x30) return 0;
+  let seq = 0;
+  for (; i < end; i++) {
+    const digit = body[i] - 0x30;
+    if (digit < 0 || digit > 9) return 0;
+    seq = seq * 10 + digit;
+  }
+  return seq;
+}
+
+/** A byte of the name rule, `A-Z a-z 0-9 _ - . @`. */
+function isNameByte(byte: number): boolean {
+  return (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x40 && byte <= 0x5a) || // a-z @ A-Z
+    (byte >= 0x30 && byte <= 0x39) || byte === 0x5f || byte === 0x2d || byte === 0x2e; // 0-9 _ - .
 }
 
 function channelOf(fields: Record<string, unknown>): string {

@@ -1,12 +1,12 @@
 /**
  * The link between the main thread and one shard worker: requests with replies, and
- * one-way notes, over `postMessage`. Everything posted in one event-loop turn goes in a
- * single array: one structured clone per turn instead of one per message.
+ * one-way notes, over `postMessage`. Everything posted in one pass of the event loop goes in
+ * a single array: one structured clone per pass instead of one per message.
  *
  * @module
  */
 
-import { perTurn } from "./batch.ts";
+import { perPass } from "./batch.ts";
 
 /** An error with the HTTP status that describes it; crosses the link intact. */
 export class ServiceError extends Error {
@@ -51,7 +51,7 @@ export class Link {
     onNote: (note: unknown) => void,
   ) {
     this.#port = port;
-    this.#post = perTurn((batch) => {
+    this.#post = perPass((batch) => {
       if (!this.#closed) this.#port.postMessage(batch);
     });
     port.onmessage = (event) => {

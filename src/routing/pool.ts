@@ -117,7 +117,7 @@ export class ShardPool {
     const { config, stats, log } = this.#options;
     const index = this.#first + k;
     const worker = new Worker(WORKER_URL, { type: "module", name: `shard-${k}` });
-    const { promise: ready, resolve } = Promise.withResolvers<void>();
+    const { promise: ready, resolve, reject } = Promise.withResolvers<void>();
     const link = new Link(
       worker,
       (body) => this.#options.onRequest(body as MainOp),
@@ -127,6 +127,8 @@ export class ShardPool {
         else if (n.type === "ready") {
           this.#addresses[index] = { ...this.#addresses[index], port: n.port };
           resolve();
+        } else if (n.type === "failed") {
+          reject(new Error(`shard-${k} cannot start: ${n.reason}`));
         } else this.#options.onNote(n);
       },
     );
@@ -153,6 +155,11 @@ export class ShardPool {
       slot.ready.then(() => {
         log("info", `shard-${k} restarted`);
         return this.#publishMap();
+      }, (error) => {
+        // It cannot start again now (its port still taken, its store down): try once more
+        // after the pause rather than leave the shard's uids unserved.
+        log("error", error.message);
+        this.#restart(k);
       }).catch((error) => log("error", `shard-${k} map update: ${error}`));
     }, RESTART_DELAY_MS);
   }

@@ -10,7 +10,13 @@ import net from "node:net";
 import { connectLocation, redirectHead, refusal } from "../protocol/handshake.ts";
 import type { ShardAddress } from "../routing/hash.ts";
 import type { ShardCounters } from "../stats/counters.ts";
-import { type Admitted, type HandshakeOptions, reachedHost, readHandshake } from "./handshake.ts";
+import {
+  type Admitted,
+  type HandshakeOptions,
+  HandshakeReader,
+  reachedHost,
+  type StreamTarget,
+} from "./handshake.ts";
 
 /** What a connect server needs. */
 export interface ConnectServerOptions {
@@ -20,41 +26,92 @@ export interface ConnectServerOptions {
   draining(): boolean;
   /** Where `uid` must connect, or null when this server owns it. */
   redirectFor(uid: string): ShardAddress | null;
-  /** Takes over an admitted client that this server owns. */
-  admit(socket: net.Socket, admitted: Admitted): void;
+  /** Takes over an admitted client that this server owns; its bytes go to the target returned. */
+  admit(socket: net.Socket, admitted: Admitted): StreamTarget;
 }
 
-/** Creates the server (not yet listening). */
-export function createConnectServer(options: ConnectServerOptions): net.Server {
+/**
+ * Creates one listening socket's server (not yet listening). Each socket gets its listeners
+ * once, for life, and they pass on to whatever reads it now: measured, removing a listener
+ * (as a handshake reader handing over to a session would) turns the socket's `_events` into
+ * a dictionary of ~450 bytes that stays for the connection's life.
+ */
+function createConnectServer(options: ConnectServerOptions): net.Server {
   const { handshake, counters } = options;
-  return net.createServer({ noDelay: true }, async (socket) => {
-    socket.on("error", () => {/* a reset mid-handshake: nothing to clean up */});
-    const result = await readHandshake(socket, handshake);
-    if (!result) return;
-    counters.connect_request_number++;
-    if (!result.admitted) {
-      counters[result.counter]++;
-      socket.end(refusal(result.status, result.reason));
-    } else if (options.draining()) {
-      socket.end(refusal(503, "draining"));
-    } else {
-      const owner = options.redirectFor(result.uid);
-      if (owner) {
-        counters.redirect_number++;
-        const host = owner.host || reachedHost(socket);
-        socket.end(redirectHead(connectLocation(host, owner.port, result.query)));
+  return net.createServer({ noDelay: true }, (socket) => {
+    let target: StreamTarget = new HandshakeReader(socket, handshake, (result) => {
+      if (!result) return;
+      counters.connect_request_number++;
+      if (!result.admitted) {
+        counters[result.counter]++;
+        socket.end(refusal(result.status, result.reason));
+      } else if (options.draining()) {
+        socket.end(refusal(503, "draining"));
       } else {
-        options.admit(socket, result);
+        const owner = options.redirectFor(result.uid);
+        if (owner) {
+          counters.redirect_number++;
+          const host = owner.host || reachedHost(socket);
+          socket.end(redirectHead(connectLocation(host, owner.port, result.query)));
+        } else {
+          target = options.admit(socket, result);
+        }
       }
-    }
+    });
+    socket.on("data", (bytes: Uint8Array) => target.receive(bytes));
+    socket.on("close", () => target.closed());
+    socket.on("error", ignoreError);
   });
 }
 
-/** Starts listening; resolves with the bound port. */
-export function listen(server: net.Server, host: string, port: number): Promise<number> {
+/** A reset: "close" follows, and whoever reads the socket hears of that. */
+function ignoreError(): void {}
+
+/** Accept queues per client port; see {@linkcode listen}. */
+const ACCEPT_QUEUES = 3;
+
+/** A client port being served. */
+export interface Listening {
+  port: number;
+  /** Stops accepting (open connections stay). */
+  close(): void;
+}
+
+/**
+ * Serves a client port from {@linkcode ACCEPT_QUEUES} listening sockets bound with
+ * `SO_REUSEPORT`. The kernel caps each socket's accept queue at `net.core.somaxconn` (4096
+ * here) and drops the SYNs of a full queue, which then wait out a 1 s retransmit: when 10,000
+ * clients connect at once that, not the handshake work, is what bounds connects/s. Several
+ * sockets spread the burst over as many queues. A plain bind first takes the port (or picks
+ * one for port 0) and fails as before if another process has it, so a second daemon cannot
+ * join the port through `SO_REUSEPORT`.
+ */
+export async function listen(
+  options: ConnectServerOptions,
+  host: string,
+  port: number,
+): Promise<Listening> {
+  const probe = net.createServer();
+  const bound = await bind(probe, { host, port, backlog: 1 });
+  await new Promise((resolve) => probe.close(resolve));
+  const servers: net.Server[] = [];
+  try {
+    for (let k = 0; k < ACCEPT_QUEUES; k++) {
+      const server = createConnectServer(options);
+      servers.push(server);
+      await bind(server, { host, port: bound, backlog: 4096, reusePort: true });
+    }
+  } catch (error) {
+    for (const server of servers) server.close();
+    throw error;
+  }
+  return { port: bound, close: () => servers.forEach((server) => server.close()) };
+}
+
+function bind(server: net.Server, options: net.ListenOptions): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen({ host, port, backlog: 4096 }, () => {
+    server.listen(options, () => {
       server.off("error", reject);
       resolve((server.address() as net.AddressInfo).port);
     });

@@ -36,48 +36,113 @@ export interface Refused {
   counter: "bad_request_number" | "auth_fail_number";
 }
 
+const EMPTY = new Uint8Array(0);
+
+/** Where a client socket's bytes and its close go: its handshake reader, then its session. */
+export interface StreamTarget {
+  receive(bytes: Uint8Array): void;
+  closed(): void;
+}
+
 /**
- * Reads one request head off `socket` and checks it. Resolves null if the socket closes
- * first. Does not write: the caller answers.
+ * Reads one request head off a socket (fed through {@linkcode StreamTarget.receive}) and
+ * checks it; `done` hears the outcome once, or null if the socket closes first. Pauses the
+ * socket once the head is complete, and does not write: the caller answers.
  */
-export function readHandshake(
-  socket: Socket,
-  options: HandshakeOptions,
-): Promise<Admitted | Refused | null> {
-  return new Promise((resolve) => {
-    let buffer: Uint8Array = new Uint8Array(0);
-    const finish = (result: Admitted | Refused | null) => {
-      clearTimeout(timer);
-      socket.off("data", onData);
-      socket.off("close", onClose);
-      resolve(result);
-    };
-    const refuse = (reason: string) =>
-      finish({ admitted: false, status: 400, reason, counter: "bad_request_number" });
-    const onData = (chunk: Uint8Array) => {
-      const scanFrom = Math.max(0, buffer.length - 3);
-      buffer = buffer.length === 0 ? chunk : concat(buffer, chunk);
-      const length = headLength(buffer, scanFrom);
-      if (length < 0) {
-        if (buffer.length > options.maxHeadBytes) refuse("request head too large");
-        return;
-      }
-      if (length > options.maxHeadBytes) return refuse("request head too large");
-      socket.pause();
-      let head: RequestHead;
-      try {
-        head = parseHead(buffer.subarray(0, length));
-      } catch (error) {
-        if (!(error instanceof HeadError)) throw error;
-        return refuse(error.reason);
-      }
-      checkConnect(head, buffer.subarray(length), options.authenticate).then(finish);
-    };
-    const onClose = () => finish(null);
-    const timer = setTimeout(() => refuse("request head timeout"), options.timeoutMs);
-    socket.on("data", onData);
-    socket.on("close", onClose);
-  });
+export class HandshakeReader implements StreamTarget {
+  #socket: Socket;
+  #options: HandshakeOptions;
+  #done: ((result: Admitted | Refused | null) => void) | null;
+  #buffer: Uint8Array = EMPTY;
+  #headRead = false;
+  /** When the head (and its password check) must be done by, in ms since the epoch. */
+  readonly deadline: number;
+
+  constructor(
+    socket: Socket,
+    options: HandshakeOptions,
+    done: (result: Admitted | Refused | null) => void,
+  ) {
+    this.#socket = socket;
+    this.#options = options;
+    this.#done = done;
+    this.deadline = Date.now() + options.timeoutMs;
+    watch(this);
+  }
+
+  receive(chunk: Uint8Array): void {
+    if (!this.#done || this.#headRead) return;
+    const buffer = this.#buffer;
+    const scanFrom = Math.max(0, buffer.length - 3);
+    const joined = buffer.length === 0 ? chunk : concat(buffer, chunk);
+    const length = headLength(joined, scanFrom);
+    const limit = this.#options.maxHeadBytes;
+    if (length < 0) {
+      this.#buffer = joined;
+      if (joined.length > limit) this.#refuse("request head too large");
+      return;
+    }
+    if (length > limit) return this.#refuse("request head too large");
+    this.#socket.pause();
+    this.#headRead = true;
+    this.#buffer = EMPTY;
+    let head: RequestHead;
+    try {
+      head = parseHead(joined.subarray(0, length));
+    } catch (error) {
+      if (!(error instanceof HeadError)) throw error;
+      return this.#refuse(error.reason);
+    }
+    // A close or the time-out while the password is checked still wins, as they come first.
+    checkConnect(head, joined.subarray(length), this.#options.authenticate).then((result) =>
+      this.#finish()?.(result)
+    );
+  }
+
+  closed(): void {
+    this.#finish()?.(null);
+  }
+
+  /** The deadline passed. */
+  expire(): void {
+    this.#refuse("request head timeout");
+  }
+
+  #refuse(reason: string): void {
+    this.#finish()?.({ admitted: false, status: 400, reason, counter: "bad_request_number" });
+  }
+
+  /** Ends reading: returns the outcome's listener the first time, null after. */
+  #finish(): ((result: Admitted | Refused | null) => void) | null {
+    const done = this.#done;
+    this.#done = null;
+    this.#buffer = EMPTY;
+    pending.delete(this);
+    return done;
+  }
+}
+
+/**
+ * Handshakes under way, and one timer that times them out: a timer per connection cost 7 µs
+ * of the front door's ~75 µs a handshake (measured), and a connect storm pays it twice. A
+ * head is cut off between `--handshake_timeout_sec` and a quarter second after.
+ */
+const pending = new Set<HandshakeReader>();
+const SWEEP_MS = 250;
+let sweeper: ReturnType<typeof setInterval> | undefined;
+
+function watch(reader: HandshakeReader): void {
+  pending.add(reader);
+  sweeper ??= setInterval(sweep, SWEEP_MS);
+}
+
+function sweep(): void {
+  const now = Date.now();
+  for (const reader of pending) if (reader.deadline <= now) reader.expire();
+  if (pending.size === 0) {
+    clearInterval(sweeper);
+    sweeper = undefined;
+  }
 }
 
 async function checkConnect(

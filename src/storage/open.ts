@@ -8,7 +8,10 @@ import type { Config } from "../config/flags.ts";
 import { CassandraStore, type ConsistencyName } from "./cassandra.ts";
 import { MemoryStore } from "./memory.ts";
 import { SqliteStore } from "./sqlite.ts";
-import type { Store } from "./store.ts";
+import { StorageUnavailableError, type Store } from "./store.ts";
+
+/** Opening attempts: the shards of a node open (and may create) one file at the same time. */
+const SQLITE_OPEN_ATTEMPTS = 20;
 
 /** The file every shard of a node shares under `--storage=sqlite`. */
 export const SQLITE_FILE = "ipush.sqlite";
@@ -20,10 +23,7 @@ export async function openStore(config: Config): Promise<Store> {
       return new MemoryStore();
     case "sqlite":
       await Deno.mkdir(config.data_dir, { recursive: true });
-      return new SqliteStore(`${config.data_dir}/${SQLITE_FILE}`, {
-        synchronous: config.sqlite_synchronous,
-        busyTimeout: config.storage_timeout_ms,
-      });
+      return await openSqlite(config);
     case "cassandra":
       return await CassandraStore.open({
         contactPoints: config.cassandra_contact_points.split(",").map((p) => p.trim()),
@@ -32,5 +32,25 @@ export async function openStore(config: Config): Promise<Store> {
         consistency: config.cassandra_consistency as ConsistencyName,
         requestTimeoutMs: config.storage_timeout_ms,
       });
+  }
+}
+
+/**
+ * Opens the node's sqlite file. Switching a new file to WAL mode takes a lock that the busy
+ * timeout does not cover, so a shard that meets another shard's open retries.
+ */
+async function openSqlite(config: Config): Promise<SqliteStore> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return new SqliteStore(`${config.data_dir}/${SQLITE_FILE}`, {
+        synchronous: config.sqlite_synchronous,
+        busyTimeout: config.storage_timeout_ms,
+      });
+    } catch (error) {
+      if (!(error instanceof StorageUnavailableError) || attempt === SQLITE_OPEN_ATTEMPTS) {
+        throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 80));
+    }
   }
 }
