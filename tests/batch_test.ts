@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { startRedis } from "../scripts/redis.ts";
-import { RawClient } from "./client.ts";
+import { connected, RawClient, settle } from "./client.ts";
 import { type Daemon, freePortRun, startDaemon, uidsOnDistinctShards } from "./harness.ts";
 
 /** POSTs `lines` (objects are JSON-encoded, strings sent as they are) to `/pub/batch`. */
@@ -16,24 +16,6 @@ async function batch(
   const text = lines.map((line) => typeof line === "string" ? line : JSON.stringify(line))
     .join("\n");
   return await daemon.admin("/pub/batch", { method: "POST", body: text });
-}
-
-async function connected(port: number, uid: string): Promise<RawClient> {
-  const { client, answer } = await RawClient.connect(port, uid);
-  assert.equal(answer.status, 200);
-  return client;
-}
-
-/** A heartbeat round trip: everything the server sent before it has arrived. */
-async function settle(client: RawClient): Promise<Record<string, unknown>[]> {
-  await client.send({ y: 0 });
-  const seen = [];
-  for (;;) {
-    const message = await client.next();
-    assert.ok(message, "stream closed");
-    if (message.y === 0) return seen;
-    seen.push(message);
-  }
 }
 
 Deno.test("pub batch: many messages per request, an answer per line", async (t) => {

@@ -5,6 +5,8 @@
  * @module
  */
 
+import assert from "node:assert/strict";
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -185,4 +187,26 @@ export class RawClient {
 /** One chunk: hex length, CRLF, body, CRLF. */
 export function frame(body: string): string {
   return `${encoder.encode(body).length.toString(16)}\r\n${body}\r\n`;
+}
+
+/** Connects as `uid` (following a 303) and asserts the 200. */
+export async function connected(port: number, uid: string): Promise<RawClient> {
+  const { client, answer } = await RawClient.connect(port, uid);
+  assert.equal(answer.status, 200, `connect ${uid}: ${answer.head}`);
+  return client;
+}
+
+/**
+ * A heartbeat round trip: resolves with every message the server sent before the heartbeat's
+ * answer, so "nothing more is coming" can be asserted without sleeping.
+ */
+export async function settle(client: RawClient): Promise<Record<string, unknown>[]> {
+  await client.send({ y: 0 });
+  const seen = [];
+  for (;;) {
+    const message = await client.next();
+    assert.ok(message, "stream closed");
+    if (message.y === 0) return seen;
+    seen.push(message);
+  }
 }

@@ -5,28 +5,11 @@
 
 import assert from "node:assert/strict";
 import { startRedis } from "../scripts/redis.ts";
-import { RawClient } from "./client.ts";
+import { connected, RawClient, settle } from "./client.ts";
 import { type Daemon, delay, freePortRun, publish, startDaemon } from "./harness.ts";
 
 const NODES = ["node1", "node2", "node3"];
 const PRESENCE_TTL_SEC = 2;
-
-async function connected(port: number, uid: string): Promise<RawClient> {
-  const { client, answer } = await RawClient.connect(port, uid);
-  assert.equal(answer.status, 200, `connect ${uid}: ${answer.head}`);
-  return client;
-}
-
-async function settle(client: RawClient): Promise<Record<string, unknown>[]> {
-  await client.send({ y: 0 });
-  const seen = [];
-  for (;;) {
-    const message = await client.next();
-    assert.ok(message, "stream closed");
-    if (message.y === 0) return seen;
-    seen.push(message);
-  }
-}
 
 Deno.test("cluster: 3 nodes × 2 workers with Redis", async (t) => {
   const redis = await startRedis();

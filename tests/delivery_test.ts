@@ -4,26 +4,8 @@
  */
 
 import assert from "node:assert/strict";
-import { RawClient } from "./client.ts";
+import { connected, RawClient, settle } from "./client.ts";
 import { delay, publish, startDaemon, uidsOnDistinctShards } from "./harness.ts";
-
-async function connected(port: number, uid: string): Promise<RawClient> {
-  const { client, answer } = await RawClient.connect(port, uid);
-  assert.equal(answer.status, 200);
-  return client;
-}
-
-/** A heartbeat round trip: everything the server sent before it has arrived. */
-async function settle(client: RawClient): Promise<Record<string, unknown>[]> {
-  await client.send({ y: 0 });
-  const seen = [];
-  for (;;) {
-    const message = await client.next();
-    assert.ok(message, "stream closed");
-    if (message.y === 0) return seen;
-    seen.push(message);
-  }
-}
 
 Deno.test("delivery: sequencing, offline replay, acks, channels, TTL", async (t) => {
   const daemon = await startDaemon();

@@ -3,14 +3,8 @@
  */
 
 import assert from "node:assert/strict";
-import { frame, RawClient } from "./client.ts";
+import { connected, frame, RawClient } from "./client.ts";
 import { startDaemon } from "./harness.ts";
-
-async function connected(port: number, uid: string): Promise<RawClient> {
-  const { client, answer } = await RawClient.connect(port, uid);
-  assert.equal(answer.status, 200);
-  return client;
-}
 
 Deno.test("stream: framing, bad input and heartbeats", async (t) => {
   const daemon = await startDaemon(["--max_frame_bytes=1024", "--heartbeat_timeout_sec=2"]);
