@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { startRedis } from "../scripts/redis.ts";
-import { connected, RawClient, settle } from "./client.ts";
+import { connected, settle } from "./client.ts";
 import { type Daemon, freePortRun, startDaemon, uidsOnDistinctShards } from "./harness.ts";
 
 /** POSTs `lines` (objects are JSON-encoded, strings sent as they are) to `/pub/batch`. */

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { connected, RawClient, settle } from "./client.ts";
+import { connected, settle } from "./client.ts";
 import { delay, publish, startDaemon, uidsOnDistinctShards } from "./harness.ts";
 
 Deno.test("delivery: sequencing, offline replay, acks, channels, TTL", async (t) => {

@@ -3,7 +3,7 @@
  */
 
 import assert from "node:assert/strict";
-import { connected, frame, RawClient } from "./client.ts";
+import { connected, frame } from "./client.ts";
 import { startDaemon } from "./harness.ts";
 
 Deno.test("stream: framing, bad input and heartbeats", async (t) => {
