@@ -55,6 +55,8 @@ export class Link {
       if (!this.#closed) this.#port.postMessage(batch);
     });
     port.onmessage = (event) => {
+      // A closed link (a replaced worker) is deaf: its late notes must not count twice.
+      if (this.#closed) return;
       for (const envelope of event.data as Envelope[]) {
         if ("q" in envelope) this.#answer(envelope.q, handle, envelope.body);
         else if ("n" in envelope) onNote(envelope.n);
@@ -86,7 +88,9 @@ export class Link {
   }
 
   #answer(q: number, handle: (body: unknown) => Promise<unknown>, body: unknown): void {
-    handle(body).then(
+    // Through a promise, so a handler that throws synchronously still answers the request
+    // instead of dropping the rest of the batch.
+    Promise.resolve().then(() => handle(body)).then(
       (value) => this.#post({ r: q, value }),
       (error: Error) =>
         this.#post({

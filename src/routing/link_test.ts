@@ -244,3 +244,42 @@ Deno.test("ServiceError carries its status", () => {
   assert.equal(error.status, 503);
   assert.equal(error.message, "draining");
 });
+
+Deno.test("Link: a handler that throws synchronously still answers, and the batch goes on", async () => {
+  const { port1, port2 } = new MessageChannel();
+  const server = new Link(port2, (body) => {
+    if (body === "boom") throw new Error("sync boom");
+    return Promise.resolve(`echo ${body}`);
+  }, () => {});
+  const client = new Link(port1, () => Promise.resolve(), () => {});
+  try {
+    const [boom, after] = await Promise.allSettled([client.request("boom"), client.request("x")]);
+    assert.equal(boom.status, "rejected");
+    assert.equal((boom as PromiseRejectedResult).reason.message, "sync boom");
+    assert.deepEqual(after, { status: "fulfilled", value: "echo x" });
+  } finally {
+    client.close(new Error("done"));
+    server.close(new Error("done"));
+    port1.close();
+    port2.close();
+  }
+});
+
+Deno.test("Link: a closed link ignores notes that arrive later", async () => {
+  const { port1, port2 } = new MessageChannel();
+  const heard: unknown[] = [];
+  const receiver = new Link(port2, () => Promise.resolve(), (note) => heard.push(note));
+  const sender = new Link(port1, () => Promise.resolve(), () => {});
+  try {
+    sender.notify("before");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    receiver.close(new Error("replaced"));
+    sender.notify("after");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(heard, ["before"]);
+  } finally {
+    sender.close(new Error("done"));
+    port1.close();
+    port2.close();
+  }
+});
