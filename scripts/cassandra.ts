@@ -36,6 +36,7 @@
  */
 
 import cassandra from "cassandra-driver";
+import { freePorts, readState, runCli, tail } from "./local_server.ts";
 
 /** A running (or paused) test node. */
 export interface CassandraHandle {
@@ -400,14 +401,6 @@ async function logTail(node: Node): Promise<string> {
   }
 }
 
-/** Distinct free loopback ports: all are held open at once so the kernel cannot repeat one. */
-function freePorts(count: number): number[] {
-  const listeners = Array.from({ length: count }, () => Deno.listen({ hostname: HOST, port: 0 }));
-  const ports = listeners.map((listener) => (listener.addr as Deno.NetAddr).port);
-  for (const listener of listeners) listener.close();
-  return ports;
-}
-
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
@@ -416,10 +409,6 @@ async function exists(path: string): Promise<boolean> {
     if (error instanceof Deno.errors.NotFound) return false;
     throw error;
   }
-}
-
-function tail(text: string, lines: number): string {
-  return text.trimEnd().split("\n").slice(-lines).join("\n");
 }
 
 function seconds(since: number): string {
@@ -486,13 +475,8 @@ async function cliRunning(): Promise<CliState | undefined> {
   return state && await alive(state) ? state : undefined;
 }
 
-async function cliState(): Promise<CliState | undefined> {
-  try {
-    return JSON.parse(await Deno.readTextFile(CLI_STATE));
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
+function cliState(): Promise<CliState | undefined> {
+  return readState<CliState>(CLI_STATE);
 }
 
 async function cliKill(state: CliState): Promise<void> {
@@ -511,20 +495,15 @@ async function alive(state: Pick<CliState, "pid" | "dir">): Promise<boolean> {
 }
 
 if (import.meta.main) {
-  const command = Deno.args[0];
-  if (command === "start") {
-    await cliStart();
-  } else if (command === "stop") {
-    await cliStop();
-  } else if (command === "status") {
-    const state = await cliRunning();
-    const port = Number(state?.contactPoint.split(":")[1]);
-    const answers = state !== undefined &&
-      await query(port, "SELECT release_version FROM system.local").then(() => true, () => false);
-    console.log(answers ? `running: ${state.contactPoint} (pid ${state.pid})` : "not running");
-    Deno.exit(answers ? 0 : 1);
-  } else {
-    console.error("usage: deno run -A scripts/cassandra.ts start|stop|status");
-    Deno.exit(2);
-  }
+  await runCli("scripts/cassandra.ts", {
+    start: cliStart,
+    stop: cliStop,
+    async status() {
+      const state = await cliRunning();
+      const port = Number(state?.contactPoint.split(":")[1]);
+      const answers = state !== undefined &&
+        await query(port, "SELECT release_version FROM system.local").then(() => true, () => false);
+      return answers ? `${state.contactPoint} (pid ${state.pid})` : null;
+    },
+  });
 }

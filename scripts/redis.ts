@@ -23,6 +23,8 @@
  * @module
  */
 
+import { freePorts, readState, runCli, tail } from "./local_server.ts";
+
 /** A running Redis server. */
 export interface RedisHandle {
   host: string;
@@ -58,7 +60,7 @@ exit "$status"
 /** Starts a fresh server; resolves once it answers PING. */
 export async function startRedis(): Promise<RedisHandle> {
   await ensureRedisServer();
-  const port = freePort();
+  const [port] = freePorts(1);
   const dir = await Deno.makeTempDir({ prefix: "ipush-redis-" });
   const child = new Deno.Command("sh", {
     args: ["-c", WATCHDOG, "redis-watchdog", "redis-server", ...serverArgs(dir, port)],
@@ -185,17 +187,6 @@ async function logTail(dir: string): Promise<string> {
   }
 }
 
-function freePort(): number {
-  const listener = Deno.listen({ hostname: HOST, port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
-function tail(text: string, lines: number): string {
-  return text.trimEnd().split("\n").slice(-lines).join("\n");
-}
-
 // ---------------------------------------------------------------------------------------------
 // CLI: a server that outlives the command (redis-server daemonizes itself), tracked in
 // .cache/redis/cli-server.json.
@@ -212,7 +203,7 @@ async function cliStart(): Promise<void> {
     return;
   }
   await ensureRedisServer();
-  const port = freePort();
+  const [port] = freePorts(1);
   const dir = await Deno.makeTempDir({ prefix: "ipush-redis-" });
   const daemon = await new Deno.Command("redis-server", {
     args: [...serverArgs(dir, port), "--daemonize", "yes", "--pidfile", `${dir}/redis.pid`],
@@ -240,28 +231,17 @@ async function cliStop(): Promise<void> {
   await Deno.remove(CLI_STATE);
 }
 
-async function cliState(): Promise<CliState | undefined> {
-  try {
-    return JSON.parse(await Deno.readTextFile(CLI_STATE));
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
+function cliState(): Promise<CliState | undefined> {
+  return readState<CliState>(CLI_STATE);
 }
 
 if (import.meta.main) {
-  const command = Deno.args[0];
-  if (command === "start") {
-    await cliStart();
-  } else if (command === "stop") {
-    await cliStop();
-  } else if (command === "status") {
-    const state = await cliState();
-    const answers = state !== undefined && await ping(state.port);
-    console.log(answers ? `running: redis://${HOST}:${state.port}` : "not running");
-    Deno.exit(answers ? 0 : 1);
-  } else {
-    console.error("usage: deno run -A scripts/redis.ts start|stop|status");
-    Deno.exit(2);
-  }
+  await runCli("scripts/redis.ts", {
+    start: cliStart,
+    stop: cliStop,
+    async status() {
+      const state = await cliState();
+      return state && await ping(state.port) ? `redis://${HOST}:${state.port}` : null;
+    },
+  });
 }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { ChunkDecoder, ChunkError, encodeChunk, encodeTextChunk, LAST_CHUNK } from "./chunk.ts";
+import { prng } from "../../tests/support.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -39,18 +40,6 @@ function assertChunkError(input: string | Uint8Array, reason: string, max = MAX)
     (error: unknown) => error instanceof ChunkError && error.reason === reason,
     `${JSON.stringify(typeof input === "string" ? input : "bytes")} should fail with ${reason}`,
   );
-}
-
-/** mulberry32: a small seeded PRNG, so the random cases are reproducible. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { hash32, type ShardAddress, ShardMap } from "./hash.ts";
+import { prng } from "../../tests/support.ts";
 
 function shards(count: number, node = "node"): ShardAddress[] {
   return Array.from({ length: count }, (_, k) => ({
@@ -7,18 +8,6 @@ function shards(count: number, node = "node"): ShardAddress[] {
     host: "127.0.0.1",
     port: 9010 + k,
   }));
-}
-
-/** mulberry32: a small seeded PRNG, so the random uids are the same on every run. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.@-";

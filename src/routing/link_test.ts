@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { Link, type Port, ServiceError } from "./link.ts";
+import { rejection } from "../../tests/support.ts";
 
 const nextTurn = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
@@ -55,15 +56,6 @@ function pair(
       channel.port2.close();
     },
   };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  assert.fail("expected a rejection");
 }
 
 Deno.test("Link: a request is answered with the other end's value", async () => {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Journal, StorageBusyError } from "./journal.ts";
 import { MemoryStore } from "./memory.ts";
 import { StorageUnavailableError, type StoredMessage } from "./store.ts";
+import { rejection } from "../../tests/support.ts";
 
 const NOW = 1_700_000_000_000;
 
@@ -62,15 +63,6 @@ class FakeStore extends MemoryStore {
 function journal(store: FakeStore, limit = 1000): { journal: Journal; ackErrors: Error[] } {
   const ackErrors: Error[] = [];
   return { journal: new Journal(store, limit, (error) => ackErrors.push(error)), ackErrors };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  assert.fail("expected a rejection");
 }
 
 Deno.test("Journal: appends made in one turn go to the store in one call", async () => {
