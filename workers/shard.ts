@@ -130,8 +130,12 @@ async function run({ index, config, shards }: ShardInit, link: Link, log: Log) {
       () => link.notify({ type: "stats", counters } satisfies ShardNote),
       STATS_INTERVAL_MS,
     ),
-    setInterval(() => compact(store, log), COMPACT_INTERVAL_MS),
   ];
+  // A node's shards share one sqlite file: its first shard compacts it for all. The memory
+  // and Cassandra stores are per shard, so each compacts its own.
+  if (config.storage !== "sqlite" || shards[index].id.endsWith("/0")) {
+    timers.push(setInterval(() => compact(store, log), COMPACT_INTERVAL_MS));
+  }
   link.notify({ type: "ready", port } satisfies ShardNote);
 
   async function drain(): Promise<void> {
