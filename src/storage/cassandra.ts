@@ -203,9 +203,14 @@ export class CassandraStore implements Store {
     return { lastSeq: toNumber(rows[0]?.last_seq), lastAck: toNumber(rows[0]?.last_ack) };
   }
 
-  async ack(uid: string, seq: number): Promise<void> {
-    this.#touch(uid, false);
-    await this.#execute(CQL.lastAck, [seq, seq, uid]);
+  async ack(lastAcks: ReadonlyMap<string, number>): Promise<void> {
+    // One partition per uid: separate statements, not a multi-partition batch.
+    await Promise.all(
+      [...lastAcks].map(([uid, seq]) => {
+        this.#touch(uid, false);
+        return this.#execute(CQL.lastAck, [seq, seq, uid]);
+      }),
+    );
   }
 
   async subscribe(channel: string, uid: string): Promise<void> {

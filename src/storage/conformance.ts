@@ -125,12 +125,22 @@ const cases: Record<string, Case> = {
 
   "ack moves lastAck forward and ignores a smaller seq": async ({ store }) => {
     await store.append(messages("alice", 1, 9));
-    await store.ack("alice", 5);
+    await store.ack(new Map([["alice", 5]]));
     assert.deepEqual(await store.userState("alice"), { lastSeq: 9, lastAck: 5 });
-    await store.ack("alice", 3);
+    await store.ack(new Map([["alice", 3]]));
     assert.deepEqual(await store.userState("alice"), { lastSeq: 9, lastAck: 5 });
-    await store.ack("alice", 8);
+    await store.ack(new Map([["alice", 8]]));
     assert.deepEqual(await store.userState("alice"), { lastSeq: 9, lastAck: 8 });
+  },
+
+  "one ack call records several uids, each only forward": async ({ store }) => {
+    await store.append([...messages("alice", 1, 9), ...messages("bob", 1, 4)]);
+    await store.ack(new Map([["alice", 6]]));
+    await store.ack(new Map([["alice", 2], ["bob", 3], ["carol", 1]]));
+    assert.deepEqual(await store.userState("alice"), { lastSeq: 9, lastAck: 6 });
+    assert.deepEqual(await store.userState("bob"), { lastSeq: 4, lastAck: 3 });
+    assert.deepEqual(await store.userState("carol"), { lastSeq: 0, lastAck: 1 });
+    assert.deepEqual(seqsOf(await store.readAfter("bob", 3, 100, NOW)), [4]);
   },
 
   "expired messages are not read": async ({ store }) => {
@@ -161,25 +171,25 @@ const cases: Record<string, Case> = {
 
   "compact removes acknowledged messages and keeps the rest": async ({ store }) => {
     await store.append([...messages("alice", 1, 10), ...messages("bob", 1, 3)]);
-    await store.ack("alice", 6);
+    await store.ack(new Map([["alice", 6]]));
     assert.equal(await store.compact(NOW), 6);
     assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), range(7, 10));
     assert.deepEqual(seqsOf(await store.readAfter("bob", 0, 100, NOW)), [1, 2, 3]);
     assert.equal(await store.compact(NOW), 0);
-    await store.ack("alice", 8);
+    await store.ack(new Map([["alice", 8]]));
     assert.equal(await store.compact(NOW), 2);
     assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), [9, 10]);
   },
 
   "compact counts a message both acknowledged and expired once": async ({ store }) => {
     await store.append([message("alice", 1, { expiresAt: NOW - 1 }), message("alice", 2)]);
-    await store.ack("alice", 1);
+    await store.ack(new Map([["alice", 1]]));
     assert.equal(await store.compact(NOW), 1);
     assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), [2]);
   },
 
   "compact removes messages stored at or below an earlier ack": async ({ store }) => {
-    await store.ack("alice", 3);
+    await store.ack(new Map([["alice", 3]]));
     assert.equal(await store.compact(NOW), 0);
     await store.append(messages("alice", 1, 5));
     assert.equal(await store.compact(NOW), 3);
@@ -191,8 +201,8 @@ const cases: Record<string, Case> = {
     const batch = [...messages("alice", 1, 1_500), ...messages("bob", 1, 10)];
     for (let i = 0; i < 1_200; i++) batch.push(message(`user${i}`, 1, { expiresAt: NOW - 1 }));
     await store.append(batch);
-    await store.ack("alice", 1_400);
-    await store.ack("bob", 10);
+    await store.ack(new Map([["alice", 1_400]]));
+    await store.ack(new Map([["bob", 10]]));
     assert.equal(await store.compact(NOW), 1_400 + 10 + 1_200);
     assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 1_000, NOW)), range(1_401, 1_500));
     assert.deepEqual(await store.readAfter("bob", 0, 100, NOW), []);
@@ -201,7 +211,7 @@ const cases: Record<string, Case> = {
 
   "lastSeq and lastAck survive compaction": async ({ store }) => {
     await store.append(messages("alice", 1, 3));
-    await store.ack("alice", 3);
+    await store.ack(new Map([["alice", 3]]));
     assert.equal(await store.compact(NOW), 3);
     assert.deepEqual(await store.userState("alice"), { lastSeq: 3, lastAck: 3 });
     await store.append(messages("alice", 4, 4));
@@ -283,7 +293,7 @@ function restartCases(reopen: (store: Store) => Promise<Store>): Record<string, 
     "messages, state and membership survive a reopen": async (subject) => {
       const written = [message("alice", 1), message("alice", 2, { type: 4, channel: "news" })];
       await subject.store.append(written);
-      await subject.store.ack("alice", 1);
+      await subject.store.ack(new Map([["alice", 1]]));
       await subject.store.subscribe("news", "alice");
       subject.store = await reopen(subject.store);
       assert.deepEqual(await subject.store.readAfter("alice", 0, 100, NOW), written);
@@ -294,7 +304,7 @@ function restartCases(reopen: (store: Store) => Promise<Store>): Record<string, 
 
     "lastSeq survives compaction and a reopen, so no seq is reused": async (subject) => {
       await subject.store.append(messages("alice", 1, 5));
-      await subject.store.ack("alice", 5);
+      await subject.store.ack(new Map([["alice", 5]]));
       assert.equal(await subject.store.compact(NOW), 5);
       subject.store = await reopen(subject.store);
       assert.deepEqual(await subject.store.userState("alice"), { lastSeq: 5, lastAck: 5 });

@@ -1,12 +1,14 @@
 /**
  * Group commit in front of a {@linkcode Store}: appends made while a commit is in flight (or
- * in the same tick) go to the store together as one batch, one batch at a time, so batches
- * become durable in the order they were made. Acks are coalesced to the highest per uid.
- * The queue is bounded: past the limit an append is refused at once, not buffered.
+ * in the same pass of the event loop) go to the store together as one batch, one batch at a
+ * time, so batches become durable in the order they were made. Acks are coalesced to the
+ * highest per uid and go to the store as one call per commit. The queue is bounded: past
+ * the limit an append is refused at once, not buffered.
  *
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { StorageUnavailableError, type Store, type StoredMessage } from "./store.ts";
 
 /** Refused because too many messages are already waiting for the store. */
@@ -75,7 +77,10 @@ export class Journal {
   }
 
   #schedule(): void {
-    if (!this.#committing) this.#committing = Promise.resolve().then(() => this.#commit());
+    // After the current pass, not the current microtask turn: the appends and acks of every
+    // read and link message of a pass then share one commit. With sqlite this took the p99
+    // at the maximum rate from ~1 s to ~0.1 s (docs/performance.md).
+    this.#committing ??= new Promise((resolve) => setImmediate(resolve)).then(() => this.#commit());
   }
 
   async #commit(): Promise<void> {
@@ -101,18 +106,20 @@ export class Journal {
           this.#inFlight = 0;
         }
       }
-      const results = await Promise.allSettled(
-        [...acks].map(([uid, seq]) => this.#store.ack(uid, seq)),
-      );
-      [...acks].forEach(([uid, seq], i) => {
-        const result = results[i];
-        if (result.status === "fulfilled") return;
-        // An unstored ack costs a redelivery, never a loss: keep it for a later commit,
-        // which the next append or ack triggers (no retry loop against a store that is down).
-        ackFailed = true;
-        if (seq > (this.#acks.get(uid) ?? 0)) this.#acks.set(uid, seq);
-        this.#onAckError(result.reason);
-      });
+      if (acks.size > 0) {
+        try {
+          await this.#store.ack(acks);
+        } catch (error) {
+          // An unstored ack costs a redelivery, never a loss: keep them for a later commit,
+          // which the next append or ack triggers (no retry loop against a store that is
+          // down).
+          ackFailed = true;
+          for (const [uid, seq] of acks) {
+            if (seq > (this.#acks.get(uid) ?? 0)) this.#acks.set(uid, seq);
+          }
+          this.#onAckError(error as Error);
+        }
+      }
     } finally {
       this.#committing = null;
       if (this.#messages.length > 0 || (this.#acks.size > 0 && !ackFailed)) this.#schedule();

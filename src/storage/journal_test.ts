@@ -29,7 +29,9 @@ function deferred(): { promise: Promise<void>; resolve(): void; reject(error: Er
  */
 class FakeStore extends MemoryStore {
   appends: StoredMessage[][] = [];
+  /** Every ack the store was given, and in how many calls. */
   acks: [string, number][] = [];
+  ackCalls = 0;
   /** When set, `append` rejects with it (after recording the call). */
   appendError: Error | null = null;
   /** How many of the next `append` calls fail (with a plain Error), whatever `appendError` is. */
@@ -49,10 +51,11 @@ class FakeStore extends MemoryStore {
     return super.append(messages);
   }
 
-  override ack(uid: string, seq: number): Promise<void> {
-    this.acks.push([uid, seq]);
+  override ack(lastAcks: ReadonlyMap<string, number>): Promise<void> {
+    this.acks.push(...lastAcks);
+    this.ackCalls++;
     if (this.ackError) return Promise.reject(this.ackError);
-    return super.ack(uid, seq);
+    return super.ack(lastAcks);
   }
 
   async stored(uid: string): Promise<number[]> {
@@ -232,6 +235,7 @@ Deno.test("Journal: acks are coalesced to the highest per uid", async () => {
   j.ack("b", 1);
   await j.flush();
   assert.deepEqual(store.acks.sort(), [["a", 7], ["b", 1]]);
+  assert.equal(store.ackCalls, 1);
   assert.equal((await store.userState("a")).lastAck, 7);
   assert.equal((await store.userState("b")).lastAck, 1);
 });
@@ -246,15 +250,15 @@ Deno.test("Journal: acks go with the same commit as appends, after them", async 
     calls.push("append");
     return append(messages);
   };
-  store.ack = (uid, seq) => {
-    calls.push(`ack ${uid} ${seq}`);
-    return ack(uid, seq);
+  store.ack = (lastAcks) => {
+    calls.push(`ack ${[...lastAcks].join(" ")}`);
+    return ack(lastAcks);
   };
   j.ack("a", 1);
   const done = j.append([message("a", 2)]);
   await done;
   await j.flush();
-  assert.deepEqual(calls, ["append", "ack a 1"]);
+  assert.deepEqual(calls, ["append", "ack a,1"]);
 });
 
 Deno.test("Journal: a failed ack is reported and retried with the next commit", async () => {
@@ -336,10 +340,10 @@ Deno.test("Journal: flush() waits for the commit in flight and for what is queue
   store.appendGate = null;
   gate.resolve();
   await flushing;
-  // Everything queued before flush() was called is done.
+  // Everything queued before flush() was called is done: both appends, then the ack.
   await Promise.all([first, second]);
-  assert.deepEqual(await store.stored("a"), [1, 2]);
-  assert.equal((await store.userState("a")).lastAck, 1);
+  assert.deepEqual(await store.userState("a"), { lastSeq: 2, lastAck: 1 });
+  assert.deepEqual(await store.stored("a"), [2]);
   assert.equal(j.queued, 0);
 });
 

@@ -224,8 +224,12 @@ export class SqliteStore implements Store {
     });
   }
 
-  ack(uid: string, seq: number): Promise<void> {
-    return this.#run(() => void this.#ack.run(uid, seq));
+  ack(lastAcks: ReadonlyMap<string, number>): Promise<void> {
+    return this.#run(() =>
+      this.#transaction(() => {
+        for (const [uid, seq] of lastAcks) this.#ack.run(uid, seq);
+      })
+    );
   }
 
   subscribe(channel: string, uid: string): Promise<void> {

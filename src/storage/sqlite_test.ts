@@ -89,7 +89,7 @@ Deno.test("SqliteStore reports a write lock held past busyTimeout as unavailable
     try {
       holder.exec("BEGIN IMMEDIATE");
       await assert.rejects(store.append([message("alice", 1)]), StorageUnavailableError);
-      await assert.rejects(store.ack("alice", 1), StorageUnavailableError);
+      await assert.rejects(store.ack(new Map([["alice", 1]])), StorageUnavailableError);
       holder.exec("ROLLBACK");
       await store.append([message("alice", 1)]);
       assert.deepEqual(await store.userState("alice"), { lastSeq: 1, lastAck: 0 });

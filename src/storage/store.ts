@@ -53,8 +53,11 @@ export interface Store {
   readAfter(uid: string, afterSeq: number, limit: number, now: number): Promise<StoredMessage[]>;
   /** The uid's state; `{lastSeq: 0, lastAck: 0}` for a uid never seen. */
   userState(uid: string): Promise<UserState>;
-  /** Records `seq` as the uid's `last_ack` (callers only ever move it forward). */
-  ack(uid: string, seq: number): Promise<void>;
+  /**
+   * Records each uid's seq as its `last_ack`, in one write where the engine allows. A seq
+   * below the stored one leaves it as it is: `last_ack` never moves back.
+   */
+  ack(lastAcks: ReadonlyMap<string, number>): Promise<void>;
   /** Stores the (channel, uid) membership pair, both ways. */
   subscribe(channel: string, uid: string): Promise<void>;
   /** Deletes the (channel, uid) membership pair, both ways. */
