@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { setImmediate } from "node:timers";
 import { Journal, StorageBusyError } from "./journal.ts";
 import { MemoryStore } from "./memory.ts";
 import { StorageUnavailableError, type StoredMessage } from "./store.ts";
@@ -87,6 +88,29 @@ Deno.test("Journal: appends made in one turn go to the store in one call", async
   assert.deepEqual(await store.stored("a"), [1, 2]);
   assert.deepEqual(await store.stored("b"), [1, 2]);
   assert.equal(j.queued, 0);
+});
+
+Deno.test("Journal: appends and acks from several callbacks of one pass share a commit", async () => {
+  const store = new FakeStore();
+  const { journal: j } = journal(store);
+  const done: Promise<void>[] = [];
+  // Two I/O-like callbacks of the same pass, with the microtask checkpoint between them.
+  await new Promise<void>((resolve) => {
+    setImmediate(() => {
+      done.push(j.append([message("a", 1)]));
+      j.ack("z", 3);
+    });
+    setImmediate(() => {
+      done.push(j.append([message("b", 1)]));
+      j.ack("y", 2);
+      resolve();
+    });
+  });
+  await Promise.all(done);
+  await j.flush();
+  assert.equal(store.appends.length, 1);
+  assert.deepEqual(store.appends[0].map((m) => m.uid), ["a", "b"]);
+  assert.equal(store.ackCalls, 1);
 });
 
 Deno.test("Journal: an empty append resolves without touching the store", async () => {
