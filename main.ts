@@ -17,6 +17,7 @@ import { Router } from "./src/cluster/router.ts";
 import { type Topology, topology } from "./src/cluster/topology.ts";
 import { type Config, FlagError, helpText, parseFlags } from "./src/config/flags.ts";
 import { createLog, type Log } from "./src/log.ts";
+import { openMallocTrim } from "./src/malloc_trim.ts";
 import { perTurn } from "./src/routing/batch.ts";
 import { ShardPool } from "./src/routing/pool.ts";
 import { listen } from "./src/session/connect_server.ts";
@@ -147,6 +148,7 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
     }),
   );
   const sampler = setInterval(() => stats.sample(), 1000);
+  const trimmer = startMallocTrim(config.malloc_trim_sec, log);
   log(
     "info",
     `pid ${Deno.pid}: clients on ${config.host}:${frontDoor.port}, admin on ` +
@@ -159,6 +161,7 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
   log("info", `${await stop}: draining`);
   draining = true;
   clearInterval(sampler);
+  clearInterval(trimmer);
   frontDoor.close();
   clientChannels?.close();
   await pool.drain();
@@ -168,6 +171,23 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
   await redis?.close();
   log("info", "stopped");
   return 0;
+}
+
+/**
+ * Trims the heap every `intervalSec` (0: never). One process-wide call covers the workers'
+ * arenas too, so only the main thread does it.
+ */
+function startMallocTrim(
+  intervalSec: number,
+  log: Log,
+): ReturnType<typeof setInterval> | undefined {
+  if (intervalSec === 0) return undefined;
+  const trim = openMallocTrim();
+  if (!trim) {
+    log("debug", "no glibc malloc_trim here (or no --allow-ffi): heap trimming is off");
+    return undefined;
+  }
+  return setInterval(trim, intervalSec * 1000);
 }
 
 /** Writes the pid file, refusing while a live process holds it. */

@@ -31,6 +31,7 @@ export interface Config {
   max_head_bytes: number;
   handshake_timeout_sec: number;
   max_output_bytes: number;
+  malloc_trim_sec: number;
   storage_queue_limit: number;
   msg_limit: number;
   auth: "none" | "file";
@@ -130,6 +131,11 @@ const FLAGS: Record<keyof Config, FlagSpec> = {
     kind: positive,
     default: "1048576",
     help: "unsent bytes a connection may queue before it is closed as too slow",
+  },
+  malloc_trim_sec: {
+    kind: { type: "int", min: 0, max: 86_400 },
+    default: "10",
+    help: "return heap memory freed by native code to the kernel this often (glibc; 0: never)",
   },
   storage_queue_limit: {
     kind: positive,
