@@ -4,7 +4,8 @@
  * against it, so that what lies above it is the daemon's own.
  *
  * - `idle`: the server's RSS per connection, (RSS after the hold − RSS before connecting) / N, in
- *   KB of 1,024 bytes; with `--exchange` after one heartbeat and its answer on each socket.
+ *   KB of 1,024 bytes; with `--exchange` after one heartbeat and its answer on each socket;
+ *   with `--trim` the server also trims its heap every 10 s, as the daemon does.
  * - `fanout`: `--workers` Web Workers, each a server on its own port, write one ~80-byte chunk to
  *   each of their sockets in one synchronous loop; a round's time to all is the last receive
  *   minus the earliest send, with `--ack` while every client acks each message.
@@ -23,16 +24,18 @@
 import type { Buffer } from "node:buffer";
 import net from "node:net";
 import { parseArgs } from "node:util";
+import { openMallocTrim } from "../src/malloc_trim.ts";
 
 const HOST = "127.0.0.1";
 const HEARTBEAT = '7\r\n{"y":0}\r\n'; // also the daemon's answer to a heartbeat
 const PER_CLIENT_PROCESS = 15_000; // of the 20,000 descriptors a process may hold here
 const SERVER_SOCKETS = 19_500;
+const MALLOC_TRIM_MS = 10_000; // the daemon's --malloc_trim_sec default
 const DAEMON_FLAGS = [
   "--v8-flags=--gc-memory-reducer-start-delay-ms=1000,--memory-reducer-delay-ms=1000",
 ];
 const DEFAULTS = {
-  idle: { connections: 15_000, hold_sec: 20, exchange: false },
+  idle: { connections: 15_000, hold_sec: 20, exchange: false, trim: false },
   fanout: { subscribers: 10_000, workers: 2, client_processes: 2, ack: false, rounds: 5 },
 };
 const USAGE = "usage:\n" +
@@ -116,9 +119,11 @@ function bareServer(onPort: (port: number) => void, exchange: boolean, sockets?:
 }
 
 /** Role `serve-idle`: the server whose RSS is measured. */
-function serveIdle({ exchange }: { exchange: boolean }): void {
+function serveIdle({ exchange, trim }: { exchange: boolean; trim: boolean }): void {
   // The server keeps its own count, so counting adds nothing to a socket's cost.
   const server = bareServer((port) => say({ port }), exchange);
+  const mallocTrim = trim ? openMallocTrim() : null;
+  if (mallocTrim) setInterval(mallocTrim, MALLOC_TRIM_MS);
   serveCommands(() =>
     new Promise((done) => server.getConnections((_, sockets) => done({ sockets })))
   );
@@ -282,7 +287,7 @@ function listenOverflows(): number {
 async function idle(o: typeof DEFAULTS.idle): Promise<Msg> {
   const n = o.connections;
   if (n > SERVER_SOCKETS) throw new Error(`--connections: at most ${SERVER_SOCKETS}`);
-  const server = spawn("server", "serve-idle", { exchange: o.exchange }, true);
+  const server = spawn("server", "serve-idle", { exchange: o.exchange, trim: o.trim }, true);
   const { port } = await server.recv<{ port: number }>();
   const status = `/proc/${server.proc.pid}/status`;
   const rss = () => Number(/VmRSS:\s+(\d+)/.exec(Deno.readTextFileSync(status))![1]);

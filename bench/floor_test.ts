@@ -22,10 +22,17 @@ async function floor(
 }
 
 Deno.test("floor idle: reports the server's RSS per held connection", async () => {
-  const { code, result } = await floor("idle", "--connections=300", "--hold_sec=1", "--exchange");
+  const { code, result } = await floor(
+    "idle",
+    "--connections=300",
+    "--hold_sec=1",
+    "--exchange",
+    "--trim",
+  );
   assert.equal(code, 0, String(result.stderr));
   assert.equal(result.connections, 300);
   assert.equal(result.exchange, true);
+  assert.equal(result.trim, true);
   assert.ok((result.rss_held_kb as number) > (result.rss_before_kb as number) / 2);
   assert.equal(typeof result.kb_per_connection, "number");
 });
