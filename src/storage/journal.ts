@@ -78,8 +78,8 @@ export class Journal {
 
   #schedule(): void {
     // After the current pass, not the current microtask turn: the appends and acks of every
-    // read and link message of a pass then share one commit. With sqlite this took the p99
-    // at the maximum rate from ~1 s to ~0.1 s (docs/performance.md).
+    // read and link message of a pass then share one commit. With sqlite: 15-20% more
+    // messages a second at the maximum, and a lower p99 there (docs/performance.md, item 11).
     this.#committing ??= new Promise((resolve) => setImmediate(resolve)).then(() => this.#commit());
   }
 
