@@ -25,6 +25,8 @@ import type { Buffer } from "node:buffer";
 import net from "node:net";
 import { parseArgs } from "node:util";
 import { openMallocTrim } from "../src/malloc_trim.ts";
+import { jsonLines, nowMs as now } from "./load/ipc.ts";
+import { ChunkReader, encodeFrame as chunk } from "./load/wire.ts";
 
 const HOST = "127.0.0.1";
 const HEARTBEAT = '7\r\n{"y":0}\r\n'; // also the daemon's answer to a heartbeat
@@ -56,10 +58,8 @@ type ClientConfig = {
 /** One client process's view of a round: earliest send, last receive, each socket's latency. */
 type RoundReport = { round: number; first: number; last: number; lat: number[] };
 
-const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 const say = (msg: unknown) => console.log(JSON.stringify(msg));
-const chunk = (body: string) => `${body.length.toString(16)}\r\n${body}\r\n`;
 const round2 = (x: number) => Math.round(x * 100) / 100;
 const quantile = (sorted: number[], p: number) => sorted[Math.floor(p * (sorted.length - 1))];
 const median = (xs: number[]) => quantile([...xs].sort((a, b) => a - b), 0.5);
@@ -68,35 +68,10 @@ const fail = (message: string): never => {
   return Deno.exit(1);
 };
 
-/** Splits a byte stream into lines. */
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  let rest = "";
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    const parts = (rest + text).split("\n");
-    rest = parts.pop()!;
-    yield* parts;
-  }
-}
-
-/** Returns a `data` listener that calls `onBody` with each chunk-encoded frame's body. */
-function chunkReader(onBody: (body: string) => void): (data: Buffer) => void {
-  let buffer = "";
-  return (data) => {
-    buffer += data.toString();
-    for (;;) {
-      const eol = buffer.indexOf("\r\n");
-      const end = eol + 2 + parseInt(buffer.slice(0, eol), 16);
-      if (eol < 0 || !(buffer.length >= end + 2)) return; // NaN too: the size line is incomplete
-      onBody(buffer.slice(eol + 2, end));
-      buffer = buffer.slice(end + 2);
-    }
-  };
-}
-
 /** Answers the parent's JSON lines on stdin, and exits once the parent's end of the pipe closes. */
 async function serveCommands(handle: (msg: Msg) => unknown): Promise<void> {
-  for await (const line of lines(Deno.stdin.readable)) {
-    const answer = line ? await handle(JSON.parse(line)) : undefined;
+  for await (const msg of jsonLines<Msg>(Deno.stdin.readable)) {
+    const answer = await handle(msg);
     if (answer !== undefined) say(answer);
   }
   Deno.exit(0);
@@ -193,12 +168,13 @@ async function clients(c: ClientConfig): Promise<void> {
     socket.setNoDelay(true);
     socket.on("error", (e) => fail(`clients: ${e.message}`));
     let got = 0;
+    const reader = new ChunkReader();
     socket.on("connect", () => c.exchange ? socket.write(HEARTBEAT) : onReady());
     socket.on(
       "data",
       c.exchange
         ? (d: Buffer) => (got += d.length) === HEARTBEAT.length && onReady()
-        : chunkReader((body) => onFrame(socket, body)),
+        : (d: Buffer) => reader.push(d, (body) => onFrame(socket, body)),
     );
   }
   await allReady;
@@ -208,7 +184,7 @@ async function clients(c: ClientConfig): Promise<void> {
 /** A child process of this script in another role, spoken to in JSON lines. */
 class Child {
   readonly proc: Deno.ChildProcess;
-  readonly #out: AsyncGenerator<string>;
+  readonly #out: AsyncGenerator<unknown>;
   readonly #in: WritableStreamDefaultWriter<Uint8Array>;
 
   constructor(readonly name: string, role: string, config: unknown, asDaemon = false) {
@@ -220,7 +196,7 @@ class Child {
       stdout: "piped",
       stderr: "inherit",
     }).spawn();
-    this.#out = lines(this.proc.stdout);
+    this.#out = jsonLines(this.proc.stdout);
     this.#in = this.proc.stdin.getWriter();
   }
 
@@ -232,7 +208,7 @@ class Child {
     try {
       const next = await Promise.race([this.#out.next(), timeout]);
       if (next.done) throw new Error(`${this.name} exited (code ${(await this.proc.status).code})`);
-      return JSON.parse(next.value);
+      return next.value as T;
     } finally {
       clearTimeout(timer);
     }
