@@ -1,7 +1,8 @@
 /**
- * What the launchers of local test servers (scripts/cassandra.ts, scripts/redis.ts) share:
- * free loopback ports, log tails, the state file of a server that outlives its CLI command,
- * and the `start|stop|status` command line.
+ * What the launchers of local test servers and tools (scripts/cassandra.ts, scripts/redis.ts,
+ * scripts/chromium.ts) share: free loopback ports, log tails, Debian packages installed on
+ * demand, the state file of a server that outlives its CLI command, and the
+ * `start|stop|status` command line.
  *
  * @module
  */
@@ -20,6 +21,68 @@ export function freePorts(count: number): number[] {
 /** The last `lines` lines of `text`. */
 export function tail(text: string, lines: number): string {
   return text.trimEnd().split("\n").slice(-lines).join("\n");
+}
+
+/** Whether `name` is a command on PATH. */
+export async function onPath(name: string): Promise<boolean> {
+  const which = await new Deno.Command("sh", {
+    args: ["-c", 'command -v "$0"', name],
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  return which.success;
+}
+
+const installs = new Map<string, Promise<void>>();
+
+/**
+ * Installs Debian `packages` (without their recommends) with apt-get, at most once per process
+ * for the same list: concurrent callers share one run.
+ */
+export function aptInstall(...packages: string[]): Promise<void> {
+  const key = packages.join(" ");
+  let install = installs.get(key);
+  if (!install) {
+    install = runAptGet(packages);
+    // A failed run may be retried later (the network or the lock may be back).
+    install.catch(() => installs.delete(key));
+    installs.set(key, install);
+  }
+  return install;
+}
+
+const APT_LOCK_TIMEOUT_S = 300;
+
+async function runAptGet(packages: string[]): Promise<void> {
+  // Wait for the dpkg lock rather than fail when another test process installs too.
+  const lock = ["-o", `DPkg::Lock::Timeout=${APT_LOCK_TIMEOUT_S}`];
+  const steps = [
+    ["update", ...lock],
+    ["install", "-y", "--no-install-recommends", ...lock, ...packages],
+  ];
+  for (const args of steps) await aptGet(args, packages);
+}
+
+/**
+ * One apt-get step. `DPkg::Lock::Timeout` covers dpkg's lock only, not the package lists' lock
+ * that `update` takes (apt 2.6), so a step that finds a lock held is retried until the timeout.
+ */
+async function aptGet(args: string[], packages: string[]): Promise<void> {
+  const deadline = Date.now() + APT_LOCK_TIMEOUT_S * 1000;
+  while (true) {
+    const apt = await new Deno.Command("apt-get", {
+      args: ["-q", ...args],
+      env: { DEBIAN_FRONTEND: "noninteractive" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (apt.success) return;
+    const output = new TextDecoder().decode(apt.stdout) + new TextDecoder().decode(apt.stderr);
+    if (!output.includes("Could not get lock") || Date.now() > deadline) {
+      throw new Error(`apt-get ${args[0]} ${packages.join(" ")} failed:\n${tail(output, 20)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
 }
 
 /** The JSON state a CLI command left in `path`, or undefined if there is none. */

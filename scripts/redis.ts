@@ -23,7 +23,7 @@
  * @module
  */
 
-import { freePorts, readState, runCli, tail } from "./local_server.ts";
+import { aptInstall, freePorts, onPath, readState, runCli, tail } from "./local_server.ts";
 
 /** A running Redis server. */
 export interface RedisHandle {
@@ -103,42 +103,9 @@ function serverArgs(dir: string, port: number): string[] {
   ];
 }
 
-let installing: Promise<void> | undefined;
-
-/** Installs Debian's `redis-server` unless it is on PATH (once per process). */
+/** Installs Debian's `redis-server` unless it is on PATH. */
 async function ensureRedisServer(): Promise<void> {
-  if (await onPath("redis-server")) return;
-  await (installing ??= install());
-}
-
-async function install(): Promise<void> {
-  // Wait for the dpkg lock rather than fail when another test process installs too.
-  const lock = ["-o", "DPkg::Lock::Timeout=300"];
-  const steps = [
-    ["update", ...lock],
-    ["install", "-y", "--no-install-recommends", ...lock, "redis-server"],
-  ];
-  for (const args of steps) {
-    const apt = await new Deno.Command("apt-get", {
-      args: ["-q", ...args],
-      env: { DEBIAN_FRONTEND: "noninteractive" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!apt.success) {
-      const output = new TextDecoder().decode(apt.stdout) + new TextDecoder().decode(apt.stderr);
-      throw new Error(`apt-get ${args[0]} failed:\n${tail(output, 20)}`);
-    }
-  }
-}
-
-async function onPath(name: string): Promise<boolean> {
-  const which = await new Deno.Command("sh", {
-    args: ["-c", 'command -v "$0"', name],
-    stdout: "null",
-    stderr: "null",
-  }).output();
-  return which.success;
+  if (!await onPath("redis-server")) await aptInstall("redis-server");
 }
 
 /** Polls until PING answers; fails early if `exited` (the server's own exit) resolves first. */
