@@ -45,6 +45,15 @@ export function headLength(buffer: Uint8Array, from = 0): number {
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/**
+ * A request target is visible ASCII only (RFC 9112 §3.2): a control byte copied from it into a
+ * 303's `Location` would break the response head (header injection), and a client
+ * percent-encodes everything else.
+ */
+const TARGET = /^\/[\x21-\x7e]*$/;
+/** A field value may hold a tab but no other control byte (RFC 9110 §5.5); a bare CR included. */
+// deno-lint-ignore no-control-regex -- control bytes are what it finds
+const FIELD_CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 /** Parses a complete request head (as delimited by {@linkcode headLength}). */
 export function parseHead(bytes: Uint8Array): RequestHead {
@@ -57,7 +66,7 @@ export function parseHead(bytes: Uint8Array): RequestHead {
   const lines = text.split(/\r?\n/);
   const [method, target, version, ...extra] = lines[0].split(" ");
   if (
-    extra.length > 0 || !method || !TOKEN.test(method) || !target?.startsWith("/") ||
+    extra.length > 0 || !method || !TOKEN.test(method) || !TARGET.test(target ?? "") ||
     !/^HTTP\/1\.[01]$/.test(version ?? "")
   ) {
     throw new HeadError("malformed request");
@@ -67,8 +76,11 @@ export function parseHead(bytes: Uint8Array): RequestHead {
     if (line === "") continue;
     const colon = line.indexOf(":");
     const name = line.slice(0, colon).toLowerCase();
-    if (colon <= 0 || !TOKEN.test(name)) throw new HeadError("malformed request");
-    if (!headers.has(name)) headers.set(name, line.slice(colon + 1).trim());
+    const value = line.slice(colon + 1);
+    if (colon <= 0 || !TOKEN.test(name) || FIELD_CONTROL.test(value)) {
+      throw new HeadError("malformed request");
+    }
+    if (!headers.has(name)) headers.set(name, value.trim());
   }
   const mark = target.indexOf("?");
   const rawPath = mark < 0 ? target : target.slice(0, mark);

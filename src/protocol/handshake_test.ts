@@ -193,6 +193,36 @@ Deno.test("parseHead: malformed header lines", () => {
   assertMalformed("GET / HTTP/1.1\r\nHost : x\r\n\r\n");
 });
 
+Deno.test("parseHead: control bytes and non-ASCII in the request target are malformed", () => {
+  // A bare CR inside the request line would otherwise reach a 303's Location as a header break.
+  assertMalformed("GET /connect?uid=user001&password=p\rSet-Cookie:x=1 HTTP/1.1\r\n\r\n");
+  for (const byte of [0x00, 0x01, 0x09, 0x0b, 0x0c, 0x0d, 0x1b, 0x7f]) {
+    const head = Uint8Array.from([
+      ...bytes("GET /connect?uid=a&password=p"),
+      byte,
+      ...bytes("x HTTP/1.1\r\n\r\n"),
+    ]);
+    assertMalformed(head);
+  }
+  // UTF-8 is fine in a header value, not in a target: a client percent-encodes it there.
+  assertMalformed("GET /connect?uid=caf\u00e9 HTTP/1.1\r\n\r\n");
+  // Every target byte from 0x21 to 0x7e is still accepted.
+  let visible = "";
+  for (let c = 0x21; c <= 0x7e; c++) if (c !== 0x25) visible += String.fromCharCode(c);
+  assert.equal(parseHead(bytes(`GET /${visible} HTTP/1.1\r\n\r\n`)).method, "GET");
+});
+
+Deno.test("parseHead: control bytes in a header line are malformed", () => {
+  assertMalformed("GET / HTTP/1.1\r\nX: a\rSet-Cookie: x=1\r\n\r\n");
+  for (const byte of [0x00, 0x01, 0x0b, 0x1b, 0x7f]) {
+    assertMalformed(
+      Uint8Array.from([...bytes("GET / HTTP/1.1\r\nX: a"), byte, ...bytes("b\r\n\r\n")]),
+    );
+  }
+  // A tab is white space in a field value (RFC 9110 §5.5).
+  assert.equal(parseHead(bytes("GET / HTTP/1.1\r\nX: a\tb\r\n\r\n")).headers.get("x"), "a\tb");
+});
+
 Deno.test("parseHead: bad percent-encoding", () => {
   assertMalformed("GET /connect?uid=%zz HTTP/1.1\r\n\r\n");
   assertMalformed("GET /connect?uid=abc% HTTP/1.1\r\n\r\n");
