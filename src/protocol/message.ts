@@ -1,13 +1,14 @@
 /**
  * The messages carried in chunks (PROTOCOL.md §2): validation of what clients send, and the
- * encodings of what the server sends and lists. Bodies (`b`) are kept as JSON text from the
- * moment they arrive, so relaying never re-serialises a payload.
+ * encodings of what the server sends and lists. Bodies (`b`) are kept as the JSON text the
+ * client wrote from the moment they arrive, so relaying never re-serialises a payload.
  *
  * @module
  */
 
 import type { StoredMessage } from "../storage/store.ts";
-import { isValidName } from "./names.ts";
+import { memberText } from "./json_text.ts";
+import { isValidName } from "../core/names.ts";
 
 /** The `y` values. */
 export const Type = {
@@ -45,9 +46,11 @@ const textDecoder = new TextDecoder("utf-8", { fatal: true });
 export function parseClientMessage(body: Uint8Array): ClientMessage {
   const seq = canonicalAck(body);
   if (seq > 0) return { y: 5, s: seq };
+  let text: string;
   let frame: unknown;
   try {
-    frame = JSON.parse(textDecoder.decode(body));
+    text = textDecoder.decode(body);
+    frame = JSON.parse(text);
   } catch {
     throw new MessageError("bad json", true);
   }
@@ -63,9 +66,9 @@ export function parseClientMessage(body: Uint8Array): ClientMessage {
       return { y: fields.y, c: channelOf(fields) };
     case Type.Message:
       if (!isValidName(fields.t)) throw new MessageError("invalid t", false);
-      return { y: 3, t: fields.t, b: bodyOf(fields) };
+      return { y: 3, t: fields.t, b: bodyOf(text, fields) };
     case Type.ChannelMessage:
-      return { y: 4, c: channelOf(fields), b: bodyOf(fields) };
+      return { y: 4, c: channelOf(fields), b: bodyOf(text, fields) };
     case Type.Ack:
       if (!Number.isSafeInteger(fields.s) || (fields.s as number) < 1) {
         throw new MessageError("invalid s", false);
@@ -121,9 +124,10 @@ function channelOf(fields: Record<string, unknown>): string {
   return fields.c;
 }
 
-function bodyOf(fields: Record<string, unknown>): string {
+/** The frame's `b` as the client wrote it (see `json_text.ts`). */
+function bodyOf(frame: string, fields: Record<string, unknown>): string {
   if (fields.b === undefined) throw new MessageError("missing b", false);
-  return JSON.stringify(fields.b);
+  return memberText(frame, "b")!;
 }
 
 /** A message on its way to one recipient: stored (with `seq`) or volatile (`seq` 0). */

@@ -73,7 +73,23 @@ Deno.test("parseClientMessage: bodies are kept as JSON text, any JSON value", ()
   assert.equal((parse('{"y":3,"t":"u","b":false}') as { b: string }).b, "false");
   assert.equal((parse('{"y":4,"c":"c","b":[]}') as { b: string }).b, "[]");
   assert.equal((parse('{"y":4,"c":"c","b":""}') as { b: string }).b, '""');
-  assert.equal((parse('{"y":3,"t":"u","b":"\\u00e9\\n"}') as { b: string }).b, '"\u00e9\\n"');
+  assert.equal((parse('{"y":3,"t":"u","b":"\\u00e9\\n"}') as { b: string }).b, '"\\u00e9\\n"');
+});
+
+Deno.test("parseClientMessage: a body is relayed as the client wrote it, not re-serialised", () => {
+  const body = (text: string) => (parse(text) as { b: string }).b;
+  // 64-bit ids, a number beyond double range and duplicate names survive verbatim.
+  assert.equal(body('{"y":3,"t":"u","b":12345678901234567890}'), "12345678901234567890");
+  assert.equal(body('{"y":3,"t":"u","b":9007199254740993}'), "9007199254740993");
+  assert.equal(body('{"y":4,"c":"c","b":1e400}'), "1e400");
+  assert.equal(body('{"y":3,"t":"u","b":{"a":1,"a":2}}'), '{"a":1,"a":2}');
+  assert.equal(body('{"y":3,"t":"u","b":1.50}'), "1.50");
+  assert.equal(body('{"y":3,"t":"u","b":"\\u0041\\/"}'), '"\\u0041\\/"');
+  // White space outside strings goes (no raw line break reaches a frame); inside it stays.
+  assert.equal(body('{"y":3,"t":"u","b" : {\n "k" : [ 1 , "a b" ]\n}\n}'), '{"k":[1,"a b"]}');
+  // `b` named with an escape, and the last of two `b` (as JSON.parse reads it).
+  assert.equal(body('{"y":3,"t":"u","\\u0062":7}'), "7");
+  assert.equal(body('{"y":3,"t":"u","b":1,"b":[2]}'), "[2]");
 });
 
 Deno.test("parseClientMessage: the largest safe seq is a valid ack", () => {
