@@ -12,7 +12,8 @@ import { adminHandler } from "./src/admin/api.ts";
 import { createAuthenticator } from "./src/auth/auth.ts";
 import { ClusterBus, connectRedis, type RedisClient } from "./src/cluster/bus.ts";
 import { Peers } from "./src/cluster/peers.ts";
-import { Presence, type PresenceChange } from "./src/cluster/presence.ts";
+import { Presence } from "./src/cluster/presence.ts";
+import type { PresenceChange } from "./src/core/presence.ts";
 import { Router } from "./src/cluster/router.ts";
 import { type Topology, topology } from "./src/cluster/topology.ts";
 import { type Config, FlagError, helpText, parseFlags } from "./src/config/flags.ts";
@@ -22,7 +23,7 @@ import { perTurn } from "./src/routing/batch.ts";
 import { ShardPool } from "./src/routing/pool.ts";
 import { listen } from "./src/session/connect_server.ts";
 import { CHANNEL_BUS } from "./src/shard/ops.ts";
-import type { ChannelRequest } from "./src/shard/shard.ts";
+import type { ChannelRequest } from "./src/core/requests.ts";
 import { StatsBook } from "./src/stats/report.ts";
 
 /** How long a forwarded op may wait for another node. */
@@ -93,11 +94,17 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
     },
   });
   const bus = redis
-    ? await ClusterBus.join(redis, self.id, shape.nodes.length - 1, (request) => {
-      pool.toAll({ op: "cpub", request }).catch((error) =>
-        log("warn", `channel message to ${request.channel} from the bus: ${error.message}`)
-      );
-    })
+    ? await ClusterBus.join(
+      redis,
+      self.id,
+      shape.nodes.length - 1,
+      (request) => {
+        pool.toAll({ op: "cpub", request }).catch((error) =>
+          log("warn", `channel message to ${request.channel} from the bus: ${error.message}`)
+        );
+      },
+      (reason) => log("warn", reason),
+    )
     : undefined;
   const peers = shape.clustered
     ? new Peers(shape.nodes.filter((node) => node !== self), PEER_TIMEOUT_MS)
@@ -145,6 +152,7 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
       msgLimit: config.msg_limit,
       defaultHost: self.host || "127.0.0.1",
       draining: () => draining,
+      log,
     }),
   );
   const sampler = setInterval(() => stats.sample(), 1000);

@@ -21,7 +21,8 @@ import {
   type ShardNote,
   type ShardOp,
 } from "../src/shard/ops.ts";
-import { type ChannelRequest, Shard } from "../src/shard/shard.ts";
+import type { ChannelRequest } from "../src/core/requests.ts";
+import { Shard } from "../src/shard/shard.ts";
 import { listen } from "../src/session/connect_server.ts";
 import { Session } from "../src/session/session.ts";
 import { Journal } from "../src/storage/journal.ts";

@@ -7,13 +7,22 @@
  */
 
 import type { OpResult } from "../cluster/peers.ts";
-import type { UserPresence } from "../cluster/presence.ts";
 import type { UnicastOp } from "../cluster/router.ts";
-import { isValidName } from "../protocol/names.ts";
+import { badRequest, errorAnswer, ServiceError } from "../core/errors.ts";
+import { isValidName } from "../core/names.ts";
+import type { UserPresence } from "../core/presence.ts";
+import {
+  type ChannelRequest,
+  checkUnicast,
+  maxBodyText,
+  nameOf,
+  objectOf,
+  type PubResult,
+  type UnicastRequest,
+} from "../core/requests.ts";
+import type { Log } from "../log.ts";
 import type { ShardAddress } from "../routing/hash.ts";
-import { ServiceError } from "../routing/link.ts";
 import type { ShardOp } from "../shard/ops.ts";
-import type { ChannelRequest, PubResult, UnicastRequest } from "../shard/shard.ts";
 import type { StatsBook } from "../stats/report.ts";
 
 /** How the API reaches shards. */
@@ -45,6 +54,8 @@ export interface AdminOptions {
   /** The host `/shard` names when shards advertise none. */
   defaultHost: string;
   draining(): boolean;
+  /** Hears of requests that failed with a bug rather than a {@linkcode ServiceError}. */
+  log: Log;
 }
 
 type Handler = (request: Request, url: URL, options: AdminOptions) => Promise<unknown>;
@@ -62,10 +73,22 @@ const ENDPOINTS: Record<string, { name: string; methods: string[]; handle: Handl
   "/debug/crash": { name: "DebugCrash", methods: ["POST"], handle: crash },
 };
 
+/**
+ * A `Host` header that is a host and an optional port, or absent. `Deno.serve` builds
+ * `request.url` as `http://<Host><target>`, so a Host of `h/msg?uid=victim#` would turn a
+ * request for `/stats` into one for `/msg` (and past a path-filtering proxy).
+ */
+const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
 /** Creates the handler. */
 export function adminHandler(options: AdminOptions): (request: Request) => Promise<Response> {
   return async (request) => {
-    const url = new URL(request.url);
+    const host = request.headers.get("host");
+    if (host !== null && host !== "" && !HOST.test(host)) {
+      return reply(400, { error: "invalid host header" });
+    }
+    const url = URL.parse(request.url);
+    if (!url) return reply(400, { error: "malformed request" });
     const endpoint = ENDPOINTS[url.pathname];
     if (!endpoint) return reply(404, { error: "not found" });
     options.stats.count(endpoint.name);
@@ -76,8 +99,14 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
     try {
       return reply(200, { result: await endpoint.handle(request, url, options) });
     } catch (error) {
-      if (error instanceof ServiceError) return reply(error.status, { error: error.message });
-      throw error;
+      if (!(error instanceof ServiceError)) {
+        options.log(
+          "error",
+          `${request.method} ${url.pathname}: ${(error as Error)?.stack ?? error}`,
+        );
+      }
+      const { error: reason, status } = errorAnswer(error);
+      return reply(status, { error: reason });
     }
   };
 }
@@ -224,10 +253,6 @@ function optionalText(value: unknown): string | null {
   return typeof value === "string" ? value : "";
 }
 
-function errorAnswer(error: Error): { error: string; status: number } {
-  return { error: error.message, status: error instanceof ServiceError ? error.status : 500 };
-}
-
 function membership(op: "sub" | "unsub"): Handler {
   return async (_request, url, options) => {
     const uid = validName(url, "uid");
@@ -265,26 +290,73 @@ async function presence(_request: Request, url: URL, options: AdminOptions): Pro
   return await options.routes.userPresence(validName(url, "uid"));
 }
 
-const FORWARDED_OPS = new Set(["pub", "pubs", "sub", "unsub", "msg"]);
-
 /** An op another node forwards: a {@linkcode UnicastOp}, or a `/pub/batch` shard group. */
 type ForwardedOp = UnicastOp | Extract<ShardOp, { op: "pubs" }>;
 
-/** Cluster-internal: ops from another node for uids this node owns, answered one by one. */
+/** Largest `/cluster/ops` body: a `/pub/batch` forwarded whole, with room for its encoding. */
+const CLUSTER_OPS_MAX_BYTES = 4 * BATCH_MAX_BYTES;
+
+/**
+ * Cluster-internal: ops from another node for uids this node owns, answered one by one. Every
+ * op is checked as `/pub` checks a back end's request before any of them runs: one that breaks
+ * a rule fails the whole request with a 400.
+ */
 async function clusterOps(request: Request, _url: URL, options: AdminOptions): Promise<OpResult[]> {
-  let ops: ForwardedOp[];
+  let value: unknown;
   try {
-    ops = await request.json();
-    if (!Array.isArray(ops) || !ops.every((op) => FORWARDED_OPS.has(op?.op))) throw new Error();
-  } catch {
-    throw badRequest("expected a json array of pub, pubs, sub, unsub or msg ops");
+    value = JSON.parse(await readBody(request, CLUSTER_OPS_MAX_BYTES));
+  } catch (error) {
+    if (error instanceof ServiceError) throw error;
+    throw badRequest("bad json");
   }
+  if (!Array.isArray(value)) throw badRequest("expected a json array of ops");
+  const ops = value.map((op) => forwardedOp(op, options));
   return await Promise.all(ops.map((op) =>
     forwarded(op, options.routes).then(
       (value): OpResult => ({ value }),
       (error: Error): OpResult => errorAnswer(error),
     )
   ));
+}
+
+/** Checks one op of `/cluster/ops`; throws a 400 naming what is wrong. */
+function forwardedOp(value: unknown, options: AdminOptions): ForwardedOp {
+  const fields = objectOf(value, "op");
+  const maxBody = maxBodyText(options.maxBodyBytes);
+  switch (fields.op) {
+    case "pub":
+      return { op: "pub", request: checkUnicast(fields.request, maxBody) };
+    case "pubs": {
+      const { requests } = fields;
+      if (!Array.isArray(requests) || requests.length === 0 || requests.length > BATCH_MAX_ITEMS) {
+        throw badRequest(`invalid requests (1 to ${BATCH_MAX_ITEMS})`);
+      }
+      return {
+        op: "pubs",
+        uid: nameOf(fields.uid, "uid"),
+        requests: requests.map((request) => checkUnicast(request, maxBody)),
+      };
+    }
+    case "sub":
+    case "unsub":
+      return {
+        op: fields.op,
+        uid: nameOf(fields.uid, "uid"),
+        channel: nameOf(fields.channel, "channel"),
+      };
+    case "msg": {
+      const { limit } = fields;
+      if (
+        !Number.isSafeInteger(limit) || (limit as number) < 1 ||
+        (limit as number) > options.msgLimit
+      ) {
+        throw badRequest(`invalid limit (1 to ${options.msgLimit})`);
+      }
+      return { op: "msg", uid: nameOf(fields.uid, "uid"), limit: limit as number };
+    }
+    default:
+      throw badRequest("unknown op (pub, pubs, sub, unsub or msg)");
+  }
 }
 
 /** Runs a forwarded op here; a `pubs` group answers a {@linkcode PubResult} per request. */
@@ -313,11 +385,32 @@ function validName(url: URL, param: string): string {
   return value;
 }
 
+/**
+ * Reads a body of at most `maxBytes`, as UTF-8. It is read as it streams in and refused the
+ * moment it passes the limit, so a chunked body (which declares no length) cannot make the
+ * daemon buffer more than the limit first.
+ */
 async function readBody(request: Request, maxBytes: number): Promise<string> {
-  const declared = Number(request.headers.get("content-length") ?? "0");
-  if (declared > maxBytes) throw new ServiceError(`body over ${maxBytes} bytes`, 413);
-  const bytes = new Uint8Array(await request.arrayBuffer());
-  if (bytes.length > maxBytes) throw new ServiceError(`body over ${maxBytes} bytes`, 413);
+  const tooLarge = () => new ServiceError(`body over ${maxBytes} bytes`, 413);
+  if (Number(request.headers.get("content-length") ?? "0") > maxBytes) throw tooLarge();
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  if (request.body) {
+    for await (const part of request.body) {
+      length += part.length;
+      // Leaving the loop cancels the stream: the rest is never read.
+      if (length > maxBytes) throw tooLarge();
+      parts.push(part);
+    }
+  }
+  const bytes = parts.length === 1 ? parts[0] : new Uint8Array(length);
+  if (parts.length > 1) {
+    let at = 0;
+    for (const part of parts) {
+      bytes.set(part, at);
+      at += part.length;
+    }
+  }
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
@@ -327,13 +420,9 @@ async function readBody(request: Request, maxBytes: number): Promise<string> {
 
 const encoder = new TextEncoder();
 
-function badRequest(reason: string): ServiceError {
-  return new ServiceError(reason, 400);
-}
-
 function reply(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { "content-type": "application/json; charset=utf-8" },
-  });
+  const headers: Record<string, string> = { "content-type": "application/json; charset=utf-8" };
+  // The rest of a refused body is not worth reading: closing stops the upload.
+  if (status === 413) headers.connection = "close";
+  return new Response(JSON.stringify(body), { status, headers });
 }

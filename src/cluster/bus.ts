@@ -7,13 +7,15 @@
  */
 
 import { createClient } from "redis";
-import { ServiceError } from "../routing/link.ts";
-import type { ChannelRequest } from "../shard/shard.ts";
+import { badRequest, ServiceError } from "../core/errors.ts";
+import { type ChannelRequest, checkChannel, nameOf, objectOf } from "../core/requests.ts";
 
 /** A connected Redis client, as node-redis makes it. */
 export type RedisClient = ReturnType<typeof createClient>;
 
 const CHANNEL_MESSAGES = "ipush:channel-messages";
+/** A channel message's body text is held to the frame size when it is sent: this is a backstop. */
+const BUS_MAX_BODY = 8 << 20;
 
 interface Envelope {
   origin: string;
@@ -46,19 +48,35 @@ export class ClusterBus {
     this.#peers = peers;
   }
 
-  /** Joins the bus; `deliver` gets the channel messages other nodes publish. */
+  /**
+   * Joins the bus; `deliver` gets the channel messages other nodes publish, each checked as
+   * `/pub` checks a back end's (anything that can write to Redis can write here); `reject`
+   * hears of a message that breaks the rules, which is dropped.
+   */
   static async join(
     client: RedisClient,
     nodeId: string,
     peers: number,
     deliver: (request: ChannelRequest) => void,
+    reject: (reason: string) => void,
   ): Promise<ClusterBus> {
     const subscriber = client.duplicate();
     subscriber.on("error", () => {/* as above */});
     await subscriber.connect();
     await subscriber.subscribe(CHANNEL_MESSAGES, (text) => {
-      const envelope = JSON.parse(text) as Envelope;
-      if (envelope.origin !== nodeId) envelope.requests.forEach(deliver);
+      let envelope: Envelope;
+      try {
+        const fields = objectOf(JSON.parse(text), "envelope");
+        if (fields.origin === nodeId) return;
+        if (!Array.isArray(fields.requests)) throw badRequest("no requests");
+        envelope = {
+          origin: nameOf(fields.origin, "origin"),
+          requests: fields.requests.map((request) => checkChannel(request, BUS_MAX_BODY)),
+        };
+      } catch (error) {
+        return reject(`a cluster bus message was dropped: ${(error as Error).message}`);
+      }
+      envelope.requests.forEach(deliver);
     });
     return new ClusterBus(client, subscriber, nodeId, peers);
   }

@@ -7,7 +7,7 @@
  */
 
 import { perTurn } from "../routing/batch.ts";
-import { ServiceError } from "../routing/link.ts";
+import { ServiceError } from "../core/errors.ts";
 import type { ShardOp } from "../shard/ops.ts";
 import type { NodeInfo } from "./topology.ts";
 

@@ -10,19 +10,8 @@
  * @module
  */
 
+import type { PresenceChange, UserPresence } from "../core/presence.ts";
 import type { RedisClient } from "./bus.ts";
-
-/** A change a shard reports: a uid's connection count, or a channel it joined or left. */
-export type PresenceChange =
-  | { type: "presence"; uid: string; connections: number; channels: string[] }
-  | { type: "presence-channel"; uid: string; channel: string; joined: boolean };
-
-/** One uid's status. */
-export interface UserPresence {
-  uid: string;
-  status: "online" | "offline";
-  connections: number;
-}
 
 const nodeKey = (node: string) => `ipush:node:${node}`;
 const onlineKey = (node: string) => `ipush:online:${node}`;

@@ -9,13 +9,14 @@
 
 import type { AdminRoutes } from "../admin/api.ts";
 import type { ShardAddress } from "../routing/hash.ts";
-import { ServiceError } from "../routing/link.ts";
+import { ServiceError } from "../core/errors.ts";
 import type { ShardPool } from "../routing/pool.ts";
 import type { ShardOp } from "../shard/ops.ts";
-import type { ChannelRequest } from "../shard/shard.ts";
+import type { ChannelRequest } from "../core/requests.ts";
 import type { ClusterBus } from "./bus.ts";
 import type { Peers } from "./peers.ts";
-import type { Presence, UserPresence } from "./presence.ts";
+import type { UserPresence } from "../core/presence.ts";
+import type { Presence } from "./presence.ts";
 import { nodeOf } from "./topology.ts";
 
 /** Ops that name one uid, and so one owner. */

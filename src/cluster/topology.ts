@@ -7,7 +7,7 @@
  */
 
 import type { Config } from "../config/flags.ts";
-import { isValidName } from "../protocol/names.ts";
+import { isValidName } from "../core/names.ts";
 import type { ShardAddress } from "../routing/hash.ts";
 
 /** One node of the cluster. */

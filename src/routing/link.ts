@@ -6,15 +6,8 @@
  * @module
  */
 
+import { errorAnswer, ServiceError } from "../core/errors.ts";
 import { perPass } from "./batch.ts";
-
-/** An error with the HTTP status that describes it; crosses the link intact. */
-export class ServiceError extends Error {
-  constructor(message: string, readonly status: number) {
-    super(message);
-    this.name = "ServiceError";
-  }
-}
 
 /** What a link posts through: a `Worker` on the main side, the worker's `self` inside. */
 export interface Port {
@@ -92,12 +85,7 @@ export class Link {
     // instead of dropping the rest of the batch.
     Promise.resolve().then(() => handle(body)).then(
       (value) => this.#post({ r: q, value }),
-      (error: Error) =>
-        this.#post({
-          r: q,
-          error: error.message,
-          status: error instanceof ServiceError ? error.status : 500,
-        }),
+      (error: unknown) => this.#post({ r: q, ...errorAnswer(error) }),
     );
   }
 

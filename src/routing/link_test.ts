@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { Link, type Port, ServiceError } from "./link.ts";
+import { ServiceError } from "../core/errors.ts";
+import { Link, type Port } from "./link.ts";
 import { rejection } from "../../tests/support.ts";
 
 const nextTurn = () => new Promise<void>((resolve) => setTimeout(resolve, 0));

@@ -12,7 +12,8 @@ import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import type { StatsBook } from "../stats/report.ts";
 import { type ShardAddress, ShardMap } from "./hash.ts";
-import { Link, ServiceError } from "./link.ts";
+import { ServiceError } from "../core/errors.ts";
+import { Link } from "./link.ts";
 
 const WORKER_URL = new URL("../../workers/shard.ts", import.meta.url);
 /** A worker that crashes is restarted after this pause, so a crash loop cannot spin. */

@@ -9,7 +9,7 @@
 import type { Socket } from "node:net";
 import type { Authenticator } from "../auth/auth.ts";
 import { HeadError, headLength, parseHead, type RequestHead } from "../protocol/handshake.ts";
-import { isValidName } from "../protocol/names.ts";
+import { isValidName } from "../core/names.ts";
 
 /** Limits and the password check. */
 export interface HandshakeOptions {

@@ -4,11 +4,11 @@
  * @module
  */
 
-import type { PresenceChange } from "../cluster/presence.ts";
+import type { PresenceChange } from "../core/presence.ts";
 import type { Config } from "../config/flags.ts";
 import type { ShardAddress } from "../routing/hash.ts";
 import type { ShardCounters } from "../stats/counters.ts";
-import type { ChannelRequest, UnicastRequest } from "./shard.ts";
+import type { ChannelRequest, UnicastRequest } from "../core/requests.ts";
 
 /** The first message a worker gets: who it is and the map it shards by. */
 export interface ShardInit {

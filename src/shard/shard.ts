@@ -12,37 +12,16 @@
  * @module
  */
 
-import type { PresenceChange } from "../cluster/presence.ts";
+import { errorAnswer, ServiceError } from "../core/errors.ts";
+import type { PresenceChange } from "../core/presence.ts";
+import type { ChannelRequest, PubResult, UnicastRequest } from "../core/requests.ts";
 import type { ClientMessage, Delivery } from "../protocol/message.ts";
 import { encodeListed } from "../protocol/message.ts";
-import { ServiceError } from "../routing/link.ts";
 import type { ShardMap } from "../routing/hash.ts";
 import { type Journal, StorageBusyError } from "../storage/journal.ts";
 import { StorageUnavailableError, type Store, type StoredMessage } from "../storage/store.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import type { Session, SessionOwner } from "../session/session.ts";
-
-/** A message for one uid, as the admin API or another shard hands it over. */
-export interface UnicastRequest {
-  to: string;
-  from: string;
-  /** The payload as JSON text. */
-  body: string;
-  ttlSec: number;
-  volatile: boolean;
-}
-
-/** One request's outcome in {@linkcode Shard.publishMany}: its `s`, or why it failed. */
-export type PubResult = number | { error: string; status: number };
-
-/** A message for every subscriber of a channel. */
-export interface ChannelRequest {
-  channel: string;
-  from: string;
-  body: string;
-  ttlSec: number;
-  volatile: boolean;
-}
 
 /** What a shard needs from its surroundings. */
 export interface ShardOptions {
@@ -134,7 +113,7 @@ export class Shard implements SessionOwner {
       else {
         (loading ??= []).push(
           this.#user(uid).then((user) => void (users[i] = user), (error) => {
-            results[i] = failure(error);
+            results[i] = errorAnswer(error);
           }),
         );
       }
@@ -156,7 +135,7 @@ export class Shard implements SessionOwner {
     try {
       if (stored.length > 0) await this.#store(stored);
     } catch (error) {
-      storeFailure = failure(error as Error);
+      storeFailure = errorAnswer(error);
     }
     for (let i = 0; i < requests.length; i++) {
       const message = messages[i];
@@ -483,9 +462,4 @@ export class Shard implements SessionOwner {
 
 function notOwned(uid: string): { error: string; status: number } {
   return { error: `uid ${uid} is not owned by this shard`, status: 421 };
-}
-
-/** A failure as a {@linkcode PubResult}: a {@linkcode ServiceError} keeps its status. */
-function failure(error: Error): { error: string; status: number } {
-  return { error: error.message, status: error instanceof ServiceError ? error.status : 500 };
 }

@@ -1,0 +1,18 @@
+/**
+ * Presence as it crosses modules: what a shard reports when a uid's connections or channels
+ * change, and what a lookup answers.
+ *
+ * @module
+ */
+
+/** A change a shard reports: a uid's connection count, or a channel it joined or left. */
+export type PresenceChange =
+  | { type: "presence"; uid: string; connections: number; channels: string[] }
+  | { type: "presence-channel"; uid: string; channel: string; joined: boolean };
+
+/** One uid's status. */
+export interface UserPresence {
+  uid: string;
+  status: "online" | "offline";
+  connections: number;
+}

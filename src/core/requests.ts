@@ -1,0 +1,113 @@
+/**
+ * The requests and results that cross modules, threads and nodes, and the checks that every
+ * one of them passes when it arrives from outside the process (another node's
+ * `/cluster/ops`, the cluster bus): node-to-node input is input, held to the rules `/pub`
+ * holds a back end to.
+ *
+ * @module
+ */
+
+import { badRequest, type ErrorAnswer, ServiceError } from "./errors.ts";
+import { isValidName } from "./names.ts";
+
+/** A message for one uid, as the admin API or another shard hands it over. */
+export interface UnicastRequest {
+  to: string;
+  from: string;
+  /** The payload as JSON text: one JSON value, on one line. */
+  body: string;
+  ttlSec: number;
+  volatile: boolean;
+}
+
+/** A message for every subscriber of a channel. */
+export interface ChannelRequest {
+  channel: string;
+  from: string;
+  body: string;
+  ttlSec: number;
+  volatile: boolean;
+}
+
+/** One request's outcome in a batch: its `s` (0 when volatile), or why it failed. */
+export type PubResult = number | ErrorAnswer;
+
+/** The largest `ttl`, in seconds (a little over 31 years). */
+export const MAX_TTL_SEC = 999_999_999;
+
+/** The longest JSON text a payload of `maxBodyBytes` can become (a control byte is `\u0000`). */
+export function maxBodyText(maxBodyBytes: number): number {
+  return maxBodyBytes * 6 + 2;
+}
+
+/**
+ * Checks a {@linkcode UnicastRequest} that arrived from outside the process; throws a
+ * {@linkcode ServiceError} (400, or 413 for a body text over `maxBodyBytes`) naming the rule.
+ */
+export function checkUnicast(value: unknown, maxBodyBytes: number): UnicastRequest {
+  const fields = objectOf(value, "request");
+  return {
+    to: nameOf(fields.to, "to"),
+    ...messageFields(fields, maxBodyBytes),
+  };
+}
+
+/** Checks a {@linkcode ChannelRequest} that arrived from outside the process. */
+export function checkChannel(value: unknown, maxBodyBytes: number): ChannelRequest {
+  const fields = objectOf(value, "request");
+  return {
+    channel: nameOf(fields.channel, "channel"),
+    ...messageFields(fields, maxBodyBytes),
+  };
+}
+
+/** A field that must hold a uid or channel id. */
+export function nameOf(value: unknown, field: string): string {
+  if (!isValidName(value)) {
+    throw badRequest(value === undefined ? `missing ${field}` : `invalid ${field}`);
+  }
+  return value;
+}
+
+/** The value as an object, or a 400 naming what it should have been. */
+export function objectOf(value: unknown, what: string): Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw badRequest(`${what} is not a json object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function messageFields(
+  fields: Record<string, unknown>,
+  maxBodyBytes: number,
+): Omit<UnicastRequest, "to"> {
+  const { body, ttlSec, volatile } = fields;
+  if (!Number.isSafeInteger(ttlSec) || (ttlSec as number) < 0 || (ttlSec as number) > MAX_TTL_SEC) {
+    throw badRequest("invalid ttlSec");
+  }
+  if (typeof volatile !== "boolean") throw badRequest("invalid volatile");
+  return {
+    from: nameOf(fields.from, "from"),
+    body: jsonText(body, maxBodyBytes),
+    ttlSec: ttlSec as number,
+    volatile,
+  };
+}
+
+const encoder = new TextEncoder();
+
+/** A body that will be spliced into frames as `"b":<body>`: one JSON value on one line. */
+function jsonText(body: unknown, maxBodyBytes: number): string {
+  if (typeof body !== "string") throw badRequest("invalid body");
+  // A raw line break can only be white space in JSON; a frame must stay one line.
+  if (/[\r\n]/.test(body)) throw badRequest("body is not one json value on one line");
+  try {
+    JSON.parse(body);
+  } catch {
+    throw badRequest("body is not one json value on one line");
+  }
+  if (body.length > maxBodyBytes / 3 && encoder.encode(body).length > maxBodyBytes) {
+    throw new ServiceError(`body over ${maxBodyBytes} bytes`, 413);
+  }
+  return body;
+}
