@@ -21,6 +21,7 @@ import { createLog, type Log } from "./src/log.ts";
 import { openMallocTrim } from "./src/malloc_trim.ts";
 import { perTurn } from "./src/routing/batch.ts";
 import { ShardPool } from "./src/routing/pool.ts";
+import { defaultSocketLimit, SocketBudget } from "./src/session/budget.ts";
 import { listen } from "./src/session/connect_server.ts";
 import { CHANNEL_BUS } from "./src/shard/ops.ts";
 import type { ChannelRequest } from "./src/core/requests.ts";
@@ -71,6 +72,10 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
   }
   const self = shape.self;
   const stats = new StatsBook();
+  const budget = SocketBudget.create(
+    1 + self.workers,
+    config.max_connections || defaultSocketLimit(),
+  );
   let redis: RedisClient | undefined;
   let presence: Presence | undefined;
   if (config.redis_url !== "") {
@@ -92,6 +97,7 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
     onNote: (note) => {
       if (note.type === "presence" || note.type === "presence-channel") recordPresence(note);
     },
+    budget,
   });
   const bus = redis
     ? await ClusterBus.join(
@@ -131,6 +137,7 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
         authenticate: createAuthenticator(config),
       },
       counters: stats.frontDoor,
+      budget: new SocketBudget(budget, 0),
       draining: () => draining,
       redirectFor: (uid) => router.shardOf(uid),
       admit: () => {

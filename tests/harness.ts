@@ -33,6 +33,8 @@ export interface Daemon {
 export interface DaemonOptions {
   /** Reuse a directory (restart over the same data and pid file). */
   dir?: string;
+  /** Run under this descriptor limit (soft and hard), through `prlimit`. */
+  nofile?: number;
 }
 
 /** Starts the daemon with `conf/default.conf` plus `flags`; resolves once it serves. */
@@ -42,8 +44,11 @@ export async function startDaemon(
 ): Promise<Daemon> {
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "ipush-test-" });
   const pidFile = `${dir}/ipush_server.pid`;
-  const child = new Deno.Command(Deno.execPath(), {
+  const deno = [Deno.execPath()];
+  if (options.nofile) deno.unshift("prlimit", `--nofile=${options.nofile}:${options.nofile}`);
+  const child = new Deno.Command(deno[0], {
     args: [
+      ...deno.slice(1),
       "run",
       "--allow-all",
       "main.ts",
@@ -110,6 +115,21 @@ export async function startDaemon(
     },
     exited,
   };
+}
+
+/** Descriptors the process `pid` holds open. */
+export function openDescriptors(pid: number): number {
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
+}
+
+/** Polls `condition` every 100 ms until it holds; false if `ms` pass first. */
+export async function eventually(condition: () => boolean | Promise<boolean>, ms: number) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await condition()) return true;
+    if (Date.now() > deadline) return false;
+    await delay(100);
+  }
 }
 
 /** A promise that resolves after `ms`. */

@@ -24,6 +24,7 @@ import {
 import type { ChannelRequest } from "../src/core/requests.ts";
 import { Shard } from "../src/shard/shard.ts";
 import { listen } from "../src/session/connect_server.ts";
+import { SocketBudget } from "../src/session/budget.ts";
 import { Session } from "../src/session/session.ts";
 import { Journal } from "../src/storage/journal.ts";
 import { openStore } from "../src/storage/open.ts";
@@ -60,7 +61,7 @@ interface RunningShard {
   handle(op: ShardOp): Promise<unknown>;
 }
 
-async function run({ index, config, shards }: ShardInit, link: Link, log: Log) {
+async function run({ index, slot, config, shards, budget }: ShardInit, link: Link, log: Log) {
   let map = new ShardMap(shards);
   const counters = newShardCounters();
   const store = await openStore(config);
@@ -106,6 +107,7 @@ async function run({ index, config, shards }: ShardInit, link: Link, log: Log) {
         authenticate: createAuthenticator(config),
       },
       counters,
+      budget: new SocketBudget(budget, slot),
       draining: () => draining,
       redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
       admit(socket, { uid, rest }) {

@@ -31,6 +31,7 @@ export interface Config {
   max_head_bytes: number;
   handshake_timeout_sec: number;
   max_output_bytes: number;
+  max_connections: number;
   malloc_trim_sec: number;
   storage_queue_limit: number;
   msg_limit: number;
@@ -131,6 +132,12 @@ const FLAGS: Record<keyof Config, FlagSpec> = {
     kind: positive,
     default: "1048576",
     help: "unsent bytes a connection may queue before it is closed as too slow",
+  },
+  max_connections: {
+    kind: { type: "int", min: 0, max: 2 ** 31 - 1 },
+    default: "0",
+    help: "client sockets this process holds at most (past it: 503 server full); " +
+      "0: its descriptor limit less 512",
   },
   malloc_trim_sec: {
     kind: { type: "int", min: 0, max: 86_400 },

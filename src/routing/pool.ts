@@ -8,6 +8,7 @@
 import type { Topology } from "../cluster/topology.ts";
 import type { Config } from "../config/flags.ts";
 import type { Log } from "../log.ts";
+import { type SharedBudget, SocketBudget } from "../session/budget.ts";
 import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import type { StatsBook } from "../stats/report.ts";
@@ -35,6 +36,8 @@ export interface PoolOptions {
   onRequest(op: MainOp): Promise<unknown>;
   /** A shard's note other than its counters and readiness. */
   onNote(note: ShardNote): void;
+  /** The process's client sockets, shared with every worker (slot 1 + k for worker k). */
+  budget: SharedBudget;
 }
 
 /** This process's shard workers: shards `first` to `first + workers - 1` of the map. */
@@ -138,7 +141,10 @@ export class ShardPool {
       log("error", `shard-${k} crashed: ${event.message}`);
       this.#restart(k);
     };
-    worker.postMessage({ index, config, shards: this.#addresses } satisfies ShardInit);
+    const { budget } = this.#options;
+    worker.postMessage(
+      { index, slot: 1 + k, config, shards: this.#addresses, budget } satisfies ShardInit,
+    );
     return { worker, link, ready };
   }
 
@@ -147,6 +153,8 @@ export class ShardPool {
     const old = this.#slots[k];
     old.link.close(new ServiceError("shard restarting", 503));
     old.worker.terminate();
+    // Its sockets went with it.
+    new SocketBudget(this.#options.budget, 0).clear(1 + k);
     stats.retire(k);
     if (this.#stopping) return;
     setTimeout(() => {

@@ -1,7 +1,8 @@
 /**
  * The client-facing TCP server, front door and shards alike: read and check the handshake,
- * then refuse (400/404/405, or 503 while draining), redirect (303 to the owning shard), or
- * admit (200, for a shard that owns the uid).
+ * then refuse (400/404/405, or 503 while draining or when the process has no descriptors to
+ * spare), redirect (303 to the owning shard), or admit (200, for a shard that owns the uid).
+ * Every refusal and redirect is closed by the server, whether or not the client closes too.
  *
  * @module
  */
@@ -10,6 +11,7 @@ import net from "node:net";
 import { connectLocation, redirectHead, refusal } from "../protocol/handshake.ts";
 import type { ShardAddress } from "../routing/hash.ts";
 import type { ShardCounters } from "../stats/counters.ts";
+import type { SocketBudget } from "./budget.ts";
 import {
   type Admitted,
   type HandshakeOptions,
@@ -17,11 +19,14 @@ import {
   reachedHost,
   type StreamTarget,
 } from "./handshake.ts";
+import { closed, closeSoon } from "./linger.ts";
 
 /** What a connect server needs. */
 export interface ConnectServerOptions {
   handshake: HandshakeOptions;
   counters: ShardCounters;
+  /** The process's client sockets: past its limit a new one is refused at once. */
+  budget: SocketBudget;
   /** Refuses new clients with 503 while true. */
   draining(): boolean;
   /** Where `uid` must connect, or null when this server owns it. */
@@ -37,30 +42,40 @@ export interface ConnectServerOptions {
  * a dictionary of ~450 bytes that stays for the connection's life.
  */
 function createConnectServer(options: ConnectServerOptions): net.Server {
-  const { handshake, counters } = options;
+  const { handshake, counters, budget } = options;
   return net.createServer({ noDelay: true }, (socket) => {
+    socket.on("error", ignoreError);
+    if (!budget.take()) {
+      counters.error_number++;
+      // No linger: descriptors are what is short.
+      socket.end(refusal(503, "server full"), () => socket.destroy());
+      return;
+    }
     let target: StreamTarget = new HandshakeReader(socket, handshake, (result) => {
       if (!result) return;
       counters.connect_request_number++;
       if (!result.admitted) {
         counters[result.counter]++;
-        socket.end(refusal(result.status, result.reason));
+        closeSoon(socket, refusal(result.status, result.reason));
       } else if (options.draining()) {
-        socket.end(refusal(503, "draining"));
+        closeSoon(socket, refusal(503, "draining"));
       } else {
         const owner = options.redirectFor(result.uid);
         if (owner) {
           counters.redirect_number++;
           const host = owner.host || reachedHost(socket);
-          socket.end(redirectHead(connectLocation(host, owner.port, result.query)));
+          closeSoon(socket, redirectHead(connectLocation(host, owner.port, result.query)));
         } else {
           target = options.admit(socket, result);
         }
       }
     });
     socket.on("data", (bytes: Uint8Array) => target.receive(bytes));
-    socket.on("close", () => target.closed());
-    socket.on("error", ignoreError);
+    socket.on("close", () => {
+      budget.release();
+      closed(socket);
+      target.closed();
+    });
   });
 }
 

@@ -10,6 +10,7 @@ import type { Socket } from "node:net";
 import type { Authenticator } from "../auth/auth.ts";
 import { HeadError, headLength, parseHead, type RequestHead } from "../protocol/handshake.ts";
 import { isValidName } from "../core/names.ts";
+import { Deadlines } from "./deadlines.ts";
 
 /** Limits and the password check. */
 export interface HandshakeOptions {
@@ -55,9 +56,6 @@ export class HandshakeReader implements StreamTarget {
   #done: ((result: Admitted | Refused | null) => void) | null;
   #buffer: Uint8Array = EMPTY;
   #headRead = false;
-  /** When the head (and its password check) must be done by, in ms since the epoch. */
-  readonly deadline: number;
-
   constructor(
     socket: Socket,
     options: HandshakeOptions,
@@ -66,8 +64,8 @@ export class HandshakeReader implements StreamTarget {
     this.#socket = socket;
     this.#options = options;
     this.#done = done;
-    this.deadline = Date.now() + options.timeoutMs;
-    watch(this);
+    // The head, and its password check, must be done by then.
+    pending.add(this, Date.now() + options.timeoutMs);
   }
 
   receive(chunk: Uint8Array): void {
@@ -122,28 +120,8 @@ export class HandshakeReader implements StreamTarget {
   }
 }
 
-/**
- * Handshakes under way, and one timer that times them out: a timer per connection cost 7 µs
- * of the front door's ~75 µs a handshake (measured), and a connect storm pays it twice. A
- * head is cut off between `--handshake_timeout_sec` and a quarter second after.
- */
-const pending = new Set<HandshakeReader>();
-const SWEEP_MS = 250;
-let sweeper: ReturnType<typeof setInterval> | undefined;
-
-function watch(reader: HandshakeReader): void {
-  pending.add(reader);
-  sweeper ??= setInterval(sweep, SWEEP_MS);
-}
-
-function sweep(): void {
-  const now = Date.now();
-  for (const reader of pending) if (reader.deadline <= now) reader.expire();
-  if (pending.size === 0) {
-    clearInterval(sweeper);
-    sweeper = undefined;
-  }
-}
+/** Handshakes under way: a head is cut off between `--handshake_timeout_sec` and 250 ms after. */
+const pending = new Deadlines<HandshakeReader>(250, (reader) => reader.expire());
 
 async function checkConnect(
   head: RequestHead,

@@ -3,7 +3,9 @@
  * validates frames, answers heartbeats itself and hands everything else to its owner (the
  * shard). Output is coalesced: frames written in one pass of the event loop leave in one
  * socket write, and a connection whose unsent output passes its limit is closed as too
- * slow (stored messages wait for its next connect; nothing acknowledged is lost).
+ * slow (stored messages wait for its next connect; nothing acknowledged is lost). A session
+ * the server closes leaves its owner at once, not when the client gets round to closing its
+ * side: the socket itself lingers a moment and is then destroyed (`linger.ts`).
  *
  * Kept small on purpose: an idle session is this object, its decoder and its socket.
  *
@@ -24,6 +26,7 @@ import {
 } from "../protocol/message.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import type { StreamTarget } from "./handshake.ts";
+import { closeSoon } from "./linger.ts";
 
 /** What a session reports to. */
 export interface SessionOwner {
@@ -62,6 +65,7 @@ export class Session implements StreamTarget {
   #output: string | null = null;
   /** Their UTF-8 length. */
   #outputBytes = 0;
+  /** No more input or output; the owner has been told. */
   #closed = false;
 
   constructor(socket: Socket, uid: string, owner: SessionOwner, limits: SessionLimits) {
@@ -159,7 +163,7 @@ export class Session implements StreamTarget {
     this.#socket.write(bytes === output.length ? output : encoder.encode(output));
     if (this.#socket.writableLength > this.#maxOutputBytes) {
       this.#owner.counters.error_number++;
-      this.#closed = true;
+      this.#leave();
       this.#socket.destroy();
     }
   }
@@ -177,15 +181,21 @@ export class Session implements StreamTarget {
     if (this.#closed) return;
     if (lastChunk) this.write(LAST_CHUNK, LAST_CHUNK.length);
     this.flush();
-    this.#closed = true;
-    this.#socket.end();
+    this.#leave();
+    closeSoon(this.#socket);
   }
 
   /** The socket closed (called once, by whoever owns the socket's listeners). */
   closed(): void {
-    this.#closed = true;
     this.#output = null;
     this.#outputBytes = 0;
+    this.#leave();
+  }
+
+  /** Stops input and output and tells the owner, once. */
+  #leave(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     this.#owner.onClose(this);
   }
 }

@@ -7,14 +7,18 @@
 import type { PresenceChange } from "../core/presence.ts";
 import type { Config } from "../config/flags.ts";
 import type { ShardAddress } from "../routing/hash.ts";
+import type { SharedBudget } from "../session/budget.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import type { ChannelRequest, UnicastRequest } from "../core/requests.ts";
 
-/** The first message a worker gets: who it is and the map it shards by. */
+/** The first message a worker gets: who it is, the map it shards by, the socket budget. */
 export interface ShardInit {
   index: number;
+  /** This worker's slot in `budget` (1 + its index within the node). */
+  slot: number;
   config: Config;
   shards: ShardAddress[];
+  budget: SharedBudget;
 }
 
 /** Requests from the main thread to a shard. */
