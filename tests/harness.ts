@@ -50,6 +50,8 @@ export async function startDaemon(
     args: [
       ...deno.slice(1),
       "run",
+      // As `deno task start` runs it (deno.json): memory is returned as it is in production.
+      "--v8-flags=--gc-memory-reducer-start-delay-ms=1000,--memory-reducer-delay-ms=1000",
       "--allow-all",
       "main.ts",
       "--flagfile=conf/default.conf",
@@ -64,6 +66,7 @@ export async function startDaemon(
       ...flags,
     ],
     cwd: ROOT,
+    env: { MALLOC_ARENA_MAX: "2" },
     stdin: "null",
     stdout: "null",
     stderr: "piped",

@@ -23,6 +23,7 @@ import {
 } from "../src/shard/ops.ts";
 import type { ChannelRequest } from "../src/core/requests.ts";
 import { Shard } from "../src/shard/shard.ts";
+import { WorkQueue } from "../src/shard/work_queue.ts";
 import { listen } from "../src/session/connect_server.ts";
 import { SocketBudget } from "../src/session/budget.ts";
 import { Session } from "../src/session/session.ts";
@@ -36,6 +37,8 @@ const REPLAY_PAGE = 500;
 const STATS_INTERVAL_MS = 1_000;
 const SWEEP_INTERVAL_MS = 1_000;
 const COMPACT_INTERVAL_MS = 60_000;
+/** Other shards' clients' channel messages being stored and delivered here at once. */
+const CHANNEL_MESSAGES_IN_FLIGHT = 1024;
 
 self.onmessage = (event: MessageEvent<ShardInit>) => {
   const { index, config } = event.data;
@@ -78,6 +81,7 @@ async function run({ index, slot, config, shards, budget }: ShardInit, link: Lin
     journal,
     counters,
     replayPage: REPLAY_PAGE,
+    channelCacheSize: config.channel_cache_size,
     forward: (request) => link.request({ op: "pub", request } satisfies MainOp),
     // A BroadcastChannel does not echo to its sender: the shard delivers its own part.
     broadcast: perTurn<ChannelRequest>((requests) => bus.postMessage(requests)),
@@ -86,12 +90,15 @@ async function run({ index, slot, config, shards, budget }: ShardInit, link: Lin
       : (change) => link.notify(change satisfies ShardNote),
     log,
   });
-  bus.onmessage = (event: MessageEvent<ChannelRequest[]>) => {
-    for (const request of event.data) {
+  const fromOtherShards = new WorkQueue<ChannelRequest>(
+    CHANNEL_MESSAGES_IN_FLIGHT,
+    (request) =>
       shard.publishChannel(request).catch((error) =>
         log("warn", `channel message to ${request.channel}: ${error.message}`)
-      );
-    }
+      ),
+  );
+  bus.onmessage = (event: MessageEvent<ChannelRequest[]>) => {
+    for (const request of event.data) fromOtherShards.push(request);
   };
 
   let draining = false;

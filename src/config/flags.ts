@@ -35,6 +35,7 @@ export interface Config {
   malloc_trim_sec: number;
   storage_queue_limit: number;
   msg_limit: number;
+  channel_cache_size: number;
   auth: "none" | "file";
   users_file: string;
   log_level: "debug" | "info" | "warn" | "error";
@@ -150,6 +151,11 @@ const FLAGS: Record<keyof Config, FlagSpec> = {
     help: "messages waiting for storage before sends are refused with 503",
   },
   msg_limit: { kind: positive, default: "1000", help: "most messages /msg lists at once" },
+  channel_cache_size: {
+    kind: positive,
+    default: "10000",
+    help: "channels whose members a shard keeps cached (the least recently used go first)",
+  },
   auth: {
     kind: { type: "enum", values: ["none", "file"] },
     default: "none",

@@ -31,8 +31,11 @@ import { closeSoon } from "./linger.ts";
 /** What a session reports to. */
 export interface SessionOwner {
   readonly counters: ShardCounters;
-  /** A valid frame other than a heartbeat. */
-  onMessage(session: Session, message: Exclude<ClientMessage, { y: 0 }>): void;
+  /** A valid frame other than a heartbeat; the work it started, if it is not done yet. */
+  onMessage(
+    session: Session,
+    message: Exclude<ClientMessage, { y: 0 }>,
+  ): Promise<unknown> | undefined;
   /** The connection is gone (called once). */
   onClose(session: Session): void;
 }
@@ -43,6 +46,13 @@ export interface SessionLimits {
   maxOutputBytes: number;
 }
 
+/**
+ * Frames of one connection whose work (a store write, a forward) may be under way at once;
+ * past it the socket is not read until half of them are done. A client cannot queue
+ * unbounded work by writing faster than the shard stores (100,000 channel messages in one
+ * burst grew a shard to ~1 GB).
+ */
+const MAX_FRAMES_IN_FLIGHT = 256;
 const HEARTBEAT_CHUNK = textChunk(HEARTBEAT, HEARTBEAT.length);
 const LAST_CHUNK = "0\r\n\r\n";
 const encoder = new TextEncoder();
@@ -67,6 +77,8 @@ export class Session implements StreamTarget {
   #outputBytes = 0;
   /** No more input or output; the owner has been told. */
   #closed = false;
+  /** Frames whose work is under way. */
+  #inFlight = 0;
 
   constructor(socket: Socket, uid: string, owner: SessionOwner, limits: SessionLimits) {
     this.uid = uid;
@@ -104,8 +116,13 @@ export class Session implements StreamTarget {
       return;
     }
     counters.recv_type[RECV_TYPE[message.y]]++;
-    if (message.y === 0) this.write(HEARTBEAT_CHUNK, HEARTBEAT_CHUNK.length);
-    else this.#owner.onMessage(this, message);
+    if (message.y === 0) return this.write(HEARTBEAT_CHUNK, HEARTBEAT_CHUNK.length);
+    const work = this.#owner.onMessage(this, message);
+    if (!work) return;
+    if (++this.#inFlight === MAX_FRAMES_IN_FLIGHT) this.#socket.pause();
+    work.finally(() => {
+      if (--this.#inFlight === MAX_FRAMES_IN_FLIGHT / 2 && !this.#closed) this.#socket.resume();
+    });
   }
 
   /** Queues a delivery: held back during replay, dropped if already sent. */

@@ -16,7 +16,7 @@ import { errorAnswer, ServiceError } from "../core/errors.ts";
 import type { PresenceChange } from "../core/presence.ts";
 import type { ChannelRequest, PubResult, UnicastRequest } from "../core/requests.ts";
 import type { ClientMessage, Delivery } from "../protocol/message.ts";
-import { encodeListed } from "../protocol/message.ts";
+import { encodeError, encodeListed } from "../protocol/message.ts";
 import type { ShardMap } from "../routing/hash.ts";
 import { type Journal, StorageBusyError } from "../storage/journal.ts";
 import { StorageUnavailableError, type Store, type StoredMessage } from "../storage/store.ts";
@@ -33,6 +33,8 @@ export interface ShardOptions {
   counters: ShardCounters;
   /** Stored messages replayed per store read. */
   replayPage: number;
+  /** Channels whose members stay cached; the least recently used beyond it are forgotten. */
+  channelCacheSize: number;
   /** A client's y=3 to a uid owned by another shard. */
   forward(request: UnicastRequest): Promise<unknown>;
   /** A client's y=4, for every other shard. */
@@ -65,7 +67,11 @@ export class Shard implements SessionOwner {
   #options: ShardOptions;
   #users = new Map<string, User>();
   #loadingUsers = new Map<string, Promise<User>>();
-  /** channel → the members this shard owns; loaded on the channel's first message. */
+  /**
+   * channel → the members this shard owns, loaded on the channel's first message; least
+   * recently used first, and no more than `channelCacheSize` of them (a client sending to a
+   * new channel each time would otherwise grow it without bound).
+   */
   #channels = new Map<string, Set<string>>();
   #loadingChannels = new Map<string, Promise<Set<string>>>();
   #sessions = new Set<Session>();
@@ -313,34 +319,33 @@ export class Shard implements SessionOwner {
     if (this.#options.presence) this.#reportPresence(user);
   }
 
-  onMessage(session: Session, message: Exclude<ClientMessage, { y: 0 }>): void {
+  onMessage(
+    session: Session,
+    message: Exclude<ClientMessage, { y: 0 }>,
+  ): Promise<unknown> | undefined {
     const from = session.uid;
     const failed = (error: Error) => {
       this.counters.error_number++;
-      session.sendText(JSON.stringify({ error: error.message }));
+      session.sendText(encodeError(error.message));
     };
     switch (message.y) {
       case 1:
-        this.subscribe(from, message.c).catch(failed);
-        break;
+        return this.subscribe(from, message.c).catch(failed);
       case 2:
-        this.unsubscribe(from, message.c).catch(failed);
-        break;
+        return this.unsubscribe(from, message.c).catch(failed);
       case 3: {
         const request = { to: message.t, from, body: message.b, ttlSec: 0, volatile: false };
-        (this.owns(message.t) ? this.publish(request) : this.#options.forward(request))
+        return (this.owns(message.t) ? this.publish(request) : this.#options.forward(request))
           .catch(failed);
-        break;
       }
       case 4: {
         const request = { channel: message.c, from, body: message.b, ttlSec: 0, volatile: false };
         this.#options.broadcast(request);
-        this.publishChannel(request).catch(failed);
-        break;
+        return this.publishChannel(request).catch(failed);
       }
       case 5:
         this.#ack(session, message.s);
-        break;
+        return undefined;
     }
   }
 
@@ -419,13 +424,21 @@ export class Shard implements SessionOwner {
   }
 
   #members(channel: string): Promise<Set<string>> {
-    const cached = this.#channels.get(channel);
-    if (cached) return Promise.resolve(cached);
+    const channels = this.#channels;
+    const cached = channels.get(channel);
+    if (cached) {
+      channels.delete(channel);
+      channels.set(channel, cached);
+      return Promise.resolve(cached);
+    }
     let loading = this.#loadingChannels.get(channel);
     if (!loading) {
       loading = this.#storage(() => this.#options.store.members(channel)).then((uids) => {
         const own = new Set(uids.filter((uid) => this.owns(uid)));
-        this.#channels.set(channel, own);
+        channels.set(channel, own);
+        if (channels.size > this.#options.channelCacheSize) {
+          channels.delete(channels.keys().next().value!);
+        }
         return own;
       }).finally(() => this.#loadingChannels.delete(channel));
       this.#loadingChannels.set(channel, loading);
