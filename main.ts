@@ -26,6 +26,7 @@ import { listen } from "./src/session/connect_server.ts";
 import { CHANNEL_BUS } from "./src/shard/ops.ts";
 import type { ChannelRequest } from "./src/core/requests.ts";
 import { StatsBook } from "./src/stats/report.ts";
+import { prepareStore } from "./src/storage/open.ts";
 
 /** How long a forwarded op may wait for another node. */
 const PEER_TIMEOUT_MS = 5_000;
@@ -70,6 +71,7 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     Deno.addSignalListener(signal, () => resolve(signal));
   }
+  await prepareStore(config);
   const self = shape.self;
   const stats = new StatsBook();
   const budget = SocketBudget.create(

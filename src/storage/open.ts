@@ -7,7 +7,7 @@
 import type { Config } from "../config/flags.ts";
 import { CassandraStore, type ConsistencyName } from "./cassandra.ts";
 import { MemoryStore } from "./memory.ts";
-import { SqliteStore } from "./sqlite.ts";
+import { prepareSqliteFile, SqliteStore } from "./sqlite.ts";
 import { StorageUnavailableError, type Store } from "./store.ts";
 
 /** Opening attempts: the shards of a node open (and may create) one file at the same time. */
@@ -15,6 +15,17 @@ const SQLITE_OPEN_ATTEMPTS = 20;
 
 /** The file every shard of a node shares under `--storage=sqlite`. */
 export const SQLITE_FILE = "ipush.sqlite";
+
+/**
+ * Readies the node's store before its shards open it, on the main thread: the sqlite file is
+ * created, or checked and refused when it is empty or damaged (once, not by every shard at
+ * the same moment).
+ */
+export async function prepareStore(config: Config): Promise<void> {
+  if (config.storage !== "sqlite") return;
+  await Deno.mkdir(config.data_dir, { recursive: true });
+  prepareSqliteFile(`${config.data_dir}/${SQLITE_FILE}`);
+}
 
 /** The store for one shard. */
 export async function openStore(config: Config): Promise<Store> {

@@ -68,6 +68,60 @@ const SCHEMA = `
   CREATE INDEX IF NOT EXISTS members_by_uid ON members (uid, channel);
 `;
 
+/**
+ * Makes sure `path` is an ipush store before any shard opens it: creates it (with its schema)
+ * when it does not exist, and refuses one that exists but is empty or damaged. SQLite itself
+ * would take a zero-length file for a new, empty database, and so start every uid at `s` 1
+ * again, reusing sequence numbers, with nothing logged; and it opens a file with a damaged
+ * page, failing only the reads that meet it. `quick_check` reads every page once, so it takes
+ * time proportional to the file (about a second a GB).
+ *
+ * @throws {Error} naming the file, what is wrong and what to do.
+ */
+export function prepareSqliteFile(path: string): void {
+  let size: number | undefined;
+  try {
+    size = Deno.statSync(path).size;
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const refuse = (what: string, remedy: string) =>
+    new Error(`${path} ${what}: refusing to start on it. ${remedy}`);
+  if (size === 0) {
+    throw refuse(
+      "is empty (0 bytes), not an ipush store",
+      "Starting on it would begin every uid at s=1 again. Restore the file from a backup, " +
+        "or move it away to start with an empty store.",
+    );
+  }
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(path);
+  } catch (error) {
+    throw refuse(`cannot be opened (${(error as Error).message})`, "Check its permissions.");
+  }
+  try {
+    let verdict: string;
+    try {
+      const rows = db.prepare("PRAGMA quick_check(1)").all() as Record<string, string>[];
+      verdict = String(Object.values(rows[0] ?? {})[0] ?? "no answer").replace(/\s*\n\s*/g, "; ");
+    } catch (error) {
+      verdict = (error as Error).message;
+    }
+    if (verdict !== "ok") {
+      throw refuse(
+        `is damaged (quick_check: ${verdict})`,
+        "Restore it from a backup, or recover what it holds into a new file with " +
+          "`sqlite3 <file> .recover | sqlite3 <new file>` and start on that.",
+      );
+    }
+  } finally {
+    db.close();
+  }
+  // A new file gets its schema now, while no shard has it open.
+  void new SqliteStore(path).close();
+}
+
 /** Rows `compact` deletes per transaction: about a millisecond of work between yields. */
 const COMPACT_CHUNK = 500;
 

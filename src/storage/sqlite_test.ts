@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { conformance } from "./conformance.ts";
-import { SqliteStore } from "./sqlite.ts";
+import { prepareSqliteFile, SqliteStore } from "./sqlite.ts";
 import { StorageUnavailableError, type Store, type StoredMessage } from "./store.ts";
 
 const SQLITE_MODULE = new URL("./sqlite.ts", import.meta.url).href;
@@ -236,5 +236,24 @@ Deno.test("SqliteStore keeps every append that resolved before a kill -9", async
     } finally {
       await store.close();
     }
+  });
+});
+
+Deno.test("prepareSqliteFile: creates a new file, refuses an empty or foreign one", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/new.sqlite`;
+    prepareSqliteFile(path);
+    const store = new SqliteStore(path);
+    assert.deepEqual(await store.userState("u"), { lastSeq: 0, lastAck: 0 });
+    await store.close();
+    prepareSqliteFile(path); // a good file passes again
+
+    const empty = `${dir}/empty.sqlite`;
+    await Deno.writeFile(empty, new Uint8Array(0));
+    assert.throws(() => prepareSqliteFile(empty), /empty \(0 bytes\), not an ipush store/);
+
+    const foreign = `${dir}/foreign.sqlite`;
+    await Deno.writeTextFile(foreign, "not a database ".repeat(400));
+    assert.throws(() => prepareSqliteFile(foreign), /is damaged \(quick_check: .*not a database/);
   });
 });
