@@ -10,7 +10,8 @@
 
 import { adminHandler } from "./src/admin/api.ts";
 import { createAuthenticator } from "./src/auth/auth.ts";
-import { ClusterBus, connectRedis, type RedisClient } from "./src/cluster/bus.ts";
+import { ClusterBus } from "./src/cluster/bus.ts";
+import { closeRedis, connectRedis, type RedisClient } from "./src/cluster/redis.ts";
 import { Peers } from "./src/cluster/peers.ts";
 import { Presence } from "./src/cluster/presence.ts";
 import type { PresenceChange } from "./src/core/presence.ts";
@@ -81,12 +82,15 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
   let redis: RedisClient | undefined;
   let presence: Presence | undefined;
   if (config.redis_url !== "") {
-    redis = await connectRedis(config.redis_url);
+    redis = await connectRedis(config.redis_url, log);
     presence = new Presence(redis, self.id, config.presence_ttl_sec * 1000);
     await presence.start();
   }
   const recordPresence = perTurn<PresenceChange>((changes) =>
-    presence?.record(changes).catch((error) => log("warn", `presence: ${error.message}`))
+    presence?.record(changes).catch((error) => {
+      // An outage is logged once by the connection; not once a connect.
+      if (redis?.isReady) log("warn", `presence: ${error.message}`);
+    })
   );
   // The router needs the pool and the pool's shards need the router (for their forwards).
   const routes: { router?: Router } = {};
@@ -104,6 +108,7 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
   const bus = redis
     ? await ClusterBus.join(
       redis,
+      config.redis_url,
       self.id,
       shape.nodes.length - 1,
       (request) => {
@@ -111,7 +116,7 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
           log("warn", `channel message to ${request.channel} from the bus: ${error.message}`)
         );
       },
-      (reason) => log("warn", reason),
+      log,
     )
     : undefined;
   const peers = shape.clustered
@@ -177,6 +182,12 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
 
   log("info", `${await stop}: draining`);
   draining = true;
+  // Whatever hangs (a store or peer that never answers), the process ends in bounded time.
+  const deadline = setTimeout(() => {
+    log("error", `not drained after --drain_timeout_sec=${config.drain_timeout_sec}: exiting`);
+    removePidFile(config.pid_file);
+    Deno.exit(1);
+  }, config.drain_timeout_sec * 1000);
   clearInterval(sampler);
   clearInterval(trimmer);
   frontDoor.close();
@@ -184,8 +195,10 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
   await pool.drain();
   await admin.shutdown();
   await bus?.close();
-  await presence?.stop();
-  await redis?.close();
+  // Best effort: with Redis gone, the liveness key expires on its own.
+  await presence?.stop().catch((error) => log("warn", `presence not withdrawn: ${error.message}`));
+  if (redis) await closeRedis(redis);
+  clearTimeout(deadline);
   log("info", "stopped");
   return 0;
 }

@@ -6,12 +6,10 @@
  * @module
  */
 
-import { createClient } from "redis";
 import { badRequest, ServiceError } from "../core/errors.ts";
 import { type ChannelRequest, checkChannel, nameOf, objectOf } from "../core/requests.ts";
-
-/** A connected Redis client, as node-redis makes it. */
-export type RedisClient = ReturnType<typeof createClient>;
+import type { Log } from "../log.ts";
+import { closeRedis, duplicateRedis, type RedisClient } from "./redis.ts";
 
 const CHANNEL_MESSAGES = "ipush:channel-messages";
 /** A channel message's body text is held to the frame size when it is sent: this is a backstop. */
@@ -20,18 +18,6 @@ const BUS_MAX_BODY = 8 << 20;
 interface Envelope {
   origin: string;
   requests: ChannelRequest[];
-}
-
-/** Connects to Redis, failing with a message that names the URL. */
-export async function connectRedis(url: string): Promise<RedisClient> {
-  const client = createClient({ url });
-  client.on("error", () => {/* reconnects by itself; commands meanwhile fail and say why */});
-  try {
-    await client.connect();
-  } catch (error) {
-    throw new Error(`cannot reach Redis at ${url}: ${(error as Error).message}`);
-  }
-  return client;
 }
 
 /** Channel messages between nodes. */
@@ -55,14 +41,13 @@ export class ClusterBus {
    */
   static async join(
     client: RedisClient,
+    redisUrl: string,
     nodeId: string,
     peers: number,
     deliver: (request: ChannelRequest) => void,
-    reject: (reason: string) => void,
+    log: Log,
   ): Promise<ClusterBus> {
-    const subscriber = client.duplicate();
-    subscriber.on("error", () => {/* as above */});
-    await subscriber.connect();
+    const subscriber = await duplicateRedis(client, redisUrl, log);
     await subscriber.subscribe(CHANNEL_MESSAGES, (text) => {
       let envelope: Envelope;
       try {
@@ -74,7 +59,7 @@ export class ClusterBus {
           requests: fields.requests.map((request) => checkChannel(request, BUS_MAX_BODY)),
         };
       } catch (error) {
-        return reject(`a cluster bus message was dropped: ${(error as Error).message}`);
+        return log("warn", `a cluster bus message was dropped: ${(error as Error).message}`);
       }
       envelope.requests.forEach(deliver);
     });
@@ -104,7 +89,7 @@ export class ClusterBus {
   }
 
   /** Leaves the bus. */
-  async close(): Promise<void> {
-    await this.#subscriber.close();
+  close(): Promise<void> {
+    return closeRedis(this.#subscriber);
   }
 }

@@ -11,7 +11,7 @@
  */
 
 import type { PresenceChange, UserPresence } from "../core/presence.ts";
-import type { RedisClient } from "./bus.ts";
+import type { RedisClient } from "./redis.ts";
 
 const nodeKey = (node: string) => `ipush:node:${node}`;
 const onlineKey = (node: string) => `ipush:online:${node}`;

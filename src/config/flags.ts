@@ -43,6 +43,7 @@ export interface Config {
   cluster_nodes: string;
   redis_url: string;
   presence_ttl_sec: number;
+  drain_timeout_sec: number;
   debug_api: boolean;
 }
 
@@ -188,6 +189,11 @@ const FLAGS: Record<keyof Config, FlagSpec> = {
     kind: positive,
     default: "10",
     help: "a node silent this long (dead) no longer shows its users online",
+  },
+  drain_timeout_sec: {
+    kind: positive,
+    default: "15",
+    help: "on SIGTERM/SIGINT, exit (code 1) if draining takes longer than this",
   },
   debug_api: {
     kind: { type: "bool" },
