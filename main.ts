@@ -8,6 +8,7 @@
  * @module
  */
 
+import { Admission } from "./src/admin/admission.ts";
 import { adminHandler } from "./src/admin/api.ts";
 import { createAuthenticator } from "./src/auth/auth.ts";
 import { ClusterBus } from "./src/cluster/bus.ts";
@@ -167,6 +168,7 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
       defaultHost: self.host || "127.0.0.1",
       draining: () => draining,
       log,
+      admission: new Admission({ targetMs: config.overload_ms, maxInFlight: config.max_inflight }),
     }),
   );
   const sampler = setInterval(() => stats.sample(), 1000);

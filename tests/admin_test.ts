@@ -159,3 +159,57 @@ Deno.test("admin: requests are held to the rules whatever their headers and bodi
     await daemon.stop();
   }
 });
+
+Deno.test("admin: past its in-flight limit the API answers 503 with Retry-After, then recovers", async () => {
+  const daemon = await startDaemon(["--max_inflight=300"]);
+  const client = await connected(daemon.clientPort, "busy");
+  try {
+    const lines = Array.from(
+      { length: 200 },
+      (_, i) => JSON.stringify({ to: "busy", from: "op", body: `m${i}` }),
+    )
+      .join("\n");
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const response = await fetch(`http://127.0.0.1:${daemon.adminPort}/pub/batch`, {
+          method: "POST",
+          body: lines,
+        });
+        return {
+          status: response.status,
+          retryAfter: response.headers.get("retry-after"),
+          body: await response.json(),
+        };
+      }),
+    );
+    const refused = answers.filter((a) => a.status === 503);
+    const accepted = answers.filter((a) => a.status === 200);
+    assert.ok(
+      refused.length > 0,
+      `no request was refused: ${JSON.stringify(answers.map((a) => a.status))}`,
+    );
+    assert.ok(accepted.length > 0);
+    for (const answer of refused) {
+      assert.deepEqual(answer.body, { error: "overloaded" });
+      assert.equal(answer.retryAfter, "1");
+    }
+    // What was let in was stored and delivered, every line of it.
+    for (const answer of accepted) assert.ok(answer.body.result.every((a: unknown) => a === "ok"));
+    let delivered = 0;
+    while (delivered < accepted.length * 200) {
+      const message = await client.next();
+      assert.ok(message, "stream open");
+      delivered++;
+    }
+    // Back to normal once the burst is answered.
+    assert.deepEqual(
+      (await daemon.admin("/pub?to=busy&from=op", { method: "POST", body: "after" })).body,
+      {
+        result: "ok",
+      },
+    );
+  } finally {
+    client.close();
+    await daemon.stop();
+  }
+});

@@ -21,6 +21,7 @@ import {
   type UnicastRequest,
 } from "../core/requests.ts";
 import type { Log } from "../log.ts";
+import type { Admission, Admitted } from "./admission.ts";
 import type { ShardAddress } from "../routing/hash.ts";
 import type { ShardOp } from "../shard/ops.ts";
 import type { StatsBook } from "../stats/report.ts";
@@ -56,22 +57,44 @@ export interface AdminOptions {
   draining(): boolean;
   /** Hears of requests that failed with a bug rather than a {@linkcode ServiceError}. */
   log: Log;
+  /** Lets work in while the shards keep up; see `admission.ts`. */
+  admission: Admission;
 }
 
-type Handler = (request: Request, url: URL, options: AdminOptions) => Promise<unknown>;
+/** What a `503` tells a back end to wait before it tries again, in seconds. */
+const RETRY_AFTER_SEC = "1";
 
-const ENDPOINTS: Record<string, { name: string; methods: string[]; handle: Handler }> = {
-  "/pub": { name: "Pub", methods: ["POST"], handle: publish },
-  "/pub/batch": { name: "PubBatch", methods: ["POST"], handle: publishBatch },
-  "/sub": { name: "Sub", methods: ["GET", "POST"], handle: membership("sub") },
-  "/unsub": { name: "Unsub", methods: ["GET", "POST"], handle: membership("unsub") },
-  "/msg": { name: "Msg", methods: ["GET"], handle: offline },
+/** Serves one endpoint; `work` counts the messages a request carries. */
+type Handler = (
+  request: Request,
+  url: URL,
+  options: AdminOptions,
+  work: Admitted,
+) => Promise<unknown>;
+
+interface Endpoint {
+  name: string;
+  methods: string[];
+  handle: Handler;
+  /** It hands work to the shards, so it passes admission control. */
+  work?: true;
+}
+
+const ENDPOINTS: Record<string, Endpoint> = {
+  "/pub": { name: "Pub", methods: ["POST"], handle: publish, work: true },
+  "/pub/batch": { name: "PubBatch", methods: ["POST"], handle: publishBatch, work: true },
+  "/sub": { name: "Sub", methods: ["GET", "POST"], handle: membership("sub"), work: true },
+  "/unsub": { name: "Unsub", methods: ["GET", "POST"], handle: membership("unsub"), work: true },
+  "/msg": { name: "Msg", methods: ["GET"], handle: offline, work: true },
   "/shard": { name: "Shard", methods: ["GET"], handle: shard },
   "/stats": { name: "Stats", methods: ["GET"], handle: stats },
   "/presence": { name: "Presence", methods: ["GET"], handle: presence },
-  "/cluster/ops": { name: "ClusterOps", methods: ["POST"], handle: clusterOps },
+  "/cluster/ops": { name: "ClusterOps", methods: ["POST"], handle: clusterOps, work: true },
   "/debug/crash": { name: "DebugCrash", methods: ["POST"], handle: crash },
 };
+
+/** What a request that is not work counts against admission: nothing. */
+const NOT_WORK: Admitted = { add() {}, done() {} };
 
 /**
  * A `Host` header that is a host and an optional port, or absent. `Deno.serve` builds
@@ -96,8 +119,13 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
       return reply(405, { error: "method not allowed" });
     }
     if (options.draining()) return reply(503, { error: "draining" });
+    if (endpoint.work && !options.admission.admit()) {
+      options.stats.count("Overloaded");
+      return reply(503, { error: "overloaded" });
+    }
+    const work = endpoint.work ? options.admission.start() : NOT_WORK;
     try {
-      return reply(200, { result: await endpoint.handle(request, url, options) });
+      return reply(200, { result: await endpoint.handle(request, url, options, work) });
     } catch (error) {
       if (!(error instanceof ServiceError)) {
         options.log(
@@ -107,11 +135,18 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
       }
       const { error: reason, status } = errorAnswer(error);
       return reply(status, { error: reason });
+    } finally {
+      work.done();
     }
   };
 }
 
-async function publish(request: Request, url: URL, options: AdminOptions): Promise<string> {
+async function publish(
+  request: Request,
+  url: URL,
+  options: AdminOptions,
+  work: Admitted,
+): Promise<string> {
   const params = url.searchParams;
   const pub = pubRequest({
     to: params.get("to"),
@@ -122,6 +157,7 @@ async function publish(request: Request, url: URL, options: AdminOptions): Promi
   });
   const payload = await readBody(request, options.maxBodyBytes);
   pub.body = JSON.stringify(payload);
+  work.add(1);
   if ("to" in pub) await options.routes.toOwner(pub.to, { op: "pub", request: pub });
   else await options.routes.toAll({ op: "cpub", request: pub });
   return "ok";
@@ -167,6 +203,7 @@ async function publishBatch(
   request: Request,
   _url: URL,
   options: AdminOptions,
+  work: Admitted,
 ): Promise<BatchAnswer[]> {
   const lines = (await readBody(request, BATCH_MAX_BYTES)).split("\n").filter((line) =>
     line.trim() !== ""
@@ -174,8 +211,9 @@ async function publishBatch(
   if (lines.length > BATCH_MAX_ITEMS) {
     throw new ServiceError(`more than ${BATCH_MAX_ITEMS} lines`, 413);
   }
+  work.add(lines.length);
   const answers: BatchAnswer[] = new Array(lines.length);
-  const work: Promise<void>[] = [];
+  const pending: Promise<void>[] = [];
   const byShard = new Map<string, { indexes: number[]; requests: UnicastRequest[] }>();
   lines.forEach((line, i) => {
     let pub: UnicastRequest | ChannelRequest;
@@ -186,7 +224,7 @@ async function publishBatch(
       return;
     }
     if ("channel" in pub) {
-      work.push(
+      pending.push(
         options.routes.toAll({ op: "cpub", request: pub }).then(
           () => void (answers[i] = "ok"),
           (error) => void (answers[i] = errorAnswer(error)),
@@ -202,7 +240,7 @@ async function publishBatch(
   });
   for (const { indexes, requests } of byShard.values()) {
     const uid = requests[0].to;
-    work.push(
+    pending.push(
       options.routes.toOwner(uid, { op: "pubs", uid, requests }).then(
         (results) =>
           (results as PubResult[]).forEach((result, k) => {
@@ -214,7 +252,12 @@ async function publishBatch(
       ),
     );
   }
-  await Promise.all(work);
+  await Promise.all(pending);
+  // Refused whole (the store too busy for any of it): a 503 the back end can back off on.
+  const first = answers[0];
+  if (typeof first === "object" && first.status === 503 && answers.every((a) => a !== "ok")) {
+    throw new ServiceError(first.error, 503);
+  }
   return answers;
 }
 
@@ -254,21 +297,28 @@ function optionalText(value: unknown): string | null {
 }
 
 function membership(op: "sub" | "unsub"): Handler {
-  return async (_request, url, options) => {
+  return async (_request, url, options, work) => {
     const uid = validName(url, "uid");
     const channel = validName(url, "cid");
+    work.add(1);
     await options.routes.toOwner(uid, { op, uid, channel });
     return "ok";
   };
 }
 
-function offline(_request: Request, url: URL, options: AdminOptions): Promise<unknown> {
+function offline(
+  _request: Request,
+  url: URL,
+  options: AdminOptions,
+  work: Admitted,
+): Promise<unknown> {
   const uid = validName(url, "uid");
   const limitText = url.searchParams.get("limit");
   const limit = limitText === null ? options.msgLimit : Number(limitText);
   if (!Number.isSafeInteger(limit) || limit < 1 || limit > options.msgLimit) {
     throw badRequest(`invalid limit (1 to ${options.msgLimit})`);
   }
+  work.add(1);
   return options.routes.toOwner(uid, { op: "msg", uid, limit });
 }
 
@@ -301,7 +351,12 @@ const CLUSTER_OPS_MAX_BYTES = 4 * BATCH_MAX_BYTES;
  * op is checked as `/pub` checks a back end's request before any of them runs: one that breaks
  * a rule fails the whole request with a 400.
  */
-async function clusterOps(request: Request, _url: URL, options: AdminOptions): Promise<OpResult[]> {
+async function clusterOps(
+  request: Request,
+  _url: URL,
+  options: AdminOptions,
+  work: Admitted,
+): Promise<OpResult[]> {
   let value: unknown;
   try {
     value = JSON.parse(await readBody(request, CLUSTER_OPS_MAX_BYTES));
@@ -311,6 +366,7 @@ async function clusterOps(request: Request, _url: URL, options: AdminOptions): P
   }
   if (!Array.isArray(value)) throw badRequest("expected a json array of ops");
   const ops = value.map((op) => forwardedOp(op, options));
+  work.add(ops.reduce((sum, op) => sum + (op.op === "pubs" ? op.requests.length : 1), 0));
   return await Promise.all(ops.map((op) =>
     forwarded(op, options.routes).then(
       (value): OpResult => ({ value }),
@@ -424,5 +480,7 @@ function reply(status: number, body: unknown): Response {
   const headers: Record<string, string> = { "content-type": "application/json; charset=utf-8" };
   // The rest of a refused body is not worth reading: closing stops the upload.
   if (status === 413) headers.connection = "close";
+  // Every 503 (overloaded, storage busy or down, draining) passes: say when to try again.
+  if (status === 503) headers["retry-after"] = RETRY_AFTER_SEC;
   return new Response(JSON.stringify(body), { status, headers });
 }

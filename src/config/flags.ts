@@ -35,6 +35,8 @@ export interface Config {
   malloc_trim_sec: number;
   storage_queue_limit: number;
   msg_limit: number;
+  overload_ms: number;
+  max_inflight: number;
   channel_cache_size: number;
   auth: "none" | "file";
   users_file: string;
@@ -152,6 +154,16 @@ const FLAGS: Record<keyof Config, FlagSpec> = {
     help: "messages waiting for storage before sends are refused with 503",
   },
   msg_limit: { kind: positive, default: "1000", help: "most messages /msg lists at once" },
+  overload_ms: {
+    kind: positive,
+    default: "250",
+    help: "admin work is refused (503, Retry-After) while even its fastest requests take longer",
+  },
+  max_inflight: {
+    kind: positive,
+    default: "200000",
+    help: "messages the admin API holds in flight at most (past it: 503, Retry-After)",
+  },
   channel_cache_size: {
     kind: positive,
     default: "10000",

@@ -1,0 +1,87 @@
+/**
+ * Admission control for the admin API: under more load than the shards and the store can
+ * take, requests are refused at the door (`503` with `Retry-After`) instead of queueing
+ * without bound. Measured before it existed: open-loop `/pub/batch` at twice the capacity
+ * for 60 s grew the daemon from 411 MB to 1.96 GB, p50 latency reached 5.1 s, and every
+ * request still answered HTTP 200, so a back end could not tell it should slow down.
+ *
+ * Two rules, either of which refuses a new request:
+ *
+ * - **Standing queue** (after CoDel): the fastest request answered in the last
+ *   {@linkcode INTERVAL_MS} took longer than the target. A queue that drains in time lets
+ *   some requests through fast; when even the fastest waits, work arrives faster than it is
+ *   done, and every admitted request only makes the queue longer. An interval in which
+ *   nothing was answered while work was under way counts as such a stall.
+ * - **Memory bound**: the messages in flight reached their limit.
+ *
+ * @module
+ */
+
+/** How often the standing-queue verdict is renewed. */
+export const INTERVAL_MS = 100;
+
+/** Limits of one admin API. */
+export interface AdmissionOptions {
+  /** A request answered slower than this, even the fastest of an interval, means overload. */
+  targetMs: number;
+  /** Messages in flight at most. */
+  maxInFlight: number;
+}
+
+/** One admin API's gate. */
+export class Admission {
+  #options: AdmissionOptions;
+  #inFlight = 0;
+  #overloaded = false;
+  #intervalStart = performance.now();
+  /** The fastest answer of the current interval; Infinity while none. */
+  #fastest = Infinity;
+
+  constructor(options: AdmissionOptions) {
+    this.#options = options;
+  }
+
+  /** Messages in flight now. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Whether a request may start now. */
+  admit(): boolean {
+    const now = performance.now();
+    if (now - this.#intervalStart >= INTERVAL_MS) {
+      this.#overloaded = this.#fastest === Infinity
+        ? this.#inFlight > 0 && now - this.#intervalStart >= this.#options.targetMs
+        : this.#fastest > this.#options.targetMs;
+      this.#intervalStart = now;
+      this.#fastest = Infinity;
+    }
+    return !this.#overloaded && this.#inFlight < this.#options.maxInFlight;
+  }
+
+  /** A request starts: count its messages with `add` once they are known, `done` once answered. */
+  start(): Admitted {
+    const startedAt = performance.now();
+    let messages = 0;
+    return {
+      add: (count) => {
+        messages += count;
+        this.#inFlight += count;
+      },
+      done: () => {
+        this.#inFlight -= messages;
+        messages = 0;
+        const took = performance.now() - startedAt;
+        if (took < this.#fastest) this.#fastest = took;
+      },
+    };
+  }
+}
+
+/** A request let in. */
+export interface Admitted {
+  /** It carries `count` more messages. */
+  add(count: number): void;
+  /** It was answered (call once). */
+  done(): void;
+}

@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { Admission, INTERVAL_MS } from "./admission.ts";
+
+const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+Deno.test("Admission: past the in-flight limit, new work waits for old work to finish", () => {
+  const admission = new Admission({ targetMs: 10_000, maxInFlight: 100 });
+  assert.ok(admission.admit());
+  const big = admission.start();
+  big.add(60);
+  assert.ok(admission.admit());
+  const more = admission.start();
+  more.add(40);
+  assert.equal(admission.inFlight, 100);
+  assert.equal(admission.admit(), false);
+  big.done();
+  assert.equal(admission.inFlight, 40);
+  assert.ok(admission.admit());
+  more.done();
+  assert.equal(admission.inFlight, 0);
+});
+
+Deno.test("Admission: refuses while even the fastest answers take longer than the target", async () => {
+  const admission = new Admission({ targetMs: 20, maxInFlight: 1_000_000 });
+  // An interval whose every answer is slow: a standing queue.
+  const slow = [admission.start(), admission.start()];
+  await wait(40);
+  for (const request of slow) request.done();
+  await wait(INTERVAL_MS);
+  assert.equal(admission.admit(), false, "refused after an interval of slow answers");
+  // One fast answer in the next interval is enough to let work in again.
+  const fast = admission.start();
+  fast.done();
+  await wait(INTERVAL_MS);
+  assert.ok(admission.admit(), "admitted after an interval with a fast answer");
+});
+
+Deno.test("Admission: an interval with work under way and nothing answered is a stall", async () => {
+  const admission = new Admission({ targetMs: 20, maxInFlight: 1_000_000 });
+  const stuck = admission.start();
+  stuck.add(1);
+  await wait(INTERVAL_MS + 30);
+  assert.equal(admission.admit(), false);
+  stuck.done();
+  // Its interval's one answer was slow: still refused. The interval after, idle, lets work in.
+  await wait(INTERVAL_MS);
+  assert.equal(admission.admit(), false);
+  await wait(INTERVAL_MS);
+  assert.ok(admission.admit(), "admitted once the queue has drained");
+});
