@@ -19,12 +19,12 @@ import type { PresenceChange } from "./src/core/presence.ts";
 import { Router } from "./src/cluster/router.ts";
 import { type Topology, topology } from "./src/cluster/topology.ts";
 import { type Config, FlagError, helpText, parseFlags } from "./src/config/flags.ts";
-import { createLog, type Log } from "./src/log.ts";
-import { openMallocTrim } from "./src/malloc_trim.ts";
-import { perTurn } from "./src/routing/batch.ts";
-import { ShardPool } from "./src/routing/pool.ts";
-import { defaultSocketLimit, SocketBudget } from "./src/session/budget.ts";
-import { listen } from "./src/session/connect_server.ts";
+import { createLog, type Log } from "./src/core/log.ts";
+import { openMallocTrim } from "./src/node/malloc_trim.ts";
+import { perTurn } from "./src/thread/batch.ts";
+import { ShardPool } from "./src/node/pool.ts";
+import { defaultSocketLimit, SocketBudget } from "./src/transport/budget.ts";
+import { listen } from "./src/transport/client_port.ts";
 import { CHANNEL_BUS } from "./src/shard/ops.ts";
 import type { ChannelRequest } from "./src/core/requests.ts";
 import { StatsBook } from "./src/stats/report.ts";
@@ -144,11 +144,15 @@ async function serve(config: Config, shape: Topology, log: Log): Promise<number>
         timeoutMs: config.handshake_timeout_sec * 1000,
         authenticate: createAuthenticator(config),
       },
-      counters: stats.frontDoor,
+      context: {
+        counters: stats.frontDoor,
+        maxFrameBytes: config.max_frame_bytes,
+        maxOutputBytes: config.max_output_bytes,
+      },
       budget: new SocketBudget(budget, 0),
       draining: () => draining,
       redirectFor: (uid) => router.shardOf(uid),
-      admit: () => {
+      open: () => {
         throw new Error("the front door owns no uids");
       },
     },

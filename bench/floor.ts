@@ -24,7 +24,7 @@
 import type { Buffer } from "node:buffer";
 import net from "node:net";
 import { parseArgs } from "node:util";
-import { openMallocTrim } from "../src/malloc_trim.ts";
+import { openMallocTrim } from "../src/node/malloc_trim.ts";
 import { jsonLines, nowMs as now } from "./load/ipc.ts";
 import { ChunkReader, encodeFrame as chunk } from "./load/wire.ts";
 

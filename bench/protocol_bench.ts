@@ -7,7 +7,7 @@
 import { ChunkDecoder, encodeChunk, encodeTextChunk } from "../src/protocol/chunk.ts";
 import { parseHead } from "../src/protocol/handshake.ts";
 import { encodeDelivery, parseClientMessage } from "../src/protocol/message.ts";
-import { ShardMap } from "../src/routing/hash.ts";
+import { ShardMap } from "../src/core/shard_map.ts";
 
 const encoder = new TextEncoder();
 

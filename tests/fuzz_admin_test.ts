@@ -34,7 +34,7 @@
 
 import assert from "node:assert/strict";
 import { type Daemon, startDaemon } from "./harness.ts";
-import { prng } from "./support.ts";
+import { prng } from "../src/testing/support.ts";
 import {
   bin,
   casesFromEnv,

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { rejection } from "./support.ts";
+import { rejection } from "../src/testing/support.ts";
 import { killTest } from "./durability.ts";
 import { publish, startDaemon } from "./harness.ts";
 

@@ -9,11 +9,10 @@
 /// <reference lib="deno.worker" />
 
 import { createAuthenticator } from "../src/auth/auth.ts";
-import { createLog, type Log } from "../src/log.ts";
-import { perTurn } from "../src/routing/batch.ts";
-import { ShardMap } from "../src/routing/hash.ts";
-import { connectedHead } from "../src/protocol/handshake.ts";
-import { Link } from "../src/routing/link.ts";
+import { createLog, type Log } from "../src/core/log.ts";
+import { perTurn } from "../src/thread/batch.ts";
+import { ShardMap } from "../src/core/shard_map.ts";
+import { Link } from "../src/thread/link.ts";
 import {
   CHANNEL_BUS,
   type MainOp,
@@ -24,8 +23,8 @@ import {
 import type { ChannelRequest } from "../src/core/requests.ts";
 import { Shard } from "../src/shard/shard.ts";
 import { WorkQueue } from "../src/shard/work_queue.ts";
-import { listen } from "../src/session/connect_server.ts";
-import { SocketBudget } from "../src/session/budget.ts";
+import { listen } from "../src/transport/client_port.ts";
+import { SocketBudget } from "../src/transport/budget.ts";
 import { Session } from "../src/session/session.ts";
 import { Journal } from "../src/storage/journal.ts";
 import { openStore } from "../src/storage/open.ts";
@@ -102,10 +101,6 @@ async function run({ index, slot, config, shards, budget }: ShardInit, link: Lin
   };
 
   let draining = false;
-  const limits = {
-    maxFrameBytes: config.max_frame_bytes,
-    maxOutputBytes: config.max_output_bytes,
-  };
   const server = await listen(
     {
       handshake: {
@@ -113,19 +108,18 @@ async function run({ index, slot, config, shards, budget }: ShardInit, link: Lin
         timeoutMs: config.handshake_timeout_sec * 1000,
         authenticate: createAuthenticator(config),
       },
-      counters,
+      context: {
+        counters,
+        maxFrameBytes: config.max_frame_bytes,
+        maxOutputBytes: config.max_output_bytes,
+      },
       budget: new SocketBudget(budget, slot),
       draining: () => draining,
       redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
-      admit(socket, { uid, rest }) {
-        socket.write(connectedHead());
-        const session = new Session(socket, uid, shard, limits);
-        // The socket stays paused until the uid's state is loaded and its frames can be handled.
-        shard.attach(session).then(() => {
-          if (rest.length > 0) session.receive(rest);
-          socket.resume();
-        });
-        return session;
+      open(conn, uid) {
+        const session = new Session(conn, uid, shard);
+        // Fed once the uid's state is loaded and its messages can be handled.
+        return { receiver: session, ready: shard.attach(session) };
       },
     },
     config.host,

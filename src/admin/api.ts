@@ -20,9 +20,9 @@ import {
   type PubResult,
   type UnicastRequest,
 } from "../core/requests.ts";
-import type { Log } from "../log.ts";
+import type { Log } from "../core/log.ts";
 import type { Admission, Admitted } from "./admission.ts";
-import type { ShardAddress } from "../routing/hash.ts";
+import type { ShardAddress } from "../core/shard_map.ts";
 import type { ShardOp } from "../shard/ops.ts";
 import type { StatsBook } from "../stats/report.ts";
 

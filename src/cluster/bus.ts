@@ -8,7 +8,7 @@
 
 import { badRequest, ServiceError } from "../core/errors.ts";
 import { type ChannelRequest, checkChannel, nameOf, objectOf } from "../core/requests.ts";
-import type { Log } from "../log.ts";
+import type { Log } from "../core/log.ts";
 import { closeRedis, duplicateRedis, type RedisClient } from "./redis.ts";
 
 const CHANNEL_MESSAGES = "ipush:channel-messages";

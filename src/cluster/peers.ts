@@ -6,7 +6,7 @@
  * @module
  */
 
-import { perTurn } from "../routing/batch.ts";
+import { perTurn } from "../thread/batch.ts";
 import { ServiceError } from "../core/errors.ts";
 import type { ShardOp } from "../shard/ops.ts";
 import type { NodeInfo } from "./topology.ts";

@@ -10,7 +10,7 @@
  */
 
 import { createClient } from "redis";
-import type { Log } from "../log.ts";
+import type { Log } from "../core/log.ts";
 
 /** A connected Redis client, as node-redis makes it. */
 export type RedisClient = ReturnType<typeof createClient>;

@@ -8,9 +8,9 @@
  */
 
 import type { AdminRoutes } from "../admin/api.ts";
-import type { ShardAddress } from "../routing/hash.ts";
+import type { ShardAddress } from "../core/shard_map.ts";
 import { ServiceError } from "../core/errors.ts";
-import type { ShardPool } from "../routing/pool.ts";
+import type { ShardPool } from "../node/pool.ts";
 import type { ShardOp } from "../shard/ops.ts";
 import type { ChannelRequest } from "../core/requests.ts";
 import type { ClusterBus } from "./bus.ts";

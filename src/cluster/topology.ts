@@ -8,7 +8,7 @@
 
 import type { Config } from "../config/flags.ts";
 import { isValidName } from "../core/names.ts";
-import type { ShardAddress } from "../routing/hash.ts";
+import type { ShardAddress } from "../core/shard_map.ts";
 
 /** One node of the cluster. */
 export interface NodeInfo {

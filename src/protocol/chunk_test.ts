@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ChunkDecoder, ChunkError, encodeChunk, encodeTextChunk, LAST_CHUNK } from "./chunk.ts";
-import { prng } from "../../tests/support.ts";
+import { prng } from "../testing/support.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

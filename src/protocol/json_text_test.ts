@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { prng } from "../../tests/support.ts";
+import { prng } from "../testing/support.ts";
 import { memberText } from "./json_text.ts";
 
 Deno.test("memberText: the member's text as written, whatever its kind", () => {

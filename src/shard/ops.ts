@@ -6,8 +6,8 @@
 
 import type { PresenceChange } from "../core/presence.ts";
 import type { Config } from "../config/flags.ts";
-import type { ShardAddress } from "../routing/hash.ts";
-import type { SharedBudget } from "../session/budget.ts";
+import type { ShardAddress } from "../core/shard_map.ts";
+import type { SharedBudget } from "../transport/budget.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import type { ChannelRequest, UnicastRequest } from "../core/requests.ts";
 

@@ -17,7 +17,7 @@ import type { PresenceChange } from "../core/presence.ts";
 import type { ChannelRequest, PubResult, UnicastRequest } from "../core/requests.ts";
 import type { ClientMessage, Delivery } from "../protocol/message.ts";
 import { encodeError, encodeListed } from "../protocol/message.ts";
-import type { ShardMap } from "../routing/hash.ts";
+import type { ShardMap } from "../core/shard_map.ts";
 import { type Journal, StorageBusyError } from "../storage/journal.ts";
 import { StorageUnavailableError, type Store, type StoredMessage } from "../storage/store.ts";
 import type { ShardCounters } from "../stats/counters.ts";

@@ -3,7 +3,7 @@ import { setImmediate } from "node:timers";
 import { Journal, StorageBusyError } from "./journal.ts";
 import { MemoryStore } from "./memory.ts";
 import { StorageUnavailableError, type StoredMessage } from "./store.ts";
-import { rejection } from "../../tests/support.ts";
+import { rejection } from "../testing/support.ts";
 
 const NOW = 1_700_000_000_000;
 

@@ -1,32 +1,24 @@
 /**
- * Reading a client's `GET /connect` off a fresh socket, bounded in size and time, and
- * deciding whether it may connect. The front door and every shard run the same check: a
- * client that dials a shard directly is held to the same rules.
+ * Reading a client's request head off a fresh socket, bounded in size and time, and deciding
+ * whether it may connect, and over which transport. The front door and every shard run the
+ * same check: a client that dials a shard directly is held to the same rules.
  *
  * @module
  */
 
 import type { Socket } from "node:net";
 import type { Authenticator } from "../auth/auth.ts";
-import { HeadError, headLength, parseHead, type RequestHead } from "../protocol/handshake.ts";
 import { isValidName } from "../core/names.ts";
+import { HeadError, headLength, parseHead, type RequestHead } from "../protocol/handshake.ts";
+import type { Admitted, StreamTarget, Transport } from "./conn.ts";
 import { Deadlines } from "./deadlines.ts";
 
-/** Limits and the password check. */
+/** Limits, the transports served, and the password check. */
 export interface HandshakeOptions {
   maxHeadBytes: number;
   timeoutMs: number;
+  transports: readonly Transport[];
   authenticate: Authenticator;
-}
-
-/** An admitted connect: who, and the bytes the client sent after the head. */
-export interface Admitted {
-  admitted: true;
-  uid: string;
-  /** The raw query, reused verbatim in a 303 Location. */
-  query: string;
-  head: RequestHead;
-  rest: Uint8Array;
 }
 
 /** A refused one, with the status and reason to answer, and the counter it bumps. */
@@ -38,12 +30,6 @@ export interface Refused {
 }
 
 const EMPTY = new Uint8Array(0);
-
-/** Where a client socket's bytes and its close go: its handshake reader, then its session. */
-export interface StreamTarget {
-  receive(bytes: Uint8Array): void;
-  closed(): void;
-}
 
 /**
  * Reads one request head off a socket (fed through {@linkcode StreamTarget.receive}) and
@@ -92,7 +78,7 @@ export class HandshakeReader implements StreamTarget {
       return this.#refuse(error.reason);
     }
     // A close or the time-out while the password is checked still wins, as they come first.
-    checkConnect(head, joined.subarray(length), this.#options.authenticate).then((result) =>
+    checkConnect(head, joined.subarray(length), this.#options).then((result) =>
       this.#finish()?.(result)
     );
   }
@@ -126,7 +112,7 @@ const pending = new Deadlines<HandshakeReader>(250, (reader) => reader.expire())
 async function checkConnect(
   head: RequestHead,
   rest: Uint8Array,
-  authenticate: Authenticator,
+  options: HandshakeOptions,
 ): Promise<Admitted | Refused> {
   const bad = (reason: string, status: 400 | 404 | 405 = 400): Refused => ({
     admitted: false,
@@ -134,13 +120,15 @@ async function checkConnect(
     reason,
     counter: "bad_request_number",
   });
-  if (head.path !== "/connect") return bad("not found", 404);
-  if (head.method !== "GET") return bad("method not allowed", 405);
+  const served = options.transports.filter((t) => t.path === head.path);
+  if (served.length === 0) return bad("not found", 404);
+  const transport = served.find((t) => t.method === head.method);
+  if (!transport) return bad("method not allowed", 405);
   const uid = head.params.get("uid");
   if (!isValidName(uid)) return bad("invalid uid");
   const password = head.params.get("password");
   if (password === undefined) return bad("missing password");
-  if (!await authenticate(uid, password)) {
+  if (!await options.authenticate(uid, password)) {
     return {
       admitted: false,
       status: 400,
@@ -148,7 +136,7 @@ async function checkConnect(
       counter: "auth_fail_number",
     };
   }
-  return { admitted: true, uid, query: head.query, head, rest };
+  return { admitted: true, uid, query: head.query, head, rest, transport };
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

@@ -7,14 +7,14 @@
 
 import type { Topology } from "../cluster/topology.ts";
 import type { Config } from "../config/flags.ts";
-import type { Log } from "../log.ts";
-import { type SharedBudget, SocketBudget } from "../session/budget.ts";
+import type { Log } from "../core/log.ts";
+import { type SharedBudget, SocketBudget } from "../transport/budget.ts";
 import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import type { StatsBook } from "../stats/report.ts";
-import { type ShardAddress, ShardMap } from "./hash.ts";
+import { type ShardAddress, ShardMap } from "../core/shard_map.ts";
 import { ServiceError } from "../core/errors.ts";
-import { Link } from "./link.ts";
+import { Link } from "../thread/link.ts";
 
 const WORKER_URL = new URL("../../workers/shard.ts", import.meta.url);
 /** A worker that crashes is restarted after this pause, so a crash loop cannot spin. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { hash32, type ShardAddress, ShardMap } from "./hash.ts";
-import { prng } from "../../tests/support.ts";
+import { hash32, type ShardAddress, ShardMap } from "./shard_map.ts";
+import { prng } from "../testing/support.ts";
 
 function shards(count: number, node = "node"): ShardAddress[] {
   return Array.from({ length: count }, (_, k) => ({

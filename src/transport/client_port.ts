@@ -1,38 +1,41 @@
 /**
- * The client-facing TCP server, front door and shards alike: read and check the handshake,
+ * A client port, the front door's and every shard's alike: read and check the request head,
  * then refuse (400/404/405, or 503 while draining or when the process has no descriptors to
- * spare), redirect (303 to the owning shard), or admit (200, for a shard that owns the uid).
- * Every refusal and redirect is closed by the server, whether or not the client closes too.
+ * spare), redirect (303 to the owning shard), or let the transport the request asks for
+ * answer it and open the client's session (for a shard that owns the uid). Every refusal and
+ * redirect is closed by the server, whether or not the client closes too.
  *
  * @module
  */
 
 import net from "node:net";
+import type { ShardAddress } from "../core/shard_map.ts";
 import { connectLocation, redirectHead, refusal } from "../protocol/handshake.ts";
-import type { ShardAddress } from "../routing/hash.ts";
-import type { ShardCounters } from "../stats/counters.ts";
 import type { SocketBudget } from "./budget.ts";
-import {
-  type Admitted,
-  type HandshakeOptions,
-  HandshakeReader,
-  reachedHost,
-  type StreamTarget,
-} from "./handshake.ts";
+import type { ClientConn, ConnReceiver, StreamTarget, TransportContext } from "./conn.ts";
+import { type HandshakeOptions, HandshakeReader, reachedHost } from "./handshake.ts";
 import { closed, closeSoon } from "./linger.ts";
+import { TRANSPORTS } from "./registry.ts";
 
-/** What a connect server needs. */
-export interface ConnectServerOptions {
-  handshake: HandshakeOptions;
-  counters: ShardCounters;
+/** A session opened on an admitted client's connection: fed once `ready` resolves. */
+export interface Opened {
+  receiver: ConnReceiver;
+  ready: Promise<void>;
+}
+
+/** What a client port needs. */
+export interface ClientPortOptions {
+  handshake: Omit<HandshakeOptions, "transports">;
+  /** Counters, and the per-connection limits of every transport. */
+  context: TransportContext;
   /** The process's client sockets: past its limit a new one is refused at once. */
   budget: SocketBudget;
   /** Refuses new clients with 503 while true. */
   draining(): boolean;
   /** Where `uid` must connect, or null when this server owns it. */
   redirectFor(uid: string): ShardAddress | null;
-  /** Takes over an admitted client that this server owns; its bytes go to the target returned. */
-  admit(socket: net.Socket, admitted: Admitted): StreamTarget;
+  /** Opens the session of a client this server owns (never called at the front door). */
+  open(conn: ClientConn, uid: string): Opened;
 }
 
 /**
@@ -41,8 +44,10 @@ export interface ConnectServerOptions {
  * (as a handshake reader handing over to a session would) turns the socket's `_events` into
  * a dictionary of ~450 bytes that stays for the connection's life.
  */
-function createConnectServer(options: ConnectServerOptions): net.Server {
-  const { handshake, counters, budget } = options;
+function createConnectServer(options: ClientPortOptions): net.Server {
+  const { context, budget } = options;
+  const { counters } = context;
+  const handshake = { ...options.handshake, transports: TRANSPORTS };
   return net.createServer({ noDelay: true }, (socket) => {
     socket.on("error", ignoreError);
     if (!budget.take()) {
@@ -66,7 +71,15 @@ function createConnectServer(options: ConnectServerOptions): net.Server {
           const host = owner.host || reachedHost(socket);
           closeSoon(socket, redirectHead(connectLocation(host, owner.port, result.query)));
         } else {
-          target = options.admit(socket, result);
+          const conn = result.transport.open(socket, result, context);
+          target = conn;
+          const { receiver, ready } = options.open(conn, result.uid);
+          conn.attach(receiver);
+          // The socket stays paused until the session can take its messages.
+          ready.then(() => {
+            if (result.rest.length > 0) conn.receive(result.rest);
+            conn.resume();
+          });
         }
       }
     });
@@ -102,7 +115,7 @@ export interface Listening {
  * join the port through `SO_REUSEPORT`.
  */
 export async function listen(
-  options: ConnectServerOptions,
+  options: ClientPortOptions,
   host: string,
   port: number,
 ): Promise<Listening> {

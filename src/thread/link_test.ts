@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ServiceError } from "../core/errors.ts";
 import { Link, type Port } from "./link.ts";
-import { rejection } from "../../tests/support.ts";
+import { rejection } from "../testing/support.ts";
 
 const nextTurn = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 

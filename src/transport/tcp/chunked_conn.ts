@@ -1,0 +1,48 @@
+/**
+ * The raw-TCP transport's connection: after the `200` head the socket is a duplex stream of
+ * HTTP chunks, each a whole message (PROTOCOL.md §2), decoded by the project's own chunk codec.
+ *
+ * @module
+ */
+
+import type { Socket } from "node:net";
+import { ChunkDecoder, ChunkError, textChunk } from "../../protocol/chunk.ts";
+import type { ShardCounters } from "../../stats/counters.ts";
+import { SocketConn } from "../socket_conn.ts";
+
+const LAST_CHUNK = "0\r\n\r\n";
+
+/** A client on the raw chunk stream. */
+export class ChunkedConn extends SocketConn {
+  readonly transport = "tcp" as const;
+  #decoder: ChunkDecoder;
+
+  constructor(
+    socket: Socket,
+    counters: ShardCounters,
+    limits: { maxFrameBytes: number; maxOutputBytes: number },
+  ) {
+    super(socket, counters, limits.maxOutputBytes);
+    this.#decoder = new ChunkDecoder(limits.maxFrameBytes);
+  }
+
+  receive(bytes: Uint8Array): void {
+    const receiver = this.receiver;
+    if (!receiver) return;
+    this.counters.total_recv_bytes += bytes.length;
+    try {
+      if (!this.#decoder.push(bytes, (body) => receiver.receive(body))) receiver.end();
+    } catch (error) {
+      if (!(error instanceof ChunkError)) throw error;
+      receiver.fail(error.reason);
+    }
+  }
+
+  protected frame(message: string, bytes: number): string {
+    return textChunk(message, bytes);
+  }
+
+  protected lastWords(): string {
+    return LAST_CHUNK;
+  }
+}
