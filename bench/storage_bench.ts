@@ -13,10 +13,12 @@
  */
 
 import cassandra from "cassandra-driver";
-import { applySchema, CassandraStore } from "../src/storage/cassandra.ts";
+import { CassandraStore } from "../src/storage/cassandra.ts";
+import { applySchema } from "../src/storage/cassandra_schema.ts";
 import { MemoryStore } from "../src/storage/memory.ts";
 import { SqliteStore } from "../src/storage/sqlite.ts";
-import type { Store, StoredMessage } from "../src/storage/store.ts";
+import type { Store } from "../src/storage/store.ts";
+import type { StoredMessage } from "../src/core/messages.ts";
 
 /** A store under measurement. */
 interface Contender {

@@ -16,7 +16,7 @@
 
 import { parseArgs } from "node:util";
 import cassandra from "cassandra-driver";
-import { applySchema, schemaStatements } from "../src/storage/cassandra.ts";
+import { applySchema, schemaStatements } from "../src/storage/cassandra_schema.ts";
 
 const { values } = parseArgs({
   // `deno task schema -- ...` may pass the "--" through.

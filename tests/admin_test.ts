@@ -75,27 +75,27 @@ Deno.test("admin: requests are held to the rules whatever their headers and bodi
     await t.step("/cluster/ops checks every op as /pub checks a back end's request", async () => {
       const request = { to: "victim", from: "op", body: '"x"', ttlSec: 0, volatile: false };
       const cases: [unknown, string][] = [
-        [{ op: "pub", request: { ...request, from: 'not a name"' } }, "invalid from"],
-        [{ op: "pub", request: { ...request, body: '1,"y":99,"x":{}' } }, "body"],
-        [{ op: "pub", request: { ...request, body: "}{" } }, "body"],
-        [{ op: "pub", request: { ...request, body: '"a"\n' } }, "body"],
-        [{ op: "pub", request: { ...request, body: 7 } }, "invalid body"],
-        [{ op: "pub", request: { ...request, to: "bad uid" } }, "invalid to"],
-        [{ op: "pub", request: { ...request, ttlSec: -1 } }, "invalid ttlSec"],
-        [{ op: "pub", request: { ...request, volatile: "yes" } }, "invalid volatile"],
-        [{ op: "pub" }, "request is not a json object"],
-        [{ op: "pubs", uid: "victim", requests: 5 }, "invalid requests"],
-        [{ op: "pubs", uid: "victim", requests: [{ ...request, body: "}{" }] }, "body"],
-        [{ op: "sub", uid: "victim", channel: "a b" }, "invalid channel"],
-        [{ op: "msg", uid: "victim", limit: "all" }, "invalid limit"],
+        [{ op: "publish", request: { ...request, from: 'not a name"' } }, "invalid from"],
+        [{ op: "publish", request: { ...request, body: '1,"y":99,"x":{}' } }, "body"],
+        [{ op: "publish", request: { ...request, body: "}{" } }, "body"],
+        [{ op: "publish", request: { ...request, body: '"a"\n' } }, "body"],
+        [{ op: "publish", request: { ...request, body: 7 } }, "invalid body"],
+        [{ op: "publish", request: { ...request, to: "bad uid" } }, "invalid to"],
+        [{ op: "publish", request: { ...request, ttlSec: -1 } }, "invalid ttlSec"],
+        [{ op: "publish", request: { ...request, volatile: "yes" } }, "invalid volatile"],
+        [{ op: "publish" }, "request is not a json object"],
+        [{ op: "publish_many", uid: "victim", requests: 5 }, "invalid requests"],
+        [{ op: "publish_many", uid: "victim", requests: [{ ...request, body: "}{" }] }, "body"],
+        [{ op: "subscribe", uid: "victim", channel: "a b" }, "invalid channel"],
+        [{ op: "offline", uid: "victim", limit: "all" }, "invalid limit"],
         [{ op: "crash" }, "unknown op"],
-        ["pub", "op is not a json object"],
+        ["publish", "op is not a json object"],
       ];
       for (const [op, reason] of cases) {
         // A bad op fails the whole request: the valid one beside it does not run either.
         const answer = await daemon.admin("/cluster/ops", {
           method: "POST",
-          body: JSON.stringify([{ op: "pub", request }, op]),
+          body: JSON.stringify([{ op: "publish", request }, op]),
         });
         assert.equal(answer.status, 400, JSON.stringify(op));
         assert.ok(
@@ -103,7 +103,7 @@ Deno.test("admin: requests are held to the rules whatever their headers and bodi
           `${JSON.stringify(op)}: ${answer.body.error}`,
         );
       }
-      for (const body of ["}{", '{"op":"pub"}', ""]) {
+      for (const body of ["}{", '{"op":"publish"}', ""]) {
         const answer = await daemon.admin("/cluster/ops", { method: "POST", body });
         assert.equal(answer.status, 400, body);
       }
@@ -113,7 +113,7 @@ Deno.test("admin: requests are held to the rules whatever their headers and bodi
       const ok = await daemon.admin("/cluster/ops", {
         method: "POST",
         body: JSON.stringify([{
-          op: "pub",
+          op: "publish",
           request: { ...request, body: '{"id":12345678901234567890}' },
         }]),
       });

@@ -533,10 +533,10 @@ function opsOutcome(request: HttpRequest): Outcome {
     const verdicts: ("valid" | "invalid" | "unclear")[] = [];
     const keys = Object.keys(op).sort().join();
     switch (op.op) {
-      case "pub":
+      case "publish":
         verdicts.push(requestVerdict(op.request), keys === "op,request" ? "valid" : "unclear");
         break;
-      case "pubs": {
+      case "publish_many": {
         if (!isName(op.uid) || !Array.isArray(op.requests) || op.requests.length === 0) {
           return refuse;
         }
@@ -545,12 +545,12 @@ function opsOutcome(request: HttpRequest): Outcome {
         verdicts.push(keys === "op,requests,uid" ? "valid" : "unclear");
         break;
       }
-      case "sub":
-      case "unsub":
+      case "subscribe":
+      case "unsubscribe":
         verdicts.push(isName(op.uid) && isName(op.channel) ? "valid" : "invalid");
         verdicts.push(keys === "channel,op,uid" ? "valid" : "unclear");
         break;
-      case "msg":
+      case "offline":
         verdicts.push(
           isName(op.uid) && Number.isSafeInteger(op.limit) && (op.limit as number) >= 1 &&
             (op.limit as number) <= MSG_LIMIT
@@ -564,8 +564,10 @@ function opsOutcome(request: HttpRequest): Outcome {
     }
     if (verdicts.includes("invalid")) return refuse;
     if (verdicts.includes("unclear")) unclear = true;
-    if (op.op === "pub") publish(op.request as Record<string, unknown>);
-    if (op.op === "pubs") { for (const r of op.requests as Record<string, unknown>[]) publish(r); }
+    if (op.op === "publish") publish(op.request as Record<string, unknown>);
+    if (op.op === "publish_many") {
+      for (const r of op.requests as Record<string, unknown>[]) publish(r);
+    }
   }
   return outcome(unclear ? [200, 400] : [200], {
     rule: RULE.ops,
@@ -657,7 +659,7 @@ function request(method: string, target: string, body: string | null = null): Re
 
 function op(to: string, from: string, body: string, extra: Record<string, unknown> = {}) {
   return {
-    op: "pub",
+    op: "publish",
     request: { to, from, body, ttlSec: 0, volatile: false, ...extra },
   };
 }
@@ -674,21 +676,21 @@ function templates(r: Rand, id: number): Request[] {
       null,
       [1],
       [{ op: "nope" }],
-      [{ op: "pub" }],
-      [{ op: "pub", request: null }],
+      [{ op: "publish" }],
+      [{ op: "publish", request: null }],
       [op(VICTIM, from, r.pick(NOT_JSON))],
       [op(VICTIM, from, r.pick(NOT_JSON))],
       [op(VICTIM, from, r.pick(NOT_JSON))],
-      [{ op: "pub", request: { to: 5, from, body: "1", ttlSec: 0, volatile: false } }],
+      [{ op: "publish", request: { to: 5, from, body: "1", ttlSec: 0, volatile: false } }],
       [op("bad uid!", from, "1")],
       [op(VICTIM, "", "1")],
       [op(VICTIM, from, "1", { ttlSec: "0" })],
       [op(VICTIM, from, "1", { ttlSec: -1 })],
       [op(VICTIM, from, "1", { volatile: "no" })],
       [op(VICTIM, from, "1", { body: 5 })],
-      [{ op: "sub", uid: [VICTIM], channel: "c" }],
-      [{ op: "msg", uid: VICTIM, limit: "x" }],
-      [{ op: "pubs", uid: VICTIM, requests: "x" }],
+      [{ op: "subscribe", uid: [VICTIM], channel: "c" }],
+      [{ op: "offline", uid: VICTIM, limit: "x" }],
+      [{ op: "publish_many", uid: VICTIM, requests: "x" }],
       [op(VICTIM, from, `"#${id} fine"`), op(VICTIM, from, "}{")],
     ]);
   const batchLine = () =>
@@ -719,8 +721,8 @@ function templates(r: Rand, id: number): Request[] {
     request("GET", `/presence?uid=${other}`),
     request("POST", "/pub/batch", Array.from({ length: r.range(1, 4) }, batchLine).join("\n")),
     ops([op(VICTIM, from, r.pick(JSON_TEXTS))]),
-    ops([{ op: "sub", uid: `sub${id}`, channel: `ch${id}` }]),
-    ops([{ op: "msg", uid: other, limit: 10 }]),
+    ops([{ op: "subscribe", uid: `sub${id}`, channel: `ch${id}` }]),
+    ops([{ op: "offline", uid: other, limit: 10 }]),
     ops([]),
     ops(badOp()),
     ops(badOp()),

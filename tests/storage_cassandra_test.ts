@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import cassandra from "cassandra-driver";
 import { startCassandra } from "../scripts/cassandra.ts";
-import { applySchema } from "../src/storage/cassandra.ts";
+import { applySchema } from "../src/storage/cassandra_schema.ts";
 import { RawClient } from "./client.ts";
 import { killTest } from "./durability.ts";
 import { delay, publish, startDaemon } from "./harness.ts";

@@ -1,41 +1,42 @@
 /**
  * The back-end (admin) HTTP API of PROTOCOL.md §3: `/pub /sub /unsub /msg /shard /stats`.
  * A plain `Request → Response` handler for `Deno.serve`; it reaches the shards only through
- * {@linkcode AdminRoutes}, so it does not care where a shard runs.
+ * {@linkcode AdminRoutes}, so it does not care where a shard runs. Other parts mount their
+ * own endpoints on it (`/cluster/ops`); a handler answers a value (sent as
+ * `{"result": value}`) or any `Response`.
  *
  * @module
  */
 
-import type { OpResult } from "../cluster/peers.ts";
-import type { UnicastOp } from "../cluster/router.ts";
 import { badRequest, errorAnswer, ServiceError } from "../core/errors.ts";
+import { readBody } from "../core/http_body.ts";
+import type { Log } from "../core/log.ts";
 import { isValidName } from "../core/names.ts";
 import type { UserPresence } from "../core/presence.ts";
 import {
+  BATCH_MAX_ITEMS,
   type ChannelRequest,
-  checkUnicast,
-  maxBodyText,
-  nameOf,
-  objectOf,
   type PubResult,
   type UnicastRequest,
 } from "../core/requests.ts";
-import type { Log } from "../core/log.ts";
-import type { Admission, Admitted } from "./admission.ts";
 import type { ShardAddress } from "../core/shard_map.ts";
-import type { ShardOp } from "../shard/ops.ts";
 import type { StatsBook } from "../stats/report.ts";
+import type { Admission, Admitted } from "./admission.ts";
 
-/** How the API reaches shards. */
+/** How the API reaches shards, wherever they run. */
 export interface AdminRoutes {
-  /** Sends an op to the shard that owns `uid`. */
-  toOwner(uid: string, op: ShardOp): Promise<unknown>;
-  /** Sends an op to every shard (channel messages). */
-  toAll(op: ShardOp): Promise<unknown[]>;
+  /** Stores and delivers a message to one uid; its `s` (0 when volatile). */
+  publish(request: UnicastRequest): Promise<number>;
+  /** Many messages for uids of the shard that owns `uid`, in one journal batch. */
+  publishMany(uid: string, requests: UnicastRequest[]): Promise<PubResult[]>;
+  /** Stores and delivers a channel message to every member. */
+  publishChannel(request: ChannelRequest): Promise<void>;
+  subscribe(uid: string, channel: string): Promise<void>;
+  unsubscribe(uid: string, channel: string): Promise<void>;
+  /** The uid's offline messages, in the `/msg` form. */
+  offline(uid: string, limit: number): Promise<string[]>;
   /** The shard a client with this uid should connect to. */
   shardOf(uid: string): ShardAddress;
-  /** Runs an op another node forwarded, for a uid this node owns. */
-  toLocalOwner(op: UnicastOp): Promise<unknown>;
   userPresence(uid: string): Promise<UserPresence>;
   channelPresence(channel: string): Promise<UserPresence[]>;
 }
@@ -59,20 +60,26 @@ export interface AdminOptions {
   log: Log;
   /** Lets work in while the shards keep up; see `admission.ts`. */
   admission: Admission;
+  /** Endpoints other parts serve here, by path (`/cluster/ops`). */
+  mounts?: Record<string, Endpoint>;
 }
 
 /** What a `503` tells a back end to wait before it tries again, in seconds. */
 const RETRY_AFTER_SEC = "1";
 
-/** Serves one endpoint; `work` counts the messages a request carries. */
-type Handler = (
+/**
+ * Serves one endpoint: answers a value (sent as `{"result": value}`) or any `Response`.
+ * `work` counts the messages a request carries.
+ */
+export type Handler = (
   request: Request,
   url: URL,
   options: AdminOptions,
   work: Admitted,
 ) => Promise<unknown>;
 
-interface Endpoint {
+/** One path of the API. */
+export interface Endpoint {
   name: string;
   methods: string[];
   handle: Handler;
@@ -83,13 +90,17 @@ interface Endpoint {
 const ENDPOINTS: Record<string, Endpoint> = {
   "/pub": { name: "Pub", methods: ["POST"], handle: publish, work: true },
   "/pub/batch": { name: "PubBatch", methods: ["POST"], handle: publishBatch, work: true },
-  "/sub": { name: "Sub", methods: ["GET", "POST"], handle: membership("sub"), work: true },
-  "/unsub": { name: "Unsub", methods: ["GET", "POST"], handle: membership("unsub"), work: true },
+  "/sub": { name: "Sub", methods: ["GET", "POST"], handle: membership("subscribe"), work: true },
+  "/unsub": {
+    name: "Unsub",
+    methods: ["GET", "POST"],
+    handle: membership("unsubscribe"),
+    work: true,
+  },
   "/msg": { name: "Msg", methods: ["GET"], handle: offline, work: true },
   "/shard": { name: "Shard", methods: ["GET"], handle: shard },
   "/stats": { name: "Stats", methods: ["GET"], handle: stats },
   "/presence": { name: "Presence", methods: ["GET"], handle: presence },
-  "/cluster/ops": { name: "ClusterOps", methods: ["POST"], handle: clusterOps, work: true },
   "/debug/crash": { name: "DebugCrash", methods: ["POST"], handle: crash },
 };
 
@@ -112,7 +123,7 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
     }
     const url = URL.parse(request.url);
     if (!url) return reply(400, { error: "malformed request" });
-    const endpoint = ENDPOINTS[url.pathname];
+    const endpoint = ENDPOINTS[url.pathname] ?? options.mounts?.[url.pathname];
     if (!endpoint) return reply(404, { error: "not found" });
     options.stats.count(endpoint.name);
     if (!endpoint.methods.includes(request.method)) {
@@ -125,7 +136,8 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
     }
     const work = endpoint.work ? options.admission.start() : NOT_WORK;
     try {
-      return reply(200, { result: await endpoint.handle(request, url, options, work) });
+      const result = await endpoint.handle(request, url, options, work);
+      return result instanceof Response ? result : reply(200, { result });
     } catch (error) {
       if (!(error instanceof ServiceError)) {
         options.log(
@@ -158,8 +170,8 @@ async function publish(
   const payload = await readBody(request, options.maxBodyBytes);
   pub.body = JSON.stringify(payload);
   work.add(1);
-  if ("to" in pub) await options.routes.toOwner(pub.to, { op: "pub", request: pub });
-  else await options.routes.toAll({ op: "cpub", request: pub });
+  if ("to" in pub) await options.routes.publish(pub);
+  else await options.routes.publishChannel(pub);
   return "ok";
 }
 
@@ -184,8 +196,6 @@ function pubRequest(p: PubParams): UnicastRequest | ChannelRequest {
   return p.to !== null ? { to: p.to, ...message } : { channel: p.channel!, ...message };
 }
 
-/** Most lines one `/pub/batch` may carry. */
-const BATCH_MAX_ITEMS = 10_000;
 /** Largest `/pub/batch` body; each line's `body` is also held to `--max_frame_bytes`. */
 const BATCH_MAX_BYTES = 16 << 20;
 
@@ -225,7 +235,7 @@ async function publishBatch(
     }
     if ("channel" in pub) {
       pending.push(
-        options.routes.toAll({ op: "cpub", request: pub }).then(
+        options.routes.publishChannel(pub).then(
           () => void (answers[i] = "ok"),
           (error) => void (answers[i] = errorAnswer(error)),
         ),
@@ -241,7 +251,7 @@ async function publishBatch(
   for (const { indexes, requests } of byShard.values()) {
     const uid = requests[0].to;
     pending.push(
-      options.routes.toOwner(uid, { op: "pubs", uid, requests }).then(
+      options.routes.publishMany(uid, requests).then(
         (results) =>
           (results as PubResult[]).forEach((result, k) => {
             answers[indexes[k]] = typeof result === "number" ? "ok" : result;
@@ -296,12 +306,12 @@ function optionalText(value: unknown): string | null {
   return typeof value === "string" ? value : "";
 }
 
-function membership(op: "sub" | "unsub"): Handler {
+function membership(op: "subscribe" | "unsubscribe"): Handler {
   return async (_request, url, options, work) => {
     const uid = validName(url, "uid");
     const channel = validName(url, "cid");
     work.add(1);
-    await options.routes.toOwner(uid, { op, uid, channel });
+    await options.routes[op](uid, channel);
     return "ok";
   };
 }
@@ -319,7 +329,7 @@ function offline(
     throw badRequest(`invalid limit (1 to ${options.msgLimit})`);
   }
   work.add(1);
-  return options.routes.toOwner(uid, { op: "msg", uid, limit });
+  return options.routes.offline(uid, limit);
 }
 
 function shard(_request: Request, url: URL, options: AdminOptions): Promise<string> {
@@ -340,92 +350,6 @@ async function presence(_request: Request, url: URL, options: AdminOptions): Pro
   return await options.routes.userPresence(validName(url, "uid"));
 }
 
-/** An op another node forwards: a {@linkcode UnicastOp}, or a `/pub/batch` shard group. */
-type ForwardedOp = UnicastOp | Extract<ShardOp, { op: "pubs" }>;
-
-/** Largest `/cluster/ops` body: a `/pub/batch` forwarded whole, with room for its encoding. */
-const CLUSTER_OPS_MAX_BYTES = 4 * BATCH_MAX_BYTES;
-
-/**
- * Cluster-internal: ops from another node for uids this node owns, answered one by one. Every
- * op is checked as `/pub` checks a back end's request before any of them runs: one that breaks
- * a rule fails the whole request with a 400.
- */
-async function clusterOps(
-  request: Request,
-  _url: URL,
-  options: AdminOptions,
-  work: Admitted,
-): Promise<OpResult[]> {
-  let value: unknown;
-  try {
-    value = JSON.parse(await readBody(request, CLUSTER_OPS_MAX_BYTES));
-  } catch (error) {
-    if (error instanceof ServiceError) throw error;
-    throw badRequest("bad json");
-  }
-  if (!Array.isArray(value)) throw badRequest("expected a json array of ops");
-  const ops = value.map((op) => forwardedOp(op, options));
-  work.add(ops.reduce((sum, op) => sum + (op.op === "pubs" ? op.requests.length : 1), 0));
-  return await Promise.all(ops.map((op) =>
-    forwarded(op, options.routes).then(
-      (value): OpResult => ({ value }),
-      (error: Error): OpResult => errorAnswer(error),
-    )
-  ));
-}
-
-/** Checks one op of `/cluster/ops`; throws a 400 naming what is wrong. */
-function forwardedOp(value: unknown, options: AdminOptions): ForwardedOp {
-  const fields = objectOf(value, "op");
-  const maxBody = maxBodyText(options.maxBodyBytes);
-  switch (fields.op) {
-    case "pub":
-      return { op: "pub", request: checkUnicast(fields.request, maxBody) };
-    case "pubs": {
-      const { requests } = fields;
-      if (!Array.isArray(requests) || requests.length === 0 || requests.length > BATCH_MAX_ITEMS) {
-        throw badRequest(`invalid requests (1 to ${BATCH_MAX_ITEMS})`);
-      }
-      return {
-        op: "pubs",
-        uid: nameOf(fields.uid, "uid"),
-        requests: requests.map((request) => checkUnicast(request, maxBody)),
-      };
-    }
-    case "sub":
-    case "unsub":
-      return {
-        op: fields.op,
-        uid: nameOf(fields.uid, "uid"),
-        channel: nameOf(fields.channel, "channel"),
-      };
-    case "msg": {
-      const { limit } = fields;
-      if (
-        !Number.isSafeInteger(limit) || (limit as number) < 1 ||
-        (limit as number) > options.msgLimit
-      ) {
-        throw badRequest(`invalid limit (1 to ${options.msgLimit})`);
-      }
-      return { op: "msg", uid: nameOf(fields.uid, "uid"), limit: limit as number };
-    }
-    default:
-      throw badRequest("unknown op (pub, pubs, sub, unsub or msg)");
-  }
-}
-
-/** Runs a forwarded op here; a `pubs` group answers a {@linkcode PubResult} per request. */
-function forwarded(op: ForwardedOp, routes: AdminRoutes): Promise<unknown> {
-  if (op.op !== "pubs") return routes.toLocalOwner(op);
-  return Promise.all(op.requests.map((request) =>
-    routes.toLocalOwner({ op: "pub", request }).then(
-      (seq): PubResult => seq as number,
-      (error: Error): PubResult => errorAnswer(error),
-    )
-  ));
-}
-
 async function crash(_request: Request, url: URL, options: AdminOptions): Promise<string> {
   if (!options.crashShard) throw new ServiceError("not found", 404);
   const shard = Number(url.searchParams.get("shard"));
@@ -439,39 +363,6 @@ function validName(url: URL, param: string): string {
   if (value === null) throw badRequest(`missing ${param}`);
   if (!isValidName(value)) throw badRequest(`invalid ${param}`);
   return value;
-}
-
-/**
- * Reads a body of at most `maxBytes`, as UTF-8. It is read as it streams in and refused the
- * moment it passes the limit, so a chunked body (which declares no length) cannot make the
- * daemon buffer more than the limit first.
- */
-async function readBody(request: Request, maxBytes: number): Promise<string> {
-  const tooLarge = () => new ServiceError(`body over ${maxBytes} bytes`, 413);
-  if (Number(request.headers.get("content-length") ?? "0") > maxBytes) throw tooLarge();
-  const parts: Uint8Array[] = [];
-  let length = 0;
-  if (request.body) {
-    for await (const part of request.body) {
-      length += part.length;
-      // Leaving the loop cancels the stream: the rest is never read.
-      if (length > maxBytes) throw tooLarge();
-      parts.push(part);
-    }
-  }
-  const bytes = parts.length === 1 ? parts[0] : new Uint8Array(length);
-  if (parts.length > 1) {
-    let at = 0;
-    for (const part of parts) {
-      bytes.set(part, at);
-      at += part.length;
-    }
-  }
-  try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    throw badRequest("body is not utf-8");
-  }
 }
 
 const encoder = new TextEncoder();

@@ -1,26 +1,37 @@
 /**
- * Routing on the main thread: an op for a uid goes to its owning shard — a worker of this
- * process, or another node — and a channel message goes to every local shard and, over the
- * cluster bus, to every other node. Intra-node and inter-node routing are one decision made
- * on one map.
+ * Routing on the main thread: an operation for a uid goes to its owning shard — a worker of
+ * this process, or another node — and a channel message goes to every local shard and, over
+ * the cluster bus, to every other node. Intra-node and inter-node routing are one decision
+ * made on one map. The admin API routes through this; it does not know where a shard runs.
  *
  * @module
  */
 
-import type { AdminRoutes } from "../admin/api.ts";
-import type { ShardAddress } from "../core/shard_map.ts";
 import { ServiceError } from "../core/errors.ts";
-import type { ShardPool } from "../node/pool.ts";
-import type { ShardOp } from "../shard/ops.ts";
-import type { ChannelRequest } from "../core/requests.ts";
-import type { ClusterBus } from "./bus.ts";
-import type { Peers } from "./peers.ts";
 import type { UserPresence } from "../core/presence.ts";
+import {
+  type ChannelRequest,
+  ownerOf,
+  type OwnerOp,
+  type PubResult,
+  type UnicastRequest,
+} from "../core/requests.ts";
+import type { ShardAddress, ShardMap } from "../core/shard_map.ts";
+import type { ClusterBus } from "./bus.ts";
+import type { Peers } from "./ops.ts";
 import type { Presence } from "./presence.ts";
 import { nodeOf } from "./topology.ts";
 
-/** Ops that name one uid, and so one owner. */
-export type UnicastOp = Extract<ShardOp, { op: "pub" | "sub" | "unsub" | "msg" }>;
+/** This node's shards, as the router reaches them (the worker pool). */
+export interface LocalShards {
+  /** The uid → shard map of the whole cluster. */
+  readonly map: ShardMap;
+  /** True when the shard at `index` of the map runs in this process. */
+  isLocal(index: number): boolean;
+  toShard(index: number, op: OwnerOp): Promise<unknown>;
+  /** A channel message to every shard of this node. */
+  publishChannel(request: ChannelRequest): Promise<unknown>;
+}
 
 /** The cluster parts a router uses; all absent for a single node without Redis. */
 export interface ClusterParts {
@@ -29,47 +40,58 @@ export interface ClusterParts {
   presence?: Presence;
 }
 
-/** Routes ops to owners. */
-export class Router implements AdminRoutes {
-  #pool: ShardPool;
+/** Routes operations to owners. */
+export class Router {
+  #local: LocalShards;
   #cluster: ClusterParts;
 
-  constructor(pool: ShardPool, cluster: ClusterParts) {
-    this.#pool = pool;
+  constructor(local: LocalShards, cluster: ClusterParts) {
+    this.#local = local;
     this.#cluster = cluster;
   }
 
+  /** The shard a client with this uid should connect to. */
   shardOf(uid: string): ShardAddress {
-    return this.#pool.map.shardOf(uid);
+    return this.#local.map.shardOf(uid);
   }
 
-  /** Sends `op` to the shard that owns `uid`, wherever it runs. */
-  toOwner(uid: string, op: ShardOp): Promise<unknown> {
-    const index = this.#pool.map.indexOf(uid);
-    if (this.#pool.isLocal(index)) return this.#pool.toShard(index, op);
-    const node = nodeOf(this.#pool.map.shards[index]);
-    if (!this.#cluster.peers) throw new Error(`uid ${uid} maps to node ${node} without peers`);
-    return this.#cluster.peers.request(node, op);
+  /** Stores and delivers a message to one uid; resolves with its `s` (0 when volatile). */
+  async publish(request: UnicastRequest): Promise<number> {
+    return await this.#toOwner({ op: "publish", request }) as number;
   }
 
-  /** Runs an op that another node forwarded: its uid must be owned here. */
-  toLocalOwner(op: UnicastOp): Promise<unknown> {
-    const uid = op.op === "pub" ? op.request.to : op.uid;
-    const index = this.#pool.map.indexOf(uid);
-    if (!this.#pool.isLocal(index)) {
-      return Promise.reject(new ServiceError(`uid ${uid} is not owned by this node`, 421));
-    }
-    return this.#pool.toShard(index, op);
+  /** Many messages for uids of one shard (that of `uid`), stored in one journal batch. */
+  async publishMany(uid: string, requests: UnicastRequest[]): Promise<PubResult[]> {
+    return await this.#toOwner({ op: "publish_many", uid, requests }) as PubResult[];
   }
 
   /** A channel message: every shard here stores its members' copies; other nodes via the bus. */
-  async toAll(op: ShardOp): Promise<unknown[]> {
-    const local = this.#pool.toAll(op);
-    if (op.op === "cpub" && this.#cluster.bus) {
-      const [results] = await Promise.all([local, this.#cluster.bus.publish([op.request])]);
-      return results;
+  async publishChannel(request: ChannelRequest): Promise<void> {
+    const local = this.#local.publishChannel(request);
+    await Promise.all([local, this.#cluster.bus?.publish([request])]);
+  }
+
+  async subscribe(uid: string, channel: string): Promise<void> {
+    await this.#toOwner({ op: "subscribe", uid, channel });
+  }
+
+  async unsubscribe(uid: string, channel: string): Promise<void> {
+    await this.#toOwner({ op: "unsubscribe", uid, channel });
+  }
+
+  /** The uid's offline messages, in the `/msg` form. */
+  async offline(uid: string, limit: number): Promise<string[]> {
+    return await this.#toOwner({ op: "offline", uid, limit }) as string[];
+  }
+
+  /** Runs an op another node forwarded: its uid must be owned here. */
+  run(op: OwnerOp): Promise<unknown> {
+    const uid = ownerOf(op);
+    const index = this.#local.map.indexOf(uid);
+    if (!this.#local.isLocal(index)) {
+      return Promise.reject(new ServiceError(`uid ${uid} is not owned by this node`, 421));
     }
-    return await local;
+    return this.#local.toShard(index, op);
   }
 
   /** A channel message a local client sent (its own node's shards already have it). */
@@ -85,6 +107,17 @@ export class Router implements AdminRoutes {
   /** A channel's online members. */
   channelPresence(channel: string): Promise<UserPresence[]> {
     return this.#presence().channel(channel, (uid) => nodeOf(this.shardOf(uid)));
+  }
+
+  /** Sends `op` to the shard that owns its uid, wherever it runs. */
+  #toOwner(op: OwnerOp): Promise<unknown> {
+    const uid = ownerOf(op);
+    const index = this.#local.map.indexOf(uid);
+    if (this.#local.isLocal(index)) return this.#local.toShard(index, op);
+    const node = nodeOf(this.#local.map.shards[index]);
+    const peers = this.#cluster.peers;
+    if (!peers) return Promise.reject(new Error(`uid ${uid} maps to node ${node} without peers`));
+    return peers.request(node, op);
   }
 
   #presence(): Presence {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type Config, FlagError, helpText, parseFlags } from "./flags.ts";
+import { FlagError } from "../core/flag_spec.ts";
+import { type Config, helpText, parseFlags } from "./flags.ts";
 
 /** Keys `Config` had when these tests were written; flags may be added, none removed. */
 const KNOWN_KEYS: readonly (keyof Config)[] = [

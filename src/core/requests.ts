@@ -111,3 +111,66 @@ function jsonText(body: unknown, maxBodyBytes: number): string {
   }
   return body;
 }
+
+/** The most messages one batch may carry (a `/pub/batch`, a forwarded shard group). */
+export const BATCH_MAX_ITEMS = 10_000;
+
+/**
+ * An operation for the owner of one uid: what the admin API and a shard's clients hand to
+ * the shard that owns a uid, on this node or (over `/cluster/ops`) on another.
+ */
+export type OwnerOp =
+  | { op: "publish"; request: UnicastRequest }
+  /**
+   * Many messages for uids of one shard (`uid`, the routing key, is one of them), stored in
+   * one journal batch; answers a `PubResult` per request, in order.
+   */
+  | { op: "publish_many"; uid: string; requests: UnicastRequest[] }
+  | { op: "subscribe" | "unsubscribe"; uid: string; channel: string }
+  /** The uid's offline messages, in the `/msg` form. */
+  | { op: "offline"; uid: string; limit: number };
+
+/** The uid an {@linkcode OwnerOp} is for: where it is routed. */
+export function ownerOf(op: OwnerOp): string {
+  return op.op === "publish" ? op.request.to : op.uid;
+}
+
+/**
+ * Checks an {@linkcode OwnerOp} that arrived from another node; throws a 400 naming what is
+ * wrong. `maxBodyBytes` and `msgLimit` are this node's `--max_frame_bytes` and `--msg_limit`.
+ */
+export function checkOwnerOp(value: unknown, maxBodyBytes: number, msgLimit: number): OwnerOp {
+  const fields = objectOf(value, "op");
+  const maxBody = maxBodyText(maxBodyBytes);
+  switch (fields.op) {
+    case "publish":
+      return { op: "publish", request: checkUnicast(fields.request, maxBody) };
+    case "publish_many": {
+      const { requests } = fields;
+      if (!Array.isArray(requests) || requests.length === 0 || requests.length > BATCH_MAX_ITEMS) {
+        throw badRequest(`invalid requests (1 to ${BATCH_MAX_ITEMS})`);
+      }
+      return {
+        op: "publish_many",
+        uid: nameOf(fields.uid, "uid"),
+        requests: requests.map((request) => checkUnicast(request, maxBody)),
+      };
+    }
+    case "subscribe":
+    case "unsubscribe":
+      return {
+        op: fields.op,
+        uid: nameOf(fields.uid, "uid"),
+        channel: nameOf(fields.channel, "channel"),
+      };
+    case "offline": {
+      const { limit } = fields;
+      if (!Number.isSafeInteger(limit) || (limit as number) < 1 || (limit as number) > msgLimit) {
+        throw badRequest(`invalid limit (1 to ${msgLimit})`);
+      }
+      return { op: "offline", uid: nameOf(fields.uid, "uid"), limit: limit as number };
+    }
+    default:
+      throw badRequest("unknown op (publish, publish_many, subscribe, unsubscribe or offline)");
+  }
+}

@@ -9,6 +9,8 @@
  * @module
  */
 
+import type { Log } from "../core/log.ts";
+
 /** Calls `malloc_trim(0)`; says whether any memory went back to the kernel. */
 export type MallocTrim = () => boolean;
 
@@ -24,4 +26,21 @@ export function openMallocTrim(): MallocTrim | null {
     return null;
   }
   return () => libc.symbols.malloc_trim(0n) === 1;
+}
+
+/**
+ * Trims the heap every `intervalSec` (0: never). One process-wide call covers the workers'
+ * arenas too, so only the main thread does it.
+ */
+export function startMallocTrim(
+  intervalSec: number,
+  log: Log,
+): ReturnType<typeof setInterval> | undefined {
+  if (intervalSec === 0) return undefined;
+  const trim = openMallocTrim();
+  if (!trim) {
+    log("debug", "no glibc malloc_trim here (or no --allow-ffi): heap trimming is off");
+    return undefined;
+  }
+  return setInterval(trim, intervalSec * 1000);
 }

@@ -5,10 +5,12 @@
  * @module
  */
 
+import type { LocalShards } from "../cluster/router.ts";
 import type { Topology } from "../cluster/topology.ts";
 import type { Config } from "../config/flags.ts";
 import type { Log } from "../core/log.ts";
 import { type SharedBudget, SocketBudget } from "../transport/budget.ts";
+import type { ChannelRequest } from "../core/requests.ts";
 import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import type { StatsBook } from "../stats/report.ts";
@@ -32,22 +34,30 @@ export interface PoolOptions {
   topology: Topology;
   stats: StatsBook;
   log: Log;
-  /** A shard's request to the main thread. */
-  onRequest(op: MainOp): Promise<unknown>;
-  /** A shard's note other than its counters and readiness. */
-  onNote(note: ShardNote): void;
   /** The process's client sockets, shared with every worker (slot 1 + k for worker k). */
   budget: SharedBudget;
 }
 
+/** Where the shards' own requests and notes go on the main thread. */
+export interface FromShards {
+  /** A shard's request: a client's message for a uid another shard owns. */
+  request(op: MainOp): Promise<unknown>;
+  /** A shard's note other than its counters and readiness (presence changes). */
+  note(note: ShardNote): void;
+}
+
 /** This process's shard workers: shards `first` to `first + workers - 1` of the map. */
-export class ShardPool {
+export class ShardPool implements LocalShards {
   #options: PoolOptions;
   #first: number;
   #slots: Slot[] = [];
   #addresses: ShardAddress[];
   #map: ShardMap;
   #stopping = false;
+  #fromShards: FromShards = {
+    request: () => Promise.reject(new ServiceError("shards not started", 503)),
+    note: () => {},
+  };
 
   constructor(options: PoolOptions) {
     this.#options = options;
@@ -67,7 +77,8 @@ export class ShardPool {
   }
 
   /** Starts every worker; resolves when all listen. */
-  async start(): Promise<void> {
+  async start(fromShards: FromShards): Promise<void> {
+    this.#fromShards = fromShards;
     const workers = this.#options.topology.self.workers;
     for (let k = 0; k < workers; k++) this.#slots.push(this.#spawn(k));
     await Promise.all(this.#slots.map((slot) => slot.ready));
@@ -77,6 +88,11 @@ export class ShardPool {
   /** Sends `op` to the local shard at `index` of the map. */
   toShard(index: number, op: ShardOp): Promise<unknown> {
     return this.#slots[index - this.#first].link.request(op);
+  }
+
+  /** A channel message to every shard of this node. */
+  publishChannel(request: ChannelRequest): Promise<unknown[]> {
+    return this.toAll({ op: "publish_channel", request });
   }
 
   /** Sends `op` to every shard. */
@@ -124,7 +140,7 @@ export class ShardPool {
     const { promise: ready, resolve, reject } = Promise.withResolvers<void>();
     const link = new Link(
       worker,
-      (body) => this.#options.onRequest(body as MainOp),
+      (body) => this.#fromShards.request(body as MainOp),
       (note) => {
         const n = note as ShardNote;
         if (n.type === "stats") stats.update(k, n.counters);
@@ -133,7 +149,7 @@ export class ShardPool {
           resolve();
         } else if (n.type === "failed") {
           reject(new Error(`shard-${k} cannot start: ${n.reason}`));
-        } else this.#options.onNote(n);
+        } else this.#fromShards.note(n);
       },
     );
     worker.onerror = (event) => {

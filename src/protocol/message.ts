@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { StoredMessage } from "../storage/store.ts";
+import type { Delivery } from "../core/messages.ts";
 import { memberText } from "./json_text.ts";
 import { isValidName } from "../core/names.ts";
 
@@ -129,9 +129,6 @@ function bodyOf(frame: string, fields: Record<string, unknown>): string {
   if (fields.b === undefined) throw new MessageError("missing b", false);
   return memberText(frame, "b")!;
 }
-
-/** A message on its way to one recipient: stored (with `seq`) or volatile (`seq` 0). */
-export type Delivery = Omit<StoredMessage, "expiresAt">;
 
 /** The stream form, keys in PROTOCOL.md's order: `{"y":3,"f":..,"t":..,"b":..,"s":..}`. */
 export function encodeDelivery(message: Delivery): string {

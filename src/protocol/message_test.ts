@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
+import type { Delivery } from "../core/messages.ts";
 import {
-  type Delivery,
   encodeDelivery,
   encodeError,
   encodeListed,

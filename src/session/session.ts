@@ -11,9 +11,9 @@
  * @module
  */
 
+import type { Delivery } from "../core/messages.ts";
 import {
   type ClientMessage,
-  type Delivery,
   encodeDelivery,
   encodeError,
   HEARTBEAT,

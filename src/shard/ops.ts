@@ -9,7 +9,7 @@ import type { Config } from "../config/flags.ts";
 import type { ShardAddress } from "../core/shard_map.ts";
 import type { SharedBudget } from "../transport/budget.ts";
 import type { ShardCounters } from "../stats/counters.ts";
-import type { ChannelRequest, UnicastRequest } from "../core/requests.ts";
+import type { ChannelRequest, OwnerOp, UnicastRequest } from "../core/requests.ts";
 
 /** The first message a worker gets: who it is, the map it shards by, the socket budget. */
 export interface ShardInit {
@@ -21,17 +21,11 @@ export interface ShardInit {
   budget: SharedBudget;
 }
 
-/** Requests from the main thread to a shard. */
+/** Requests from the main thread to a shard: an owner's op, or one about the shard itself. */
 export type ShardOp =
-  | { op: "pub"; request: UnicastRequest }
-  /**
-   * Many messages for uids of one shard (`uid`, the routing key, is one of them), stored in
-   * one journal batch; answers a `PubResult` per request, in order.
-   */
-  | { op: "pubs"; uid: string; requests: UnicastRequest[] }
-  | { op: "cpub"; request: ChannelRequest }
-  | { op: "sub" | "unsub"; uid: string; channel: string }
-  | { op: "msg"; uid: string; limit: number }
+  | OwnerOp
+  /** A channel message, for the members this shard owns. */
+  | { op: "publish_channel"; request: ChannelRequest }
   /** The shard's counters now (`/stats` is exact, not a second old). */
   | { op: "stats" }
   /** The shard addresses changed (a shard started on an ephemeral port, or restarted). */
@@ -41,7 +35,7 @@ export type ShardOp =
   | { op: "crash" };
 
 /** Requests from a shard to the main thread: a client's message for a uid owned elsewhere. */
-export type MainOp = { op: "pub"; request: UnicastRequest };
+export type MainOp = { op: "publish"; request: UnicastRequest };
 
 /** Notes from a shard: listening (on `port`) or failed to start, its counters once a second, presence changes. */
 export type ShardNote =

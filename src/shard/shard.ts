@@ -15,11 +15,13 @@
 import { errorAnswer, ServiceError } from "../core/errors.ts";
 import type { PresenceChange } from "../core/presence.ts";
 import type { ChannelRequest, PubResult, UnicastRequest } from "../core/requests.ts";
-import type { ClientMessage, Delivery } from "../protocol/message.ts";
+import type { Delivery } from "../core/messages.ts";
+import type { ClientMessage } from "../protocol/message.ts";
 import { encodeError, encodeListed } from "../protocol/message.ts";
 import type { ShardMap } from "../core/shard_map.ts";
 import { type Journal, StorageBusyError } from "../storage/journal.ts";
-import { StorageUnavailableError, type Store, type StoredMessage } from "../storage/store.ts";
+import { StorageUnavailableError, type Store } from "../storage/store.ts";
+import type { StoredMessage } from "../core/messages.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import type { Session, SessionOwner } from "../session/session.ts";
 
@@ -80,6 +82,11 @@ export class Shard implements SessionOwner {
   constructor(options: ShardOptions) {
     this.#options = options;
     this.counters = options.counters;
+  }
+
+  /** The shard addresses changed (ports known, a shard restarted): route by the new map. */
+  setMap(map: ShardMap): void {
+    this.#options.map = map;
   }
 
   /** True when this shard owns `uid`. */

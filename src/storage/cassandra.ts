@@ -1,6 +1,6 @@
 /**
  * The Cassandra store (`--storage=cassandra`), through `cassandra-driver`. The schema is
- * `scripts/create_schema.cql`; {@linkcode applySchema} applies it with any keyspace name and
+ * `scripts/create_schema.cql`; `cassandra_schema.ts` applies it with any keyspace name and
  * replication.
  *
  * Writes: `append` groups a batch by uid and writes each uid's messages and its `last_seq` in
@@ -35,22 +35,13 @@
  */
 
 import cassandra from "cassandra-driver";
-import {
-  StorageUnavailableError,
-  type Store,
-  type StoredMessage,
-  type StoredType,
-  type UserState,
-} from "./store.ts";
+import { type FlagValues, oneOf, text } from "../core/flag_spec.ts";
+import { StorageUnavailableError, type Store, type StoreBackend, type UserState } from "./store.ts";
+import type { StoredMessage, StoredType } from "../core/messages.ts";
 
 /** Consistency levels by their CQL names. */
-export type ConsistencyName =
-  | "ONE"
-  | "LOCAL_ONE"
-  | "QUORUM"
-  | "LOCAL_QUORUM"
-  | "ALL"
-  | "EACH_QUORUM";
+const CONSISTENCIES = ["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL", "EACH_QUORUM"] as const;
+export type ConsistencyName = typeof CONSISTENCIES[number];
 
 /** How a {@linkcode CassandraStore} reaches its cluster. */
 export interface CassandraStoreOptions {
@@ -66,17 +57,8 @@ export interface CassandraStoreOptions {
   requestTimeoutMs?: number;
 }
 
-/** Where the keyspace goes, for {@linkcode applySchema}. */
-export interface SchemaOptions {
-  /** Keyspace name (default `ipush`). */
-  keyspace?: string;
-  /** The CQL replication map, e.g. `{'class':'NetworkTopologyStrategy','dc1':3}`. */
-  replication?: string;
-}
-
-const DEFAULT_KEYSPACE = "ipush";
-const DEFAULT_REPLICATION = "{'class': 'SimpleStrategy', 'replication_factor': 1}";
-const SCHEMA_FILE = new URL("../../scripts/create_schema.cql", import.meta.url);
+/** The keyspace a store uses when none is named. */
+export const DEFAULT_KEYSPACE = "ipush";
 
 /** Largest payload, in estimated bytes, of one uid's batch; more goes into further batches. */
 const BATCH_BYTES = 256 * 1024;
@@ -324,53 +306,6 @@ export class CassandraStore implements Store {
   }
 }
 
-/**
- * Creates the keyspace (if missing) with `replication` and the tables of
- * `scripts/create_schema.cql` in it (if missing), through `client`, which must not be bound
- * to a keyspace that does not exist yet.
- */
-export async function applySchema(
-  client: cassandra.Client,
-  options: SchemaOptions = {},
-): Promise<void> {
-  for (const statement of schemaStatements(await Deno.readTextFile(SCHEMA_FILE), options)) {
-    await client.execute(statement);
-  }
-}
-
-/**
- * The statements of the schema file for this keyspace: its own CREATE KEYSPACE with the
- * given replication, no USE, and every table named in the keyspace.
- */
-export function schemaStatements(cql: string, options: SchemaOptions = {}): string[] {
-  const keyspace = options.keyspace ?? DEFAULT_KEYSPACE;
-  if (!/^[A-Za-z][A-Za-z0-9_]{0,47}$/.test(keyspace)) {
-    throw new Error(`invalid keyspace name: ${keyspace}`);
-  }
-  const replication = options.replication ?? DEFAULT_REPLICATION;
-  if (!/^\{[^;]*\}$/.test(replication.trim())) {
-    throw new Error(`replication must be a CQL map such as ${DEFAULT_REPLICATION}`);
-  }
-  const statements = cql
-    .replace(/--.*$/gm, "")
-    .split(/;\s*$/m)
-    .map((statement) => statement.trim().replace(/\s+/g, " "))
-    .filter((statement) => statement !== "");
-  const result: string[] = [];
-  for (const statement of statements) {
-    if (/^CREATE KEYSPACE /i.test(statement)) {
-      result.push(`CREATE KEYSPACE IF NOT EXISTS ${keyspace} WITH replication = ${replication}`);
-    } else if (/^USE /i.test(statement)) {
-      continue;
-    } else if (/^CREATE TABLE IF NOT EXISTS \w+ /i.test(statement)) {
-      result.push(statement.replace(/^(CREATE TABLE IF NOT EXISTS) (\w+)/i, `$1 ${keyspace}.$2`));
-    } else {
-      throw new Error(`unexpected statement in the schema file: ${statement.slice(0, 60)}`);
-    }
-  }
-  return result;
-}
-
 function consistencyKey(name: ConsistencyName): keyof typeof cassandra.types.consistencies {
   const keys: Record<ConsistencyName, keyof typeof cassandra.types.consistencies> = {
     ONE: "one",
@@ -457,3 +392,33 @@ function mapError(error: unknown): unknown {
   if (!unavailable) return error;
   return new StorageUnavailableError(`cassandra: ${(error as Error).message}`, { cause: error });
 }
+
+/** The flags of `--storage=cassandra`. */
+const CASSANDRA_FLAGS = {
+  cassandra_contact_points: text("127.0.0.1:9042", "cassandra: comma-separated host:port list"),
+  cassandra_local_dc: text("datacenter1", "cassandra: the local datacenter"),
+  cassandra_keyspace: text("ipush", "cassandra: keyspace"),
+  cassandra_consistency: oneOf(
+    CONSISTENCIES,
+    "LOCAL_QUORUM",
+    "cassandra: consistency level of reads and writes",
+  ),
+};
+
+/** What the Cassandra backend reads of the settings. */
+type CassandraConfig = FlagValues<typeof CASSANDRA_FLAGS> & { storage_timeout_ms: number };
+
+/** `--storage=cassandra`: a client per shard to one keyspace shared by every node. */
+export const cassandraBackend: StoreBackend<typeof CASSANDRA_FLAGS, CassandraConfig> = {
+  name: "cassandra",
+  flags: CASSANDRA_FLAGS,
+  shared: false,
+  open: (config) =>
+    CassandraStore.open({
+      contactPoints: config.cassandra_contact_points.split(",").map((p) => p.trim()),
+      localDataCenter: config.cassandra_local_dc,
+      keyspace: config.cassandra_keyspace,
+      consistency: config.cassandra_consistency,
+      requestTimeoutMs: config.storage_timeout_ms,
+    }),
+};

@@ -12,7 +12,8 @@
  */
 
 import assert from "node:assert/strict";
-import type { Store, StoredMessage } from "./store.ts";
+import type { Store } from "./store.ts";
+import type { StoredMessage } from "../core/messages.ts";
 
 /** How the suite gets stores to test. */
 export interface StoreFactory {

@@ -9,7 +9,8 @@
  */
 
 import { setImmediate } from "node:timers";
-import { StorageUnavailableError, type Store, type StoredMessage } from "./store.ts";
+import { StorageUnavailableError, type Store } from "./store.ts";
+import type { StoredMessage } from "../core/messages.ts";
 
 /** Refused because too many messages are already waiting for the store. */
 export class StorageBusyError extends StorageUnavailableError {

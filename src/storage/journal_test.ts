@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
 import { Journal, StorageBusyError } from "./journal.ts";
 import { MemoryStore } from "./memory.ts";
-import { StorageUnavailableError, type StoredMessage } from "./store.ts";
+import { StorageUnavailableError } from "./store.ts";
+import type { StoredMessage } from "../core/messages.ts";
 import { rejection } from "../testing/support.ts";
 
 const NOW = 1_700_000_000_000;

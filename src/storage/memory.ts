@@ -6,7 +6,8 @@
  * @module
  */
 
-import type { Store, StoredMessage, UserState } from "./store.ts";
+import type { Store, StoreBackend, UserState } from "./store.ts";
+import type { StoredMessage } from "../core/messages.ts";
 
 interface UserRecord extends UserState {
   /** Unacknowledged messages in seq order. */
@@ -122,3 +123,11 @@ function deleteFrom(index: Map<string, Set<string>>, key: string, value: string)
   set.delete(value);
   if (set.size === 0) index.delete(key);
 }
+
+/** `--storage=memory`: a store per shard, lost on restart. */
+export const memoryBackend: StoreBackend<Record<never, never>, unknown> = {
+  name: "memory",
+  flags: {},
+  shared: false,
+  open: () => Promise.resolve(new MemoryStore()),
+};

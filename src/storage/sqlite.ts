@@ -16,13 +16,9 @@
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import {
-  StorageUnavailableError,
-  type Store,
-  type StoredMessage,
-  type StoredType,
-  type UserState,
-} from "./store.ts";
+import { type FlagValues, oneOf } from "../core/flag_spec.ts";
+import { StorageUnavailableError, type Store, type StoreBackend, type UserState } from "./store.ts";
+import type { StoredMessage, StoredType } from "../core/messages.ts";
 
 /** How a {@linkcode SqliteStore} trades commit latency for durability. */
 export interface SqliteStoreOptions {
@@ -393,3 +389,43 @@ function unavailable(error: unknown): StorageUnavailableError {
 function nextTask(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
+
+/** The flags of `--storage=sqlite`. */
+const SQLITE_FLAGS = {
+  sqlite_synchronous: oneOf(
+    ["normal", "full"],
+    "normal",
+    "sqlite: normal survives a process crash; full (an fsync a commit) also power loss",
+  ),
+};
+
+/** What the sqlite backend reads of the settings. */
+type SqliteConfig = FlagValues<typeof SQLITE_FLAGS> & {
+  data_dir: string;
+  storage_timeout_ms: number;
+};
+
+/** The file every shard of a node shares under `--storage=sqlite`. */
+export const SQLITE_FILE = "ipush.sqlite";
+
+/**
+ * `--storage=sqlite`, the embedded durable default: one file under `--data_dir` shared by
+ * the node's shards, created or checked by the main thread before they open it.
+ */
+export const sqliteBackend: StoreBackend<typeof SQLITE_FLAGS, SqliteConfig> = {
+  name: "sqlite",
+  flags: SQLITE_FLAGS,
+  shared: true,
+  async prepare(config) {
+    await Deno.mkdir(config.data_dir, { recursive: true });
+    prepareSqliteFile(`${config.data_dir}/${SQLITE_FILE}`);
+  },
+  open(config) {
+    return Promise.resolve(
+      new SqliteStore(`${config.data_dir}/${SQLITE_FILE}`, {
+        synchronous: config.sqlite_synchronous,
+        busyTimeout: config.storage_timeout_ms,
+      }),
+    );
+  },
+};

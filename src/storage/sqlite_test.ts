@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { conformance } from "./conformance.ts";
 import { prepareSqliteFile, SqliteStore } from "./sqlite.ts";
-import { StorageUnavailableError, type Store, type StoredMessage } from "./store.ts";
+import { StorageUnavailableError, type Store } from "./store.ts";
+import type { StoredMessage } from "../core/messages.ts";
 
 const SQLITE_MODULE = new URL("./sqlite.ts", import.meta.url).href;
 const NOW = 1_700_000_000_000;

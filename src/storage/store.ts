@@ -6,25 +6,8 @@
  * @module
  */
 
-/** Message types that are stored: to one user (3) and a channel copy for one subscriber (4). */
-export type StoredType = 3 | 4;
-
-/** One message as persisted for one recipient uid. */
-export interface StoredMessage {
-  /** Recipient uid: the partition key. */
-  uid: string;
-  /** The recipient's own sequence number, 1, 2, 3 ... never reused. */
-  seq: number;
-  type: StoredType;
-  /** Sender uid or publisher name. */
-  from: string;
-  /** Channel id, for type 4. */
-  channel?: string;
-  /** The payload as the JSON text of the `b` value. */
-  body: string;
-  /** Expiry in milliseconds since the epoch; 0 means never. */
-  expiresAt: number;
-}
+import type { FlagSpecs } from "../core/flag_spec.ts";
+import type { StoredMessage } from "../core/messages.ts";
 
 /** What a store keeps per uid beside its messages. */
 export interface UserState {
@@ -70,4 +53,23 @@ export interface Store {
   compact(now: number): Promise<number>;
   /** Flushes and releases the engine. */
   close(): Promise<void>;
+}
+
+/**
+ * A store backend: its name (the `--storage` value), its own flags, and how it is opened.
+ * A new backend is one module that exports one of these, and a line in `registry.ts`.
+ */
+export interface StoreBackend<F extends FlagSpecs, C> {
+  readonly name: string;
+  /** Its flags, by name (`core/flag_spec.ts`). */
+  readonly flags: F;
+  /**
+   * True when every shard of a node opens the same store (one file): then only the node's
+   * first shard runs compaction, for all of them.
+   */
+  readonly shared: boolean;
+  /** Readies the node's store on the main thread before any shard opens it. */
+  prepare?(config: C): Promise<void>;
+  /** Opens the store for one shard. */
+  open(config: C): Promise<Store>;
 }

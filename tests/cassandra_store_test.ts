@@ -6,15 +6,12 @@
 
 import assert from "node:assert/strict";
 import cassandra from "cassandra-driver";
-import { startCassandra } from "../../scripts/cassandra.ts";
-import {
-  applySchema,
-  CassandraStore,
-  type CassandraStoreOptions,
-  schemaStatements,
-} from "./cassandra.ts";
-import { conformance } from "./conformance.ts";
-import { StorageUnavailableError, type Store, type StoredMessage } from "./store.ts";
+import { startCassandra } from "../scripts/cassandra.ts";
+import { CassandraStore, type CassandraStoreOptions } from "../src/storage/cassandra.ts";
+import { applySchema } from "../src/storage/cassandra_schema.ts";
+import { conformance } from "../src/storage/conformance.ts";
+import { StorageUnavailableError, type Store } from "../src/storage/store.ts";
+import type { StoredMessage } from "../src/core/messages.ts";
 
 // At module level, so that the JVM and its watchdog are not resources of any one test.
 const node = await startCassandra();
@@ -71,22 +68,6 @@ conformance("CassandraStore", {
 function message(uid: string, seq: number, fields: Partial<StoredMessage> = {}): StoredMessage {
   return { uid, seq, type: 3, from: "op", body: `"${uid}#${seq}"`, expiresAt: 0, ...fields };
 }
-
-Deno.test("schemaStatements names the keyspace everywhere and sets its replication", () => {
-  const cql = Deno.readTextFileSync(new URL("../../scripts/create_schema.cql", import.meta.url));
-  const replication = "{'class': 'NetworkTopologyStrategy', 'dc1': 3}";
-  const statements = schemaStatements(cql, { keyspace: "push_eu", replication });
-  assert.equal(
-    statements[0],
-    `CREATE KEYSPACE IF NOT EXISTS push_eu WITH replication = ${replication}`,
-  );
-  assert.deepEqual(
-    statements.slice(1).map((s) => s.match(/^CREATE TABLE IF NOT EXISTS (\S+) /)?.[1]),
-    ["push_eu.messages", "push_eu.user_state", "push_eu.channel_members", "push_eu.user_channels"],
-  );
-  assert.throws(() => schemaStatements(cql, { keyspace: "x; DROP" }), /invalid keyspace/);
-  assert.throws(() => schemaStatements(cql, { replication: "3" }), /CQL map/);
-});
 
 Deno.test(
   "applySchema is idempotent and applies the replication asked for",

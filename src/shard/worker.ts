@@ -1,0 +1,176 @@
+/**
+ * A shard worker's life: {@linkcode startShard} opens the store and its journal, joins the
+ * other shards of the process on the `BroadcastChannel`, serves the shard's client port and
+ * starts its timers; {@linkcode RunningShard.handle} answers the main thread's ops, `drain`
+ * among them.
+ *
+ * @module
+ */
+
+import { createAuthenticator } from "../auth/auth.ts";
+import type { Log } from "../core/log.ts";
+import type { ChannelRequest } from "../core/requests.ts";
+import { ShardMap } from "../core/shard_map.ts";
+import { Session } from "../session/session.ts";
+import { newShardCounters } from "../stats/counters.ts";
+import { Journal } from "../storage/journal.ts";
+import { backendOf } from "../storage/registry.ts";
+import type { Store } from "../storage/store.ts";
+import { perTurn } from "../thread/batch.ts";
+import type { Link } from "../thread/link.ts";
+import { SocketBudget } from "../transport/budget.ts";
+import { listen } from "../transport/client_port.ts";
+import { CHANNEL_BUS, type MainOp, type ShardInit, type ShardNote, type ShardOp } from "./ops.ts";
+import { Shard } from "./shard.ts";
+import { WorkQueue } from "./work_queue.ts";
+
+/** Stored messages replayed per store read on connect. */
+const REPLAY_PAGE = 500;
+const STATS_INTERVAL_MS = 1_000;
+const SWEEP_INTERVAL_MS = 1_000;
+const COMPACT_INTERVAL_MS = 60_000;
+/** Other shards' clients' channel messages being stored and delivered here at once. */
+const CHANNEL_MESSAGES_IN_FLIGHT = 1024;
+
+/** A shard that serves. */
+export interface RunningShard {
+  /** Answers one op of the main thread. */
+  handle(op: ShardOp): Promise<unknown>;
+}
+
+/**
+ * Starts the shard `init` describes, talking to the main thread over `link`; resolves once
+ * its client port listens (it has then told the main thread `ready`).
+ */
+export async function startShard(init: ShardInit, link: Link, log: Log): Promise<RunningShard> {
+  const { index, slot, config, budget } = init;
+  let map = new ShardMap(init.shards);
+  const counters = newShardCounters();
+  const backend = backendOf(config);
+  const store = await backend.open(config);
+  const journal = new Journal(
+    store,
+    config.storage_queue_limit,
+    (error) => log("warn", `ack not stored, kept for retry: ${error.message}`),
+  );
+  const bus = new BroadcastChannel(CHANNEL_BUS);
+  const shard = new Shard({
+    index,
+    map,
+    store,
+    journal,
+    counters,
+    replayPage: REPLAY_PAGE,
+    channelCacheSize: config.channel_cache_size,
+    forward: (request) => link.request({ op: "publish", request } satisfies MainOp),
+    // A BroadcastChannel does not echo to its sender: the shard delivers its own part.
+    broadcast: perTurn<ChannelRequest>((requests) => bus.postMessage(requests)),
+    presence: config.redis_url === ""
+      ? undefined
+      : (change) => link.notify(change satisfies ShardNote),
+    log,
+  });
+  const fromOtherShards = new WorkQueue<ChannelRequest>(
+    CHANNEL_MESSAGES_IN_FLIGHT,
+    (request) =>
+      shard.publishChannel(request).catch((error) =>
+        log("warn", `channel message to ${request.channel}: ${error.message}`)
+      ),
+  );
+  bus.onmessage = (event: MessageEvent<ChannelRequest[]>) => {
+    for (const request of event.data) fromOtherShards.push(request);
+  };
+
+  let draining = false;
+  const server = await listen(
+    {
+      handshake: {
+        maxHeadBytes: config.max_head_bytes,
+        timeoutMs: config.handshake_timeout_sec * 1000,
+        authenticate: createAuthenticator(config),
+      },
+      context: {
+        counters,
+        maxFrameBytes: config.max_frame_bytes,
+        maxOutputBytes: config.max_output_bytes,
+      },
+      budget: new SocketBudget(budget, slot),
+      draining: () => draining,
+      redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
+      open(conn, uid) {
+        const session = new Session(conn, uid, shard);
+        // Fed once the uid's state is loaded and its messages can be handled.
+        return { receiver: session, ready: shard.attach(session) };
+      },
+    },
+    config.host,
+    init.shards[index].port,
+  );
+  log("info", `listening on ${config.host}:${server.port} (${config.storage} store)`);
+
+  const timers = [
+    setInterval(() => shard.sweep(config.heartbeat_timeout_sec * 1000), SWEEP_INTERVAL_MS),
+    setInterval(
+      () => link.notify({ type: "stats", counters } satisfies ShardNote),
+      STATS_INTERVAL_MS,
+    ),
+  ];
+  // A store the node's shards share is compacted by its first shard, for all of them.
+  if (!backend.shared || slot === 1) {
+    timers.push(setInterval(() => compact(store, log), COMPACT_INTERVAL_MS));
+  }
+  link.notify({ type: "ready", port: server.port } satisfies ShardNote);
+
+  /** Stops taking clients, ends every session, flushes the journal and closes the store. */
+  async function drain(): Promise<void> {
+    draining = true;
+    server.close();
+    for (const timer of timers) clearInterval(timer);
+    bus.close();
+    for (const session of shard.sessions) session.end();
+    await journal.flush();
+    await store.close();
+    log("info", "drained");
+  }
+
+  return {
+    handle(op: ShardOp): Promise<unknown> {
+      switch (op.op) {
+        case "publish":
+          return shard.publish(op.request);
+        case "publish_many":
+          return shard.publishMany(op.requests);
+        case "publish_channel":
+          return shard.publishChannel(op.request);
+        case "subscribe":
+          return shard.subscribe(op.uid, op.channel);
+        case "unsubscribe":
+          return shard.unsubscribe(op.uid, op.channel);
+        case "offline":
+          return shard.offline(op.uid, op.limit);
+        case "stats":
+          return Promise.resolve(counters);
+        case "map":
+          map = new ShardMap(op.shards);
+          shard.setMap(map);
+          return Promise.resolve();
+        case "drain":
+          return drain();
+        case "crash":
+          setTimeout(() => {
+            throw new Error("crash requested through the debug API");
+          });
+          return Promise.resolve();
+      }
+    },
+  };
+}
+
+async function compact(store: Store, log: Log): Promise<void> {
+  try {
+    const removed = await store.compact(Date.now());
+    if (removed > 0) log("debug", `compacted ${removed} messages`);
+  } catch (error) {
+    log("warn", `compaction: ${(error as Error).message}`);
+  }
+}
