@@ -65,6 +65,7 @@ export const LAYERS: Record<string, readonly string[]> = {
     "transport",
     "session",
     "shard",
+    "admin",
   ],
 };
 

@@ -20,7 +20,7 @@ import {
   MessageError,
   parseClientMessage,
 } from "../protocol/message.ts";
-import type { ShardCounters } from "../stats/counters.ts";
+import { RECV_COUNTER, type ShardCounters } from "../stats/counters.ts";
 import type { ClientConn, ConnReceiver } from "../transport/conn.ts";
 
 /** What a session reports to. */
@@ -42,7 +42,6 @@ export interface SessionOwner {
  * burst grew a shard to ~1 GB).
  */
 const MAX_FRAMES_IN_FLIGHT = 256;
-const RECV_TYPE = ["hb", "sub", "unsub", "msg", "cmsg", "ack"] as const;
 
 /** One client connection's session. */
 export class Session implements ConnReceiver {
@@ -86,7 +85,7 @@ export class Session implements ConnReceiver {
       counters.error_number++;
       return this.sendText(encodeError(error.reason));
     }
-    counters.recv_type[RECV_TYPE[message.y]]++;
+    counters[RECV_COUNTER[message.y]]++;
     if (message.y === 0) return this.sendText(HEARTBEAT);
     const work = this.#owner.onMessage(this, message);
     if (!work) return;

@@ -1,69 +1,80 @@
 /**
- * The counters a shard keeps, as plain numbers that are cheap to bump and to post to the
- * main thread, which sums them over shards for `/stats`.
+ * The counters, declared once: each one's name, kind (a `counter` only grows, a `gauge` is a
+ * level) and help. A shard keeps them as plain numbers that are cheap to bump and to post to
+ * the main thread, which sums them over shards; `/stats` renders them in PROTOCOL.md's shape
+ * (`report.ts`), and every other view (`/metrics`) renders from this same table.
  *
  * @module
  */
 
-/** Received frames by type, named as `/stats` names them. */
-export interface RecvTypeCounters {
-  ack: number;
-  cmsg: number;
-  hb: number;
-  msg: number;
-  sub: number;
-  unsub: number;
+/** How a counter's values behave. */
+export type CounterKind = "counter" | "gauge";
+
+interface CounterSpec {
+  kind: CounterKind;
+  help: string;
 }
 
-/** One shard's counters. Totals only ever grow; `user_number` is a gauge. */
-export interface ShardCounters {
-  recv_type: RecvTypeCounters;
-  total_recv_bytes: number;
-  total_recv_number: number;
-  total_send_bytes: number;
-  total_send_number: number;
-  error_number: number;
-  /** Complete request heads read on client ports (`request.Connect` in `/stats`). */
-  connect_request_number: number;
-  bad_request_number: number;
-  auth_fail_number: number;
-  redirect_number: number;
-  connect: number;
-  disconnect: number;
-  reconnect: number;
-  /** Distinct uids with at least one open connection. */
-  user_number: number;
-  /** Open client connections. */
-  connection_number: number;
-}
+const counter = (help: string): CounterSpec => ({ kind: "counter", help });
+const gauge = (help: string): CounterSpec => ({ kind: "gauge", help });
+
+/** Every counter a shard (and the front door) keeps. */
+export const COUNTERS = {
+  connect_request_number: counter("complete request heads read on client ports"),
+  bad_request_number: counter("connects refused: malformed, not found or not allowed"),
+  auth_fail_number: counter("connects refused for a wrong password"),
+  redirect_number: counter("connects redirected (303) to the owning shard"),
+  connect: counter("sessions opened"),
+  disconnect: counter("sessions closed"),
+  reconnect: counter("sessions opened within 60 s of the same uid's last close on the shard"),
+  user_number: gauge("uids with at least one open session"),
+  connection_number: gauge("open sessions"),
+  error_number: counter("errors answered to clients, and connections closed for them"),
+  total_recv_bytes: counter("bytes read from clients after their handshake"),
+  total_recv_number: counter("messages received from clients"),
+  total_send_bytes: counter("bytes written to clients, framing included"),
+  total_send_number: counter("messages written to clients"),
+  recv_hb: counter("heartbeats received (y=0)"),
+  recv_sub: counter("subscribes received (y=1)"),
+  recv_unsub: counter("unsubscribes received (y=2)"),
+  recv_msg: counter("messages to a user received (y=3)"),
+  recv_cmsg: counter("channel messages received (y=4)"),
+  recv_ack: counter("acks received (y=5)"),
+} as const;
+
+/** A counter's name. */
+export type CounterName = keyof typeof COUNTERS;
+
+/** One shard's counters, a number each. */
+export type ShardCounters = Record<CounterName, number>;
+
+const NAMES = Object.keys(COUNTERS) as CounterName[];
+
+/** The received-message counter of each `y`. */
+export const RECV_COUNTER = [
+  "recv_hb",
+  "recv_sub",
+  "recv_unsub",
+  "recv_msg",
+  "recv_cmsg",
+  "recv_ack",
+] as const satisfies readonly CounterName[];
 
 /** Fresh zeroed counters. */
 export function newShardCounters(): ShardCounters {
-  return {
-    recv_type: { ack: 0, cmsg: 0, hb: 0, msg: 0, sub: 0, unsub: 0 },
-    total_recv_bytes: 0,
-    total_recv_number: 0,
-    total_send_bytes: 0,
-    total_send_number: 0,
-    error_number: 0,
-    connect_request_number: 0,
-    bad_request_number: 0,
-    auth_fail_number: 0,
-    redirect_number: 0,
-    connect: 0,
-    disconnect: 0,
-    reconnect: 0,
-    user_number: 0,
-    connection_number: 0,
-  };
+  const counters = {} as ShardCounters;
+  for (const name of NAMES) counters[name] = 0;
+  return counters;
 }
 
-/** Adds `from` into `into`, field by field. */
+/** Adds `from` into `into`, counter by counter (gauges too: a node's level is its shards'). */
 export function addCounters(into: ShardCounters, from: ShardCounters): void {
-  for (const key of Object.keys(from.recv_type) as (keyof RecvTypeCounters)[]) {
-    into.recv_type[key] += from.recv_type[key];
-  }
-  for (const key of Object.keys(from) as (keyof ShardCounters)[]) {
-    if (key !== "recv_type") into[key] += from[key];
-  }
+  for (const name of NAMES) into[name] += from[name];
+}
+
+/** `counters` with every gauge at zero: what a shard that is gone still contributes. */
+export function withoutGauges(counters: ShardCounters): ShardCounters {
+  const left = { ...counters };
+  for (const name of NAMES) if (COUNTERS[name].kind === "gauge") left[name] = 0;
+  return left;
 }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { addCounters, newShardCounters, type ShardCounters } from "./counters.ts";
+import { addCounters, newShardCounters, type ShardCounters, withoutGauges } from "./counters.ts";
 
 /** Microseconds between 1601-01-01 and 1970-01-01: the original server's timestamp epoch. */
 const EPOCH_1601_US = 11_644_473_600_000_000;
@@ -51,7 +51,7 @@ export class StatsBook {
     const last = this.#shards.get(index);
     if (!last) return;
     this.#shards.delete(index);
-    addCounters(this.#retired, { ...last, user_number: 0, connection_number: 0 });
+    addCounters(this.#retired, withoutGauges(last));
   }
 
   /** Counts an admin request. */
@@ -91,7 +91,14 @@ export class StatsBook {
       auth_fail_number: total.auth_fail_number,
       bad_request_number: total.bad_request_number,
       error_number: total.error_number,
-      recv_type: total.recv_type,
+      recv_type: {
+        ack: total.recv_ack,
+        cmsg: total.recv_cmsg,
+        hb: total.recv_hb,
+        msg: total.recv_msg,
+        sub: total.recv_sub,
+        unsub: total.recv_unsub,
+      },
       redirect_number: total.redirect_number,
       request: { Connect: total.connect_request_number, ...this.requests },
       server_start_datetime: formatLocal(this.#started),

@@ -24,7 +24,7 @@ export interface HandshakeOptions {
 /** A refused one, with the status and reason to answer, and the counter it bumps. */
 export interface Refused {
   admitted: false;
-  status: 400 | 404 | 405;
+  status: 400 | 404 | 405 | 503;
   reason: string;
   counter: "bad_request_number" | "auth_fail_number";
 }
@@ -78,7 +78,8 @@ export class HandshakeReader implements StreamTarget {
       return this.#refuse(error.reason);
     }
     // A close or the time-out while the password is checked still wins, as they come first.
-    checkConnect(head, joined.subarray(length), this.#options).then((result) =>
+    const address = this.#socket.remoteAddress ?? "";
+    checkConnect(head, joined.subarray(length), address, this.#options).then((result) =>
       this.#finish()?.(result)
     );
   }
@@ -112,6 +113,7 @@ const pending = new Deadlines<HandshakeReader>(250, (reader) => reader.expire())
 async function checkConnect(
   head: RequestHead,
   rest: Uint8Array,
+  address: string,
   options: HandshakeOptions,
 ): Promise<Admitted | Refused> {
   const bad = (reason: string, status: 400 | 404 | 405 = 400): Refused => ({
@@ -128,7 +130,22 @@ async function checkConnect(
   if (!isValidName(uid)) return bad("invalid uid");
   const password = head.params.get("password");
   if (password === undefined) return bad("missing password");
-  if (!await options.authenticate(uid, password)) {
+  const verdict = await options.authenticate({
+    uid,
+    password,
+    transport: transport.name,
+    address,
+    headers: head.headers,
+  });
+  if (verdict === "unavailable") {
+    return {
+      admitted: false,
+      status: 503,
+      reason: "auth unavailable",
+      counter: "auth_fail_number",
+    };
+  }
+  if (verdict !== "allow") {
     return {
       admitted: false,
       status: 400,

@@ -1,0 +1,120 @@
+import assert from "node:assert/strict";
+import type { Delivery } from "../core/messages.ts";
+import type { ClientMessage } from "../protocol/message.ts";
+import { newShardCounters } from "../stats/counters.ts";
+import { FakeConn } from "../testing/fake_conn.ts";
+import { Session, type SessionOwner } from "./session.ts";
+
+const encoder = new TextEncoder();
+const body = (text: string) => encoder.encode(text);
+
+/** An owner that records messages and closes, answering each message with `work`. */
+function owner(work?: () => Promise<unknown>) {
+  const messages: Exclude<ClientMessage, { y: 0 }>[] = [];
+  let closes = 0;
+  const me: SessionOwner & { messages: typeof messages; closes: () => number } = {
+    counters: newShardCounters(),
+    onMessage(_session, message) {
+      messages.push(message);
+      return work?.();
+    },
+    onClose() {
+      closes++;
+    },
+    messages,
+    closes: () => closes,
+  };
+  return me;
+}
+
+function delivery(seq: number, body = `"m${seq}"`): Delivery {
+  return { uid: "u1", seq, type: 3, from: "op", body };
+}
+
+Deno.test("Session: a heartbeat is answered by the session itself", () => {
+  const conn = new FakeConn();
+  const o = owner();
+  new Session(conn, "u1", o).receive(body('{"y":0}'));
+  assert.deepEqual(conn.take(), [{ y: 0 }]);
+  assert.deepEqual(o.messages, []);
+  assert.equal(o.counters.recv_hb, 1);
+});
+
+Deno.test("Session: a valid message goes to the owner with the sender as its uid", () => {
+  const o = owner();
+  const session = new Session(new FakeConn(), "u1", o);
+  session.receive(body('{"y":3,"f":"spoofed","t":"u2","b":{"id":12345678901234567890}}'));
+  assert.deepEqual(o.messages, [{ y: 3, t: "u2", b: '{"id":12345678901234567890}' }]);
+  assert.equal(o.counters.recv_msg, 1);
+});
+
+Deno.test("Session: a field error is answered and the session stays", () => {
+  const conn = new FakeConn();
+  const o = owner();
+  const session = new Session(conn, "u1", o);
+  session.receive(body('{"y":3,"t":"not a name","b":1}'));
+  assert.deepEqual(conn.take(), [{ error: "invalid t" }]);
+  assert.equal(conn.closedGracefully, undefined);
+  session.receive(body('{"y":0}'));
+  assert.deepEqual(conn.take(), [{ y: 0 }]);
+});
+
+Deno.test("Session: a fatal message is answered, then the session closes and leaves once", () => {
+  const conn = new FakeConn();
+  const o = owner();
+  const session = new Session(conn, "u1", o);
+  session.receive(body("not json"));
+  assert.deepEqual(conn.take(), [{ error: "bad json" }]);
+  assert.equal(conn.closedGracefully, true);
+  assert.equal(o.closes(), 1, "the owner hears of it at once, not when the client closes");
+  session.receive(body('{"y":0}'));
+  session.closed();
+  assert.deepEqual(conn.take(), []);
+  assert.equal(o.closes(), 1);
+});
+
+Deno.test("Session: replay first, live deliveries held back, each s sent once", () => {
+  const conn = new FakeConn();
+  const session = new Session(conn, "u1", owner());
+  session.deliver(delivery(3)); // live, during replay
+  session.send(delivery(1)); // replayed
+  session.send(delivery(2));
+  session.send(delivery(3)); // replayed too: the live copy must not go out again
+  session.goLive();
+  session.deliver(delivery(4));
+  session.deliver(delivery(2)); // an old one arriving late
+  session.deliver({ ...delivery(0), body: '"volatile"' });
+  assert.deepEqual(conn.take().map((m) => m.s ?? m.b), [1, 2, 3, 4, "volatile"]);
+});
+
+Deno.test("Session: past 256 messages at work the connection is paused, at 128 resumed", async () => {
+  const conn = new FakeConn();
+  const pending: (() => void)[] = [];
+  const session = new Session(
+    conn,
+    "u1",
+    owner(() => new Promise<void>((resolve) => pending.push(resolve))),
+  );
+  for (let i = 0; i < 255; i++) session.receive(body('{"y":1,"c":"c1"}'));
+  assert.equal(conn.paused, false);
+  session.receive(body('{"y":1,"c":"c1"}'));
+  assert.equal(conn.paused, true);
+  for (const resolve of pending.splice(0, 127)) resolve();
+  await new Promise((r) => setTimeout(r));
+  assert.equal(conn.paused, true, "still 129 at work");
+  pending.shift()!();
+  await new Promise((r) => setTimeout(r));
+  assert.equal(conn.paused, false);
+});
+
+Deno.test("Session: end closes gracefully; a closed connection takes nothing more", () => {
+  const conn = new FakeConn();
+  const o = owner();
+  const session = new Session(conn, "u1", o);
+  session.end();
+  assert.equal(conn.closedGracefully, true);
+  session.send(delivery(1));
+  session.fail("late");
+  assert.deepEqual(conn.take(), []);
+  assert.equal(o.closes(), 1);
+});
