@@ -14,6 +14,8 @@ import { createHash, timingSafeEqual } from "node:crypto";
 /** Everything known about a client when it asks to connect. */
 export interface ConnectAttempt {
   uid: string;
+  /** The client's device; "" for the default one. */
+  device: string;
   password: string;
   /** The transport's name (`tcp`, `ws`, `sse`, `poll`). */
   transport: string;

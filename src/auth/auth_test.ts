@@ -5,6 +5,7 @@ import { acceptAll, type Authenticator, createAuthenticator, passwordTable } fro
 async function admits(authenticator: Authenticator, uid: string, password: string) {
   const verdict = await authenticator({
     uid,
+    device: "",
     password,
     transport: "tcp",
     address: "127.0.0.1",

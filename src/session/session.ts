@@ -46,6 +46,8 @@ const MAX_FRAMES_IN_FLIGHT = 256;
 /** One client connection's session. */
 export class Session implements ConnReceiver {
   readonly uid: string;
+  /** The device it connected as (PROTOCOL.md §7); "" for the default device. */
+  readonly device: string;
   /** Milliseconds timestamp of the last message received. */
   lastSeen = Date.now();
   /** Highest seq sent on this connection. */
@@ -59,8 +61,9 @@ export class Session implements ConnReceiver {
   /** Messages whose work is under way. */
   #inFlight = 0;
 
-  constructor(conn: ClientConn, uid: string, owner: SessionOwner) {
+  constructor(conn: ClientConn, uid: string, device: string, owner: SessionOwner) {
     this.uid = uid;
+    this.device = device;
     this.#conn = conn;
     this.#owner = owner;
   }
@@ -107,7 +110,7 @@ export class Session implements ConnReceiver {
       if (delivery.seq <= this.sentSeq) return;
       this.sentSeq = delivery.seq;
     }
-    this.sendText(encodeDelivery(delivery));
+    if (!this.#closed) this.#conn.send(encodeDelivery(delivery), delivery.seq);
   }
 
   /** Ends replay: sends what arrived live meanwhile, then goes live. */
@@ -117,7 +120,7 @@ export class Session implements ConnReceiver {
     for (const delivery of held) this.send(delivery);
   }
 
-  /** Sends one message (JSON text). */
+  /** Sends one message (JSON text) that is not a delivery: an error, a heartbeat. */
   sendText(text: string): void {
     if (!this.#closed) this.#conn.send(text);
   }

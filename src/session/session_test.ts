@@ -34,7 +34,7 @@ function delivery(seq: number, body = `"m${seq}"`): Delivery {
 Deno.test("Session: a heartbeat is answered by the session itself", () => {
   const conn = new FakeConn();
   const o = owner();
-  new Session(conn, "u1", o).receive(body('{"y":0}'));
+  new Session(conn, "u1", "", o).receive(body('{"y":0}'));
   assert.deepEqual(conn.take(), [{ y: 0 }]);
   assert.deepEqual(o.messages, []);
   assert.equal(o.counters.recv_hb, 1);
@@ -42,7 +42,7 @@ Deno.test("Session: a heartbeat is answered by the session itself", () => {
 
 Deno.test("Session: a valid message goes to the owner with the sender as its uid", () => {
   const o = owner();
-  const session = new Session(new FakeConn(), "u1", o);
+  const session = new Session(new FakeConn(), "u1", "", o);
   session.receive(body('{"y":3,"f":"spoofed","t":"u2","b":{"id":12345678901234567890}}'));
   assert.deepEqual(o.messages, [{ y: 3, t: "u2", b: '{"id":12345678901234567890}' }]);
   assert.equal(o.counters.recv_msg, 1);
@@ -51,7 +51,7 @@ Deno.test("Session: a valid message goes to the owner with the sender as its uid
 Deno.test("Session: a field error is answered and the session stays", () => {
   const conn = new FakeConn();
   const o = owner();
-  const session = new Session(conn, "u1", o);
+  const session = new Session(conn, "u1", "", o);
   session.receive(body('{"y":3,"t":"not a name","b":1}'));
   assert.deepEqual(conn.take(), [{ error: "invalid t" }]);
   assert.equal(conn.closedGracefully, undefined);
@@ -62,7 +62,7 @@ Deno.test("Session: a field error is answered and the session stays", () => {
 Deno.test("Session: a fatal message is answered, then the session closes and leaves once", () => {
   const conn = new FakeConn();
   const o = owner();
-  const session = new Session(conn, "u1", o);
+  const session = new Session(conn, "u1", "", o);
   session.receive(body("not json"));
   assert.deepEqual(conn.take(), [{ error: "bad json" }]);
   assert.equal(conn.closedGracefully, true);
@@ -75,7 +75,7 @@ Deno.test("Session: a fatal message is answered, then the session closes and lea
 
 Deno.test("Session: replay first, live deliveries held back, each s sent once", () => {
   const conn = new FakeConn();
-  const session = new Session(conn, "u1", owner());
+  const session = new Session(conn, "u1", "", owner());
   session.deliver(delivery(3)); // live, during replay
   session.send(delivery(1)); // replayed
   session.send(delivery(2));
@@ -93,6 +93,7 @@ Deno.test("Session: past 256 messages at work the connection is paused, at 128 r
   const session = new Session(
     conn,
     "u1",
+    "",
     owner(() => new Promise<void>((resolve) => pending.push(resolve))),
   );
   for (let i = 0; i < 255; i++) session.receive(body('{"y":1,"c":"c1"}'));
@@ -110,7 +111,7 @@ Deno.test("Session: past 256 messages at work the connection is paused, at 128 r
 Deno.test("Session: end closes gracefully; a closed connection takes nothing more", () => {
   const conn = new FakeConn();
   const o = owner();
-  const session = new Session(conn, "u1", o);
+  const session = new Session(conn, "u1", "", o);
   session.end();
   assert.equal(conn.closedGracefully, true);
   session.send(delivery(1));

@@ -41,7 +41,7 @@ function shardWith(store: Store = new MemoryStore()) {
 
 async function connect(shard: Shard, uid: string) {
   const conn = new FakeConn();
-  const session = new Session(conn, uid, shard);
+  const session = new Session(conn, uid, "", shard);
   await shard.attach(session);
   // Replay runs on in the background: a turn of the event loop finishes it.
   await new Promise((resolve) => setTimeout(resolve));

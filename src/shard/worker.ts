@@ -97,8 +97,8 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
       budget: new SocketBudget(budget, slot),
       draining: () => draining,
       redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
-      open(conn, uid) {
-        const session = new Session(conn, uid, shard);
+      open(conn, uid, device) {
+        const session = new Session(conn, uid, device, shard);
         // Fed once the uid's state is loaded and its messages can be handled.
         return { receiver: session, ready: shard.attach(session) };
       },

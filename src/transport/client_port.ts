@@ -35,7 +35,7 @@ export interface ClientPortOptions {
   /** Where `uid` must connect, or null when this server owns it. */
   redirectFor(uid: string): ShardAddress | null;
   /** Opens the session of a client this server owns (never called at the front door). */
-  open(conn: ClientConn, uid: string): Opened;
+  open(conn: ClientConn, uid: string, device: string): Opened;
 }
 
 /**
@@ -73,7 +73,7 @@ function createConnectServer(options: ClientPortOptions): net.Server {
         } else {
           const conn = result.transport.open(socket, result, context);
           target = conn;
-          const { receiver, ready } = options.open(conn, result.uid);
+          const { receiver, ready } = options.open(conn, result.uid, result.device);
           conn.attach(receiver);
           // The socket stays paused until the session can take its messages.
           ready.then(() => {

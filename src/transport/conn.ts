@@ -20,9 +20,11 @@ export interface ClientConn {
   readonly transport: TransportName;
   /**
    * Queues one message (a JSON text on one line) for the client. The connection frames it
-   * and writes a pass of the event loop's messages together.
+   * and writes a pass of the event loop's messages together. `seq` is the message's `s` when
+   * it is a stored delivery (0 otherwise), for transports that carry it beside the message
+   * (a server-sent event's `id:`).
    */
-  send(message: string): void;
+  send(message: string, seq?: number): void;
   /** Bytes queued for the client and not yet taken by the network. */
   bufferedBytes(): number;
   /** Stops reading the client (input backpressure) until {@linkcode ClientConn.resume}. */
@@ -57,6 +59,8 @@ export interface StreamTarget {
 export interface Admitted {
   admitted: true;
   uid: string;
+  /** The client's device (`device=`, PROTOCOL.md §7); "" for the default device. */
+  device: string;
   /** The raw query, reused verbatim in a 303 Location. */
   query: string;
   head: RequestHead;

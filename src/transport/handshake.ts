@@ -128,10 +128,13 @@ async function checkConnect(
   if (!transport) return bad("method not allowed", 405);
   const uid = head.params.get("uid");
   if (!isValidName(uid)) return bad("invalid uid");
+  const device = head.params.get("device") ?? "";
+  if (device !== "" && !isValidName(device)) return bad("invalid device");
   const password = head.params.get("password");
   if (password === undefined) return bad("missing password");
   const verdict = await options.authenticate({
     uid,
+    device,
     password,
     transport: transport.name,
     address,
@@ -153,7 +156,7 @@ async function checkConnect(
       counter: "auth_fail_number",
     };
   }
-  return { admitted: true, uid, query: head.query, head, rest, transport };
+  return { admitted: true, uid, device, query: head.query, head, rest, transport };
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
