@@ -97,7 +97,7 @@ Deno.test("handshake: 303 to the owning shard, then the exact 200 head", async (
       const { value } = await reader.read();
       assert.equal(
         new TextDecoder().decode(value),
-        '{"y":3,"f":"op","t":"user002","b":"hello curl","s":1}',
+        '{"y":3,"f":"op","t":"user002","b":"hello curl","s":1}\n',
       );
       curl.kill();
       reader.releaseLock();

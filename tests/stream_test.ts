@@ -9,10 +9,11 @@ import { startDaemon } from "./harness.ts";
 Deno.test("stream: framing, bad input and heartbeats", async (t) => {
   const daemon = await startDaemon(["--max_frame_bytes=1024", "--heartbeat_timeout_sec=2"]);
   try {
-    await t.step("a heartbeat is answered with a heartbeat", async () => {
+    await t.step("a heartbeat is answered with a heartbeat, newline-terminated", async () => {
       const client = await connected(daemon.clientPort, "hb1");
       await client.writeRaw('7\r\n{"y":0}\r\n');
-      assert.equal(await client.nextChunk(), '{"y":0}');
+      // `8\r\n{"y":0}\n\r\n` (PROTOCOL.md §2): the client's parser checks the size.
+      assert.equal(await client.nextChunk(), '{"y":0}\n');
       client.close();
     });
 

@@ -1,6 +1,8 @@
 /**
  * The raw-TCP transport's connection: after the `200` head the socket is a duplex stream of
  * HTTP chunks, each a whole message (PROTOCOL.md §2), decoded by the project's own chunk codec.
+ * Every body the server sends ends with a newline, counted in its size, so that `curl -N`
+ * shows one message a line.
  *
  * @module
  */
@@ -39,7 +41,7 @@ export class ChunkedConn extends SocketConn {
   }
 
   protected frame(message: string, bytes: number): string {
-    return textChunk(message, bytes);
+    return textChunk(`${message}\n`, bytes + 1);
   }
 
   protected lastWords(): string {
