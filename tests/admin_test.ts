@@ -117,7 +117,7 @@ Deno.test("admin: requests are held to the rules whatever their headers and bodi
           request: { ...request, body: '{"id":12345678901234567890}' },
         }]),
       });
-      assert.deepEqual(ok.body, { result: [{ value: 2 }] });
+      assert.deepEqual(ok.body, { result: [{ value: { s: 2, online: 1 } }] });
       const [delivered] = await settle(victim);
       assert.equal(delivered.s, 2);
     });

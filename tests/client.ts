@@ -44,8 +44,10 @@ export class RawClient {
     port: number,
     uid: string,
     password = "pw",
+    device?: string,
   ): Promise<{ client: RawClient; answer: Answer; redirected: boolean }> {
-    const query = `uid=${encodeURIComponent(uid)}&password=${encodeURIComponent(password)}`;
+    let query = `uid=${encodeURIComponent(uid)}&password=${encodeURIComponent(password)}`;
+    if (device !== undefined) query += `&device=${encodeURIComponent(device)}`;
     let client = await RawClient.open(port);
     let answer = await client.request(`GET /connect?${query} HTTP/1.1\r\nAccept: */*\r\n\r\n`);
     let redirected = false;
@@ -190,8 +192,8 @@ export function frame(body: string): string {
 }
 
 /** Connects as `uid` (following a 303) and asserts the 200. */
-export async function connected(port: number, uid: string): Promise<RawClient> {
-  const { client, answer } = await RawClient.connect(port, uid);
+export async function connected(port: number, uid: string, device?: string): Promise<RawClient> {
+  const { client, answer } = await RawClient.connect(port, uid, "pw", device);
   assert.equal(answer.status, 200, `connect ${uid}: ${answer.head}`);
   return client;
 }

@@ -134,10 +134,12 @@ Deno.test("cluster: 3 nodes × 2 workers with Redis", async (t) => {
     });
 
     await t.step(
-      "presence: online with a connection count, and a channel's online members",
+      "presence: online with its connections and devices, and a channel's online members",
       async () => {
-        const phone = await connected(n2.clientPort, users[1]);
-        const tablet = await connected(n1.clientPort, users[1]);
+        const phone = await connected(n2.clientPort, users[1], "phone");
+        const tablet = await connected(n1.clientPort, users[1], "tablet");
+        const tab = await connected(n3.clientPort, users[1], "tablet");
+        await settle(tab);
         await settle(phone);
         await settle(tablet);
         await delay(200);
@@ -145,13 +147,15 @@ Deno.test("cluster: 3 nodes × 2 workers with Redis", async (t) => {
           assert.deepEqual((await n.admin(`/presence?uid=${users[1]}`)).body.result, {
             uid: users[1],
             status: "online",
-            connections: 2,
+            connections: 3,
+            devices: 2,
           });
         }
         assert.deepEqual((await n3.admin(`/presence?cid=all-hands`)).body.result, {
           cid: "all-hands",
-          online: [{ uid: users[1], status: "online", connections: 2 }],
+          online: [{ uid: users[1], status: "online", connections: 3, devices: 2 }],
         });
+        tab.close();
         tablet.close();
         phone.close();
         await delay(300);
@@ -159,6 +163,7 @@ Deno.test("cluster: 3 nodes × 2 workers with Redis", async (t) => {
           uid: users[1],
           status: "offline",
           connections: 0,
+          devices: 0,
         });
       },
     );

@@ -8,15 +8,17 @@
  * @module
  */
 
-import { badRequest, errorAnswer, ServiceError } from "../core/errors.ts";
+import { badRequest, type ErrorAnswer, errorAnswer, ServiceError } from "../core/errors.ts";
 import { readBody } from "../core/http_body.ts";
 import type { Log } from "../core/log.ts";
 import { isValidName } from "../core/names.ts";
 import type { UserPresence } from "../core/presence.ts";
 import {
   BATCH_MAX_ITEMS,
+  type ChannelReceipt,
   type ChannelRequest,
   type PubResult,
+  type Receipt,
   type UnicastRequest,
 } from "../core/requests.ts";
 import type { ShardAddress } from "../core/shard_map.ts";
@@ -25,16 +27,16 @@ import type { Admission, Admitted } from "./admission.ts";
 
 /** How the API reaches shards, wherever they run. */
 export interface AdminRoutes {
-  /** Stores and delivers a message to one uid; its `s` (0 when volatile). */
-  publish(request: UnicastRequest): Promise<number>;
+  /** Stores and delivers a message to one uid; its receipt. */
+  publish(request: UnicastRequest): Promise<Receipt>;
   /** Many messages for uids of the shard that owns `uid`, in one journal batch. */
   publishMany(uid: string, requests: UnicastRequest[]): Promise<PubResult[]>;
-  /** Stores and delivers a channel message to every member. */
-  publishChannel(request: ChannelRequest): Promise<void>;
+  /** Stores and delivers a channel message to every member (its receipt counts this node's). */
+  publishChannel(request: ChannelRequest): Promise<ChannelReceipt>;
   subscribe(uid: string, channel: string): Promise<void>;
   unsubscribe(uid: string, channel: string): Promise<void>;
-  /** The uid's offline messages, in the `/msg` form. */
-  offline(uid: string, limit: number): Promise<string[]>;
+  /** The offline messages of the uid's `device`, in the `/msg` form. */
+  offline(uid: string, device: string, limit: number): Promise<string[]>;
   /** The shard a client with this uid should connect to. */
   shardOf(uid: string): ShardAddress;
   userPresence(uid: string): Promise<UserPresence>;
@@ -158,7 +160,7 @@ async function publish(
   url: URL,
   options: AdminOptions,
   work: Admitted,
-): Promise<string> {
+): Promise<"ok" | Receipt | ChannelReceipt> {
   const params = url.searchParams;
   const pub = pubRequest({
     to: params.get("to"),
@@ -167,12 +169,15 @@ async function publish(
     ttl: params.get("ttl") ?? "0",
     volatile: params.get("volatile") ?? "0",
   });
+  const receipt = params.get("receipt") ?? "0";
+  if (receipt !== "0" && receipt !== "1") throw badRequest("invalid receipt");
   const payload = await readBody(request, options.maxBodyBytes);
   pub.body = JSON.stringify(payload);
   work.add(1);
-  if ("to" in pub) await options.routes.publish(pub);
-  else await options.routes.publishChannel(pub);
-  return "ok";
+  const answer = "to" in pub
+    ? await options.routes.publish(pub)
+    : await options.routes.publishChannel(pub);
+  return receipt === "1" ? answer : "ok";
 }
 
 /** A `/pub`'s parameters as text, from its query or from one line of `/pub/batch`. */
@@ -199,8 +204,8 @@ function pubRequest(p: PubParams): UnicastRequest | ChannelRequest {
 /** Largest `/pub/batch` body; each line's `body` is also held to `--max_frame_bytes`. */
 const BATCH_MAX_BYTES = 16 << 20;
 
-/** One line's answer in `/pub/batch`. */
-type BatchAnswer = "ok" | { error: string; status: number };
+/** One line's answer in `/pub/batch`: its receipt when the line asked for one. */
+type BatchAnswer = "ok" | Receipt | ChannelReceipt | ErrorAnswer;
 
 /**
  * `POST /pub/batch`: one JSON object a line, each a `/pub` (`to` or `channel`, `from`,
@@ -223,12 +228,13 @@ async function publishBatch(
   }
   work.add(lines.length);
   const answers: BatchAnswer[] = new Array(lines.length);
+  const receipts = new Array<boolean>(lines.length);
   const pending: Promise<void>[] = [];
   const byShard = new Map<string, { indexes: number[]; requests: UnicastRequest[] }>();
   lines.forEach((line, i) => {
     let pub: UnicastRequest | ChannelRequest;
     try {
-      pub = batchLine(line, options.maxBodyBytes);
+      ({ pub, receipt: receipts[i] } = batchLine(line, options.maxBodyBytes));
     } catch (error) {
       answers[i] = errorAnswer(error as Error);
       return;
@@ -236,7 +242,7 @@ async function publishBatch(
     if ("channel" in pub) {
       pending.push(
         options.routes.publishChannel(pub).then(
-          () => void (answers[i] = "ok"),
+          (receipt) => void (answers[i] = receipts[i] ? receipt : "ok"),
           (error) => void (answers[i] = errorAnswer(error)),
         ),
       );
@@ -253,8 +259,9 @@ async function publishBatch(
     pending.push(
       options.routes.publishMany(uid, requests).then(
         (results) =>
-          (results as PubResult[]).forEach((result, k) => {
-            answers[indexes[k]] = typeof result === "number" ? "ok" : result;
+          results.forEach((result, k) => {
+            const i = indexes[k];
+            answers[i] = "error" in result || receipts[i] ? result : "ok";
           }),
         (error) => {
           for (const i of indexes) answers[i] = errorAnswer(error);
@@ -264,15 +271,21 @@ async function publishBatch(
   }
   await Promise.all(pending);
   // Refused whole (the store too busy for any of it): a 503 the back end can back off on.
+  const refused = (a: BatchAnswer): a is ErrorAnswer =>
+    typeof a === "object" && "error" in a && a.status === 503;
   const first = answers[0];
-  if (typeof first === "object" && first.status === 503 && answers.every((a) => a !== "ok")) {
-    throw new ServiceError(first.error, 503);
-  }
+  if (refused(first) && answers.every(refused)) throw new ServiceError(first.error, 503);
   return answers;
 }
 
-/** Reads one `/pub/batch` line into a request; throws a {@linkcode ServiceError}. */
-function batchLine(line: string, maxBodyBytes: number): UnicastRequest | ChannelRequest {
+/**
+ * Reads one `/pub/batch` line into a request, and whether it asks for a receipt; throws a
+ * {@linkcode ServiceError}.
+ */
+function batchLine(
+  line: string,
+  maxBodyBytes: number,
+): { pub: UnicastRequest | ChannelRequest; receipt: boolean } {
   let fields: Record<string, unknown>;
   try {
     fields = JSON.parse(line);
@@ -282,7 +295,7 @@ function batchLine(line: string, maxBodyBytes: number): UnicastRequest | Channel
   if (typeof fields !== "object" || fields === null || Array.isArray(fields)) {
     throw badRequest("line is not a json object");
   }
-  const { body, ttl, volatile } = fields;
+  const { body, ttl, volatile, receipt } = fields;
   const pub = pubRequest({
     to: optionalText(fields.to),
     channel: optionalText(fields.channel),
@@ -296,8 +309,9 @@ function batchLine(line: string, maxBodyBytes: number): UnicastRequest | Channel
   if (body.length > maxBodyBytes && encoder.encode(body).length > maxBodyBytes) {
     throw new ServiceError(`body over ${maxBodyBytes} bytes`, 413);
   }
+  if (receipt !== undefined && typeof receipt !== "boolean") throw badRequest("invalid receipt");
   pub.body = JSON.stringify(body);
-  return pub;
+  return { pub, receipt: receipt === true };
 }
 
 /** A JSON field that should be a string: null when absent, "" (invalid) when not a string. */
@@ -323,13 +337,15 @@ function offline(
   work: Admitted,
 ): Promise<unknown> {
   const uid = validName(url, "uid");
+  const device = url.searchParams.get("device") ?? "";
+  if (device !== "" && !isValidName(device)) throw badRequest("invalid device");
   const limitText = url.searchParams.get("limit");
   const limit = limitText === null ? options.msgLimit : Number(limitText);
   if (!Number.isSafeInteger(limit) || limit < 1 || limit > options.msgLimit) {
     throw badRequest(`invalid limit (1 to ${options.msgLimit})`);
   }
   work.add(1);
-  return options.routes.offline(uid, limit);
+  return options.routes.offline(uid, device, limit);
 }
 
 function shard(_request: Request, url: URL, options: AdminOptions): Promise<string> {

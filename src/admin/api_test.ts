@@ -13,15 +13,17 @@ function fakeRoutes(fail?: ServiceError) {
     publish: (request) => {
       if (fail) return Promise.reject(fail);
       published.push(request);
-      return Promise.resolve(++seq);
+      return Promise.resolve({ s: ++seq, online: 1 });
     },
     publishMany: (_uid, requests) =>
       Promise.resolve(requests.map((request) => {
         if (fail) return { error: fail.message, status: fail.status };
         published.push(request);
-        return ++seq;
+        return { s: ++seq, online: 0 };
       })),
-    publishChannel: (request) => (published.push(request), Promise.resolve()),
+    publishChannel: (request) => (
+      published.push(request), Promise.resolve({ recipients: 3, online: 2 })
+    ),
     subscribe: () => Promise.resolve(),
     unsubscribe: () => Promise.resolve(),
     offline: () => Promise.resolve(['{"b":"x","f":"op","s":1,"t":"u1","y":3}\n']),
@@ -113,6 +115,34 @@ Deno.test("admin: a route's ServiceError keeps its status; 503s carry Retry-Afte
   assert.deepEqual([batch.status, batch.body], [503, { error: "storage busy" }]);
 });
 
+Deno.test("admin: receipt=1 answers the s and the devices online; lines ask with receipt", async () => {
+  const serve = handler(fakeRoutes().routes);
+  assert.deepEqual(
+    (await call(serve, "/pub?to=u1&from=op&receipt=1", { method: "POST", body: "x" })).body,
+    { result: { s: 1, online: 1 } },
+  );
+  assert.deepEqual(
+    (await call(serve, "/pub?channel=c1&from=op&receipt=1", { method: "POST", body: "x" })).body,
+    { result: { recipients: 3, online: 2 } },
+  );
+  assert.deepEqual(
+    (await call(serve, "/pub?to=u1&from=op&receipt=yes", { method: "POST", body: "x" })).body,
+    { error: "invalid receipt" },
+  );
+  const batch = await call(serve, "/pub/batch", {
+    method: "POST",
+    body:
+      '{"to":"u1","from":"op","body":"a","receipt":true}\n{"to":"u1","from":"op","body":"b"}\n' +
+      '{"channel":"c1","from":"op","body":"c","receipt":true}\n{"to":"u1","from":"op","body":"d","receipt":1}',
+  });
+  assert.deepEqual(batch.body, {
+    result: [{ s: 2, online: 0 }, "ok", { recipients: 3, online: 2 }, {
+      error: "invalid receipt",
+      status: 400,
+    }],
+  });
+});
+
 Deno.test("admin: /pub/batch answers a line each; a bad line does not stop the others", async () => {
   const { routes, published } = fakeRoutes();
   const answer = await call(handler(routes), "/pub/batch", {
@@ -136,7 +166,7 @@ Deno.test("admin: work past the in-flight limit is refused with 503 overloaded",
   const { routes } = fakeRoutes();
   const held = new Promise<void>((resolve) => release = resolve);
   const serve = handler(
-    { ...routes, publish: async () => (await held, 1) },
+    { ...routes, publish: async () => (await held, { s: 1, online: 0 }) },
     { admission: new Admission({ targetMs: 10_000, maxInFlight: 1 }) },
   );
   const first = call(serve, "/pub?to=u1&from=op", { method: "POST", body: "x" });

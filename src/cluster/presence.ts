@@ -4,7 +4,8 @@
  * `--presence_ttl_sec` unless refreshed; a uid counts as online only while its owner node's
  * key lives, so a node that dies stops showing its users online within that bound.
  *
- * Keys: `ipush:node:{node}` (liveness), `ipush:online:{node}` (hash uid → connections),
+ * Keys: `ipush:node:{node}` (liveness), `ipush:online:{node}` (hash uid →
+ * `connections,devices`),
  * `ipush:channel-online:{cid}` (set of uids online in the channel).
  *
  * @module
@@ -49,7 +50,7 @@ export class Presence {
       }
       if (change.connections > 0) {
         return [
-          c.hSet(online, change.uid, change.connections),
+          c.hSet(online, change.uid, `${change.connections},${change.devices}`),
           ...change.channels.map((channel) => c.sAdd(channelKey(channel), change.uid)),
         ];
       }
@@ -81,8 +82,11 @@ export class Presence {
     ]);
     const live = new Set(nodes.filter((_, i) => alive[i] === 1));
     return uids.map((uid, i) => {
-      const connections = live.has(owners[i]) ? Number(counts[i] ?? 0) : 0;
-      return { uid, status: connections > 0 ? "online" : "offline", connections };
+      // "connections,devices"
+      const [connections = 0, devices = 0] = live.has(owners[i])
+        ? (counts[i] ?? "").split(",").map(Number)
+        : [];
+      return { uid, status: connections > 0 ? "online" : "offline", connections, devices };
     });
   }
 

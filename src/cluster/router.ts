@@ -10,10 +10,12 @@
 import { ServiceError } from "../core/errors.ts";
 import type { UserPresence } from "../core/presence.ts";
 import {
+  type ChannelReceipt,
   type ChannelRequest,
   ownerOf,
   type OwnerOp,
   type PubResult,
+  type Receipt,
   type UnicastRequest,
 } from "../core/requests.ts";
 import type { ShardAddress, ShardMap } from "../core/shard_map.ts";
@@ -29,8 +31,8 @@ export interface LocalShards {
   /** True when the shard at `index` of the map runs in this process. */
   isLocal(index: number): boolean;
   toShard(index: number, op: OwnerOp): Promise<unknown>;
-  /** A channel message to every shard of this node. */
-  publishChannel(request: ChannelRequest): Promise<unknown>;
+  /** A channel message to every shard of this node; each shard's receipt. */
+  publishChannel(request: ChannelRequest): Promise<ChannelReceipt[]>;
 }
 
 /** The cluster parts a router uses; all absent for a single node without Redis. */
@@ -55,9 +57,9 @@ export class Router {
     return this.#local.map.shardOf(uid);
   }
 
-  /** Stores and delivers a message to one uid; resolves with its `s` (0 when volatile). */
-  async publish(request: UnicastRequest): Promise<number> {
-    return await this.#toOwner({ op: "publish", request }) as number;
+  /** Stores and delivers a message to one uid; resolves with its receipt. */
+  async publish(request: UnicastRequest): Promise<Receipt> {
+    return await this.#toOwner({ op: "publish", request }) as Receipt;
   }
 
   /** Many messages for uids of one shard (that of `uid`), stored in one journal batch. */
@@ -65,10 +67,21 @@ export class Router {
     return await this.#toOwner({ op: "publish_many", uid, requests }) as PubResult[];
   }
 
-  /** A channel message: every shard here stores its members' copies; other nodes via the bus. */
-  async publishChannel(request: ChannelRequest): Promise<void> {
-    const local = this.#local.publishChannel(request);
-    await Promise.all([local, this.#cluster.bus?.publish([request])]);
+  /**
+   * A channel message: every shard here stores its members' copies; other nodes via the bus.
+   * Its receipt counts this node's members (the bus does not say how many other nodes have).
+   */
+  async publishChannel(request: ChannelRequest): Promise<ChannelReceipt> {
+    const [receipts] = await Promise.all([
+      this.#local.publishChannel(request),
+      this.#cluster.bus?.publish([request]),
+    ]);
+    const total = { recipients: 0, online: 0 };
+    for (const { recipients, online } of receipts) {
+      total.recipients += recipients;
+      total.online += online;
+    }
+    return total;
   }
 
   async subscribe(uid: string, channel: string): Promise<void> {
@@ -79,9 +92,9 @@ export class Router {
     await this.#toOwner({ op: "unsubscribe", uid, channel });
   }
 
-  /** The uid's offline messages, in the `/msg` form. */
-  async offline(uid: string, limit: number): Promise<string[]> {
-    return await this.#toOwner({ op: "offline", uid, limit }) as string[];
+  /** The offline messages of the uid's `device`, in the `/msg` form. */
+  async offline(uid: string, device: string, limit: number): Promise<string[]> {
+    return await this.#toOwner({ op: "offline", uid, device, limit }) as string[];
   }
 
   /** Runs an op another node forwarded: its uid must be owned here. */

@@ -8,6 +8,7 @@
 
 import {
   bool,
+  decimal,
   type FlagValues,
   helpFor,
   int,
@@ -66,6 +67,17 @@ const CORE_FLAGS = {
   max_inflight: positive(
     "200000",
     "messages the admin API holds in flight at most (past it: 503, Retry-After)",
+  ),
+  // Devices (PROTOCOL.md §7).
+  max_devices: positive(
+    "32",
+    "devices a uid may have seen within --device_ttl_days (past it: too many devices)",
+  ),
+  device_ttl_days: decimal(
+    0.000_01,
+    36_500,
+    "30",
+    "a device unseen this long no longer counts, nor holds its uid's messages back",
   ),
   channel_cache_size: positive(
     "10000",

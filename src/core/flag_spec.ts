@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 
 type Kind =
   | { type: "int"; min: number; max: number }
+  | { type: "decimal"; min: number; max: number }
   | { type: "string" }
   | { type: "bool" }
   | { type: "enum"; values: readonly string[] };
@@ -43,6 +44,16 @@ export function int(
   help: string,
 ): FlagSpec<number> {
   return { kind: { type: "int", min, max }, default: fallback, help };
+}
+
+/** A number from `min` to `max` that may have a fraction (`0.5`). */
+export function decimal(
+  min: number,
+  max: number,
+  fallback: string,
+  help: string,
+): FlagSpec<number> {
+  return { kind: { type: "decimal", min, max }, default: fallback, help };
 }
 
 /** A port (0: picked by the system). */
@@ -189,6 +200,15 @@ function convert(name: string, raw: string, kind: Kind): string | number | boole
       if (!Number.isSafeInteger(value) || value < kind.min || value > kind.max) {
         throw new FlagError(
           `bad value for --${name}: '${raw}' (an integer from ${kind.min} to ${kind.max})`,
+        );
+      }
+      return value;
+    }
+    case "decimal": {
+      const value = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : NaN;
+      if (!(value >= kind.min && value <= kind.max)) {
+        throw new FlagError(
+          `bad value for --${name}: '${raw}' (a number from ${kind.min} to ${kind.max})`,
         );
       }
       return value;

@@ -5,9 +5,12 @@
  * @module
  */
 
-/** A change a shard reports: a uid's connection count, or a channel it joined or left. */
+/**
+ * A change a shard reports: a uid's connections and the devices they are from, or a channel
+ * it joined or left.
+ */
 export type PresenceChange =
-  | { type: "presence"; uid: string; connections: number; channels: string[] }
+  | { type: "presence"; uid: string; connections: number; devices: number; channels: string[] }
   | { type: "presence-channel"; uid: string; channel: string; joined: boolean };
 
 /** One uid's status. */
@@ -15,4 +18,6 @@ export interface UserPresence {
   uid: string;
   status: "online" | "offline";
   connections: number;
+  /** Distinct devices among the connections. */
+  devices: number;
 }

@@ -29,8 +29,23 @@ export interface ChannelRequest {
   volatile: boolean;
 }
 
-/** One request's outcome in a batch: its `s` (0 when volatile), or why it failed. */
-export type PubResult = number | ErrorAnswer;
+/**
+ * What a stored message's publisher may be told (PROTOCOL.md §7, receipts): its `s` (0 when
+ * volatile), and how many of the uid's devices were connected when it was delivered.
+ */
+export interface Receipt {
+  s: number;
+  online: number;
+}
+
+/** A channel message's receipt: the members given a copy, and how many of them were online. */
+export interface ChannelReceipt {
+  recipients: number;
+  online: number;
+}
+
+/** One request's outcome in a batch: its receipt, or why it failed. */
+export type PubResult = Receipt | ErrorAnswer;
 
 /** The largest `ttl`, in seconds (a little over 31 years). */
 export const MAX_TTL_SEC = 999_999_999;
@@ -127,8 +142,8 @@ export type OwnerOp =
    */
   | { op: "publish_many"; uid: string; requests: UnicastRequest[] }
   | { op: "subscribe" | "unsubscribe"; uid: string; channel: string }
-  /** The uid's offline messages, in the `/msg` form. */
-  | { op: "offline"; uid: string; limit: number };
+  /** The offline messages of the uid's `device`, in the `/msg` form. */
+  | { op: "offline"; uid: string; device: string; limit: number };
 
 /** The uid an {@linkcode OwnerOp} is for: where it is routed. */
 export function ownerOf(op: OwnerOp): string {
@@ -164,11 +179,17 @@ export function checkOwnerOp(value: unknown, maxBodyBytes: number, msgLimit: num
         channel: nameOf(fields.channel, "channel"),
       };
     case "offline": {
-      const { limit } = fields;
+      const { limit, device } = fields;
       if (!Number.isSafeInteger(limit) || (limit as number) < 1 || (limit as number) > msgLimit) {
         throw badRequest(`invalid limit (1 to ${msgLimit})`);
       }
-      return { op: "offline", uid: nameOf(fields.uid, "uid"), limit: limit as number };
+      return {
+        op: "offline",
+        uid: nameOf(fields.uid, "uid"),
+        // A node that does not name a device means the default one.
+        device: device === undefined || device === "" ? "" : nameOf(device, "device"),
+        limit: limit as number,
+      };
     }
     default:
       throw badRequest("unknown op (publish, publish_many, subscribe, unsubscribe or offline)");

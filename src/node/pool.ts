@@ -10,7 +10,7 @@ import type { Topology } from "../cluster/topology.ts";
 import type { Config } from "../config/flags.ts";
 import type { Log } from "../core/log.ts";
 import { type SharedBudget, SocketBudget } from "../transport/budget.ts";
-import type { ChannelRequest } from "../core/requests.ts";
+import type { ChannelReceipt, ChannelRequest } from "../core/requests.ts";
 import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import type { StatsBook } from "../stats/report.ts";
@@ -90,9 +90,9 @@ export class ShardPool implements LocalShards {
     return this.#slots[index - this.#first].link.request(op);
   }
 
-  /** A channel message to every shard of this node. */
-  publishChannel(request: ChannelRequest): Promise<unknown[]> {
-    return this.toAll({ op: "publish_channel", request });
+  /** A channel message to every shard of this node; each shard's receipt. */
+  async publishChannel(request: ChannelRequest): Promise<ChannelReceipt[]> {
+    return await this.toAll({ op: "publish_channel", request }) as ChannelReceipt[];
   }
 
   /** Sends `op` to every shard. */

@@ -1,7 +1,11 @@
 /**
- * A shard: everything about the uids it owns — their sessions, sequence numbers, acks,
- * stored messages and channel memberships. It is the only writer for those uids, so plain
- * counters suffice: no locks, no compare-and-set.
+ * A shard: everything about the uids it owns — their sessions, sequence numbers, devices'
+ * cursors, stored messages and channel memberships. It is the only writer for those uids, so
+ * plain counters suffice: no locks, no compare-and-set.
+ *
+ * Devices (PROTOCOL.md §7): each (uid, device) has its own cursor. A session replays from its
+ * device's cursor and its acks move only that cursor, so a tablet that was offline while the
+ * phone read and acked still gets every message.
  *
  * Ordering: a message gets its `s` synchronously, is stored through the journal (group
  * commit, batches durable in order), and only then is delivered. A connecting session is
@@ -14,13 +18,19 @@
 
 import { errorAnswer, ServiceError } from "../core/errors.ts";
 import type { PresenceChange } from "../core/presence.ts";
-import type { ChannelRequest, PubResult, UnicastRequest } from "../core/requests.ts";
+import type {
+  ChannelReceipt,
+  ChannelRequest,
+  PubResult,
+  Receipt,
+  UnicastRequest,
+} from "../core/requests.ts";
 import type { Delivery } from "../core/messages.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { encodeError, encodeListed } from "../protocol/message.ts";
 import type { ShardMap } from "../core/shard_map.ts";
 import { type Journal, StorageBusyError } from "../storage/journal.ts";
-import { StorageUnavailableError, type Store } from "../storage/store.ts";
+import { type DeviceState, StorageUnavailableError, type Store } from "../storage/store.ts";
 import type { StoredMessage } from "../core/messages.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import type { Session, SessionOwner } from "../session/session.ts";
@@ -35,6 +45,10 @@ export interface ShardOptions {
   counters: ShardCounters;
   /** Stored messages replayed per store read. */
   replayPage: number;
+  /** Devices a uid may have seen within `deviceTtlMs`; a new one past it is refused. */
+  maxDevices: number;
+  /** A device not seen this long no longer counts (nor holds messages back). */
+  deviceTtlMs: number;
   /** Channels whose members stay cached; the least recently used beyond it are forgotten. */
   channelCacheSize: number;
   /** A client's y=3 to a uid owned by another shard. */
@@ -49,7 +63,8 @@ export interface ShardOptions {
 interface User {
   uid: string;
   lastSeq: number;
-  lastAck: number;
+  /** Each device's cursor, by device id. */
+  devices: Map<string, DeviceState>;
   sessions: Session[];
   /** The uid's channels while it is online, kept for presence only. */
   channels?: string[];
@@ -99,17 +114,17 @@ export class Shard implements SessionOwner {
     return this.#sessions;
   }
 
-  /** Stores (unless volatile) and delivers a message to one uid; resolves with its `s`. */
-  async publish(request: UnicastRequest): Promise<number> {
+  /** Stores (unless volatile) and delivers a message to one uid; resolves with its receipt. */
+  async publish(request: UnicastRequest): Promise<Receipt> {
     const [result] = await this.publishMany([request]);
-    if (typeof result === "number") return result;
+    if ("s" in result) return result;
     throw new ServiceError(result.error, result.status);
   }
 
   /**
    * Stores (unless volatile) and delivers many messages to uids of this shard, with one
    * journal batch for all of them: a request's cost is then its own work, not a store round
-   * trip. Answers each request's `s` (0 when volatile) or its error, in order.
+   * trip. Answers each request's receipt or its error, in order.
    */
   async publishMany(requests: readonly UnicastRequest[]): Promise<PubResult[]> {
     const results: PubResult[] = new Array(requests.length);
@@ -157,7 +172,7 @@ export class Shard implements SessionOwner {
       if (storeFailure && message.seq !== 0) results[i] = storeFailure;
       else {
         this.#deliver(user, message);
-        results[i] = message.seq;
+        results[i] = { s: message.seq, online: onlineDevices(user) };
       }
       this.#release(user);
     }
@@ -165,7 +180,7 @@ export class Shard implements SessionOwner {
   }
 
   /** Stores (unless volatile) and delivers a channel message to the members this shard owns. */
-  async publishChannel(request: ChannelRequest): Promise<number> {
+  async publishChannel(request: ChannelRequest): Promise<ChannelReceipt> {
     const members = await this.#members(request.channel);
     // Online members are cached: only the others wait for their state (no promise per member).
     const users: User[] = [];
@@ -196,8 +211,12 @@ export class Shard implements SessionOwner {
         this.#message(user, 4, request.from, request.body, request.ttlSec, request)
       );
       if (!request.volatile) await this.#store(messages);
-      users.forEach((user, i) => this.#deliver(user, messages[i]));
-      return messages.length;
+      let online = 0;
+      users.forEach((user, i) => {
+        this.#deliver(user, messages[i]);
+        if (user.sessions.length > 0) online++;
+      });
+      return { recipients: messages.length, online };
     } finally {
       for (const user of users) this.#release(user);
     }
@@ -227,14 +246,18 @@ export class Shard implements SessionOwner {
     this.#options.presence?.({ type: "presence-channel", uid, channel, joined: false });
   }
 
-  /** The uid's offline messages (`s > last_ack`, not expired), in the `/msg` form. */
-  async offline(uid: string, limit: number): Promise<string[]> {
+  /**
+   * The offline messages of the uid's `device` (`s` past its cursor, not expired), in the
+   * `/msg` form; a device never seen has everything still stored.
+   */
+  async offline(uid: string, device: string, limit: number): Promise<string[]> {
     this.#checkOwner(uid);
     const user = await this.#user(uid);
     user.busy++;
     try {
+      const after = user.devices.get(device)?.lastAck ?? 0;
       const stored = await this.#storage(() =>
-        this.#options.store.readAfter(uid, user.lastAck, limit, Date.now())
+        this.#options.store.readAfter(uid, after, limit, Date.now())
       );
       return stored.map(encodeListed);
     } finally {
@@ -262,8 +285,18 @@ export class Shard implements SessionOwner {
     }
     // Closed while its state loaded: `onClose` has already been and gone.
     if (!this.#sessions.has(session)) return;
+    const now = Date.now();
+    let device = user.devices.get(session.device);
+    if (!device) {
+      if (liveDevices(user, now - this.#options.deviceTtlMs) >= this.#options.maxDevices) {
+        return session.fail("too many devices");
+      }
+      user.devices.set(session.device, device = { lastAck: 0, seenAt: now });
+    }
+    device.seenAt = now;
+    this.#options.journal.seen(user.uid, session.device, now);
     if (user.sessions.push(session) === 1) counters.user_number++;
-    this.#replay(user, session);
+    this.#replay(user, session, device.lastAck);
     if (this.#options.presence) this.#reportPresence(user);
   }
 
@@ -280,15 +313,16 @@ export class Shard implements SessionOwner {
       type: "presence",
       uid: user.uid,
       connections,
+      devices: onlineDevices(user),
       channels: user.channels,
     });
     if (connections === 0) user.channels = undefined;
   }
 
-  async #replay(user: User, session: Session): Promise<void> {
+  /** Sends `session` its uid's stored messages after `after`, then lets it go live. */
+  async #replay(user: User, session: Session, after: number): Promise<void> {
     user.busy++;
     try {
-      let after = user.lastAck;
       for (;;) {
         const page = await this.#options.store.readAfter(
           user.uid,
@@ -372,17 +406,19 @@ export class Shard implements SessionOwner {
     }
   }
 
+  /** Moves the cursor of the session's device: acks are cumulative and never move back. */
   #ack(session: Session, seq: number): void {
     const user = this.#users.get(session.uid);
-    if (!user) return;
+    const device = user?.devices.get(session.device);
+    if (!user || !device) return;
     if (seq > user.lastSeq) {
       this.counters.error_number++;
-      session.sendText(JSON.stringify({ error: "ack beyond last seq" }));
+      session.sendText(encodeError("ack beyond last seq"));
       return;
     }
-    if (seq <= user.lastAck) return;
-    user.lastAck = seq;
-    this.#options.journal.ack(user.uid, seq);
+    if (seq <= device.lastAck) return;
+    device.lastAck = seq;
+    this.#options.journal.ack(user.uid, session.device, seq);
   }
 
   #message(
@@ -478,6 +514,20 @@ export class Shard implements SessionOwner {
       throw new ServiceError(error, status);
     }
   }
+}
+
+/** How many of the uid's devices have a session open. */
+function onlineDevices(user: User): number {
+  const { sessions } = user;
+  if (sessions.length < 2) return sessions.length;
+  return new Set(sessions.map((session) => session.device)).size;
+}
+
+/** How many of the uid's devices were seen since `since`. */
+function liveDevices(user: User, since: number): number {
+  let live = 0;
+  for (const device of user.devices.values()) if (device.seenAt >= since) live++;
+  return live;
 }
 
 function notOwned(uid: string): { error: string; status: number } {

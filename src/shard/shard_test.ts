@@ -31,6 +31,8 @@ function shardWith(store: Store = new MemoryStore()) {
     journal: new Journal(store, 1000, () => {}),
     counters: newShardCounters(),
     replayPage: 2,
+    maxDevices: 3,
+    deviceTtlMs: 86_400_000,
     channelCacheSize: 10,
     forward: (request) => (forwarded.push(request), Promise.resolve()),
     broadcast: () => {},
@@ -39,9 +41,9 @@ function shardWith(store: Store = new MemoryStore()) {
   return { shard, forwarded };
 }
 
-async function connect(shard: Shard, uid: string) {
+async function connect(shard: Shard, uid: string, device = "") {
   const conn = new FakeConn();
-  const session = new Session(conn, uid, "", shard);
+  const session = new Session(conn, uid, device, shard);
   await shard.attach(session);
   // Replay runs on in the background: a turn of the event loop finishes it.
   await new Promise((resolve) => setTimeout(resolve));
@@ -59,15 +61,15 @@ const message = (to: string, body: string): UnicastRequest => ({
 Deno.test("Shard: a message is stored, then delivered, with the uid's next s", async () => {
   const { shard } = shardWith();
   const { conn } = await connect(shard, ALICE);
-  assert.equal(await shard.publish(message(ALICE, "one")), 1);
-  assert.equal(await shard.publish(message(ALICE, "two")), 2);
+  assert.deepEqual(await shard.publish(message(ALICE, "one")), { s: 1, online: 1 });
+  assert.deepEqual(await shard.publish(message(ALICE, "two")), { s: 2, online: 1 });
   await new Promise((resolve) => setTimeout(resolve));
   assert.deepEqual(conn.take(), [
     { y: 3, f: "op", t: ALICE, b: "one", s: 1 },
     { y: 3, f: "op", t: ALICE, b: "two", s: 2 },
   ]);
   // Stored until acked: listed as offline.
-  assert.equal((await shard.offline(ALICE, 10)).length, 2);
+  assert.equal((await shard.offline(ALICE, "", 10)).length, 2);
 });
 
 Deno.test("Shard: a connecting session replays what it missed, page by page, then goes live", async () => {
@@ -86,7 +88,7 @@ Deno.test("Shard: an ack moves last_ack; one beyond the last s is an error", asy
   session.receive(new TextEncoder().encode('{"y":5,"s":2}'));
   await new Promise((resolve) => setTimeout(resolve, 5));
   assert.deepEqual(
-    (await shard.offline(ALICE, 10)).map((text) => JSON.parse(text).s),
+    (await shard.offline(ALICE, "", 10)).map((text) => JSON.parse(text).s),
     [3],
   );
   conn.take();
@@ -118,12 +120,12 @@ Deno.test("Shard: a channel message reaches each member it owns with that member
   const b = await connect(shard, BOB);
   b.conn.take();
   const request = { channel: "team", from: "bot", body: '"standup"', ttlSec: 0, volatile: false };
-  assert.equal(await shard.publishChannel(request), 2);
+  assert.deepEqual(await shard.publishChannel(request), { recipients: 2, online: 2 });
   await new Promise((resolve) => setTimeout(resolve));
   assert.deepEqual(a.conn.take(), [{ y: 4, f: "bot", t: ALICE, c: "team", b: "standup", s: 1 }]);
   assert.deepEqual(b.conn.take(), [{ y: 4, f: "bot", t: BOB, c: "team", b: "standup", s: 2 }]);
   await shard.unsubscribe(BOB, "team");
-  assert.equal(await shard.publishChannel(request), 1);
+  assert.deepEqual(await shard.publishChannel(request), { recipients: 1, online: 1 });
 });
 
 Deno.test("Shard: a store that is down answers 503 storage unavailable and keeps no message", async () => {
@@ -134,7 +136,7 @@ Deno.test("Shard: a store that is down answers 503 storage unavailable and keeps
   const failed = await rejection(shard.publish(message(ALICE, "lost?")));
   assert.ok(failed instanceof ServiceError);
   assert.deepEqual([failed.message, failed.status], ["storage unavailable", 503]);
-  assert.deepEqual((await shard.offline(ALICE, 10)).map((t) => JSON.parse(t).b), ["stored"]);
+  assert.deepEqual((await shard.offline(ALICE, "", 10)).map((t) => JSON.parse(t).b), ["stored"]);
 });
 
 Deno.test("Shard: sweep closes a session silent past the timeout", async () => {
@@ -145,4 +147,35 @@ Deno.test("Shard: sweep closes a session silent past the timeout", async () => {
   assert.deepEqual(conn.take(), [{ error: "heartbeat timeout" }]);
   assert.equal(conn.closedGracefully, true);
   assert.equal(shard.counters.connection_number, 0);
+});
+
+const ack = (seq: number) => new TextEncoder().encode(`{"y":5,"s":${seq}}`);
+
+Deno.test("Shard: each device replays from its own cursor; an ack moves only its own", async () => {
+  const { shard } = shardWith();
+  const phone = await connect(shard, ALICE, "phone");
+  for (let i = 1; i <= 3; i++) await shard.publish(message(ALICE, `m${i}`));
+  await new Promise((resolve) => setTimeout(resolve));
+  assert.deepEqual(phone.conn.take().map((m) => m.s), [1, 2, 3]);
+  phone.session.receive(ack(3));
+  // The tablet was offline while the phone read and acked: it still gets every message.
+  const tablet = await connect(shard, ALICE, "tablet");
+  assert.deepEqual(tablet.conn.take().map((m) => m.s), [1, 2, 3]);
+  assert.deepEqual(await shard.offline(ALICE, "phone", 10), []);
+  assert.equal((await shard.offline(ALICE, "tablet", 10)).length, 3);
+  tablet.session.receive(ack(2));
+  assert.deepEqual((await shard.offline(ALICE, "tablet", 10)).map((t) => JSON.parse(t).s), [3]);
+  // A receipt counts devices, not connections.
+  await connect(shard, ALICE, "phone");
+  assert.deepEqual(await shard.publish(message(ALICE, "m4")), { s: 4, online: 2 });
+});
+
+Deno.test("Shard: a new device past --max_devices is refused, a known one still connects", async () => {
+  const { shard } = shardWith();
+  for (const device of ["a", "b", "c"]) (await connect(shard, BOB, device)).session.end();
+  const extra = await connect(shard, BOB, "d");
+  assert.deepEqual(extra.conn.take(), [{ error: "too many devices" }]);
+  assert.equal(extra.conn.closedGracefully, true);
+  const known = await connect(shard, BOB, "b");
+  assert.equal(known.conn.closedGracefully, undefined);
 });

@@ -29,6 +29,7 @@ const REPLAY_PAGE = 500;
 const STATS_INTERVAL_MS = 1_000;
 const SWEEP_INTERVAL_MS = 1_000;
 const COMPACT_INTERVAL_MS = 60_000;
+const DAY_MS = 86_400_000;
 /** Other shards' clients' channel messages being stored and delivered here at once. */
 const CHANNEL_MESSAGES_IN_FLIGHT = 1024;
 
@@ -61,6 +62,8 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     journal,
     counters,
     replayPage: REPLAY_PAGE,
+    maxDevices: config.max_devices,
+    deviceTtlMs: config.device_ttl_days * DAY_MS,
     channelCacheSize: config.channel_cache_size,
     forward: (request) => link.request({ op: "publish", request } satisfies MainOp),
     // A BroadcastChannel does not echo to its sender: the shard delivers its own part.
@@ -117,7 +120,8 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
   ];
   // A store the node's shards share is compacted by its first shard, for all of them.
   if (!backend.shared || slot === 1) {
-    timers.push(setInterval(() => compact(store, log), COMPACT_INTERVAL_MS));
+    const deviceTtlMs = config.device_ttl_days * DAY_MS;
+    timers.push(setInterval(() => compact(store, deviceTtlMs, log), COMPACT_INTERVAL_MS));
   }
   link.notify({ type: "ready", port: server.port } satisfies ShardNote);
 
@@ -147,7 +151,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
         case "unsubscribe":
           return shard.unsubscribe(op.uid, op.channel);
         case "offline":
-          return shard.offline(op.uid, op.limit);
+          return shard.offline(op.uid, op.device, op.limit);
         case "stats":
           return Promise.resolve(counters);
         case "map":
@@ -166,9 +170,10 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
   };
 }
 
-async function compact(store: Store, log: Log): Promise<void> {
+async function compact(store: Store, deviceTtlMs: number, log: Log): Promise<void> {
   try {
-    const removed = await store.compact(Date.now());
+    const now = Date.now();
+    const removed = await store.compact(now, now - deviceTtlMs);
     if (removed > 0) log("debug", `compacted ${removed} messages`);
   } catch (error) {
     log("warn", `compaction: ${(error as Error).message}`);

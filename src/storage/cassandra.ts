@@ -9,9 +9,9 @@
  * resolves when all are acknowledged at the configured consistency. A uid with more than
  * {@linkcode BATCH_BYTES} of messages is split into several such batches.
  *
- * `last_seq` and `last_ack` are max-registers: every write carries `USING TIMESTAMP` equal to
- * the value, so a smaller value never overwrites a larger one, whatever order concurrent
- * writes land in (see the schema's notes on `user_state`).
+ * `last_seq`, and each device's `last_ack` and `seen_at`, are max-registers: every write
+ * carries `USING TIMESTAMP` equal to the value, so a smaller value never overwrites a larger
+ * one, whatever order concurrent writes land in (see the schema's notes on `user_state`).
  *
  * Expiry: a message that expires is written with a TTL (seconds to `expiresAt` plus
  * {@linkcode TTL_MARGIN_S}), so Cassandra removes it on its own; until then `readAfter`
@@ -19,13 +19,14 @@
  * daemon and Cassandra: a message is never gone before a reader would consider it expired.
  *
  * Compaction: Cassandra cannot find acknowledged messages without scanning every partition,
- * so the store remembers the uids it appended to or acked since the last `compact`, and
- * `compact` visits only those: per uid it counts the rows at or below `last_ack` and
- * range-deletes them, and, if the uid was given expiring messages, reads the rows above
- * `last_ack` and deletes the expired ones (otherwise TTL alone removes them), and counts what
- * it deleted. A uid left uncompacted when the daemon stops is compacted the next time it is
- * touched; until then its acknowledged messages are invisible (they lie at or below
- * `last_ack`) and expiring ones still go by TTL.
+ * so the store remembers the uids it appended to or updated a device of since the last
+ * `compact`, and `compact` visits only those: per uid it works out the floor
+ * (`compactionFloor`) from the device cursors, counts the rows at or below it and
+ * range-deletes them, and, if the uid was given expiring messages, reads the rows above and
+ * deletes the expired ones (otherwise TTL alone removes them). A uid that a live device held
+ * back is visited again once that device may have gone quiet. A uid left uncompacted when the
+ * daemon stops is compacted the next time it is touched; until then its acknowledged
+ * messages are invisible to the devices that acked them and expiring ones still go by TTL.
  *
  * Errors: driver errors that mean "Cassandra cannot serve this now" (no host, timeouts,
  * unavailable or overloaded replicas) reject with {@linkcode StorageUnavailableError};
@@ -36,7 +37,15 @@
 
 import cassandra from "cassandra-driver";
 import { type FlagValues, oneOf, text } from "../core/flag_spec.ts";
-import { StorageUnavailableError, type Store, type StoreBackend, type UserState } from "./store.ts";
+import {
+  compactionFloor,
+  type DeviceState,
+  type DeviceUpdate,
+  StorageUnavailableError,
+  type Store,
+  type StoreBackend,
+  type UserState,
+} from "./store.ts";
 import type { StoredMessage, StoredType } from "../core/messages.ts";
 
 /** Consistency levels by their CQL names. */
@@ -75,7 +84,11 @@ const CQL = {
   insert: "INSERT INTO messages (uid, seq, type, sender, channel, body, expires_at) " +
     "VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?",
   lastSeq: "UPDATE user_state USING TIMESTAMP ? SET last_seq = ? WHERE uid = ?",
-  lastAck: "UPDATE user_state USING TIMESTAMP ? SET last_ack = ? WHERE uid = ?",
+  deviceAck:
+    "UPDATE device_cursors USING TIMESTAMP ? SET last_ack = ? WHERE uid = ? AND device = ?",
+  deviceSeen:
+    "UPDATE device_cursors USING TIMESTAMP ? SET seen_at = ? WHERE uid = ? AND device = ?",
+  devices: "SELECT device, last_ack, seen_at FROM device_cursors WHERE uid = ?",
   readAfter: "SELECT seq, type, sender, channel, body, expires_at FROM messages " +
     "WHERE uid = ? AND seq > ? LIMIT ?",
   countUpTo: "SELECT COUNT(*) AS count FROM messages WHERE uid = ? AND seq <= ?",
@@ -99,6 +112,12 @@ export class CassandraStore implements Store {
    * an expiring message was appended to them (only then it looks past `last_ack`).
    */
   #touched = new Map<string, boolean>();
+  /**
+   * Uids whose messages a live device held back at the last `compact`, and the `seenAt` after
+   * which that device no longer does (kept in memory: after a restart such a uid is compacted
+   * when next touched).
+   */
+  #heldBack = new Map<string, number>();
 
   /** Creates the store; the driver connects on first use (see {@linkcode CassandraStore.open}). */
   constructor(options: CassandraStoreOptions) {
@@ -181,18 +200,39 @@ export class CassandraStore implements Store {
   }
 
   async userState(uid: string): Promise<UserState> {
-    const { rows } = await this.#execute(CQL.userState, [uid]);
-    return { lastSeq: toNumber(rows[0]?.last_seq), lastAck: toNumber(rows[0]?.last_ack) };
+    const [state, cursors] = await Promise.all([
+      this.#execute(CQL.userState, [uid]),
+      this.#all(CQL.devices, [uid]),
+    ]);
+    const devices = new Map<string, DeviceState>(cursors.map((row) => [
+      row.device,
+      { lastAck: toNumber(row.last_ack), seenAt: toNumber(row.seen_at) },
+    ]));
+    // A keyspace from before devices kept one cursor per uid: it is the default device's
+    // (no migration pass needed, nothing lost).
+    const legacy = toNumber(state.rows[0]?.last_ack);
+    const device = devices.get("");
+    if (legacy > (device?.lastAck ?? 0)) {
+      devices.set("", { lastAck: legacy, seenAt: device?.seenAt ?? 0 });
+    }
+    return { lastSeq: toNumber(state.rows[0]?.last_seq), devices };
   }
 
-  async ack(lastAcks: ReadonlyMap<string, number>): Promise<void> {
-    // One partition per uid: separate statements, not a multi-partition batch.
-    await Promise.all(
-      [...lastAcks].map(([uid, seq]) => {
-        this.#touch(uid, false);
-        return this.#execute(CQL.lastAck, [seq, seq, uid]);
-      }),
-    );
+  async updateDevices(updates: readonly DeviceUpdate[]): Promise<void> {
+    // One partition per uid: a batch per (uid, device), not one across partitions.
+    await Promise.all(updates.map(({ uid, device, lastAck, seenAt }) => {
+      this.#touch(uid, false);
+      const queries = [];
+      if (lastAck > 0) {
+        queries.push({ query: CQL.deviceAck, params: [lastAck, lastAck, uid, device] });
+      }
+      if (seenAt > 0) {
+        queries.push({ query: CQL.deviceSeen, params: [seenAt, seenAt, uid, device] });
+      }
+      return queries.length === 1
+        ? this.#execute(queries[0].query, queries[0].params)
+        : this.#batch(queries, false);
+    }));
   }
 
   async subscribe(channel: string, uid: string): Promise<void> {
@@ -217,7 +257,13 @@ export class CassandraStore implements Store {
     return (await this.#all(CQL.channels, [uid])).map((row) => row.channel);
   }
 
-  async compact(now: number): Promise<number> {
+  async compact(now: number, liveSince: number): Promise<number> {
+    // Uids a device held back are visited again once that device may have gone quiet.
+    for (const [uid, at] of this.#heldBack) {
+      if (at > liveSince) continue;
+      this.#heldBack.delete(uid);
+      this.#touch(uid, false);
+    }
     const uids = [...this.#touched];
     this.#touched.clear();
     let removed = 0;
@@ -228,7 +274,7 @@ export class CassandraStore implements Store {
         try {
           // Not `removed += await ...`: that reads `removed` before the await and loses the
           // other workers' counts.
-          const count = await this.#compactUid(uid, expiring, now);
+          const count = await this.#compactUid(uid, expiring, now, liveSince);
           removed += count;
         } catch (error) {
           this.#touch(uid, expiring); // try again next time
@@ -254,8 +300,23 @@ export class CassandraStore implements Store {
    * Deletes the uid's acknowledged messages and, if it may hold expiring ones, the expired
    * ones after them; returns how many there were.
    */
-  async #compactUid(uid: string, expiring: boolean, now: number): Promise<number> {
-    const { lastAck } = await this.userState(uid);
+  async #compactUid(
+    uid: string,
+    expiring: boolean,
+    now: number,
+    liveSince: number,
+  ): Promise<number> {
+    const { devices } = await this.userState(uid);
+    const lastAck = compactionFloor(devices.values(), liveSince);
+    // A live device behind the others holds messages back until it acks or goes quiet.
+    let quietAt = Infinity;
+    for (const device of devices.values()) {
+      if (device.seenAt >= liveSince && device.lastAck === lastAck) {
+        quietAt = Math.min(quietAt, device.seenAt);
+      }
+    }
+    const ahead = [...devices.values()].some((device) => device.lastAck > lastAck);
+    if (ahead && quietAt !== Infinity) this.#heldBack.set(uid, quietAt + 1);
     const deletes: { query: string; params: unknown[] }[] = [];
     const { rows } = await this.#execute(CQL.countUpTo, [uid, lastAck]);
     const acked = toNumber(rows[0].count);

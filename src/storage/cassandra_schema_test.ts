@@ -11,7 +11,13 @@ Deno.test("schemaStatements names the keyspace everywhere and sets its replicati
   );
   assert.deepEqual(
     statements.slice(1).map((s) => s.match(/^CREATE TABLE IF NOT EXISTS (\S+) /)?.[1]),
-    ["push_eu.messages", "push_eu.user_state", "push_eu.channel_members", "push_eu.user_channels"],
+    [
+      "push_eu.messages",
+      "push_eu.user_state",
+      "push_eu.device_cursors",
+      "push_eu.channel_members",
+      "push_eu.user_channels",
+    ],
   );
   assert.throws(() => schemaStatements(cql, { keyspace: "x; DROP" }), /invalid keyspace/);
   assert.throws(() => schemaStatements(cql, { replication: "3" }), /CQL map/);

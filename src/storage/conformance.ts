@@ -12,7 +12,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { Store } from "./store.ts";
+import type { DeviceUpdate, Store } from "./store.ts";
 import type { StoredMessage } from "../core/messages.ts";
 
 /** How the suite gets stores to test. */
@@ -36,6 +36,8 @@ interface Subject {
 type Case = (subject: Subject) => Promise<void>;
 
 const NOW = 1_700_000_000_000;
+/** Devices seen before this hold nothing back in `compact(NOW, LIVE_SINCE)`. */
+const LIVE_SINCE = NOW - 86_400_000;
 
 /** Registers one `Deno.test` named after `name` with a step per conformance case. */
 export function conformance(name: string, factory: StoreFactory): void {
@@ -84,6 +86,26 @@ function range(from: number, to: number): number[] {
 
 const sorted = (values: string[]) => values.toSorted();
 
+/** An ack of `seq` by `uid`'s `device` (the default device unless named). */
+function ack(uid: string, seq: number, device = ""): DeviceUpdate {
+  return { uid, device, lastAck: seq, seenAt: 0 };
+}
+
+/** `uid`'s `device` connecting at `at`. */
+function seen(uid: string, device: string, at: number): DeviceUpdate {
+  return { uid, device, lastAck: 0, seenAt: at };
+}
+
+/** A uid's devices as `{device: [lastAck, seenAt]}`, for comparisons. */
+async function devicesOf(store: Store, uid: string): Promise<Record<string, [number, number]>> {
+  const { devices } = await store.userState(uid);
+  return Object.fromEntries([...devices].map(([id, d]) => [id, [d.lastAck, d.seenAt]]));
+}
+
+async function lastSeqOf(store: Store, uid: string): Promise<number> {
+  return (await store.userState(uid)).lastSeq;
+}
+
 const cases: Record<string, Case> = {
   "readAfter returns appended messages in seq order with every field": async ({ store }) => {
     const written = [
@@ -113,34 +135,55 @@ const cases: Record<string, Case> = {
 
   "userState of an unknown uid is zeros": async ({ store }) => {
     await store.append(messages("alice", 1, 2));
-    assert.deepEqual(await store.userState("bob"), { lastSeq: 0, lastAck: 0 });
+    assert.deepEqual(await store.userState("bob"), { lastSeq: 0, devices: new Map() });
   },
 
   "lastSeq follows the highest seq appended per uid": async ({ store }) => {
     await store.append([...messages("alice", 1, 3), message("bob", 1)]);
-    assert.deepEqual(await store.userState("alice"), { lastSeq: 3, lastAck: 0 });
+    assert.equal(await lastSeqOf(store, "alice"), 3);
     await store.append(messages("alice", 4, 7));
-    assert.deepEqual(await store.userState("alice"), { lastSeq: 7, lastAck: 0 });
-    assert.deepEqual(await store.userState("bob"), { lastSeq: 1, lastAck: 0 });
+    assert.equal(await lastSeqOf(store, "alice"), 7);
+    assert.equal(await lastSeqOf(store, "bob"), 1);
   },
 
-  "ack moves lastAck forward and ignores a smaller seq": async ({ store }) => {
+  "an ack moves its device's cursor forward and ignores a smaller seq": async ({ store }) => {
     await store.append(messages("alice", 1, 9));
-    await store.ack(new Map([["alice", 5]]));
-    assert.deepEqual(await store.userState("alice"), { lastSeq: 9, lastAck: 5 });
-    await store.ack(new Map([["alice", 3]]));
-    assert.deepEqual(await store.userState("alice"), { lastSeq: 9, lastAck: 5 });
-    await store.ack(new Map([["alice", 8]]));
-    assert.deepEqual(await store.userState("alice"), { lastSeq: 9, lastAck: 8 });
+    await store.updateDevices([ack("alice", 5)]);
+    assert.deepEqual(await devicesOf(store, "alice"), { "": [5, 0] });
+    await store.updateDevices([ack("alice", 3)]);
+    assert.deepEqual(await devicesOf(store, "alice"), { "": [5, 0] });
+    await store.updateDevices([ack("alice", 8)]);
+    assert.deepEqual(await devicesOf(store, "alice"), { "": [8, 0] });
+    assert.equal(await lastSeqOf(store, "alice"), 9);
   },
 
-  "one ack call records several uids, each only forward": async ({ store }) => {
+  "each device has its own cursor; when it was seen only moves forward": async ({ store }) => {
+    await store.append(messages("alice", 1, 9));
+    await store.updateDevices([seen("alice", "phone", NOW - 10), seen("alice", "tablet", NOW)]);
+    await store.updateDevices([ack("alice", 6, "phone"), seen("alice", "phone", NOW - 20)]);
+    assert.deepEqual(await devicesOf(store, "alice"), {
+      phone: [6, NOW - 10],
+      tablet: [0, NOW],
+    });
+    await store.updateDevices([ack("alice", 2, "tablet"), seen("alice", "phone", NOW + 5)]);
+    assert.deepEqual(await devicesOf(store, "alice"), {
+      phone: [6, NOW + 5],
+      tablet: [2, NOW],
+    });
+  },
+
+  "one call records several uids and devices, each only forward": async ({ store }) => {
     await store.append([...messages("alice", 1, 9), ...messages("bob", 1, 4)]);
-    await store.ack(new Map([["alice", 6]]));
-    await store.ack(new Map([["alice", 2], ["bob", 3], ["carol", 1]]));
-    assert.deepEqual(await store.userState("alice"), { lastSeq: 9, lastAck: 6 });
-    assert.deepEqual(await store.userState("bob"), { lastSeq: 4, lastAck: 3 });
-    assert.deepEqual(await store.userState("carol"), { lastSeq: 0, lastAck: 1 });
+    await store.updateDevices([ack("alice", 6)]);
+    await store.updateDevices([
+      ack("alice", 2),
+      ack("bob", 3),
+      ack("bob", 1, "watch"),
+      ack("carol", 1),
+    ]);
+    assert.deepEqual(await devicesOf(store, "alice"), { "": [6, 0] });
+    assert.deepEqual(await devicesOf(store, "bob"), { "": [3, 0], watch: [1, 0] });
+    assert.deepEqual(await devicesOf(store, "carol"), { "": [1, 0] });
     assert.deepEqual(seqsOf(await store.readAfter("bob", 3, 100, NOW)), [4]);
   },
 
@@ -163,58 +206,100 @@ const cases: Record<string, Case> = {
       message("bob", 1, { expiresAt: NOW }),
       message("bob", 2),
     ]);
-    assert.equal(await store.compact(NOW), 2);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 2);
     // Read with an earlier clock: only deletion, not the expiry filter, hides them now.
     assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW - 10)), [2]);
     assert.deepEqual(seqsOf(await store.readAfter("bob", 0, 100, NOW - 10)), [2]);
-    assert.equal(await store.compact(NOW), 0);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 0);
   },
 
   "compact removes acknowledged messages and keeps the rest": async ({ store }) => {
     await store.append([...messages("alice", 1, 10), ...messages("bob", 1, 3)]);
-    await store.ack(new Map([["alice", 6]]));
-    assert.equal(await store.compact(NOW), 6);
+    await store.updateDevices([ack("alice", 6)]);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 6);
     assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), range(7, 10));
     assert.deepEqual(seqsOf(await store.readAfter("bob", 0, 100, NOW)), [1, 2, 3]);
-    assert.equal(await store.compact(NOW), 0);
-    await store.ack(new Map([["alice", 8]]));
-    assert.equal(await store.compact(NOW), 2);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 0);
+    await store.updateDevices([ack("alice", 8)]);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 2);
     assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), [9, 10]);
+  },
+
+  "compact keeps what a live device has not acked yet": async ({ store }) => {
+    await store.append(messages("alice", 1, 10));
+    await store.updateDevices([seen("alice", "phone", NOW), seen("alice", "tablet", NOW)]);
+    await store.updateDevices([ack("alice", 6, "phone"), ack("alice", 2, "tablet")]);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 2);
+    // The tablet still gets everything after its own cursor.
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 2, 100, NOW)), range(3, 10));
+    await store.updateDevices([ack("alice", 9, "tablet")]);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 4);
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), range(7, 10));
+  },
+
+  "a device not seen since liveSince holds nothing back": async ({ store }) => {
+    await store.append(messages("alice", 1, 10));
+    await store.updateDevices([
+      seen("alice", "phone", NOW),
+      seen("alice", "old-tablet", LIVE_SINCE - 1),
+      ack("alice", 6, "phone"),
+    ]);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 6);
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), range(7, 10));
+  },
+
+  "a device that goes quiet later no longer holds back the next compact": async ({ store }) => {
+    await store.append(messages("alice", 1, 10));
+    await store.updateDevices([
+      seen("alice", "phone", NOW),
+      seen("alice", "tablet", LIVE_SINCE + 1),
+      ack("alice", 8, "phone"),
+      ack("alice", 3, "tablet"),
+    ]);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 3);
+    // A day later, with no write in between: the tablet has gone quiet, the phone has not.
+    await store.updateDevices([seen("alice", "phone", NOW + 86_400_000)]);
+    assert.equal(await store.compact(NOW + 86_400_000, LIVE_SINCE + 2), 5);
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), [9, 10]);
+  },
+
+  "with no live device, only what some device acked goes": async ({ store }) => {
+    await store.append(messages("alice", 1, 10));
+    await store.updateDevices([
+      seen("alice", "phone", LIVE_SINCE - 10),
+      seen("alice", "tablet", LIVE_SINCE - 20),
+      ack("alice", 6, "phone"),
+      ack("alice", 2, "tablet"),
+    ]);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 6);
+    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), range(7, 10));
   },
 
   "compact counts a message both acknowledged and expired once": async ({ store }) => {
     await store.append([message("alice", 1, { expiresAt: NOW - 1 }), message("alice", 2)]);
-    await store.ack(new Map([["alice", 1]]));
-    assert.equal(await store.compact(NOW), 1);
+    await store.updateDevices([ack("alice", 1)]);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 1);
     assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), [2]);
-  },
-
-  "compact removes messages stored at or below an earlier ack": async ({ store }) => {
-    await store.ack(new Map([["alice", 3]]));
-    assert.equal(await store.compact(NOW), 0);
-    await store.append(messages("alice", 1, 5));
-    assert.equal(await store.compact(NOW), 3);
-    assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 100, NOW)), [4, 5]);
-    assert.deepEqual(await store.userState("alice"), { lastSeq: 5, lastAck: 3 });
   },
 
   "compact clears a backlog larger than one pass": async ({ store }) => {
     const batch = [...messages("alice", 1, 1_500), ...messages("bob", 1, 10)];
     for (let i = 0; i < 1_200; i++) batch.push(message(`user${i}`, 1, { expiresAt: NOW - 1 }));
     await store.append(batch);
-    await store.ack(new Map([["alice", 1_400]]));
-    await store.ack(new Map([["bob", 10]]));
-    assert.equal(await store.compact(NOW), 1_400 + 10 + 1_200);
+    await store.updateDevices([ack("alice", 1_400)]);
+    await store.updateDevices([ack("bob", 10)]);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 1_400 + 10 + 1_200);
     assert.deepEqual(seqsOf(await store.readAfter("alice", 0, 1_000, NOW)), range(1_401, 1_500));
     assert.deepEqual(await store.readAfter("bob", 0, 100, NOW), []);
     assert.deepEqual(await store.readAfter("user7", 0, 100, 0), []);
   },
 
-  "lastSeq and lastAck survive compaction": async ({ store }) => {
+  "lastSeq and the cursors survive compaction": async ({ store }) => {
     await store.append(messages("alice", 1, 3));
-    await store.ack(new Map([["alice", 3]]));
-    assert.equal(await store.compact(NOW), 3);
-    assert.deepEqual(await store.userState("alice"), { lastSeq: 3, lastAck: 3 });
+    await store.updateDevices([ack("alice", 3)]);
+    assert.equal(await store.compact(NOW, LIVE_SINCE), 3);
+    assert.equal(await lastSeqOf(store, "alice"), 3);
+    assert.deepEqual(await devicesOf(store, "alice"), { "": [3, 0] });
     await store.append(messages("alice", 4, 4));
     assert.deepEqual(seqsOf(await store.readAfter("alice", 3, 100, NOW)), [4]);
   },
@@ -259,7 +344,7 @@ const cases: Record<string, Case> = {
     await store.append(batch);
     for (const uid of ["user0", "user25", "user49"]) {
       assert.deepEqual(await store.readAfter(uid, 0, 1_000, NOW), messages(uid, 1, 100));
-      assert.deepEqual(await store.userState(uid), { lastSeq: 100, lastAck: 0 });
+      assert.equal(await lastSeqOf(store, uid), 100);
     }
   },
 
@@ -284,7 +369,7 @@ const cases: Record<string, Case> = {
     );
     for (let i = 0; i < 20; i++) {
       assert.deepEqual(seqsOf(await store.readAfter(`user${i}`, 0, 100, NOW)), range(1, 20));
-      assert.deepEqual(await store.userState(`user${i}`), { lastSeq: 20, lastAck: 0 });
+      assert.equal(await lastSeqOf(store, `user${i}`), 20);
     }
   },
 };
@@ -294,21 +379,22 @@ function restartCases(reopen: (store: Store) => Promise<Store>): Record<string, 
     "messages, state and membership survive a reopen": async (subject) => {
       const written = [message("alice", 1), message("alice", 2, { type: 4, channel: "news" })];
       await subject.store.append(written);
-      await subject.store.ack(new Map([["alice", 1]]));
+      await subject.store.updateDevices([seen("alice", "phone", NOW), ack("alice", 1, "phone")]);
       await subject.store.subscribe("news", "alice");
       subject.store = await reopen(subject.store);
       assert.deepEqual(await subject.store.readAfter("alice", 0, 100, NOW), written);
-      assert.deepEqual(await subject.store.userState("alice"), { lastSeq: 2, lastAck: 1 });
+      assert.equal(await lastSeqOf(subject.store, "alice"), 2);
+      assert.deepEqual(await devicesOf(subject.store, "alice"), { phone: [1, NOW] });
       assert.deepEqual(await subject.store.members("news"), ["alice"]);
       assert.deepEqual(await subject.store.channels("alice"), ["news"]);
     },
 
     "lastSeq survives compaction and a reopen, so no seq is reused": async (subject) => {
       await subject.store.append(messages("alice", 1, 5));
-      await subject.store.ack(new Map([["alice", 5]]));
-      assert.equal(await subject.store.compact(NOW), 5);
+      await subject.store.updateDevices([ack("alice", 5)]);
+      assert.equal(await subject.store.compact(NOW, LIVE_SINCE), 5);
       subject.store = await reopen(subject.store);
-      assert.deepEqual(await subject.store.userState("alice"), { lastSeq: 5, lastAck: 5 });
+      assert.equal(await lastSeqOf(subject.store, "alice"), 5);
       assert.deepEqual(await subject.store.readAfter("alice", 0, 100, NOW), []);
     },
   };

@@ -1,15 +1,16 @@
 /**
  * Group commit in front of a {@linkcode Store}: appends made while a commit is in flight (or
  * in the same pass of the event loop) go to the store together as one batch, one batch at a
- * time, so batches become durable in the order they were made. Acks are coalesced to the
- * highest per uid and go to the store as one call per commit. The queue is bounded: past
- * the limit an append is refused at once, not buffered.
+ * time, so batches become durable in the order they were made. Device updates (acks, and
+ * when a device connected) are coalesced to the highest per (uid, device) and go to the
+ * store as one call per commit, after that commit's messages. The queue is bounded: past the
+ * limit an append is refused at once, not buffered.
  *
  * @module
  */
 
 import { setImmediate } from "node:timers";
-import { StorageUnavailableError, type Store } from "./store.ts";
+import { type DeviceUpdate, StorageUnavailableError, type Store } from "./store.ts";
 import type { StoredMessage } from "../core/messages.ts";
 
 /** Refused because too many messages are already waiting for the store. */
@@ -33,12 +34,13 @@ export class Journal {
   #onAckError: (error: Error) => void;
   #messages: StoredMessage[] = [];
   #waiters: Waiter[] = [];
-  #acks = new Map<string, number>();
+  /** Device updates of the next commit, by uid and device. */
+  #devices = new Map<string, DeviceUpdate>();
   #committing: Promise<void> | null = null;
   /** Messages of the batch the store is writing now: they count against the limit too. */
   #inFlight = 0;
 
-  /** `limit`: the most messages waiting at once; `onAckError` hears of acks not stored. */
+  /** `limit`: the most messages waiting at once; `onAckError` hears of updates not stored. */
   constructor(store: Store, limit: number, onAckError: (error: Error) => void) {
     this.#store = store;
     this.#limit = limit;
@@ -63,16 +65,25 @@ export class Journal {
     });
   }
 
-  /** Records `seq` as `uid`'s last_ack with the next commit. */
-  ack(uid: string, seq: number): void {
-    if (seq > (this.#acks.get(uid) ?? 0)) this.#acks.set(uid, seq);
+  /** Records `seq` as the device's last_ack with the next commit. */
+  ack(uid: string, device: string, seq: number): void {
+    this.#update({ uid, device, lastAck: seq, seenAt: 0 });
+  }
+
+  /** Records that the device connected at `at` (ms since the epoch) with the next commit. */
+  seen(uid: string, device: string, at: number): void {
+    this.#update({ uid, device, lastAck: 0, seenAt: at });
+  }
+
+  #update(update: DeviceUpdate): void {
+    mergeInto(this.#devices, update);
     this.#schedule();
   }
 
   /** Resolves once everything queued so far has been committed (or has failed). */
   async flush(): Promise<void> {
     if (this.#committing) await this.#committing;
-    if (this.#messages.length > 0 || this.#acks.size > 0) {
+    if (this.#messages.length > 0 || this.#devices.size > 0) {
       await (this.#committing ??= this.#commit());
     }
   }
@@ -87,10 +98,10 @@ export class Journal {
   async #commit(): Promise<void> {
     const messages = this.#messages;
     const waiters = this.#waiters;
-    const acks = this.#acks;
+    const devices = this.#devices;
     this.#messages = [];
     this.#waiters = [];
-    this.#acks = new Map();
+    this.#devices = new Map();
     let ackFailed = false;
     try {
       if (messages.length > 0) {
@@ -107,23 +118,33 @@ export class Journal {
           this.#inFlight = 0;
         }
       }
-      if (acks.size > 0) {
+      if (devices.size > 0) {
         try {
-          await this.#store.ack(acks);
+          await this.#store.updateDevices([...devices.values()]);
         } catch (error) {
           // An unstored ack costs a redelivery, never a loss: keep them for a later commit,
           // which the next append or ack triggers (no retry loop against a store that is
           // down).
           ackFailed = true;
-          for (const [uid, seq] of acks) {
-            if (seq > (this.#acks.get(uid) ?? 0)) this.#acks.set(uid, seq);
-          }
+          for (const update of devices.values()) mergeInto(this.#devices, update);
           this.#onAckError(error as Error);
         }
       }
     } finally {
       this.#committing = null;
-      if (this.#messages.length > 0 || (this.#acks.size > 0 && !ackFailed)) this.#schedule();
+      if (this.#messages.length > 0 || (this.#devices.size > 0 && !ackFailed)) this.#schedule();
     }
+  }
+}
+
+/** Merges `update` into `pending`, keeping the highest of each field per (uid, device). */
+function mergeInto(pending: Map<string, DeviceUpdate>, update: DeviceUpdate): void {
+  // A name cannot hold a line break: the key is unambiguous.
+  const key = `${update.uid}\n${update.device}`;
+  const known = pending.get(key);
+  if (!known) pending.set(key, { ...update });
+  else {
+    if (update.lastAck > known.lastAck) known.lastAck = update.lastAck;
+    if (update.seenAt > known.seenAt) known.seenAt = update.seenAt;
   }
 }

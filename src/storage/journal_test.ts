@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
 import { Journal, StorageBusyError } from "./journal.ts";
 import { MemoryStore } from "./memory.ts";
-import { StorageUnavailableError } from "./store.ts";
+import { type DeviceUpdate, StorageUnavailableError } from "./store.ts";
 import type { StoredMessage } from "../core/messages.ts";
 import { rejection } from "../testing/support.ts";
 
@@ -53,11 +53,18 @@ class FakeStore extends MemoryStore {
     return super.append(messages);
   }
 
-  override ack(lastAcks: ReadonlyMap<string, number>): Promise<void> {
-    this.acks.push(...lastAcks);
+  override updateDevices(updates: readonly DeviceUpdate[]): Promise<void> {
+    for (const { uid, device, lastAck } of updates) {
+      if (lastAck > 0) this.acks.push([device ? `${uid}/${device}` : uid, lastAck]);
+    }
     this.ackCalls++;
     if (this.ackError) return Promise.reject(this.ackError);
-    return super.ack(lastAcks);
+    return super.updateDevices(updates);
+  }
+
+  /** The default device's cursor. */
+  async lastAck(uid: string): Promise<number> {
+    return (await this.userState(uid)).devices.get("")?.lastAck ?? 0;
   }
 
   async stored(uid: string): Promise<number[]> {
@@ -99,11 +106,11 @@ Deno.test("Journal: appends and acks from several callbacks of one pass share a 
   await new Promise<void>((resolve) => {
     setImmediate(() => {
       done.push(j.append([message("a", 1)]));
-      j.ack("z", 3);
+      j.ack("z", "", 3);
     });
     setImmediate(() => {
       done.push(j.append([message("b", 1)]));
-      j.ack("y", 2);
+      j.ack("y", "", 2);
       resolve();
     });
   });
@@ -254,15 +261,15 @@ Deno.test("Journal: the limit counts the batch in flight too (a hung store holds
 Deno.test("Journal: acks are coalesced to the highest per uid", async () => {
   const store = new FakeStore();
   const { journal: j } = journal(store);
-  j.ack("a", 3);
-  j.ack("a", 7);
-  j.ack("a", 5); // lower: ignored
-  j.ack("b", 1);
+  j.ack("a", "", 3);
+  j.ack("a", "", 7);
+  j.ack("a", "", 5); // lower: ignored
+  j.ack("b", "", 1);
   await j.flush();
   assert.deepEqual(store.acks.sort(), [["a", 7], ["b", 1]]);
   assert.equal(store.ackCalls, 1);
-  assert.equal((await store.userState("a")).lastAck, 7);
-  assert.equal((await store.userState("b")).lastAck, 1);
+  assert.equal(await store.lastAck("a"), 7);
+  assert.equal(await store.lastAck("b"), 1);
 });
 
 Deno.test("Journal: acks go with the same commit as appends, after them", async () => {
@@ -270,16 +277,16 @@ Deno.test("Journal: acks go with the same commit as appends, after them", async 
   const { journal: j } = journal(store);
   const calls: string[] = [];
   const append = store.append.bind(store);
-  const ack = store.ack.bind(store);
+  const update = store.updateDevices.bind(store);
   store.append = (messages) => {
     calls.push("append");
     return append(messages);
   };
-  store.ack = (lastAcks) => {
-    calls.push(`ack ${[...lastAcks].join(" ")}`);
-    return ack(lastAcks);
+  store.updateDevices = (updates) => {
+    calls.push(`ack ${updates.map((u) => `${u.uid},${u.lastAck}`).join(" ")}`);
+    return update(updates);
   };
-  j.ack("a", 1);
+  j.ack("a", "", 1);
   const done = j.append([message("a", 2)]);
   await done;
   await j.flush();
@@ -291,11 +298,11 @@ Deno.test("Journal: a failed ack is reported and retried with the next commit", 
   const ackFailure = new Error("ack write failed");
   store.ackError = ackFailure;
   const { journal: j, ackErrors } = journal(store);
-  j.ack("a", 4);
+  j.ack("a", "", 4);
   await tick();
   assert.deepEqual(ackErrors, [ackFailure]);
   assert.deepEqual(store.acks, [["a", 4]]);
-  assert.equal((await store.userState("a")).lastAck, 0);
+  assert.equal(await store.lastAck("a"), 0);
   // No retry loop against a store that is down.
   await tick();
   await tick();
@@ -305,7 +312,7 @@ Deno.test("Journal: a failed ack is reported and retried with the next commit", 
   await j.append([message("b", 1)]);
   await tick();
   assert.deepEqual(store.acks, [["a", 4], ["a", 4]]);
-  assert.equal((await store.userState("a")).lastAck, 4);
+  assert.equal(await store.lastAck("a"), 4);
   assert.equal(ackErrors.length, 1);
 });
 
@@ -313,7 +320,7 @@ Deno.test("Journal: flush() makes one more attempt at a failed ack, then settles
   const store = new FakeStore();
   store.ackError = new Error("down");
   const { journal: j, ackErrors } = journal(store);
-  j.ack("a", 4);
+  j.ack("a", "", 4);
   await j.flush();
   // The scheduled commit failed, flush() tried once more, and gave up without a loop.
   assert.deepEqual(store.acks, [["a", 4], ["a", 4]]);
@@ -323,30 +330,30 @@ Deno.test("Journal: flush() makes one more attempt at a failed ack, then settles
   // A flush once the store is back stores it.
   store.ackError = null;
   await j.flush();
-  assert.equal((await store.userState("a")).lastAck, 4);
+  assert.equal(await store.lastAck("a"), 4);
 });
 
 Deno.test("Journal: a kept ack merges with a newer one for the same uid", async () => {
   const store = new FakeStore();
   store.ackError = new Error("down");
   const { journal: j, ackErrors } = journal(store);
-  j.ack("a", 4);
+  j.ack("a", "", 4);
   await tick();
   assert.equal(ackErrors.length, 1);
   store.ackError = null;
-  j.ack("a", 9);
+  j.ack("a", "", 9);
   await tick();
   assert.deepEqual(store.acks, [["a", 4], ["a", 9]]);
-  assert.equal((await store.userState("a")).lastAck, 9);
+  assert.equal(await store.lastAck("a"), 9);
   // And an older ack after the failure does not move it back.
   store.ackError = new Error("down");
-  j.ack("b", 5);
+  j.ack("b", "", 5);
   await tick();
   store.ackError = null;
-  j.ack("b", 2);
+  j.ack("b", "", 2);
   await tick();
   assert.deepEqual(store.acks.slice(-1), [["b", 5]]);
-  assert.equal((await store.userState("b")).lastAck, 5);
+  assert.equal(await store.lastAck("b"), 5);
 });
 
 Deno.test("Journal: flush() waits for the commit in flight and for what is queued", async () => {
@@ -357,7 +364,7 @@ Deno.test("Journal: flush() waits for the commit in flight and for what is queue
   const first = j.append([message("a", 1)]);
   await tick();
   const second = j.append([message("a", 2)]);
-  j.ack("a", 1);
+  j.ack("a", "", 1);
   let flushed = false;
   const flushing = j.flush().then(() => flushed = true);
   await tick();
@@ -367,7 +374,8 @@ Deno.test("Journal: flush() waits for the commit in flight and for what is queue
   await flushing;
   // Everything queued before flush() was called is done: both appends, then the ack.
   await Promise.all([first, second]);
-  assert.deepEqual(await store.userState("a"), { lastSeq: 2, lastAck: 1 });
+  assert.equal((await store.userState("a")).lastSeq, 2);
+  assert.equal(await store.lastAck("a"), 1);
   assert.deepEqual(await store.stored("a"), [2]);
   assert.equal(j.queued, 0);
 });

@@ -6,11 +6,18 @@
  * @module
  */
 
-import type { Store, StoreBackend, UserState } from "./store.ts";
+import {
+  compactionFloor,
+  type DeviceState,
+  type DeviceUpdate,
+  type Store,
+  type StoreBackend,
+  type UserState,
+} from "./store.ts";
 import type { StoredMessage } from "../core/messages.ts";
 
 interface UserRecord extends UserState {
-  /** Unacknowledged messages in seq order. */
+  /** Messages not yet acked by every device, in seq order. */
   messages: StoredMessage[];
 }
 
@@ -25,7 +32,7 @@ export class MemoryStore implements Store {
   #user(uid: string): UserRecord {
     let user = this.#users.get(uid);
     if (!user) {
-      user = { lastSeq: 0, lastAck: 0, messages: [] };
+      user = { lastSeq: 0, devices: new Map(), messages: [] };
       this.#users.set(uid, user);
     }
     return user;
@@ -53,23 +60,28 @@ export class MemoryStore implements Store {
 
   userState(uid: string): Promise<UserState> {
     const user = this.#users.get(uid);
-    return Promise.resolve({ lastSeq: user?.lastSeq ?? 0, lastAck: user?.lastAck ?? 0 });
+    const devices = new Map<string, DeviceState>();
+    for (const [device, state] of user?.devices ?? []) devices.set(device, { ...state });
+    return Promise.resolve({ lastSeq: user?.lastSeq ?? 0, devices });
   }
 
-  ack(lastAcks: ReadonlyMap<string, number>): Promise<void> {
-    for (const [uid, seq] of lastAcks) {
+  updateDevices(updates: readonly DeviceUpdate[]): Promise<void> {
+    const acked = new Set<UserRecord>();
+    for (const { uid, device, lastAck, seenAt } of updates) {
       const user = this.#user(uid);
-      if (seq <= user.lastAck) continue;
-      user.lastAck = seq;
-      // Released now, not at the next compaction: a message then dies young, in the
-      // scavenger's cheap path (a worker's scavenges at 60k msgs/s fell from up to 12 ms to
-      // about 1 ms, and its RSS under load from ~600 to ~220 MB).
-      const acked = user.messages.findIndex((m) => m.seq > seq);
-      const count = acked === -1 ? user.messages.length : acked;
-      if (count === 0) continue;
-      user.messages.splice(0, count);
-      this.#released += count;
+      const state = user.devices.get(device);
+      if (!state) user.devices.set(device, { lastAck, seenAt });
+      else {
+        if (lastAck > state.lastAck) state.lastAck = lastAck;
+        if (seenAt > state.seenAt) state.seenAt = seenAt;
+      }
+      if (lastAck > 0) acked.add(user);
     }
+    // Released now, not at the next compaction: a message then dies young, in the
+    // scavenger's cheap path (a worker's scavenges at 60k msgs/s fell from up to 12 ms to
+    // about 1 ms, and its RSS under load from ~600 to ~220 MB). Every device counts as live
+    // here; compaction lets the ones gone quiet go.
+    for (const user of acked) this.#release(user, compactionFloor(user.devices.values(), 0));
     return Promise.resolve();
   }
 
@@ -93,17 +105,25 @@ export class MemoryStore implements Store {
     return Promise.resolve([...this.#channels.get(uid) ?? []]);
   }
 
-  compact(now: number): Promise<number> {
-    let removed = this.#released;
-    this.#released = 0;
+  compact(now: number, liveSince: number): Promise<number> {
     for (const user of this.#users.values()) {
-      const kept = user.messages.filter((m) =>
-        m.seq > user.lastAck && (m.expiresAt === 0 || m.expiresAt > now)
-      );
-      removed += user.messages.length - kept.length;
+      this.#release(user, compactionFloor(user.devices.values(), liveSince));
+      const kept = user.messages.filter((m) => m.expiresAt === 0 || m.expiresAt > now);
+      this.#released += user.messages.length - kept.length;
       user.messages = kept;
     }
+    const removed = this.#released;
+    this.#released = 0;
     return Promise.resolve(removed);
+  }
+
+  /** Drops the user's messages at or below `floor`. */
+  #release(user: UserRecord, floor: number): void {
+    const above = user.messages.findIndex((m) => m.seq > floor);
+    const count = above === -1 ? user.messages.length : above;
+    if (count === 0) return;
+    user.messages.splice(0, count);
+    this.#released += count;
   }
 
   close(): Promise<void> {

@@ -17,8 +17,16 @@
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { type FlagValues, oneOf } from "../core/flag_spec.ts";
-import { StorageUnavailableError, type Store, type StoreBackend, type UserState } from "./store.ts";
 import type { StoredMessage, StoredType } from "../core/messages.ts";
+import {
+  compactionFloor,
+  type DeviceState,
+  type DeviceUpdate,
+  StorageUnavailableError,
+  type Store,
+  type StoreBackend,
+  type UserState,
+} from "./store.ts";
 
 /** How a {@linkcode SqliteStore} trades commit latency for durability. */
 export interface SqliteStoreOptions {
@@ -34,9 +42,10 @@ export interface SqliteStoreOptions {
 // The messages table keeps its rowid (rows land at the end of the table in append order) and
 // indexes (uid, seq) through its primary key: measured, this appends 1.4 to 4.6 times faster
 // than a WITHOUT ROWID table clustered on (uid, seq), whose rows scatter over one page per
-// uid, for a read-after-seq about 1.3 times slower (docs/storage.md). `purged_ack` is how far
-// `compact` has deleted acknowledged messages, so that it visits only users whose `last_ack`
-// moved since; the partial index holds exactly those users.
+// uid, for a read-after-seq about 1.3 times slower (docs/storage.md). A device's `purged_ack`
+// is its `last_ack` when `compact` last worked out its uid's floor, so that `compact` visits
+// only uids whose cursors moved since; the partial index holds exactly those devices, and a
+// device that goes quiet is put back in it (`purged_ack` -1) once, when it does.
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS messages (
     uid TEXT NOT NULL,
@@ -51,17 +60,42 @@ const SCHEMA = `
   CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires_at) WHERE expires_at > 0;
   CREATE TABLE IF NOT EXISTS users (
     uid TEXT PRIMARY KEY,
-    last_seq INTEGER NOT NULL DEFAULT 0,
-    last_ack INTEGER NOT NULL DEFAULT 0,
-    purged_ack INTEGER NOT NULL DEFAULT 0
+    last_seq INTEGER NOT NULL DEFAULT 0
   ) WITHOUT ROWID;
-  CREATE INDEX IF NOT EXISTS users_to_purge ON users (uid) WHERE last_ack > purged_ack;
+  CREATE TABLE IF NOT EXISTS devices (
+    uid TEXT NOT NULL,
+    device TEXT NOT NULL,
+    last_ack INTEGER NOT NULL DEFAULT 0,
+    seen_at INTEGER NOT NULL DEFAULT 0,
+    purged_ack INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (uid, device)
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS devices_to_purge ON devices (uid) WHERE last_ack > purged_ack;
+  CREATE INDEX IF NOT EXISTS devices_by_seen ON devices (seen_at);
   CREATE TABLE IF NOT EXISTS members (
     channel TEXT NOT NULL,
     uid TEXT NOT NULL,
     PRIMARY KEY (channel, uid)
   ) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS members_by_uid ON members (uid, channel);
+`;
+
+/** The schema's version, in `PRAGMA user_version`: 1 since cursors are per device. */
+const SCHEMA_VERSION = 1;
+
+/**
+ * From a file of version 0 (one `last_ack` per uid, in `users`): each uid's cursor becomes
+ * that of its default device, seen at the migration, so that no message is lost or compacted
+ * early; the old columns go.
+ */
+const MIGRATE_FROM_0 = `
+  INSERT INTO devices (uid, device, last_ack, seen_at, purged_ack)
+    SELECT uid, '', last_ack, ?, purged_ack FROM users WHERE last_ack > 0;
+`;
+const DROP_FROM_0 = `
+  DROP INDEX IF EXISTS users_to_purge;
+  ALTER TABLE users DROP COLUMN last_ack;
+  ALTER TABLE users DROP COLUMN purged_ack;
 `;
 
 /**
@@ -136,16 +170,20 @@ export class SqliteStore implements Store {
   #insertMessage: StatementSync;
   #raiseLastSeq: StatementSync;
   #readAfter: StatementSync;
-  #userState: StatementSync;
-  #ack: StatementSync;
+  #lastSeq: StatementSync;
+  #devices: StatementSync;
+  #updateDevice: StatementSync;
   #subscribe: StatementSync;
   #unsubscribe: StatementSync;
   #members: StatementSync;
   #channels: StatementSync;
   #deleteExpired: StatementSync;
+  #markGoneQuiet: StatementSync;
   #usersToPurge: StatementSync;
   #deleteAcked: StatementSync;
   #markPurged: StatementSync;
+  /** Devices seen before this had gone quiet at the last `compact`. */
+  #quietBefore = 0;
 
   /**
    * Opens (creating if absent) the database at `path`.
@@ -170,28 +208,29 @@ export class SqliteStore implements Store {
       // copied back once (2.4 times the throughput for batches of 1000, docs/storage.md), at
       // the price of a longer pause (~20-40 ms) when a checkpoint does run.
       this.#db.exec("PRAGMA wal_autocheckpoint = 4000");
-      this.#transaction(() => this.#db.exec(SCHEMA));
+      this.#transaction(() => migrate(this.#db));
       this.#insertMessage = this.#db.prepare(
         `INSERT INTO messages (uid, seq, type, sender, channel, body, expires_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)`,
       );
-      // A message stored at or below `purged_ack` (an ack ahead of the appends) lowers it, so
-      // that `compact` visits this user again.
       this.#raiseLastSeq = this.#db.prepare(
-        `INSERT INTO users (uid, last_seq) VALUES (?1, ?2)
-         ON CONFLICT (uid) DO UPDATE SET
-           last_seq = max(last_seq, excluded.last_seq),
-           purged_ack = min(purged_ack, ?3)`,
+        `INSERT INTO users (uid, last_seq) VALUES (?, ?)
+         ON CONFLICT (uid) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)`,
       );
       this.#readAfter = this.#db.prepare(
         `SELECT seq, type, sender, channel, body, expires_at FROM messages
          WHERE uid = ? AND seq > ? AND (expires_at = 0 OR expires_at > ?)
          ORDER BY seq LIMIT ?`,
       );
-      this.#userState = this.#db.prepare("SELECT last_seq, last_ack FROM users WHERE uid = ?");
-      this.#ack = this.#db.prepare(
-        `INSERT INTO users (uid, last_ack) VALUES (?, ?)
-         ON CONFLICT (uid) DO UPDATE SET last_ack = max(last_ack, excluded.last_ack)`,
+      this.#lastSeq = this.#db.prepare("SELECT last_seq FROM users WHERE uid = ?");
+      this.#devices = this.#db.prepare(
+        "SELECT device, last_ack, seen_at FROM devices WHERE uid = ?",
+      );
+      this.#updateDevice = this.#db.prepare(
+        `INSERT INTO devices (uid, device, last_ack, seen_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (uid, device) DO UPDATE SET
+           last_ack = max(last_ack, excluded.last_ack),
+           seen_at = max(seen_at, excluded.seen_at)`,
       );
       this.#subscribe = this.#db.prepare(
         "INSERT OR IGNORE INTO members (channel, uid) VALUES (?, ?)",
@@ -203,17 +242,20 @@ export class SqliteStore implements Store {
         `DELETE FROM messages WHERE rowid IN (
            SELECT rowid FROM messages WHERE expires_at > 0 AND expires_at <= ? LIMIT ?)`,
       );
-      this.#usersToPurge = this.#db.prepare(
-        "SELECT uid, last_ack FROM users WHERE last_ack > purged_ack LIMIT ?",
+      this.#markGoneQuiet = this.#db.prepare(
+        "UPDATE devices SET purged_ack = -1 WHERE seen_at >= ? AND seen_at < ?",
       );
-      // Deletes the first ?3 messages of a user at or below its ack: the bound keeps one
+      this.#usersToPurge = this.#db.prepare(
+        "SELECT DISTINCT uid FROM devices WHERE last_ack > purged_ack LIMIT ?",
+      );
+      // Deletes the first ?3 messages of a user at or below its floor: the bound keeps one
       // user with a long acknowledged backlog from making one long transaction.
       this.#deleteAcked = this.#db.prepare(
         `DELETE FROM messages WHERE uid = ?1 AND seq <= (
            SELECT max(seq) FROM (
              SELECT seq FROM messages WHERE uid = ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3))`,
       );
-      this.#markPurged = this.#db.prepare("UPDATE users SET purged_ack = ? WHERE uid = ?");
+      this.#markPurged = this.#db.prepare("UPDATE devices SET purged_ack = last_ack WHERE uid = ?");
     } catch (error) {
       this.#db.close();
       throw unavailable(error);
@@ -223,14 +265,10 @@ export class SqliteStore implements Store {
   append(messages: readonly StoredMessage[]): Promise<void> {
     return this.#run(() => {
       if (messages.length === 0) return;
-      // The highest and lowest seq of the batch per uid: one users upsert per uid, not per
-      // message.
-      const seqs = new Map<string, { high: number; low: number }>();
+      // The highest seq of the batch per uid: one users upsert per uid, not per message.
+      const seqs = new Map<string, number>();
       for (const { uid, seq } of messages) {
-        const range = seqs.get(uid);
-        if (!range) seqs.set(uid, { high: seq, low: seq });
-        else if (seq > range.high) range.high = seq;
-        else if (seq < range.low) range.low = seq;
+        if (seq > (seqs.get(uid) ?? 0)) seqs.set(uid, seq);
       }
       this.#transaction(() => {
         for (const m of messages) {
@@ -244,7 +282,7 @@ export class SqliteStore implements Store {
             m.expiresAt,
           );
         }
-        for (const [uid, { high, low }] of seqs) this.#raiseLastSeq.run(uid, high, low - 1);
+        for (const [uid, high] of seqs) this.#raiseLastSeq.run(uid, high);
       });
     });
   }
@@ -269,17 +307,22 @@ export class SqliteStore implements Store {
 
   userState(uid: string): Promise<UserState> {
     return this.#run(() => {
-      const row = this.#userState.get(uid) as { last_seq: number; last_ack: number } | undefined;
-      return { lastSeq: row?.last_seq ?? 0, lastAck: row?.last_ack ?? 0 };
+      const row = this.#lastSeq.get(uid) as { last_seq: number } | undefined;
+      return { lastSeq: row?.last_seq ?? 0, devices: this.#deviceStates(uid) };
     });
   }
 
-  ack(lastAcks: ReadonlyMap<string, number>): Promise<void> {
+  updateDevices(updates: readonly DeviceUpdate[]): Promise<void> {
     return this.#run(() =>
       this.#transaction(() => {
-        for (const [uid, seq] of lastAcks) this.#ack.run(uid, seq);
+        for (const u of updates) this.#updateDevice.run(u.uid, u.device, u.lastAck, u.seenAt);
       })
     );
+  }
+
+  #deviceStates(uid: string): Map<string, DeviceState> {
+    const rows = this.#devices.all(uid) as { device: string; last_ack: number; seen_at: number }[];
+    return new Map(rows.map((r) => [r.device, { lastAck: r.last_ack, seenAt: r.seen_at }]));
   }
 
   subscribe(channel: string, uid: string): Promise<void> {
@@ -301,9 +344,13 @@ export class SqliteStore implements Store {
   /**
    * Deletes expired, then acknowledged, messages in transactions of at most a few hundred
    * rows, yielding to the event loop between them so that a large backlog never stalls the
-   * shard for long.
+   * shard for long. Devices that went quiet since the last call have their uids visited once.
    */
-  async compact(now: number): Promise<number> {
+  async compact(now: number, liveSince: number): Promise<number> {
+    if (liveSince > this.#quietBefore) {
+      await this.#run(() => this.#markGoneQuiet.run(this.#quietBefore, liveSince));
+      this.#quietBefore = liveSince;
+    }
     let removed = 0;
     for (;;) {
       const deleted = await this.#run(() =>
@@ -314,7 +361,9 @@ export class SqliteStore implements Store {
       await nextTask();
     }
     for (;;) {
-      const { deleted, more } = await this.#run(() => this.#transaction(() => this.#purgeAcked()));
+      const { deleted, more } = await this.#run(() =>
+        this.#transaction(() => this.#purgeAcked(liveSince))
+      );
       removed += deleted;
       if (!more) break;
       await nextTask();
@@ -323,14 +372,15 @@ export class SqliteStore implements Store {
   }
 
   /** Deletes up to {@linkcode COMPACT_CHUNK} acknowledged messages; says if any may be left. */
-  #purgeAcked(): { deleted: number; more: boolean } {
+  #purgeAcked(liveSince: number): { deleted: number; more: boolean } {
     let budget = COMPACT_CHUNK;
-    const users = this.#usersToPurge.all(COMPACT_CHUNK) as { uid: string; last_ack: number }[];
-    for (const { uid, last_ack } of users) {
-      const deleted = Number(this.#deleteAcked.run(uid, last_ack, budget).changes);
+    const users = this.#usersToPurge.all(COMPACT_CHUNK) as { uid: string }[];
+    for (const { uid } of users) {
+      const floor = compactionFloor(this.#deviceStates(uid).values(), liveSince);
+      const deleted = Number(this.#deleteAcked.run(uid, floor, budget).changes);
       budget -= deleted;
       if (budget === 0) return { deleted: COMPACT_CHUNK, more: true };
-      this.#markPurged.run(last_ack, uid);
+      this.#markPurged.run(uid);
     }
     return { deleted: COMPACT_CHUNK - budget, more: users.length === COMPACT_CHUNK };
   }
@@ -379,6 +429,24 @@ function isEngineError(error: unknown): boolean {
   const SQLITE_CONSTRAINT = 19;
   if (errcode !== undefined) return (errcode & 0xff) !== SQLITE_CONSTRAINT;
   return !error.message.includes("constraint failed");
+}
+
+/**
+ * Brings the schema of `db` to {@linkcode SCHEMA_VERSION} (run inside a transaction): a new
+ * file gets it whole, a file of an earlier version is migrated without losing anything.
+ */
+function migrate(db: DatabaseSync): void {
+  const { user_version: version } = db.prepare("PRAGMA user_version").get() as {
+    user_version: number;
+  };
+  if (version === SCHEMA_VERSION) return;
+  const legacy = db.prepare("SELECT 1 FROM sqlite_schema WHERE name = 'users'").get() !== undefined;
+  db.exec(SCHEMA);
+  if (legacy && version === 0) {
+    db.prepare(MIGRATE_FROM_0).run(Date.now());
+    db.exec(DROP_FROM_0);
+  }
+  db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
 }
 
 function unavailable(error: unknown): StorageUnavailableError {

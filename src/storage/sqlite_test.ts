@@ -74,8 +74,8 @@ Deno.test("SqliteStore rolls a failed batch back whole", async () => {
         (error) => error instanceof Error && !(error instanceof StorageUnavailableError),
       );
       assert.deepEqual(await store.readAfter("bob", 0, 10, NOW), []);
-      assert.deepEqual(await store.userState("bob"), { lastSeq: 0, lastAck: 0 });
-      assert.deepEqual(await store.userState("alice"), { lastSeq: 1, lastAck: 0 });
+      assert.deepEqual(await store.userState("bob"), { lastSeq: 0, devices: new Map() });
+      assert.deepEqual(await store.userState("alice"), { lastSeq: 1, devices: new Map() });
     } finally {
       await store.close();
     }
@@ -90,10 +90,13 @@ Deno.test("SqliteStore reports a write lock held past busyTimeout as unavailable
     try {
       holder.exec("BEGIN IMMEDIATE");
       await assert.rejects(store.append([message("alice", 1)]), StorageUnavailableError);
-      await assert.rejects(store.ack(new Map([["alice", 1]])), StorageUnavailableError);
+      await assert.rejects(
+        store.updateDevices([{ uid: "alice", device: "", lastAck: 1, seenAt: 0 }]),
+        StorageUnavailableError,
+      );
       holder.exec("ROLLBACK");
       await store.append([message("alice", 1)]);
-      assert.deepEqual(await store.userState("alice"), { lastSeq: 1, lastAck: 0 });
+      assert.deepEqual(await store.userState("alice"), { lastSeq: 1, devices: new Map() });
     } finally {
       holder.close();
       await store.close();
@@ -167,7 +170,7 @@ Deno.test("SqliteStore lets several worker shards share one file", async () => {
           const uid = `shard${shard}-user${user}`;
           const stored = await store.readAfter(uid, 0, 1_000, NOW);
           assert.deepEqual(stored.map((m) => m.seq), range(1, SHARD_SEQS));
-          assert.deepEqual(await store.userState(uid), { lastSeq: SHARD_SEQS, lastAck: 0 });
+          assert.deepEqual(await store.userState(uid), { lastSeq: SHARD_SEQS, devices: new Map() });
         }
       }
     } finally {
@@ -245,7 +248,7 @@ Deno.test("prepareSqliteFile: creates a new file, refuses an empty or foreign on
     const path = `${dir}/new.sqlite`;
     prepareSqliteFile(path);
     const store = new SqliteStore(path);
-    assert.deepEqual(await store.userState("u"), { lastSeq: 0, lastAck: 0 });
+    assert.deepEqual(await store.userState("u"), { lastSeq: 0, devices: new Map() });
     await store.close();
     prepareSqliteFile(path); // a good file passes again
 
@@ -256,5 +259,53 @@ Deno.test("prepareSqliteFile: creates a new file, refuses an empty or foreign on
     const foreign = `${dir}/foreign.sqlite`;
     await Deno.writeTextFile(foreign, "not a database ".repeat(400));
     assert.throws(() => prepareSqliteFile(foreign), /is damaged \(quick_check: .*not a database/);
+  });
+});
+
+Deno.test("SqliteStore migrates a file from before devices without losing anything", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/v0.sqlite`;
+    // The schema as it was, one cursor a uid: alice has acked 2 of 3, bob nothing.
+    const old = new DatabaseSync(path);
+    old.exec(`
+      CREATE TABLE messages (uid TEXT NOT NULL, seq INTEGER NOT NULL, type INTEGER NOT NULL,
+        sender TEXT NOT NULL, channel TEXT, body TEXT NOT NULL, expires_at INTEGER NOT NULL,
+        PRIMARY KEY (uid, seq));
+      CREATE TABLE users (uid TEXT PRIMARY KEY, last_seq INTEGER NOT NULL DEFAULT 0,
+        last_ack INTEGER NOT NULL DEFAULT 0, purged_ack INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+      CREATE INDEX users_to_purge ON users (uid) WHERE last_ack > purged_ack;
+      CREATE TABLE members (channel TEXT NOT NULL, uid TEXT NOT NULL,
+        PRIMARY KEY (channel, uid)) WITHOUT ROWID;
+      INSERT INTO messages VALUES ('alice', 1, 3, 'op', NULL, '"a1"', 0),
+        ('alice', 2, 3, 'op', NULL, '"a2"', 0), ('alice', 3, 3, 'op', NULL, '"a3"', 0),
+        ('bob', 1, 3, 'op', NULL, '"b1"', 0);
+      INSERT INTO users VALUES ('alice', 3, 2, 0), ('bob', 1, 0, 0);
+      INSERT INTO members VALUES ('news', 'alice');
+    `);
+    old.close();
+    const before = Date.now();
+    const store = new SqliteStore(path);
+    try {
+      const alice = await store.userState("alice");
+      assert.equal(alice.lastSeq, 3);
+      assert.equal(alice.devices.get("")?.lastAck, 2, "the cursor is the default device's");
+      assert.ok(alice.devices.get("")!.seenAt >= before, "seen at the migration: it holds back");
+      assert.deepEqual(await store.userState("bob"), { lastSeq: 1, devices: new Map() });
+      assert.deepEqual((await store.readAfter("alice", 0, 10, Date.now())).map((m) => m.body), [
+        '"a1"',
+        '"a2"',
+        '"a3"',
+      ]);
+      assert.deepEqual(await store.members("news"), ["alice"]);
+      // What was acked goes at the next compaction; what was not stays.
+      assert.equal(await store.compact(Date.now(), 0), 2);
+      assert.deepEqual((await store.readAfter("alice", 0, 10, Date.now())).map((m) => m.seq), [3]);
+    } finally {
+      await store.close();
+    }
+    // Opening again changes nothing more.
+    const again = new SqliteStore(path);
+    assert.equal((await again.userState("alice")).devices.get("")?.lastAck, 2);
+    await again.close();
   });
 });

@@ -3,18 +3,55 @@
  * Cassandra). A shard is the only writer for its uids, so a store needs no compare-and-set:
  * it must keep what it is given, in order, and say when it is durable.
  *
+ * Devices (PROTOCOL.md §7): each (uid, device) has its own cursor, `lastAck`, and the time it
+ * was last seen. A message is compacted away only once every live device of its uid has
+ * acked it ({@linkcode compactionFloor}); a device not seen since `liveSince` no longer holds
+ * messages back. An ack never runs ahead of the appends: the journal writes a commit's
+ * messages before its device updates.
+ *
  * @module
  */
 
 import type { FlagSpecs } from "../core/flag_spec.ts";
 import type { StoredMessage } from "../core/messages.ts";
 
+/** One device's cursor. */
+export interface DeviceState {
+  /** The highest seq the device acknowledged. */
+  lastAck: number;
+  /** When it last connected, in ms since the epoch (0: not recorded). */
+  seenAt: number;
+}
+
 /** What a store keeps per uid beside its messages. */
 export interface UserState {
   /** The highest seq ever assigned to this uid (survives compaction). */
   lastSeq: number;
-  /** The highest seq the user acknowledged. */
+  /** Each device's cursor, by device id ("" is the default device). */
+  devices: Map<string, DeviceState>;
+}
+
+/** A device's cursor moving: `lastAck` and `seenAt` each only ever grow (0 leaves it). */
+export interface DeviceUpdate {
+  uid: string;
+  device: string;
   lastAck: number;
+  seenAt: number;
+}
+
+/**
+ * The seq up to which a uid's messages may be compacted: the lowest cursor of its devices
+ * seen since `liveSince`. With no live device, the highest cursor of any: a message that no
+ * device has acked is never dropped because its devices went quiet (only when it expires).
+ */
+export function compactionFloor(devices: Iterable<DeviceState>, liveSince: number): number {
+  let live = Infinity;
+  let any = 0;
+  for (const { lastAck, seenAt } of devices) {
+    if (seenAt >= liveSince && lastAck < live) live = lastAck;
+    if (lastAck > any) any = lastAck;
+  }
+  return live === Infinity ? any : live;
 }
 
 /** Thrown (or rejected with) when the store cannot take or give data now. */
@@ -34,13 +71,13 @@ export interface Store {
   append(messages: readonly StoredMessage[]): Promise<void>;
   /** Messages of `uid` with `seq > afterSeq` that have not expired at `now`, in seq order. */
   readAfter(uid: string, afterSeq: number, limit: number, now: number): Promise<StoredMessage[]>;
-  /** The uid's state; `{lastSeq: 0, lastAck: 0}` for a uid never seen. */
+  /** The uid's state; `{lastSeq: 0, devices: {}}` for a uid never seen. */
   userState(uid: string): Promise<UserState>;
   /**
-   * Records each uid's seq as its `last_ack`, in one write where the engine allows. A seq
-   * below the stored one leaves it as it is: `last_ack` never moves back.
+   * Records device cursors (acks, and when devices were seen), in one write where the engine
+   * allows. Neither field moves back: a smaller value leaves the stored one.
    */
-  ack(lastAcks: ReadonlyMap<string, number>): Promise<void>;
+  updateDevices(updates: readonly DeviceUpdate[]): Promise<void>;
   /** Stores the (channel, uid) membership pair, both ways. */
   subscribe(channel: string, uid: string): Promise<void>;
   /** Deletes the (channel, uid) membership pair, both ways. */
@@ -49,8 +86,11 @@ export interface Store {
   members(channel: string): Promise<string[]>;
   /** Every channel `uid` is subscribed to. */
   channels(uid: string): Promise<string[]>;
-  /** Removes acknowledged and expired messages; returns how many went. */
-  compact(now: number): Promise<number>;
+  /**
+   * Removes expired messages, and those at or below each uid's {@linkcode compactionFloor}
+   * (devices not seen since `liveSince` hold nothing back); returns how many went.
+   */
+  compact(now: number, liveSince: number): Promise<number>;
   /** Flushes and releases the engine. */
   close(): Promise<void>;
 }
