@@ -540,6 +540,7 @@ const REASONS = new Map<number, string[]>([
     "request head timeout",
     "invalid uid",
     "invalid device",
+    "invalid codec",
     "missing password",
     "invalid password",
   ]],

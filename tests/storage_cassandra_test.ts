@@ -1,6 +1,6 @@
 /**
- * End to end with a real Cassandra (scripts/cassandra.ts): the kill test, and an outage of
- * Cassandra under a connected client.
+ * End to end with a real Cassandra (scripts/cassandra.ts): the kill test, the device
+ * scenarios, and an outage of Cassandra under a connected client.
  */
 
 import assert from "node:assert/strict";
@@ -8,6 +8,7 @@ import cassandra from "cassandra-driver";
 import { startCassandra } from "../scripts/cassandra.ts";
 import { applySchema } from "../src/storage/cassandra_schema.ts";
 import { RawClient } from "./client.ts";
+import { devicesSurviveKill, phoneAndTablet } from "./devices.ts";
 import { killTest } from "./durability.ts";
 import { delay, publish, startDaemon } from "./harness.ts";
 
@@ -43,6 +44,22 @@ Deno.test({
   ...DRIVER_TEST,
   async fn() {
     await killTest(await cassandraFlags());
+  },
+});
+
+Deno.test({
+  name: "cassandra: the tablet gets what the phone acked; a quiet device stops holding back",
+  ...DRIVER_TEST,
+  async fn() {
+    await phoneAndTablet(await cassandraFlags());
+  },
+});
+
+Deno.test({
+  name: "cassandra: after kill -9 each device replays from its own cursor",
+  ...DRIVER_TEST,
+  async fn() {
+    await devicesSurviveKill(await cassandraFlags());
   },
 });
 

@@ -51,8 +51,6 @@ export interface AdminOptions {
   maxBodyBytes: number;
   /** Most messages `/msg` lists. */
   msgLimit: number;
-  /** `--debug_api`: crashes local shard `k`; absent otherwise. */
-  crashShard?: (k: number) => Promise<unknown>;
   /** Brings the shards' counters up to date before `/stats` reports. */
   refreshStats(): Promise<void>;
   /** The host `/shard` names when shards advertise none. */
@@ -103,7 +101,6 @@ const ENDPOINTS: Record<string, Endpoint> = {
   "/shard": { name: "Shard", methods: ["GET"], handle: shard },
   "/stats": { name: "Stats", methods: ["GET"], handle: stats },
   "/presence": { name: "Presence", methods: ["GET"], handle: presence },
-  "/debug/crash": { name: "DebugCrash", methods: ["POST"], handle: crash },
 };
 
 /** What a request that is not work counts against admission: nothing. */
@@ -364,14 +361,6 @@ async function presence(_request: Request, url: URL, options: AdminOptions): Pro
     return { cid: channel, online: await options.routes.channelPresence(channel) };
   }
   return await options.routes.userPresence(validName(url, "uid"));
-}
-
-async function crash(_request: Request, url: URL, options: AdminOptions): Promise<string> {
-  if (!options.crashShard) throw new ServiceError("not found", 404);
-  const shard = Number(url.searchParams.get("shard"));
-  if (!Number.isSafeInteger(shard) || shard < 0) throw badRequest("invalid shard");
-  await options.crashShard(shard);
-  return "ok";
 }
 
 function validName(url: URL, param: string): string {

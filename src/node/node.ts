@@ -15,7 +15,7 @@
  */
 
 import { Admission } from "../admin/admission.ts";
-import { adminHandler } from "../admin/api.ts";
+import { adminHandler, type Endpoint } from "../admin/api.ts";
 import { createAuthenticator } from "../auth/auth.ts";
 import { ClusterBus } from "../cluster/bus.ts";
 import { CLUSTER_OPS_PATH, Peers, serveClusterOps } from "../cluster/ops.ts";
@@ -24,6 +24,7 @@ import { closeRedis, connectRedis, type RedisClient } from "../cluster/redis.ts"
 import { Router } from "../cluster/router.ts";
 import type { Topology } from "../cluster/topology.ts";
 import type { Config } from "../config/flags.ts";
+import { badRequest } from "../core/errors.ts";
 import type { Log } from "../core/log.ts";
 import type { PresenceChange } from "../core/presence.ts";
 import type { ChannelRequest } from "../core/requests.ts";
@@ -137,7 +138,6 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       routes: router,
       stats,
       refreshStats: () => pool.refreshStats(),
-      crashShard: config.debug_api ? (k) => pool.toLocal(k, { op: "crash" }) : undefined,
       ...limits,
       defaultHost: self.host || "127.0.0.1",
       draining: () => draining,
@@ -151,6 +151,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
           handle: (request, _url, _options, work) =>
             serveClusterOps(request, { ...limits, run: (op) => router.run(op) }, work.add),
         },
+        ...(config.debug_api ? debugEndpoints(pool) : {}),
       },
     }),
   );
@@ -176,6 +177,34 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
         log("warn", `presence not withdrawn: ${error.message}`)
       );
       if (redis) await closeRedis(redis);
+    },
+  };
+}
+
+/**
+ * `--debug_api` only: drills for supervision and storage. `POST /debug/crash?shard=k`
+ * throws from local shard k's event loop, as a bug would; `POST /debug/compact` runs every
+ * local shard's compaction now and answers how many messages went.
+ */
+function debugEndpoints(pool: ShardPool): Record<string, Endpoint> {
+  return {
+    "/debug/crash": {
+      name: "DebugCrash",
+      methods: ["POST"],
+      async handle(_request, url) {
+        const shard = Number(url.searchParams.get("shard"));
+        if (!Number.isSafeInteger(shard) || shard < 0) throw badRequest("invalid shard");
+        await pool.toLocal(shard, { op: "crash" });
+        return "ok";
+      },
+    },
+    "/debug/compact": {
+      name: "DebugCompact",
+      methods: ["POST"],
+      async handle() {
+        const removed = await pool.toAll({ op: "compact" }) as number[];
+        return removed.reduce((sum, n) => sum + n, 0);
+      },
     },
   };
 }

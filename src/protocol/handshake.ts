@@ -118,12 +118,18 @@ export function httpDate(now = new Date()): string {
   return now.toUTCString();
 }
 
-/** The 200 head that turns the socket into a duplex chunk stream. */
-export function connectedHead(date = httpDate()): Uint8Array {
+/**
+ * The 200 head that turns the socket into a duplex chunk stream; MessagePack streams say so
+ * in their `Content-Type` (PROTOCOL.md §7).
+ */
+export function connectedHead(
+  contentType = "text/html; charset=utf-8",
+  date = httpDate(),
+): Uint8Array {
   return encoder.encode(
     "HTTP/1.1 200 OK\r\n" +
       "Connection: keep-alive\r\n" +
-      "Content-Type: text/html; charset=utf-8\r\n" +
+      `Content-Type: ${contentType}\r\n` +
       "Transfer-Encoding: chunked\r\n" +
       `Date: ${date}\r\n` +
       "\r\n",

@@ -270,9 +270,14 @@ Deno.test("connectedHead: the 200 of PROTOCOL.md, byte for byte", () => {
     "Transfer-Encoding: chunked\r\n" +
     "Date: Thu, 26 Mar 2015 07:08:43 GMT\r\n" +
     "\r\n";
-  assert.deepEqual(connectedHead("Thu, 26 Mar 2015 07:08:43 GMT"), bytes(expected));
+  assert.deepEqual(connectedHead(undefined, "Thu, 26 Mar 2015 07:08:43 GMT"), bytes(expected));
   const date = httpDate(new Date(Date.UTC(2015, 2, 26, 7, 8, 43)));
-  assert.equal(decoder.decode(connectedHead(date)), expected);
+  assert.equal(decoder.decode(connectedHead(undefined, date)), expected);
+  // A MessagePack stream says so (PROTOCOL.md §7).
+  assert.equal(
+    decoder.decode(connectedHead("application/msgpack", date)),
+    expected.replace("text/html; charset=utf-8", "application/msgpack"),
+  );
 });
 
 Deno.test("redirectHead: the 303 of PROTOCOL.md, byte for byte", () => {

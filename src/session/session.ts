@@ -12,14 +12,8 @@
  */
 
 import type { Delivery } from "../core/messages.ts";
-import {
-  type ClientMessage,
-  encodeDelivery,
-  encodeError,
-  HEARTBEAT,
-  MessageError,
-  parseClientMessage,
-} from "../protocol/message.ts";
+import { JSON_CODEC, type MessageCodec } from "../protocol/codec.ts";
+import { type ClientMessage, MessageError } from "../protocol/message.ts";
 import { RECV_COUNTER, type ShardCounters } from "../stats/counters.ts";
 import type { ClientConn, ConnReceiver } from "../transport/conn.ts";
 
@@ -56,16 +50,24 @@ export class Session implements ConnReceiver {
   backlog: Delivery[] | null = [];
   #conn: ClientConn;
   #owner: SessionOwner;
+  #codec: MessageCodec;
   /** No more input or output; the owner has been told. */
   #closed = false;
   /** Messages whose work is under way. */
   #inFlight = 0;
 
-  constructor(conn: ClientConn, uid: string, device: string, owner: SessionOwner) {
+  constructor(
+    conn: ClientConn,
+    uid: string,
+    device: string,
+    owner: SessionOwner,
+    codec: MessageCodec = JSON_CODEC,
+  ) {
     this.uid = uid;
     this.device = device;
     this.#conn = conn;
     this.#owner = owner;
+    this.#codec = codec;
   }
 
   /** The connection carrying this session. */
@@ -81,15 +83,15 @@ export class Session implements ConnReceiver {
     counters.total_recv_number++;
     let message: ClientMessage;
     try {
-      message = parseClientMessage(body);
+      message = this.#codec.parse(body);
     } catch (error) {
       if (!(error instanceof MessageError)) throw error;
       if (error.fatal) return this.fail(error.reason);
       counters.error_number++;
-      return this.sendText(encodeError(error.reason));
+      return this.sendError(error.reason);
     }
     counters[RECV_COUNTER[message.y]]++;
-    if (message.y === 0) return this.sendText(HEARTBEAT);
+    if (message.y === 0) return void this.#send(this.#codec.heartbeat);
     const work = this.#owner.onMessage(this, message);
     if (!work) return;
     if (++this.#inFlight === MAX_FRAMES_IN_FLIGHT) this.#conn.pause();
@@ -110,7 +112,7 @@ export class Session implements ConnReceiver {
       if (delivery.seq <= this.sentSeq) return;
       this.sentSeq = delivery.seq;
     }
-    if (!this.#closed) this.#conn.send(encodeDelivery(delivery), delivery.seq);
+    if (!this.#closed) this.#conn.send(this.#codec.delivery(delivery), delivery.seq);
   }
 
   /** Ends replay: sends what arrived live meanwhile, then goes live. */
@@ -120,16 +122,20 @@ export class Session implements ConnReceiver {
     for (const delivery of held) this.send(delivery);
   }
 
-  /** Sends one message (JSON text) that is not a delivery: an error, a heartbeat. */
-  sendText(text: string): void {
-    if (!this.#closed) this.#conn.send(text);
+  /** Sends `{"error": reason}`; the session stays. */
+  sendError(reason: string): void {
+    this.#send(this.#codec.error(reason));
+  }
+
+  #send(message: string | Uint8Array): void {
+    if (!this.#closed) this.#conn.send(message);
   }
 
   /** Sends `{"error": reason}` and closes. */
   fail(reason: string): void {
     if (this.#closed) return;
     this.#owner.counters.error_number++;
-    this.sendText(encodeError(reason));
+    this.sendError(reason);
     this.#conn.close(true);
     this.#leave();
   }

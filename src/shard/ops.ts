@@ -32,7 +32,9 @@ export type ShardOp =
   | { op: "map"; shards: ShardAddress[] }
   | { op: "drain" }
   /** `--debug_api` only: throw from the shard's event loop, as a bug would. */
-  | { op: "crash" };
+  | { op: "crash" }
+  /** `--debug_api` only: compact the store now; answers how many messages went. */
+  | { op: "compact" };
 
 /** Requests from a shard to the main thread: a client's message for a uid owned elsewhere. */
 export type MainOp = { op: "publish"; request: UnicastRequest };

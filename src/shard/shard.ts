@@ -27,7 +27,7 @@ import type {
 } from "../core/requests.ts";
 import type { Delivery } from "../core/messages.ts";
 import type { ClientMessage } from "../protocol/message.ts";
-import { encodeError, encodeListed } from "../protocol/message.ts";
+import { encodeListed } from "../protocol/message.ts";
 import type { ShardMap } from "../core/shard_map.ts";
 import { type Journal, StorageBusyError } from "../storage/journal.ts";
 import { type DeviceState, StorageUnavailableError, type Store } from "../storage/store.ts";
@@ -353,9 +353,16 @@ export class Shard implements SessionOwner {
     const at = user.sessions.indexOf(session);
     if (at < 0) return;
     user.sessions.splice(at, 1);
+    const now = Date.now();
     if (user.sessions.length === 0) {
       this.counters.user_number--;
-      user.lastUsed = Date.now();
+      user.lastUsed = now;
+    }
+    // It was live until now: its TTL runs from its last connection, not its first.
+    const device = user.devices.get(session.device);
+    if (device) {
+      device.seenAt = now;
+      this.#options.journal.seen(user.uid, session.device, now);
     }
     if (this.#options.presence) this.#reportPresence(user);
   }
@@ -367,7 +374,7 @@ export class Shard implements SessionOwner {
     const from = session.uid;
     const failed = (error: Error) => {
       this.counters.error_number++;
-      session.sendText(encodeError(error.message));
+      session.sendError(error.message);
     };
     switch (message.y) {
       case 1:
@@ -413,12 +420,14 @@ export class Shard implements SessionOwner {
     if (!user || !device) return;
     if (seq > user.lastSeq) {
       this.counters.error_number++;
-      session.sendText(encodeError("ack beyond last seq"));
+      session.sendError("ack beyond last seq");
       return;
     }
     if (seq <= device.lastAck) return;
     device.lastAck = seq;
-    this.#options.journal.ack(user.uid, session.device, seq);
+    // An ack is a sign of life too: a device that stays connected stays live.
+    device.seenAt = Date.now();
+    this.#options.journal.ack(user.uid, session.device, seq, device.seenAt);
   }
 
   #message(

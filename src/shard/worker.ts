@@ -100,8 +100,8 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
       budget: new SocketBudget(budget, slot),
       draining: () => draining,
       redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
-      open(conn, uid, device) {
-        const session = new Session(conn, uid, device, shard);
+      open(conn, { uid, device, codec }) {
+        const session = new Session(conn, uid, device, shard, codec);
         // Fed once the uid's state is loaded and its messages can be handled.
         return { receiver: session, ready: shard.attach(session) };
       },
@@ -118,9 +118,9 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
       STATS_INTERVAL_MS,
     ),
   ];
+  const deviceTtlMs = config.device_ttl_days * DAY_MS;
   // A store the node's shards share is compacted by its first shard, for all of them.
   if (!backend.shared || slot === 1) {
-    const deviceTtlMs = config.device_ttl_days * DAY_MS;
     timers.push(setInterval(() => compact(store, deviceTtlMs, log), COMPACT_INTERVAL_MS));
   }
   link.notify({ type: "ready", port: server.port } satisfies ShardNote);
@@ -160,6 +160,8 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
           return Promise.resolve();
         case "drain":
           return drain();
+        case "compact":
+          return store.compact(Date.now(), Date.now() - deviceTtlMs);
         case "crash":
           setTimeout(() => {
             throw new Error("crash requested through the debug API");

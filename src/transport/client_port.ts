@@ -10,6 +10,7 @@
 
 import net from "node:net";
 import type { ShardAddress } from "../core/shard_map.ts";
+import type { MessageCodec } from "../protocol/codec.ts";
 import { connectLocation, redirectHead, refusal } from "../protocol/handshake.ts";
 import type { SocketBudget } from "./budget.ts";
 import type { ClientConn, ConnReceiver, StreamTarget, TransportContext } from "./conn.ts";
@@ -35,7 +36,7 @@ export interface ClientPortOptions {
   /** Where `uid` must connect, or null when this server owns it. */
   redirectFor(uid: string): ShardAddress | null;
   /** Opens the session of a client this server owns (never called at the front door). */
-  open(conn: ClientConn, uid: string, device: string): Opened;
+  open(conn: ClientConn, client: { uid: string; device: string; codec: MessageCodec }): Opened;
 }
 
 /**
@@ -73,7 +74,7 @@ function createConnectServer(options: ClientPortOptions): net.Server {
         } else {
           const conn = result.transport.open(socket, result, context);
           target = conn;
-          const { receiver, ready } = options.open(conn, result.uid, result.device);
+          const { receiver, ready } = options.open(conn, result);
           conn.attach(receiver);
           // The socket stays paused until the session can take its messages.
           ready.then(() => {

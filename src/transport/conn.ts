@@ -9,6 +9,7 @@
  */
 
 import type { Socket } from "node:net";
+import type { MessageCodec } from "../protocol/codec.ts";
 import type { RequestHead } from "../protocol/handshake.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 
@@ -22,9 +23,9 @@ export interface ClientConn {
    * Queues one message (a JSON text on one line) for the client. The connection frames it
    * and writes a pass of the event loop's messages together. `seq` is the message's `s` when
    * it is a stored delivery (0 otherwise), for transports that carry it beside the message
-   * (a server-sent event's `id:`).
+   * (a server-sent event's `id:`). A `Uint8Array` is a binary message (MessagePack).
    */
-  send(message: string, seq?: number): void;
+  send(message: string | Uint8Array, seq?: number): void;
   /** Bytes queued for the client and not yet taken by the network. */
   bufferedBytes(): number;
   /** Stops reading the client (input backpressure) until {@linkcode ClientConn.resume}. */
@@ -61,6 +62,8 @@ export interface Admitted {
   uid: string;
   /** The client's device (`device=`, PROTOCOL.md §7); "" for the default device. */
   device: string;
+  /** How its messages are written (`codec=`, PROTOCOL.md §7). */
+  codec: MessageCodec;
   /** The raw query, reused verbatim in a 303 Location. */
   query: string;
   head: RequestHead;

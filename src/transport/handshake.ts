@@ -9,6 +9,7 @@
 import type { Socket } from "node:net";
 import type { Authenticator } from "../auth/auth.ts";
 import { isValidName } from "../core/names.ts";
+import { codecNamed } from "../protocol/codec.ts";
 import { HeadError, headLength, parseHead, type RequestHead } from "../protocol/handshake.ts";
 import type { Admitted, StreamTarget, Transport } from "./conn.ts";
 import { Deadlines } from "./deadlines.ts";
@@ -130,6 +131,8 @@ async function checkConnect(
   if (!isValidName(uid)) return bad("invalid uid");
   const device = head.params.get("device") ?? "";
   if (device !== "" && !isValidName(device)) return bad("invalid device");
+  const codec = codecNamed(head.params.get("codec") ?? "");
+  if (!codec) return bad("invalid codec");
   const password = head.params.get("password");
   if (password === undefined) return bad("missing password");
   const verdict = await options.authenticate({
@@ -156,7 +159,7 @@ async function checkConnect(
       counter: "auth_fail_number",
     };
   }
-  return { admitted: true, uid, device, query: head.query, head, rest, transport };
+  return { admitted: true, uid, device, codec, query: head.query, head, rest, transport };
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

@@ -1,8 +1,8 @@
 /**
  * The raw-TCP transport's connection: after the `200` head the socket is a duplex stream of
  * HTTP chunks, each a whole message (PROTOCOL.md §2), decoded by the project's own chunk codec.
- * Every body the server sends ends with a newline, counted in its size, so that `curl -N`
- * shows one message a line.
+ * Every JSON body the server sends ends with a newline, counted in its size, so that
+ * `curl -N` shows one message a line; a MessagePack body is the map alone.
  *
  * @module
  */
@@ -18,14 +18,18 @@ const LAST_CHUNK = "0\r\n\r\n";
 export class ChunkedConn extends SocketConn {
   readonly transport = "tcp" as const;
   #decoder: ChunkDecoder;
+  /** What ends a body: a newline for JSON, nothing for MessagePack. */
+  #end: string;
 
   constructor(
     socket: Socket,
     counters: ShardCounters,
     limits: { maxFrameBytes: number; maxOutputBytes: number },
+    binary: boolean,
   ) {
-    super(socket, counters, limits.maxOutputBytes);
+    super(socket, counters, limits.maxOutputBytes, binary);
     this.#decoder = new ChunkDecoder(limits.maxFrameBytes);
+    this.#end = binary ? "" : "\n";
   }
 
   receive(bytes: Uint8Array): void {
@@ -41,7 +45,7 @@ export class ChunkedConn extends SocketConn {
   }
 
   protected frame(message: string, bytes: number): string {
-    return textChunk(`${message}\n`, bytes + 1);
+    return textChunk(message + this.#end, bytes + this.#end.length);
   }
 
   protected lastWords(): string {

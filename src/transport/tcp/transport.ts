@@ -14,8 +14,9 @@ export const tcp: Transport = {
   name: "tcp",
   method: "GET",
   path: "/connect",
-  open(socket, _admitted, context) {
-    socket.write(connectedHead());
-    return new ChunkedConn(socket, context.counters, context);
+  open(socket, admitted, context) {
+    const binary = admitted.codec.name === "msgpack";
+    socket.write(connectedHead(binary ? "application/msgpack" : undefined));
+    return new ChunkedConn(socket, context.counters, context, binary);
   },
 };
