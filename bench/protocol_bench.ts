@@ -7,6 +7,8 @@
 import { ChunkDecoder, encodeChunk, encodeTextChunk } from "../src/protocol/chunk.ts";
 import { parseHead } from "../src/protocol/handshake.ts";
 import { encodeDelivery, parseClientMessage } from "../src/protocol/message.ts";
+import { encodeMsgpackDelivery, parseMsgpackMessage } from "../src/protocol/msgpack.ts";
+import { Packr } from "msgpackr";
 import { ShardMap } from "../src/core/shard_map.ts";
 
 const encoder = new TextEncoder();
@@ -98,6 +100,50 @@ Deno.bench("encodeDelivery (y=4, channel)", { group: "encodeDelivery" }, () => {
 
 Deno.bench("parseClientMessage (y=3)", { group: "parseClientMessage", baseline: true }, () => {
   sink += parseClientMessage(CLIENT_MESSAGE).y;
+});
+
+// JSON beside MessagePack (codec=msgpack): a delivery with an object body holding a 64-bit id,
+// and a client's y=3 with the same body.
+const OBJECT_BODY = '{"id":12345678901234567890,"text":"hello","tags":["a","b"]}';
+// Bodies that differ, as a unicast stream's do (a channel's members share one, which the
+// msgpack encoder parses once).
+const DELIVERIES = Array.from({ length: 1024 }, (_, i) => ({
+  uid: "user001",
+  seq: 123,
+  type: 3 as const,
+  from: "user002",
+  body: OBJECT_BODY.replace("hello", `hello${i}`),
+}));
+const JSON_CLIENT = encoder.encode(`{"y":3,"t":"user002","b":${OBJECT_BODY}}`);
+const MSGPACK_CLIENT = new Packr({ useRecords: false, variableMapSize: true }).pack({
+  y: 3,
+  t: "user002",
+  b: { id: 12345678901234567890n, text: "hello", tags: ["a", "b"] },
+});
+
+let delivery = 0;
+Deno.bench(
+  "JSON: encode a delivery, object body",
+  { group: "codec encode", baseline: true },
+  () => {
+    sink += encodeDelivery(DELIVERIES[delivery++ & 1023]).length;
+  },
+);
+
+Deno.bench("msgpack: encode a delivery, object body", { group: "codec encode" }, () => {
+  sink += encodeMsgpackDelivery(DELIVERIES[delivery++ & 1023]).length;
+});
+
+Deno.bench(
+  "JSON: parse a client y=3, object body",
+  { group: "codec parse", baseline: true },
+  () => {
+    sink += parseClientMessage(JSON_CLIENT).y;
+  },
+);
+
+Deno.bench("msgpack: parse a client y=3, object body", { group: "codec parse" }, () => {
+  sink += parseMsgpackMessage(MSGPACK_CLIENT).y;
 });
 
 let next = 0;

@@ -1,8 +1,9 @@
 /**
  * Store throughput on the shard's write pattern: group-committed batches of 1, 100 and 1000
- * messages (one message per uid, as a channel broadcast makes them), and a read of 100
- * messages after a seq (a reconnecting client's backlog). Memory is the baseline of each
- * group, so the summaries show what durability costs.
+ * messages (one message per uid, as a channel broadcast makes them), a read of 100 messages
+ * after a seq (a reconnecting client's backlog), and a commit's acks (device cursors of 1,
+ * 100 and 1000 uids). Memory is the baseline of each group, so the summaries show what
+ * durability costs.
  *
  * ```sh
  * deno bench -A bench/storage_bench.ts
@@ -103,4 +104,29 @@ for (const { name, store } of contenders) {
       if (found.length !== 100) throw new Error(`read ${found.length} messages, not 100`);
     },
   });
+}
+
+// Acks: a commit's device updates, one per uid, as the journal hands them over. Each run
+// moves every cursor forward, so the store does write them.
+for (const { name, store } of contenders) {
+  let cursor = 0;
+  for (const size of [1, 100, 1000]) {
+    Deno.bench({
+      name: `${name}: ack ${size}`,
+      group: `ack, ${size} devices a commit`,
+      baseline: name === "memory",
+      async fn(b) {
+        cursor++;
+        const updates = Array.from({ length: size }, (_, i) => ({
+          uid: `user${i % UIDS}`,
+          device: "phone",
+          lastAck: cursor,
+          seenAt: 0,
+        }));
+        b.start();
+        await store.updateDevices(updates);
+        b.end();
+      },
+    });
+  }
 }

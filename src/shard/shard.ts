@@ -425,9 +425,7 @@ export class Shard implements SessionOwner {
     }
     if (seq <= device.lastAck) return;
     device.lastAck = seq;
-    // An ack is a sign of life too: a device that stays connected stays live.
-    device.seenAt = Date.now();
-    this.#options.journal.ack(user.uid, session.device, seq, device.seenAt);
+    this.#options.journal.ack(user.uid, session.device, seq);
   }
 
   #message(

@@ -65,9 +65,9 @@ export class Journal {
     });
   }
 
-  /** Records `seq` as the device's last_ack (and, if given, when it was seen) with the next commit. */
-  ack(uid: string, device: string, seq: number, seenAt = 0): void {
-    this.#update({ uid, device, lastAck: seq, seenAt });
+  /** Records `seq` as the device's last_ack with the next commit. */
+  ack(uid: string, device: string, seq: number): void {
+    this.#update({ uid, device, lastAck: seq, seenAt: 0 });
   }
 
   /** Records that the device connected at `at` (ms since the epoch) with the next commit. */
