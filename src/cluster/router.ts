@@ -17,6 +17,7 @@ import {
   type UnicastRequest,
 } from "../core/requests.ts";
 import type { ShardAddress, ShardMap } from "../core/shard_map.ts";
+import type { ShardCounters } from "../stats/counters.ts";
 import type { ClusterBus } from "./bus.ts";
 import type { Peers } from "./ops.ts";
 import type { Presence } from "./presence.ts";
@@ -38,6 +39,8 @@ export interface ClusterParts {
   peers?: Peers;
   bus?: ClusterBus;
   presence?: Presence;
+  /** Where the bus's messages and failures are counted. */
+  counters: ShardCounters;
 }
 
 /** Routes operations to owners. */
@@ -68,7 +71,7 @@ export class Router {
   /** A channel message: every shard here stores its members' copies; other nodes via the bus. */
   async publishChannel(request: ChannelRequest): Promise<void> {
     const local = this.#local.publishChannel(request);
-    await Promise.all([local, this.#cluster.bus?.publish([request])]);
+    await Promise.all([local, this.#toBus([request])]);
   }
 
   async subscribe(uid: string, channel: string): Promise<void> {
@@ -96,7 +99,7 @@ export class Router {
 
   /** A channel message a local client sent (its own node's shards already have it). */
   relayChannel(requests: ChannelRequest[]): Promise<void> {
-    return this.#cluster.bus?.publish(requests) ?? Promise.resolve();
+    return this.#toBus(requests);
   }
 
   /** A uid's presence. */
@@ -118,6 +121,19 @@ export class Router {
     const peers = this.#cluster.peers;
     if (!peers) return Promise.reject(new Error(`uid ${uid} maps to node ${node} without peers`));
     return peers.request(node, op);
+  }
+
+  /** Channel messages to the other nodes, if there are any. */
+  async #toBus(requests: ChannelRequest[]): Promise<void> {
+    const { bus, counters } = this.#cluster;
+    if (!bus) return;
+    counters.bus_published += requests.length;
+    try {
+      await bus.publish(requests);
+    } catch (error) {
+      counters.bus_errors += requests.length;
+      throw error;
+    }
   }
 
   #presence(): Presence {

@@ -16,3 +16,16 @@ export interface UserPresence {
   status: "online" | "offline";
   connections: number;
 }
+
+/** What a node says of itself with each liveness beat, for the other nodes' dashboards. */
+export interface NodeStatus {
+  /** Why it is not ready (as its `/readyz` says); empty when it is. */
+  notReady: string[];
+  connections: number;
+  users: number;
+}
+
+/** A node's last beat: its status, and when it was sent (ms since the epoch). */
+export interface NodeBeat extends NodeStatus {
+  at: number;
+}

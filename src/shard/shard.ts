@@ -22,7 +22,7 @@ import type { ShardMap } from "../core/shard_map.ts";
 import { type Journal, StorageBusyError } from "../storage/journal.ts";
 import { StorageUnavailableError, type Store } from "../storage/store.ts";
 import type { StoredMessage } from "../core/messages.ts";
-import type { ShardCounters } from "../stats/counters.ts";
+import { CONNECTIONS_OF, type ShardCounters, type ShardHistograms } from "../stats/counters.ts";
 import type { Session, SessionOwner } from "../session/session.ts";
 
 /** What a shard needs from its surroundings. */
@@ -33,6 +33,8 @@ export interface ShardOptions {
   store: Store;
   journal: Journal;
   counters: ShardCounters;
+  /** Where delivery latencies go. */
+  histograms: ShardHistograms;
   /** Stored messages replayed per store read. */
   replayPage: number;
   /** Channels whose members stay cached; the least recently used beyond it are forgotten. */
@@ -112,6 +114,7 @@ export class Shard implements SessionOwner {
    * trip. Answers each request's `s` (0 when volatile) or its error, in order.
    */
   async publishMany(requests: readonly UnicastRequest[]): Promise<PubResult[]> {
+    const takenAt = performance.now();
     const results: PubResult[] = new Array(requests.length);
     const users: (User | undefined)[] = new Array(requests.length);
     let loading: Promise<void>[] | undefined;
@@ -150,22 +153,25 @@ export class Shard implements SessionOwner {
     } catch (error) {
       storeFailure = errorAnswer(error);
     }
+    let delivered = 0;
     for (let i = 0; i < requests.length; i++) {
       const message = messages[i];
       if (!message) continue;
       const user = users[i]!;
       if (storeFailure && message.seq !== 0) results[i] = storeFailure;
       else {
-        this.#deliver(user, message);
+        delivered += this.#deliver(user, message);
         results[i] = message.seq;
       }
       this.#release(user);
     }
+    this.#delivered(takenAt, delivered);
     return results;
   }
 
   /** Stores (unless volatile) and delivers a channel message to the members this shard owns. */
   async publishChannel(request: ChannelRequest): Promise<number> {
+    const takenAt = performance.now();
     const members = await this.#members(request.channel);
     // Online members are cached: only the others wait for their state (no promise per member).
     const users: User[] = [];
@@ -196,7 +202,9 @@ export class Shard implements SessionOwner {
         this.#message(user, 4, request.from, request.body, request.ttlSec, request)
       );
       if (!request.volatile) await this.#store(messages);
-      users.forEach((user, i) => this.#deliver(user, messages[i]));
+      let delivered = 0;
+      users.forEach((user, i) => delivered += this.#deliver(user, messages[i]));
+      this.#delivered(takenAt, delivered);
       return messages.length;
     } finally {
       for (const user of users) this.#release(user);
@@ -252,6 +260,7 @@ export class Shard implements SessionOwner {
     this.#sessions.add(session);
     counters.connect++;
     counters.connection_number++;
+    counters[CONNECTIONS_OF[session.conn.transport]]++;
     const left = this.#recentlyLeft.get(session.uid);
     if (left !== undefined && Date.now() - left < RECONNECT_WINDOW_MS) counters.reconnect++;
     let user: User;
@@ -313,6 +322,7 @@ export class Shard implements SessionOwner {
     if (!this.#sessions.delete(session)) return;
     this.counters.disconnect++;
     this.counters.connection_number--;
+    this.counters[CONNECTIONS_OF[session.conn.transport]]--;
     this.#recentlyLeft.set(session.uid, Date.now());
     const user = this.#users.get(session.uid);
     if (!user) return;
@@ -393,6 +403,7 @@ export class Shard implements SessionOwner {
     ttlSec: number,
     request: { volatile: boolean; channel?: string },
   ): StoredMessage {
+    this.counters[type === 3 ? "accepted_msg" : "accepted_cmsg"]++;
     return {
       uid: user.uid,
       seq: request.volatile ? 0 : ++user.lastSeq,
@@ -404,10 +415,19 @@ export class Shard implements SessionOwner {
     };
   }
 
-  #deliver(user: User, message: StoredMessage): void {
-    if (message.expiresAt !== 0 && message.expiresAt <= Date.now()) return;
+  /** Hands a message to the uid's sessions; answers how many it went to. */
+  #deliver(user: User, message: StoredMessage): number {
+    if (message.expiresAt !== 0 && message.expiresAt <= Date.now()) return 0;
     const delivery: Delivery = message;
     for (const session of user.sessions) session.deliver(delivery);
+    return user.sessions.length;
+  }
+
+  /** `count` deliveries of messages taken at `takenAt`, in the latency histogram at once. */
+  #delivered(takenAt: number, count: number): void {
+    if (count > 0) {
+      this.#options.histograms.delivery.observe((performance.now() - takenAt) / 1000, count);
+    }
   }
 
   #user(uid: string): Promise<User> {
