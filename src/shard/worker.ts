@@ -116,7 +116,10 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     config.host,
     init.shards[index].port,
   );
-  log("info", `listening on ${config.host}:${server.port} (${config.storage} store)`);
+  log("info", `listening on ${config.host}:${server.port} (${config.storage} store)`, {
+    port: server.port,
+    store: config.storage,
+  });
 
   /** The counters with the levels sampled now, and the histograms. */
   function report(): ShardReport {
