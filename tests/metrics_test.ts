@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { checkMetrics } from "../scripts/promtool.ts";
 import { connected, type RawClient, settle } from "./client.ts";
-import { type Daemon, eventually, publish, startDaemon, uidsOnDistinctShards } from "./harness.ts";
+import { type Daemon, publish, startDaemon, uidsOnDistinctShards } from "./harness.ts";
 
 /** A scrape's samples: `name{labels}` → value, labels as the daemon writes them. */
 type Samples = Map<string, number>;
