@@ -87,6 +87,12 @@ export interface Endpoint {
   handle: Handler;
   /** It hands work to the shards, so it passes admission control. */
   work?: true;
+  /**
+   * It serves a page's files (the dashboard), none of the node's data. A browser cannot send
+   * a header when it opens a page, so an admin token check lets these through; the page sends
+   * the token with its own requests for data.
+   */
+  page?: true;
 }
 
 const ENDPOINTS: Record<string, Endpoint> = {

@@ -16,6 +16,7 @@
 
 import { Admission } from "../admin/admission.ts";
 import { adminHandler } from "../admin/api.ts";
+import { dashboardEndpoints } from "../admin/dashboard.ts";
 import { healthEndpoints } from "../admin/health.ts";
 import { createAuthenticator } from "../auth/auth.ts";
 import { ClusterBus } from "../cluster/bus.ts";
@@ -146,6 +147,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     presence,
     inFlight: () => admission.inFlight,
   });
+  const dashboard = await dashboardEndpoints();
   const admin = Deno.serve(
     { hostname: config.admin_host, port: self.adminPort, onListen: () => {} },
     adminHandler({
@@ -160,6 +162,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       admission,
       mounts: {
         ...healthEndpoints(health),
+        ...dashboard,
         [CLUSTER_OPS_PATH]: {
           name: "ClusterOps",
           methods: ["POST"],
