@@ -19,7 +19,8 @@ async function shows(page: Page, selector: string, text: string): Promise<void> 
 }
 
 Deno.test({
-  name: "dashboard: loads clean, counts connections as clients come and go, publishes from its form",
+  name:
+    "dashboard: loads clean, counts connections as clients come and go, publishes from its form",
   // playwright keeps its pipe to the browser in resources the sanitizers would flag.
   sanitizeResources: false,
   sanitizeOps: false,
