@@ -182,6 +182,8 @@ let charts = [];
 function drawCharts() {
   for (const { plot, keys } of charts) {
     plot.setData([history.time, ...keys.map((key) => history.series[key])]);
+    // Not under the pointer: the legend shows the latest values.
+    if (plot.cursor.left < 0) plot.setLegend({ idx: history.time.length - 1 });
   }
 }
 
