@@ -36,8 +36,9 @@ export class StoreWatch {
   constructor(store: Store, listener: WatchListener) {
     this.#listener = listener;
     this.store = new Proxy(store, {
-      get: (target, name, receiver) => {
-        const value = Reflect.get(target, name, receiver);
+      // The store itself as `this`: its methods and getters may use private fields.
+      get: (target, name) => {
+        const value = Reflect.get(target, name, target);
         if (typeof value !== "function") return value;
         return (...args: unknown[]) => this.#track(name, value.apply(target, args));
       },
