@@ -26,6 +26,8 @@ export interface HealthSources {
   presence?: Presence;
   /** Messages the admin API holds in flight now. */
   inFlight(): number;
+  /** The node is draining (it stops). */
+  draining(): boolean;
 }
 
 /** One node of the cluster as `/nodes` answers it. */
@@ -92,8 +94,9 @@ export class Health {
 
   /** Why this node is not ready, from what is known now; empty when it is ready. */
   notReady(): string[] {
-    const { pool, stats, redis } = this.#sources;
-    const reasons = pool.down().map((k) => `shard-${k} is not running`);
+    const { pool, stats, redis, draining } = this.#sources;
+    const reasons = draining() ? ["draining"] : [];
+    reasons.push(...pool.down().map((k) => `shard-${k} is not running`));
     for (const [k, report] of stats.shards()) {
       if (report.storeError !== null) reasons.push(`shard-${k} store: ${report.storeError}`);
     }

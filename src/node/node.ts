@@ -146,6 +146,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     redis,
     presence,
     inFlight: () => admission.inFlight,
+    draining: () => draining,
   });
   const dashboard = await dashboardEndpoints();
   const admin = Deno.serve(
@@ -186,6 +187,8 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       .map((shard) => shard.port),
     async drain() {
       draining = true;
+      // The other nodes' /nodes hear of it with the next beat.
+      health.sample();
       clearInterval(sampler);
       clearInterval(trimmer);
       frontDoor.close();

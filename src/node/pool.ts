@@ -113,9 +113,14 @@ export class ShardPool implements LocalShards {
     return this.#slots.flatMap((slot, k) => slot.up ? [] : [k]);
   }
 
-  /** Brings every shard's counters in the stats book up to date. */
+  /**
+   * Brings the reports of the running shards in the stats book up to date. A shard being
+   * restarted has none to give (the book has retired its last one): `/stats` and `/metrics`
+   * answer without it rather than fail.
+   */
   async refreshStats(): Promise<void> {
     await Promise.all(this.#slots.map(async (slot, k) => {
+      if (!slot.up) return;
       this.#options.stats.update(k, await slot.link.request({ op: "stats" }) as ShardReport);
     }));
   }
