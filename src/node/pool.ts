@@ -121,7 +121,12 @@ export class ShardPool implements LocalShards {
   async refreshStats(): Promise<void> {
     await Promise.all(this.#slots.map(async (slot, k) => {
       if (!slot.up) return;
-      this.#options.stats.update(k, await slot.link.request({ op: "stats" }) as ShardReport);
+      try {
+        this.#options.stats.update(k, await slot.link.request({ op: "stats" }) as ShardReport);
+      } catch (error) {
+        // It crashed while asked: it is being restarted, as above.
+        if (slot.up) throw error;
+      }
     }));
   }
 
