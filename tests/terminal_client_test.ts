@@ -62,7 +62,7 @@ class Terminal {
   }
 }
 
-Deno.test("terminal client: prints a /pub and acks it, sends to a user, subscribes and gets a channel message, quits", async () => {
+Deno.test("terminal client: prints a /pub and acks it, sends to a user, subscribes and gets a channel message, unsubscribes, quits", async () => {
   const daemon: Daemon = await startDaemon();
   const alice = new Terminal(["--uid=alice", `--host=127.0.0.1:${daemon.clientPort}`]);
   const bob = await connected(daemon.clientPort, "bob");
@@ -102,6 +102,23 @@ Deno.test("terminal client: prints a /pub and acks it, sends to a user, subscrib
         return /#news op: standup in 5 {2}\(s=\d+\)$/m.test(alice.output);
       }, 10_000),
       `no channel message:\n${alice.output}`,
+    );
+
+    // Unsubscribed, a channel message no longer reaches it. A channel /pub answers once every
+    // member's copy is stored and written to its connection, so a message to alice published
+    // after it and printed means the channel's copy, had there been one, was printed before.
+    await alice.type("unsub news");
+    await alice.line(/unsubscribing from #news$/);
+    let probe = 0;
+    assert.ok(
+      await eventually(async () => {
+        probe++;
+        assert.equal((await publish(daemon, "channel=news", `probe ${probe}`)).status, 200);
+        assert.equal((await publish(daemon, "to=alice", `marker ${probe}`)).status, 200);
+        await alice.line(new RegExp(`op → you: marker ${probe} `));
+        return !alice.output.includes(`#news op: probe ${probe} `);
+      }, 10_000),
+      `still subscribed:\n${alice.output}`,
     );
 
     await alice.type("frobnicate");
