@@ -33,6 +33,8 @@ Deno.test({
       const errors = collectErrors(page);
       const response = await page.goto(`http://127.0.0.1:${daemon.adminPort}/dashboard`);
       assert.equal(response?.status(), 200);
+      const slash = await fetch(`http://127.0.0.1:${daemon.adminPort}/dashboard/`);
+      assert.equal(await slash.text(), await response?.text(), "/dashboard/ is the same page");
       const connections = page.locator("#connections");
       await shows(page, "#connections", "0");
       await shows(page, "#ready", "ready");

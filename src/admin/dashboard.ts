@@ -17,6 +17,7 @@ const UPLOT = new URL("../../node_modules/uplot/dist/", import.meta.url);
 /** What is served, by path: the file and its content type. */
 const FILES: Record<string, { file: URL; type: string }> = {
   "/dashboard": { file: new URL("index.html", HERE), type: "text/html; charset=utf-8" },
+  "/dashboard/": { file: new URL("index.html", HERE), type: "text/html; charset=utf-8" },
   "/dashboard/app.js": { file: new URL("app.js", HERE), type: "text/javascript; charset=utf-8" },
   "/dashboard/style.css": { file: new URL("style.css", HERE), type: "text/css; charset=utf-8" },
   "/dashboard/uplot.js": {
