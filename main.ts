@@ -28,7 +28,12 @@ async function main(args: string[]): Promise<number> {
     console.error(`ipush: ${error.message} (see --help)`);
     return 2;
   }
-  const log = createLog(`main ${config.node_id}`, config.log_level);
+  const log = createLog({
+    component: "main",
+    node: config.node_id,
+    threshold: config.log_level,
+    format: config.log_format,
+  });
   // Listen for signals first: a stop that arrives during start-up still drains.
   const { promise: stop, resolve } = Promise.withResolvers<string>();
   for (const signal of ["SIGTERM", "SIGINT"] as const) {

@@ -57,10 +57,13 @@ kill "$reader" 2>/dev/null
 exit "$status"
 `;
 
-/** Starts a fresh server; resolves once it answers PING. */
-export async function startRedis(): Promise<RedisHandle> {
+/**
+ * Starts a fresh server; resolves once it answers PING. `port` brings one back where a stopped
+ * one was (for clients that reconnect to the same address); a free port by default.
+ */
+export async function startRedis(options: { port?: number } = {}): Promise<RedisHandle> {
   await ensureRedisServer();
-  const [port] = freePorts(1);
+  const port = options.port ?? freePorts(1)[0];
   const dir = await Deno.makeTempDir({ prefix: "ipush-redis-" });
   const child = new Deno.Command("sh", {
     args: ["-c", WATCHDOG, "redis-watchdog", "redis-server", ...serverArgs(dir, port)],

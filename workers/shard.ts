@@ -15,7 +15,12 @@ import { Link } from "../src/thread/link.ts";
 
 self.onmessage = (event: MessageEvent<ShardInit>) => {
   const init = event.data;
-  const log = createLog(`shard-${init.index}`, init.config.log_level);
+  const log = createLog({
+    component: `shard-${init.index}`,
+    node: init.config.node_id,
+    threshold: init.config.log_level,
+    format: init.config.log_format,
+  });
   // The link takes over `onmessage` now, so requests that arrive while the store opens
   // wait for the shard to be running instead of being lost.
   const running = Promise.withResolvers<RunningShard>();

@@ -1,5 +1,6 @@
 /**
- * The back-end (admin) HTTP API of PROTOCOL.md §3: `/pub /sub /unsub /msg /shard /stats`.
+ * The back-end (admin) HTTP API of PROTOCOL.md §3: `/pub /sub /unsub /msg /shard /stats`, and
+ * `/metrics` (the same counters for Prometheus).
  * A plain `Request → Response` handler for `Deno.serve`; it reaches the shards only through
  * {@linkcode AdminRoutes}, so it does not care where a shard runs. Other parts mount their
  * own endpoints on it (`/cluster/ops`); a handler answers a value (sent as
@@ -22,6 +23,7 @@ import {
   type UnicastRequest,
 } from "../core/requests.ts";
 import type { ShardAddress } from "../core/shard_map.ts";
+import { METRICS_CONTENT_TYPE, renderMetrics } from "../stats/metrics.ts";
 import type { StatsBook } from "../stats/report.ts";
 import type { Admission, Admitted } from "./admission.ts";
 
@@ -51,7 +53,7 @@ export interface AdminOptions {
   maxBodyBytes: number;
   /** Most messages `/msg` lists. */
   msgLimit: number;
-  /** Brings the shards' counters up to date before `/stats` reports. */
+  /** Brings the shards' counters up to date before `/stats` and `/metrics` report. */
   refreshStats(): Promise<void>;
   /** The host `/shard` names when shards advertise none. */
   defaultHost: string;
@@ -85,6 +87,12 @@ export interface Endpoint {
   handle: Handler;
   /** It hands work to the shards, so it passes admission control. */
   work?: true;
+  /**
+   * It serves a page's files (the dashboard), none of the node's data. A browser cannot send
+   * a header when it opens a page, so an admin token check lets these through; the page sends
+   * the token with its own requests for data.
+   */
+  page?: true;
 }
 
 const ENDPOINTS: Record<string, Endpoint> = {
@@ -100,6 +108,7 @@ const ENDPOINTS: Record<string, Endpoint> = {
   "/msg": { name: "Msg", methods: ["GET"], handle: offline, work: true },
   "/shard": { name: "Shard", methods: ["GET"], handle: shard },
   "/stats": { name: "Stats", methods: ["GET"], handle: stats },
+  "/metrics": { name: "Metrics", methods: ["GET"], handle: metrics },
   "/presence": { name: "Presence", methods: ["GET"], handle: presence },
 };
 
@@ -353,6 +362,14 @@ function shard(_request: Request, url: URL, options: AdminOptions): Promise<stri
 async function stats(_request: Request, _url: URL, options: AdminOptions): Promise<unknown> {
   await options.refreshStats();
   return options.stats.report();
+}
+
+/** Prometheus' text format, from the same counters as `/stats`. */
+async function metrics(_request: Request, _url: URL, options: AdminOptions): Promise<Response> {
+  await options.refreshStats();
+  return new Response(renderMetrics(options.stats), {
+    headers: { "content-type": METRICS_CONTENT_TYPE },
+  });
 }
 
 async function presence(_request: Request, url: URL, options: AdminOptions): Promise<unknown> {

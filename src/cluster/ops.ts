@@ -12,6 +12,7 @@
 import { badRequest, errorAnswer, ServiceError } from "../core/errors.ts";
 import { readBody } from "../core/http_body.ts";
 import { BATCH_MAX_ITEMS, checkOwnerOp, type OwnerOp } from "../core/requests.ts";
+import type { ShardCounters } from "../stats/counters.ts";
 import { perTurn } from "../thread/batch.ts";
 import type { NodeInfo } from "./topology.ts";
 
@@ -36,10 +37,14 @@ interface Pending {
 export class Peers {
   #senders = new Map<string, (pending: Pending) => void>();
 
-  constructor(nodes: readonly NodeInfo[], timeoutMs: number) {
+  /** `counters` count the ops sent and those that did not reach their node. */
+  constructor(nodes: readonly NodeInfo[], timeoutMs: number, counters: ShardCounters) {
     for (const node of nodes) {
       const url = `http://${node.host}:${node.adminPort}${CLUSTER_OPS_PATH}`;
-      this.#senders.set(node.id, perTurn((batch) => send(node.id, url, batch, timeoutMs)));
+      this.#senders.set(
+        node.id,
+        perTurn((batch) => send(node.id, url, batch, timeoutMs, counters)),
+      );
     }
   }
 
@@ -51,7 +56,14 @@ export class Peers {
   }
 }
 
-async function send(nodeId: string, url: string, batch: Pending[], timeoutMs: number) {
+async function send(
+  nodeId: string,
+  url: string,
+  batch: Pending[],
+  timeoutMs: number,
+  counters: ShardCounters,
+) {
+  counters.cluster_forwarded_ops += batch.length;
   let results: OpResult[];
   try {
     const response = await fetch(url, {
@@ -70,6 +82,7 @@ async function send(nodeId: string, url: string, batch: Pending[], timeoutMs: nu
       `node ${nodeId} unreachable: ${(error as Error).message}`,
       503,
     );
+    counters.cluster_forward_errors += batch.length;
     for (const pending of batch) pending.reject(failure);
     return;
   }

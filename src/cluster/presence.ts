@@ -4,14 +4,15 @@
  * `--presence_ttl_sec` unless refreshed; a uid counts as online only while its owner node's
  * key lives, so a node that dies stops showing its users online within that bound.
  *
- * Keys: `ipush:node:{node}` (liveness), `ipush:online:{node}` (hash uid →
+ * Keys: `ipush:node:{node}` (liveness, holding the node's last {@linkcode NodeBeat} as JSON,
+ * which every node's `/nodes` reads), `ipush:online:{node}` (hash uid →
  * `connections,devices`),
  * `ipush:channel-online:{cid}` (set of uids online in the channel).
  *
  * @module
  */
 
-import type { PresenceChange, UserPresence } from "../core/presence.ts";
+import type { NodeBeat, NodeStatus, PresenceChange, UserPresence } from "../core/presence.ts";
 import type { RedisClient } from "./redis.ts";
 
 const nodeKey = (node: string) => `ipush:node:${node}`;
@@ -24,6 +25,7 @@ export class Presence {
   #nodeId: string;
   #ttlMs: number;
   #timer: ReturnType<typeof setInterval> | undefined;
+  #status: NodeStatus = { notReady: ["starting"], connections: 0, users: 0 };
 
   constructor(client: RedisClient, nodeId: string, ttlMs: number) {
     this.#client = client;
@@ -36,6 +38,24 @@ export class Presence {
     await this.#client.del(onlineKey(this.#nodeId));
     await this.#beat();
     this.#timer = setInterval(() => this.#beat().catch(() => {}), this.#ttlMs / 3);
+  }
+
+  /** What the following beats say of this node. */
+  report(status: NodeStatus): void {
+    this.#status = status;
+  }
+
+  /** The last beat of each node of `ids` that is alive (null for one that is not). */
+  async beats(ids: readonly string[]): Promise<(NodeBeat | null)[]> {
+    const values = await this.#client.mGet(ids.map(nodeKey));
+    return values.map((value) => {
+      if (value === null) return null;
+      try {
+        const beat = JSON.parse(value);
+        if (typeof beat === "object" && beat !== null && typeof beat.at === "number") return beat;
+      } catch { /* an earlier version's beat, its time alone: alive, nothing more known */ }
+      return { at: Number(value) || 0, notReady: [], connections: 0, users: 0 };
+    });
   }
 
   /** Records shard reports (node-redis pipelines the commands of one turn). */
@@ -97,7 +117,8 @@ export class Presence {
   }
 
   #beat(): Promise<unknown> {
-    return this.#client.set(nodeKey(this.#nodeId), String(Date.now()), {
+    const beat: NodeBeat = { at: Date.now(), ...this.#status };
+    return this.#client.set(nodeKey(this.#nodeId), JSON.stringify(beat), {
       expiration: { type: "PX", value: this.#ttlMs },
     });
   }

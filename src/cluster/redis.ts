@@ -76,14 +76,18 @@ function watchConnection(client: RedisClient, url: string, log: Log): void {
     if (now - lastLogged < DOWN_LOG_MS) return;
     lastLogged = now;
     const seconds = Math.round((now - downSince) / 1000);
-    log("warn", `Redis at ${url} is unreachable (${seconds} s): ${error.message}`);
+    log("warn", `Redis at ${url} is unreachable (${seconds} s): ${error.message}`, {
+      redis_url: url,
+      down_sec: seconds,
+    });
   });
   client.on("ready", () => {
     if (downSince === 0) return;
-    log(
-      "info",
-      `Redis at ${url} is reachable again after ${Math.round((Date.now() - downSince) / 1000)} s`,
-    );
+    const seconds = Math.round((Date.now() - downSince) / 1000);
+    log("info", `Redis at ${url} is reachable again after ${seconds} s`, {
+      redis_url: url,
+      down_sec: seconds,
+    });
     downSince = 0;
     lastLogged = 0;
   });

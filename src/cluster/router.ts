@@ -19,6 +19,7 @@ import {
   type UnicastRequest,
 } from "../core/requests.ts";
 import type { ShardAddress, ShardMap } from "../core/shard_map.ts";
+import type { ShardCounters } from "../stats/counters.ts";
 import type { ClusterBus } from "./bus.ts";
 import type { Peers } from "./ops.ts";
 import type { Presence } from "./presence.ts";
@@ -40,6 +41,8 @@ export interface ClusterParts {
   peers?: Peers;
   bus?: ClusterBus;
   presence?: Presence;
+  /** Where the bus's messages and failures are counted. */
+  counters: ShardCounters;
 }
 
 /** Routes operations to owners. */
@@ -74,7 +77,7 @@ export class Router {
   async publishChannel(request: ChannelRequest): Promise<ChannelReceipt> {
     const [receipts] = await Promise.all([
       this.#local.publishChannel(request),
-      this.#cluster.bus?.publish([request]),
+      this.#toBus([request]),
     ]);
     const total = { recipients: 0, online: 0 };
     for (const { recipients, online } of receipts) {
@@ -109,7 +112,7 @@ export class Router {
 
   /** A channel message a local client sent (its own node's shards already have it). */
   relayChannel(requests: ChannelRequest[]): Promise<void> {
-    return this.#cluster.bus?.publish(requests) ?? Promise.resolve();
+    return this.#toBus(requests);
   }
 
   /** A uid's presence. */
@@ -131,6 +134,19 @@ export class Router {
     const peers = this.#cluster.peers;
     if (!peers) return Promise.reject(new Error(`uid ${uid} maps to node ${node} without peers`));
     return peers.request(node, op);
+  }
+
+  /** Channel messages to the other nodes, if there are any. */
+  async #toBus(requests: ChannelRequest[]): Promise<void> {
+    const { bus, counters } = this.#cluster;
+    if (!bus) return;
+    counters.bus_published += requests.length;
+    try {
+      await bus.publish(requests);
+    } catch (error) {
+      counters.bus_errors += requests.length;
+      throw error;
+    }
   }
 
   #presence(): Presence {

@@ -19,6 +19,7 @@ import {
   positive,
   text,
 } from "../core/flag_spec.ts";
+import { LOG_FORMATS } from "../core/log.ts";
 import { STORAGE_FLAGS } from "../storage/registry.ts";
 
 const CORE_FLAGS = {
@@ -86,6 +87,12 @@ const CORE_FLAGS = {
   auth: oneOf(["none", "file"], "none", "client auth: none (any password) | file (--users_file)"),
   users_file: text("", "for --auth=file: a 'uid password' pair per line"),
   log_level: oneOf(["debug", "info", "warn", "error"], "info", "debug | info | warn | error"),
+  // Operations: log format.
+  log_format: oneOf(
+    LOG_FORMATS,
+    "text",
+    "text (a line of words) | json (one JSON object a line: time, level, component, node, message)",
+  ),
   node_id: text("node1", "this node's id in the cluster"),
   cluster_nodes: text(
     "",

@@ -21,3 +21,16 @@ export interface UserPresence {
   /** Distinct devices among the connections. */
   devices: number;
 }
+
+/** What a node says of itself with each liveness beat, for the other nodes' dashboards. */
+export interface NodeStatus {
+  /** Why it is not ready (as its `/readyz` says); empty when it is. */
+  notReady: string[];
+  connections: number;
+  users: number;
+}
+
+/** A node's last beat: its status, and when it was sent (ms since the epoch). */
+export interface NodeBeat extends NodeStatus {
+  at: number;
+}

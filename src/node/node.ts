@@ -16,6 +16,8 @@
 
 import { Admission } from "../admin/admission.ts";
 import { adminHandler, type Endpoint } from "../admin/api.ts";
+import { dashboardEndpoints } from "../admin/dashboard.ts";
+import { healthEndpoints } from "../admin/health.ts";
 import { createAuthenticator } from "../auth/auth.ts";
 import { ClusterBus } from "../cluster/bus.ts";
 import { CLUSTER_OPS_PATH, Peers, serveClusterOps } from "../cluster/ops.ts";
@@ -34,6 +36,7 @@ import { prepareStore } from "../storage/registry.ts";
 import { perTurn } from "../thread/batch.ts";
 import { defaultSocketLimit, SocketBudget } from "../transport/budget.ts";
 import { listen } from "../transport/client_port.ts";
+import { Health } from "./health.ts";
 import { startMallocTrim } from "./malloc_trim.ts";
 import { ShardPool } from "./pool.ts";
 
@@ -62,6 +65,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
   let presence: Presence | undefined;
   if (config.redis_url !== "") {
     redis = await connectRedis(config.redis_url, log);
+    redis.on("error", () => stats.frontDoor.redis_errors++);
     presence = new Presence(redis, self.id, config.presence_ttl_sec * 1000);
     await presence.start();
   }
@@ -81,9 +85,9 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     )
     : undefined;
   const peers = shape.clustered
-    ? new Peers(shape.nodes.filter((node) => node !== self), PEER_TIMEOUT_MS)
+    ? new Peers(shape.nodes.filter((node) => node !== self), PEER_TIMEOUT_MS, stats.frontDoor)
     : undefined;
-  const router = new Router(pool, { peers, bus, presence });
+  const router = new Router(pool, { peers, bus, presence, counters: stats.frontDoor });
 
   const recordPresence = perTurn<PresenceChange>((changes) =>
     presence?.record(changes).catch((error) => {
@@ -132,18 +136,34 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     self.clientPort,
   );
   const limits = { maxBodyBytes: config.max_frame_bytes, msgLimit: config.msg_limit };
+  const admission = new Admission({
+    targetMs: config.overload_ms,
+    maxInFlight: config.max_inflight,
+  });
+  const health = new Health({
+    topology: shape,
+    pool,
+    stats,
+    redis,
+    presence,
+    inFlight: () => admission.inFlight,
+    draining: () => draining,
+  });
+  const dashboard = await dashboardEndpoints();
   const admin = Deno.serve(
     { hostname: config.admin_host, port: self.adminPort, onListen: () => {} },
     adminHandler({
       routes: router,
       stats,
-      refreshStats: () => pool.refreshStats(),
+      refreshStats: () => health.refresh(),
       ...limits,
       defaultHost: self.host || "127.0.0.1",
       draining: () => draining,
       log,
-      admission: new Admission({ targetMs: config.overload_ms, maxInFlight: config.max_inflight }),
+      admission,
       mounts: {
+        ...healthEndpoints(health),
+        ...dashboard,
         [CLUSTER_OPS_PATH]: {
           name: "ClusterOps",
           methods: ["POST"],
@@ -155,7 +175,10 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       },
     }),
   );
-  const sampler = setInterval(() => stats.sample(), 1000);
+  const sampler = setInterval(() => {
+    stats.sample();
+    health.sample();
+  }, 1000);
   const trimmer = startMallocTrim(config.malloc_trim_sec, log);
 
   return {
@@ -165,6 +188,8 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       .map((shard) => shard.port),
     async drain() {
       draining = true;
+      // The other nodes' /nodes hear of it with the next beat.
+      health.sample();
       clearInterval(sampler);
       clearInterval(trimmer);
       frontDoor.close();

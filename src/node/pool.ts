@@ -12,8 +12,7 @@ import type { Log } from "../core/log.ts";
 import { type SharedBudget, SocketBudget } from "../transport/budget.ts";
 import type { ChannelReceipt, ChannelRequest } from "../core/requests.ts";
 import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
-import type { ShardCounters } from "../stats/counters.ts";
-import type { StatsBook } from "../stats/report.ts";
+import type { ShardReport, StatsBook } from "../stats/report.ts";
 import { type ShardAddress, ShardMap } from "../core/shard_map.ts";
 import { ServiceError } from "../core/errors.ts";
 import { Link } from "../thread/link.ts";
@@ -26,6 +25,8 @@ interface Slot {
   worker: Worker;
   link: Link;
   ready: Promise<void>;
+  /** It listens and answers (false while it starts or restarts). */
+  up: boolean;
 }
 
 /** What the pool needs besides the configuration. */
@@ -107,10 +108,25 @@ export class ShardPool implements LocalShards {
     return slot.link.request(op);
   }
 
-  /** Brings every shard's counters in the stats book up to date. */
+  /** Local shards (0-based within this node) that are not running now. */
+  down(): number[] {
+    return this.#slots.flatMap((slot, k) => slot.up ? [] : [k]);
+  }
+
+  /**
+   * Brings the reports of the running shards in the stats book up to date. A shard being
+   * restarted has none to give (the book has retired its last one): `/stats` and `/metrics`
+   * answer without it rather than fail.
+   */
   async refreshStats(): Promise<void> {
     await Promise.all(this.#slots.map(async (slot, k) => {
-      this.#options.stats.update(k, await slot.link.request({ op: "stats" }) as ShardCounters);
+      if (!slot.up) return;
+      try {
+        this.#options.stats.update(k, await slot.link.request({ op: "stats" }) as ShardReport);
+      } catch (error) {
+        // It crashed while asked: it is being restarted, as above.
+        if (slot.up) throw error;
+      }
     }));
   }
 
@@ -143,9 +159,10 @@ export class ShardPool implements LocalShards {
       (body) => this.#fromShards.request(body as MainOp),
       (note) => {
         const n = note as ShardNote;
-        if (n.type === "stats") stats.update(k, n.counters);
+        if (n.type === "stats") stats.update(k, n);
         else if (n.type === "ready") {
           this.#addresses[index] = { ...this.#addresses[index], port: n.port };
+          slot.up = true;
           resolve();
         } else if (n.type === "failed") {
           reject(new Error(`shard-${k} cannot start: ${n.reason}`));
@@ -161,12 +178,14 @@ export class ShardPool implements LocalShards {
     worker.postMessage(
       { index, slot: 1 + k, config, shards: this.#addresses, budget } satisfies ShardInit,
     );
-    return { worker, link, ready };
+    const slot: Slot = { worker, link, ready, up: false };
+    return slot;
   }
 
   #restart(k: number): void {
     const { stats, log } = this.#options;
     const old = this.#slots[k];
+    old.up = false;
     old.link.close(new ServiceError("shard restarting", 503));
     old.worker.terminate();
     // Its sockets went with it.

@@ -112,7 +112,9 @@ export class Session implements ConnReceiver {
       if (delivery.seq <= this.sentSeq) return;
       this.sentSeq = delivery.seq;
     }
-    if (!this.#closed) this.#conn.send(this.#codec.delivery(delivery), delivery.seq);
+    if (this.#closed) return;
+    this.#owner.counters[delivery.type === 3 ? "sent_msg" : "sent_cmsg"]++;
+    this.#conn.send(this.#codec.delivery(delivery), delivery.seq);
   }
 
   /** Ends replay: sends what arrived live meanwhile, then goes live. */

@@ -8,7 +8,7 @@ import type { PresenceChange } from "../core/presence.ts";
 import type { Config } from "../config/flags.ts";
 import type { ShardAddress } from "../core/shard_map.ts";
 import type { SharedBudget } from "../transport/budget.ts";
-import type { ShardCounters } from "../stats/counters.ts";
+import type { ShardReport } from "../stats/report.ts";
 import type { ChannelRequest, OwnerOp, UnicastRequest } from "../core/requests.ts";
 
 /** The first message a worker gets: who it is, the map it shards by, the socket budget. */
@@ -26,7 +26,7 @@ export type ShardOp =
   | OwnerOp
   /** A channel message, for the members this shard owns. */
   | { op: "publish_channel"; request: ChannelRequest }
-  /** The shard's counters now (`/stats` is exact, not a second old). */
+  /** The shard's report now (`/stats` is exact, not a second old). */
   | { op: "stats" }
   /** The shard addresses changed (a shard started on an ephemeral port, or restarted). */
   | { op: "map"; shards: ShardAddress[] }
@@ -39,12 +39,12 @@ export type ShardOp =
 /** Requests from a shard to the main thread: a client's message for a uid owned elsewhere. */
 export type MainOp = { op: "publish"; request: UnicastRequest };
 
-/** Notes from a shard: listening (on `port`) or failed to start, its counters once a second, presence changes. */
+/** Notes from a shard: listening (on `port`) or failed to start, its report once a second, presence changes. */
 export type ShardNote =
   | { type: "ready"; port: number }
   /** The shard could not start (its port is taken, its store will not open, ...). */
   | { type: "failed"; reason: string }
-  | { type: "stats"; counters: ShardCounters }
+  | ({ type: "stats" } & ShardReport)
   | PresenceChange;
 
 /** The `BroadcastChannel` on which a process's shards (and its main thread) hear clients'

@@ -32,7 +32,7 @@ import type { ShardMap } from "../core/shard_map.ts";
 import { type Journal, StorageBusyError } from "../storage/journal.ts";
 import { type DeviceState, StorageUnavailableError, type Store } from "../storage/store.ts";
 import type { StoredMessage } from "../core/messages.ts";
-import type { ShardCounters } from "../stats/counters.ts";
+import { CONNECTIONS_OF, type ShardCounters, type ShardHistograms } from "../stats/counters.ts";
 import type { Session, SessionOwner } from "../session/session.ts";
 
 /** What a shard needs from its surroundings. */
@@ -43,6 +43,8 @@ export interface ShardOptions {
   store: Store;
   journal: Journal;
   counters: ShardCounters;
+  /** Where delivery latencies go. */
+  histograms: ShardHistograms;
   /** Stored messages replayed per store read. */
   replayPage: number;
   /** Devices a uid may have seen within `deviceTtlMs`; a new one past it is refused. */
@@ -127,6 +129,7 @@ export class Shard implements SessionOwner {
    * trip. Answers each request's receipt or its error, in order.
    */
   async publishMany(requests: readonly UnicastRequest[]): Promise<PubResult[]> {
+    const takenAt = performance.now();
     const results: PubResult[] = new Array(requests.length);
     const users: (User | undefined)[] = new Array(requests.length);
     let loading: Promise<void>[] | undefined;
@@ -165,22 +168,25 @@ export class Shard implements SessionOwner {
     } catch (error) {
       storeFailure = errorAnswer(error);
     }
+    let delivered = 0;
     for (let i = 0; i < requests.length; i++) {
       const message = messages[i];
       if (!message) continue;
       const user = users[i]!;
       if (storeFailure && message.seq !== 0) results[i] = storeFailure;
       else {
-        this.#deliver(user, message);
+        delivered += this.#deliver(user, message);
         results[i] = { s: message.seq, online: onlineDevices(user) };
       }
       this.#release(user);
     }
+    this.#delivered(takenAt, delivered);
     return results;
   }
 
   /** Stores (unless volatile) and delivers a channel message to the members this shard owns. */
   async publishChannel(request: ChannelRequest): Promise<ChannelReceipt> {
+    const takenAt = performance.now();
     const members = await this.#members(request.channel);
     // Online members are cached: only the others wait for their state (no promise per member).
     const users: User[] = [];
@@ -211,11 +217,13 @@ export class Shard implements SessionOwner {
         this.#message(user, 4, request.from, request.body, request.ttlSec, request)
       );
       if (!request.volatile) await this.#store(messages);
+      let delivered = 0;
       let online = 0;
       users.forEach((user, i) => {
-        this.#deliver(user, messages[i]);
+        delivered += this.#deliver(user, messages[i]);
         if (user.sessions.length > 0) online++;
       });
+      this.#delivered(takenAt, delivered);
       return { recipients: messages.length, online };
     } finally {
       for (const user of users) this.#release(user);
@@ -275,6 +283,7 @@ export class Shard implements SessionOwner {
     this.#sessions.add(session);
     counters.connect++;
     counters.connection_number++;
+    counters[CONNECTIONS_OF[session.conn.transport]]++;
     const left = this.#recentlyLeft.get(session.uid);
     if (left !== undefined && Date.now() - left < RECONNECT_WINDOW_MS) counters.reconnect++;
     let user: User;
@@ -347,6 +356,7 @@ export class Shard implements SessionOwner {
     if (!this.#sessions.delete(session)) return;
     this.counters.disconnect++;
     this.counters.connection_number--;
+    this.counters[CONNECTIONS_OF[session.conn.transport]]--;
     this.#recentlyLeft.set(session.uid, Date.now());
     const user = this.#users.get(session.uid);
     if (!user) return;
@@ -436,6 +446,7 @@ export class Shard implements SessionOwner {
     ttlSec: number,
     request: { volatile: boolean; channel?: string },
   ): StoredMessage {
+    this.counters[type === 3 ? "accepted_msg" : "accepted_cmsg"]++;
     return {
       uid: user.uid,
       seq: request.volatile ? 0 : ++user.lastSeq,
@@ -447,10 +458,19 @@ export class Shard implements SessionOwner {
     };
   }
 
-  #deliver(user: User, message: StoredMessage): void {
-    if (message.expiresAt !== 0 && message.expiresAt <= Date.now()) return;
+  /** Hands a message to the uid's sessions; answers how many it went to. */
+  #deliver(user: User, message: StoredMessage): number {
+    if (message.expiresAt !== 0 && message.expiresAt <= Date.now()) return 0;
     const delivery: Delivery = message;
     for (const session of user.sessions) session.deliver(delivery);
+    return user.sessions.length;
+  }
+
+  /** `count` deliveries of messages taken at `takenAt`, in the latency histogram at once. */
+  #delivered(takenAt: number, count: number): void {
+    if (count > 0) {
+      this.#options.histograms.delivery.observe((performance.now() - takenAt) / 1000, count);
+    }
   }
 
   #user(uid: string): Promise<User> {

@@ -3,11 +3,12 @@ import { ServiceError } from "../core/errors.ts";
 import type { UnicastRequest } from "../core/requests.ts";
 import { ShardMap } from "../core/shard_map.ts";
 import { Session } from "../session/session.ts";
-import { newShardCounters } from "../stats/counters.ts";
+import { newShardCounters, newShardHistograms } from "../stats/counters.ts";
 import { Journal } from "../storage/journal.ts";
 import { MemoryStore } from "../storage/memory.ts";
 import { StorageUnavailableError, type Store } from "../storage/store.ts";
 import { FakeConn } from "../testing/fake_conn.ts";
+import type { TransportName } from "../transport/conn.ts";
 import { rejection } from "../testing/support.ts";
 import { Shard } from "./shard.ts";
 
@@ -24,12 +25,14 @@ const [ALICE, BOB] = OWNED;
 
 function shardWith(store: Store = new MemoryStore()) {
   const forwarded: UnicastRequest[] = [];
+  const histograms = newShardHistograms();
   const shard = new Shard({
     index: 0,
     map: MAP,
     store,
     journal: new Journal(store, 1000, () => {}),
     counters: newShardCounters(),
+    histograms,
     replayPage: 2,
     maxDevices: 3,
     deviceTtlMs: 86_400_000,
@@ -38,11 +41,16 @@ function shardWith(store: Store = new MemoryStore()) {
     broadcast: () => {},
     log: () => {},
   });
-  return { shard, forwarded };
+  return { shard, forwarded, histograms };
 }
 
-async function connect(shard: Shard, uid: string, device = "") {
-  const conn = new FakeConn();
+async function connect(
+  shard: Shard,
+  uid: string,
+  device = "",
+  transport: TransportName = "tcp",
+) {
+  const conn = new FakeConn(transport);
   const session = new Session(conn, uid, device, shard);
   await shard.attach(session);
   // Replay runs on in the background: a turn of the event loop finishes it.
@@ -178,4 +186,34 @@ Deno.test("Shard: a new device past --max_devices is refused, a known one still 
   assert.equal(extra.conn.closedGracefully, true);
   const known = await connect(shard, BOB, "b");
   assert.equal(known.conn.closedGracefully, undefined);
+});
+
+Deno.test("Shard: counts messages taken and sent by type, deliveries in the latency histogram, sessions by transport", async () => {
+  const { shard, histograms } = shardWith();
+  const histogram = histograms.delivery;
+  const [alice1, alice2] = [await connect(shard, ALICE), await connect(shard, ALICE, "", "ws")];
+  assert.equal(shard.counters.connections_tcp, 1);
+  assert.equal(shard.counters.connections_ws, 1);
+  await shard.subscribe(ALICE, "c1");
+  await shard.subscribe(BOB, "c1");
+  await shard.publish(message(ALICE, "one"));
+  await shard.publish(message(BOB, "to bob, offline"));
+  await shard.publishChannel({
+    channel: "c1",
+    from: "op",
+    body: '"all"',
+    ttlSec: 0,
+    volatile: false,
+  });
+  assert.equal(shard.counters.accepted_msg, 2);
+  assert.equal(shard.counters.accepted_cmsg, 2, "a copy for each member");
+  assert.equal(shard.counters.sent_msg, 2, "alice's message on both her connections");
+  assert.equal(shard.counters.sent_cmsg, 2);
+  assert.equal(alice1.conn.take().length, 2);
+  assert.equal(alice2.conn.take().length, 2);
+  assert.equal(histogram.counts.reduce((a, b) => a + b), 4, "one observation a live delivery");
+  assert.ok(histogram.sum >= 0 && histogram.sum < 4);
+  alice2.session.end();
+  assert.equal(shard.counters.connections_ws, 0);
+  assert.equal(shard.counters.connections_tcp, 1);
 });

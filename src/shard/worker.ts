@@ -12,10 +12,12 @@ import type { Log } from "../core/log.ts";
 import type { ChannelRequest } from "../core/requests.ts";
 import { ShardMap } from "../core/shard_map.ts";
 import { Session } from "../session/session.ts";
-import { newShardCounters } from "../stats/counters.ts";
+import { newShardCounters, newShardHistograms } from "../stats/counters.ts";
+import type { ShardReport } from "../stats/report.ts";
 import { Journal } from "../storage/journal.ts";
 import { backendOf } from "../storage/registry.ts";
 import type { Store } from "../storage/store.ts";
+import { StoreWatch } from "../storage/watched.ts";
 import { perTurn } from "../thread/batch.ts";
 import type { Link } from "../thread/link.ts";
 import { SocketBudget } from "../transport/budget.ts";
@@ -32,6 +34,8 @@ const COMPACT_INTERVAL_MS = 60_000;
 const DAY_MS = 86_400_000;
 /** Other shards' clients' channel messages being stored and delivered here at once. */
 const CHANNEL_MESSAGES_IN_FLIGHT = 1024;
+/** A store this long without a call is asked something cheap, to know it still answers. */
+const STORE_PROBE_IDLE_MS = 1_000;
 
 /** A shard that serves. */
 export interface RunningShard {
@@ -47,8 +51,13 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
   const { index, slot, config, budget } = init;
   let map = new ShardMap(init.shards);
   const counters = newShardCounters();
+  const histograms = newShardHistograms();
   const backend = backendOf(config);
-  const store = await backend.open(config);
+  const watch = new StoreWatch(await backend.open(config), {
+    failed: () => counters.store_errors++,
+    committed: (seconds) => histograms.store_commit.observe(seconds),
+  });
+  const store = watch.store;
   const journal = new Journal(
     store,
     config.storage_queue_limit,
@@ -61,6 +70,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     store,
     journal,
     counters,
+    histograms,
     replayPage: REPLAY_PAGE,
     maxDevices: config.max_devices,
     deviceTtlMs: config.device_ttl_days * DAY_MS,
@@ -109,14 +119,24 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     config.host,
     init.shards[index].port,
   );
-  log("info", `listening on ${config.host}:${server.port} (${config.storage} store)`);
+  log("info", `listening on ${config.host}:${server.port} (${config.storage} store)`, {
+    port: server.port,
+    store: config.storage,
+  });
+
+  /** The counters with the levels sampled now, and the histograms. */
+  function report(): ShardReport {
+    counters.journal_queue = journal.pending;
+    counters.store_up = watch.error === null ? 1 : 0;
+    return { counters, histograms, storeError: watch.error };
+  }
 
   const timers = [
     setInterval(() => shard.sweep(config.heartbeat_timeout_sec * 1000), SWEEP_INTERVAL_MS),
-    setInterval(
-      () => link.notify({ type: "stats", counters } satisfies ShardNote),
-      STATS_INTERVAL_MS,
-    ),
+    setInterval(() => {
+      watch.probe(STORE_PROBE_IDLE_MS);
+      link.notify({ type: "stats", ...report() } satisfies ShardNote);
+    }, STATS_INTERVAL_MS),
   ];
   const deviceTtlMs = config.device_ttl_days * DAY_MS;
   // A store the node's shards share is compacted by its first shard, for all of them.
@@ -153,7 +173,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
         case "offline":
           return shard.offline(op.uid, op.device, op.limit);
         case "stats":
-          return Promise.resolve(counters);
+          return Promise.resolve(report());
         case "map":
           map = new ShardMap(op.shards);
           shard.setMap(map);

@@ -5,10 +5,24 @@
  * @module
  */
 
-import { addCounters, newShardCounters, type ShardCounters, withoutGauges } from "./counters.ts";
+import {
+  addCounters,
+  newShardCounters,
+  type ShardCounters,
+  type ShardHistogramData,
+  withoutGauges,
+} from "./counters.ts";
 
 /** Microseconds between 1601-01-01 and 1970-01-01: the original server's timestamp epoch. */
 const EPOCH_1601_US = 11_644_473_600_000_000;
+
+/** What a shard reports of itself, each second and when asked. */
+export interface ShardReport {
+  counters: ShardCounters;
+  histograms: ShardHistogramData;
+  /** Why the shard's last store call failed; null while its store answers. */
+  storeError: string | null;
+}
 
 interface Peaks {
   recvBytes: number;
@@ -22,12 +36,12 @@ interface Peaks {
 
 /** Collects counters and produces the report. */
 export class StatsBook {
-  /** The main thread's own counters (front door). */
+  /** The main thread's own counters: its front door's, and the node's (cluster, Redis). */
   readonly frontDoor: ShardCounters = newShardCounters();
   /** Admin requests by name (`Stats`, `Pub` ...). */
   readonly requests: Record<string, number> = {};
   #started = new Date();
-  #shards = new Map<number, ShardCounters>();
+  #shards = new Map<number, ShardReport>();
   /** Counters of shards that were replaced (crashed and restarted): totals never shrink. */
   #retired = newShardCounters();
   #previous: ShardCounters | null = null;
@@ -41,9 +55,14 @@ export class StatsBook {
     users: 0,
   };
 
-  /** Records a shard's latest counters. */
-  update(index: number, counters: ShardCounters): void {
-    this.#shards.set(index, counters);
+  /** When the book was started (the process, near enough). */
+  get started(): Date {
+    return this.#started;
+  }
+
+  /** Records a shard's latest report. */
+  update(index: number, report: ShardReport): void {
+    this.#shards.set(index, report);
   }
 
   /** A shard is being replaced: keep its totals, drop its gauges. */
@@ -51,7 +70,12 @@ export class StatsBook {
     const last = this.#shards.get(index);
     if (!last) return;
     this.#shards.delete(index);
-    addCounters(this.#retired, withoutGauges(last));
+    addCounters(this.#retired, withoutGauges(last.counters));
+  }
+
+  /** The latest report of each running shard, by its index within the node. */
+  shards(): ReadonlyMap<number, ShardReport> {
+    return this.#shards;
   }
 
   /** Counts an admin request. */
@@ -134,7 +158,7 @@ export class StatsBook {
     const total = newShardCounters();
     addCounters(total, this.frontDoor);
     addCounters(total, this.#retired);
-    for (const counters of this.#shards.values()) addCounters(total, counters);
+    for (const report of this.#shards.values()) addCounters(total, report.counters);
     return total;
   }
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { newShardCounters, type ShardCounters } from "./counters.ts";
-import { StatsBook } from "./report.ts";
+import { newShardCounters, newShardHistograms, type ShardCounters } from "./counters.ts";
+import { type ShardReport, StatsBook } from "./report.ts";
 
 /**
  * The `/stats` shape of PROTOCOL.md §3, written out: a leaf is the type of its value, an
@@ -88,6 +88,11 @@ function counters(fill: Partial<ShardCounters> = {}): ShardCounters {
   return { ...newShardCounters(), ...fill };
 }
 
+/** A shard's report of `counters`, with empty histograms and its store up. */
+function shardReport(counters: ShardCounters): ShardReport {
+  return { counters, histograms: newShardHistograms(), storeError: null };
+}
+
 type Report = {
   [key: string]: unknown;
   recv_type: Record<string, number>;
@@ -167,8 +172,8 @@ Deno.test("report: counters are summed over shards and the front door", () => {
   });
   b.recv_hb = 1;
   b.recv_ack = 2;
-  book.update(0, a);
-  book.update(1, b);
+  book.update(0, shardReport(a));
+  book.update(1, shardReport(b));
   book.frontDoor.connect_request_number = 10;
   book.frontDoor.redirect_number = 6;
   book.frontDoor.bad_request_number = 1;
@@ -200,8 +205,8 @@ Deno.test("report: counters are summed over shards and the front door", () => {
 
 Deno.test("report: a later update of a shard replaces its earlier one", () => {
   const book = new StatsBook();
-  book.update(0, counters({ total_recv_number: 5, user_number: 2 }));
-  book.update(0, counters({ total_recv_number: 8, user_number: 1 }));
+  book.update(0, shardReport(counters({ total_recv_number: 5, user_number: 2 })));
+  book.update(0, shardReport(counters({ total_recv_number: 8, user_number: 1 })));
   const r = report(book);
   assert.equal(r.throughput.total_recv_number, 8);
   assert.equal(r.user.user_number, 1);
@@ -218,8 +223,11 @@ Deno.test("report: retire keeps a shard's totals and drops its gauges", () => {
     connection_number: 8,
   });
   old.recv_msg = 11;
-  book.update(0, old);
-  book.update(1, counters({ total_recv_number: 1, user_number: 1, connection_number: 1 }));
+  book.update(0, shardReport(old));
+  book.update(
+    1,
+    shardReport(counters({ total_recv_number: 1, user_number: 1, connection_number: 1 })),
+  );
   book.retire(0);
   let r = report(book);
   assert.equal(r.throughput.total_recv_number, 41);
@@ -229,7 +237,7 @@ Deno.test("report: retire keeps a shard's totals and drops its gauges", () => {
   assert.equal(r.user.user_number, 1, "the retired shard's users are gone");
   assert.equal(r.user.connection_number, 1);
   // The replacement starts from zero; totals still include the old shard.
-  book.update(0, counters({ total_recv_number: 3, user_number: 2 }));
+  book.update(0, shardReport(counters({ total_recv_number: 3, user_number: 2 })));
   r = report(book);
   assert.equal(r.throughput.total_recv_number, 44);
   assert.equal(r.user.user_number, 3);
@@ -245,7 +253,7 @@ Deno.test("report: retire keeps a shard's totals and drops its gauges", () => {
 Deno.test("sample: peaks of per-second rates and of users", () => {
   const book = new StatsBook();
   const shard = counters();
-  const set = (fill: Partial<ShardCounters>) => book.update(0, { ...shard, ...fill });
+  const set = (fill: Partial<ShardCounters>) => book.update(0, shardReport({ ...shard, ...fill }));
 
   set({ total_recv_bytes: 0, total_recv_number: 0, user_number: 0 });
   book.sample(); // first sample: a baseline, no rate yet
@@ -292,10 +300,10 @@ Deno.test("sample: peaks of per-second rates and of users", () => {
 
 Deno.test("sample: a retire does not count as a drop in throughput", () => {
   const book = new StatsBook();
-  book.update(0, counters({ total_recv_bytes: 1000 }));
+  book.update(0, shardReport(counters({ total_recv_bytes: 1000 })));
   book.sample();
   book.retire(0);
-  book.update(0, counters({ total_recv_bytes: 10 }));
+  book.update(0, shardReport(counters({ total_recv_bytes: 10 })));
   book.sample();
   // 1000 (retired) + 10: a rise of 10 in that second, not a fall or a spike.
   assert.equal(report(book).throughput.max_recv_bytes_per_second, 10);
@@ -303,7 +311,7 @@ Deno.test("sample: a retire does not count as a drop in throughput", () => {
 
 Deno.test("report: averages are totals over the seconds since start (at least one)", () => {
   const book = new StatsBook();
-  book.update(0, counters({ total_recv_bytes: 1234, total_send_number: 7 }));
+  book.update(0, shardReport(counters({ total_recv_bytes: 1234, total_send_number: 7 })));
   const r = report(book);
   // Built just now: less than a second has passed, so the divisor is 1.
   assert.equal(r.throughput.avg_recv_bytes_per_second, 1234);

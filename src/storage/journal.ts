@@ -52,6 +52,11 @@ export class Journal {
     return this.#messages.length;
   }
 
+  /** Messages not yet durable: those waiting and those of the batch being written. */
+  get pending(): number {
+    return this.#inFlight + this.#messages.length;
+  }
+
   /** Resolves when every message in `messages` is durable. */
   append(messages: readonly StoredMessage[]): Promise<void> {
     if (messages.length === 0) return Promise.resolve();

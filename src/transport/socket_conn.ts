@@ -101,6 +101,7 @@ export abstract class SocketConn implements OpenedConn {
     else this.socket.write(bytes === output.length ? output : encoder.encode(output));
     if (this.socket.writableLength > this.#maxOutputBytes) {
       this.counters.error_number++;
+      this.counters.slow_consumer_closes++;
       this.#closed = true;
       this.socket.destroy();
       this.receiver?.closed();
