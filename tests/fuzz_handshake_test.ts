@@ -213,6 +213,10 @@ function expect(request: string): Expected {
     if (!isName(uid)) return { refusal: [400, "invalid uid"] as Refusal };
     const device = params.get("device") ?? "";
     if (device !== "" && !isName(device)) return { refusal: [400, "invalid device"] as Refusal };
+    const codec = params.get("codec") ?? "";
+    if (!["", "json", "msgpack"].includes(codec)) {
+      return { refusal: [400, "invalid codec"] as Refusal };
+    }
     if (!params.has("password")) return { refusal: [400, "missing password"] as Refusal };
     return { uid };
   });
@@ -549,8 +553,9 @@ const REASONS = new Map<number, string[]>([
   [503, ["draining", "server full", "auth unavailable", "storage unavailable"]],
 ]);
 
+/** The 200 head; a MessagePack stream (`codec=msgpack`) says so in its Content-Type. */
 const OK_HEAD =
-  /^HTTP\/1\.1 200 OK\r\nConnection: keep-alive\r\nContent-Type: text\/html; charset=utf-8\r\nTransfer-Encoding: chunked\r\nDate: [^\r\n]+\r\n\r\n$/;
+  /^HTTP\/1\.1 200 OK\r\nConnection: keep-alive\r\nContent-Type: (text\/html; charset=utf-8|application\/msgpack)\r\nTransfer-Encoding: chunked\r\nDate: [^\r\n]+\r\n\r\n$/;
 
 /** Answers with status 503 (server full, draining): allowed, but not for many cases. */
 let unavailable = 0;

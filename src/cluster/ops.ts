@@ -72,16 +72,20 @@ async function send(
       body: JSON.stringify(batch.map((pending) => pending.op)),
       signal: AbortSignal.timeout(timeoutMs),
     });
+    if (response.status === 503) {
+      // Overloaded or draining: it answered, and the back end should hear why, and back off.
+      const reason = String((await response.json().catch(() => ({}))).error ?? "unavailable");
+      throw new ServiceError(`node ${nodeId}: ${reason}`, 503);
+    }
     if (!response.ok) throw new Error(`HTTP ${response.status}: ${await response.text()}`);
     results = (await response.json()).result;
     if (!Array.isArray(results) || results.length !== batch.length) {
       throw new Error(`answered ${JSON.stringify(results)?.slice(0, 80)} to ${batch.length} ops`);
     }
   } catch (error) {
-    const failure = new ServiceError(
-      `node ${nodeId} unreachable: ${(error as Error).message}`,
-      503,
-    );
+    const failure = error instanceof ServiceError
+      ? error
+      : new ServiceError(`node ${nodeId} unreachable: ${(error as Error).message}`, 503);
     counters.cluster_forward_errors += batch.length;
     for (const pending of batch) pending.reject(failure);
     return;
