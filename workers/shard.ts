@@ -16,7 +16,8 @@ import { Link } from "../src/thread/link.ts";
 self.onmessage = (event: MessageEvent<ShardInit>) => {
   const init = event.data;
   const log = createLog({
-    component: `shard-${init.index}`,
+    // The shard's index within the node, as `/metrics` labels it (`slot` 0 is the main thread).
+    component: `shard-${init.slot - 1}`,
     node: init.config.node_id,
     threshold: init.config.log_level,
     format: init.config.log_format,
