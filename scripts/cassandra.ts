@@ -36,7 +36,14 @@
  */
 
 import cassandra from "cassandra-driver";
-import { freePorts, readState, runCli, tail } from "./local_server.ts";
+import {
+  freePorts,
+  readState,
+  runCli,
+  spawnWatched,
+  tail,
+  type WatchedProcess,
+} from "./local_server.ts";
 
 /** A running (or paused) test node. */
 export interface CassandraHandle {
@@ -262,29 +269,11 @@ async function javaCommand(lib: string, dir: string): Promise<string[]> {
   ];
 }
 
-/**
- * Runs the JVM under a watchdog shell. The shell starts the JVM in the background, sends it
- * each signal name this process writes to the shell's stdin, and SIGKILLs it when stdin
- * closes: when we ask for it by closing, and when this process dies.
- */
-const WATCHDOG = `
-"$@" </dev/null >>"$CASSANDRA_LOG" 2>&1 &
-jvm=$!
-exec 3<&0
-{ while read -r signal; do kill -s "$signal" "$jvm"; done; kill -s KILL "$jvm"; } <&3 2>/dev/null &
-reader=$!
-wait "$jvm"
-status=$?
-kill "$reader" 2>/dev/null
-exit "$status"
-`;
-
 /** One node's JVM across pauses: at most one process at a time. */
 class NodeProcess {
   #node: Node;
-  #child?: Deno.ChildProcess;
+  #jvm?: WatchedProcess;
   #exited = false;
-  #signals?: WritableStreamDefaultWriter<Uint8Array>;
 
   constructor(node: Node) {
     this.#node = node;
@@ -292,24 +281,17 @@ class NodeProcess {
 
   /** Launches the JVM and waits for CQL; throws with the log's tail if it never answers. */
   async start(log: (line: string) => void): Promise<void> {
-    if (this.#child && !this.#exited) throw new Error("Cassandra is already running");
+    if (this.#jvm && !this.#exited) throw new Error("Cassandra is already running");
     // A JVM that died on its own (a crash) is replaced, on the same ports and data.
     await this.kill();
     const began = performance.now();
-    const child = new Deno.Command("sh", {
-      args: ["-c", WATCHDOG, "cassandra-watchdog", ...this.#node.command],
-      env: { CASSANDRA_LOG: `${this.#node.dir}/cassandra.log` },
-      stdin: "piped",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    this.#child = child;
+    const jvm = spawnWatched(this.#node.command, { logFile: `${this.#node.dir}/cassandra.log` });
+    this.#jvm = jvm;
     this.#exited = false;
-    child.status.then(() => {
-      if (this.#child === child) this.#exited = true;
+    jvm.status.then(() => {
+      if (this.#jvm === jvm) this.#exited = true;
     });
-    this.#signals = child.stdin.getWriter();
-    await waitForCql(this.#node, child.status);
+    await waitForCql(this.#node, jvm.status);
     log(
       `Cassandra ${VERSION} answers CQL on ${HOST}:${this.#node.nativePort} after ${
         seconds(began)
@@ -319,24 +301,19 @@ class NodeProcess {
 
   /** Graceful shutdown (SIGTERM), escalating to SIGKILL after {@linkcode STOP_TIMEOUT_MS}. */
   async shutDown(): Promise<void> {
-    const child = this.#child;
-    if (!child) return;
-    // A broken pipe means the JVM (and its watchdog) already died: nothing left to signal.
-    await this.#signals!.write(new TextEncoder().encode("TERM\n")).catch(() => {});
-    const timer = setTimeout(() => this.#signals?.close().catch(() => {}), STOP_TIMEOUT_MS);
-    await child.status;
+    const jvm = this.#jvm;
+    if (!jvm) return;
+    await jvm.signal("SIGTERM");
+    const timer = setTimeout(() => jvm.kill(), STOP_TIMEOUT_MS);
+    await jvm.status;
     clearTimeout(timer);
     await this.kill();
   }
 
   /** SIGKILL, and wait for the JVM to be gone. */
   async kill(): Promise<void> {
-    const child = this.#child;
-    if (!child) return;
-    await this.#signals!.close().catch(() => {});
-    await child.status;
-    this.#child = undefined;
-    this.#signals = undefined;
+    await this.#jvm?.kill();
+    this.#jvm = undefined;
   }
 }
 

@@ -1,8 +1,8 @@
 /**
  * What the launchers of local test servers and tools (scripts/cassandra.ts, scripts/redis.ts,
- * scripts/chromium.ts) share: free loopback ports, log tails, Debian packages installed on
- * demand, the state file of a server that outlives its CLI command, and the
- * `start|stop|status` command line.
+ * scripts/nchan.ts, scripts/chromium.ts) share: free loopback ports, log tails, Debian packages
+ * installed on demand, a server process that cannot outlive its launcher, the state file of a
+ * server that outlives its CLI command, and the `start|stop|status` command line.
  *
  * @module
  */
@@ -83,6 +83,70 @@ async function aptGet(args: string[], packages: string[]): Promise<void> {
     }
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
+}
+
+/**
+ * Runs the server command in "$@" in the background, sends it each signal name written to the
+ * shell's stdin, and $WATCHDOG_EXIT when stdin closes: when the launcher asks for it by
+ * closing, and when the launcher dies (the kernel closes the pipe then too, even on SIGKILL).
+ */
+const WATCHDOG = `
+"$@" </dev/null >>"$WATCHDOG_LOG" 2>&1 &
+server=$!
+exec 3<&0
+{ while read -r signal; do kill -s "$signal" "$server"; done; kill -s "$WATCHDOG_EXIT" "$server"; } <&3 2>/dev/null &
+reader=$!
+wait "$server"
+status=$?
+kill "$reader" 2>/dev/null
+exit "$status"
+`;
+
+/** A server process under the watchdog of {@linkcode spawnWatched}. */
+export interface WatchedProcess {
+  /** The server's exit (the watchdog exits with the server's code). */
+  status: Promise<Deno.CommandStatus>;
+  /** Sends `signal` to the server; does nothing once it is gone. */
+  signal(signal: Deno.Signal): Promise<void>;
+  /** Ends the server (SIGKILL unless told otherwise) and waits for it. Idempotent. */
+  kill(): Promise<Deno.CommandStatus>;
+}
+
+/** Where a watched server's output goes and how it is ended. */
+export interface WatchOptions {
+  /** Appends the server's stdout and stderr here; discarded by default. */
+  logFile?: string;
+  /**
+   * The signal that ends the server: SIGKILL by default, SIGTERM for a server whose own
+   * children must be stopped by it (an nginx master and its workers).
+   */
+  exitSignal?: Deno.Signal;
+}
+
+/**
+ * Starts `command` so that it dies with this process: a test that crashes leaves no server
+ * behind on a shared machine.
+ */
+export function spawnWatched(command: string[], options: WatchOptions = {}): WatchedProcess {
+  const child = new Deno.Command("sh", {
+    args: ["-c", WATCHDOG, `${command[0]}-watchdog`, ...command],
+    env: {
+      WATCHDOG_LOG: options.logFile ?? "/dev/null",
+      WATCHDOG_EXIT: (options.exitSignal ?? "SIGKILL").slice(3),
+    },
+    stdin: "piped",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const stdin = child.stdin.getWriter();
+  let killed: Promise<Deno.CommandStatus> | undefined;
+  return {
+    status: child.status,
+    // A broken pipe means the server (and its watchdog) already died: nothing to signal.
+    signal: (signal) =>
+      stdin.write(new TextEncoder().encode(`${signal.slice(3)}\n`)).catch(() => {}),
+    kill: () => killed ??= stdin.close().catch(() => {}).then(() => child.status),
+  };
 }
 
 /** The JSON state a CLI command left in `path`, or undefined if there is none. */

@@ -8,9 +8,7 @@
  * await redis.stop();
  * ```
  *
- * The server does not outlive the process that started it: it runs under a small shell that
- * kills it when a pipe from this process closes, which the kernel does also when this process
- * dies of SIGKILL.
+ * The server does not outlive the process that started it (`spawnWatched`).
  *
  * CLI, for a server that outlives the command:
  *
@@ -23,7 +21,15 @@
  * @module
  */
 
-import { aptInstall, freePorts, onPath, readState, runCli, tail } from "./local_server.ts";
+import {
+  aptInstall,
+  freePorts,
+  onPath,
+  readState,
+  runCli,
+  spawnWatched,
+  tail,
+} from "./local_server.ts";
 
 /** A running Redis server. */
 export interface RedisHandle {
@@ -42,22 +48,6 @@ const CLI_STATE = decodeURIComponent(
 );
 
 /**
- * Kills the server (the command in "$@") when stdin closes: this process closed it, or died.
- * The server's pid goes to stdout so that start-up failures can be told from a dead shell.
- */
-const WATCHDOG = `
-"$@" </dev/null >/dev/null 2>&1 &
-server=$!
-exec 3<&0
-{ cat <&3 >/dev/null; kill -s KILL "$server"; } 2>/dev/null &
-reader=$!
-wait "$server"
-status=$?
-kill "$reader" 2>/dev/null
-exit "$status"
-`;
-
-/**
  * Starts a fresh server; resolves once it answers PING. `port` brings one back where a stopped
  * one was (for clients that reconnect to the same address); a free port by default.
  */
@@ -65,22 +55,15 @@ export async function startRedis(options: { port?: number } = {}): Promise<Redis
   await ensureRedisServer();
   const port = options.port ?? freePorts(1)[0];
   const dir = await Deno.makeTempDir({ prefix: "ipush-redis-" });
-  const child = new Deno.Command("sh", {
-    args: ["-c", WATCHDOG, "redis-watchdog", "redis-server", ...serverArgs(dir, port)],
-    stdin: "piped",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const stdin = child.stdin.getWriter();
+  const server = spawnWatched(["redis-server", ...serverArgs(dir, port)]);
   let stopped: Promise<void> | undefined;
   const stop = () =>
     stopped ??= (async () => {
-      await stdin.close().catch(() => {});
-      await child.status;
+      await server.kill();
       await Deno.remove(dir, { recursive: true });
     })();
   try {
-    await waitForPing(port, dir, child.status);
+    await waitForPing(port, dir, server.status);
   } catch (error) {
     await stop();
     throw error;

@@ -1,0 +1,119 @@
+/**
+ * nchan, the peer ipush is measured against: Debian's `nginx-light` with
+ * `libnginx-mod-nchan` (installed with apt-get when absent), on a free loopback port, with
+ * `bench/peers/nchan-nginx.conf` (the configuration of `../shared/peers/`, one worker, no
+ * message buffer) in a temp dir.
+ *
+ * ```ts
+ * const nchan = await startNchan();
+ * // GET  `${nchan.url}/sub/<id>` with `TE: chunked`: an http-chunked subscriber
+ * // POST `${nchan.url}/pub/<id>`: publishes one message to it
+ * await nchan.stop();
+ * ```
+ *
+ * nginx does not outlive the process that started it (`spawnWatched`, ending it with SIGTERM
+ * so that the master stops its worker). CLI, in the foreground until Ctrl-C:
+ * `deno run -A scripts/nchan.ts`.
+ *
+ * @module
+ */
+
+import { aptInstall, freePorts, spawnWatched, tail } from "./local_server.ts";
+
+/** A running nchan. */
+export interface NchanHandle {
+  port: number;
+  /** `http://127.0.0.1:PORT` */
+  url: string;
+  /** The nginx master's pid, whose worker is the process to measure (RSS, CPU). */
+  pid(): Promise<number>;
+  /** Stops nginx, waits for it and deletes its directory. Idempotent. */
+  stop(): Promise<void>;
+}
+
+const HOST = "127.0.0.1";
+const MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so";
+const CONFIG = new URL("../bench/peers/nchan-nginx.conf", import.meta.url);
+const START_TIMEOUT_MS = 10_000;
+
+/** Starts nginx with nchan; resolves once a publisher's status request answers. */
+export async function startNchan(options: { port?: number } = {}): Promise<NchanHandle> {
+  await ensureNchan();
+  const port = options.port ?? freePorts(1)[0];
+  const dir = await Deno.makeTempDir({ prefix: "ipush-nchan-" });
+  const config = (await Deno.readTextFile(CONFIG))
+    .replaceAll("NCHAN_DIR", dir)
+    .replaceAll("NCHAN_PORT", String(port));
+  await Deno.writeTextFile(`${dir}/nginx.conf`, config);
+  const server = spawnWatched(
+    ["nginx", "-c", `${dir}/nginx.conf`, "-p", dir, "-g", "daemon off;"],
+    { logFile: `${dir}/stderr.log`, exitSignal: "SIGTERM" },
+  );
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    stopped ??= (async () => {
+      await server.kill();
+      await Deno.remove(dir, { recursive: true });
+    })();
+  try {
+    await waitForNchan(port, dir, server.status);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return {
+    port,
+    url: `http://${HOST}:${port}`,
+    pid: async () => Number((await Deno.readTextFile(`${dir}/nginx.pid`)).trim()),
+    stop,
+  };
+}
+
+async function ensureNchan(): Promise<void> {
+  try {
+    await Deno.stat(MODULE);
+  } catch {
+    await aptInstall("nginx-light", "libnginx-mod-nchan");
+  }
+}
+
+/** Polls `GET /pub/probe` (a channel's status) until nchan answers it. */
+async function waitForNchan(
+  port: number,
+  dir: string,
+  exited: Promise<Deno.CommandStatus>,
+): Promise<void> {
+  let status: Deno.CommandStatus | undefined;
+  exited.then((s) => status = s);
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (status) throw new Error(`nginx exited with code ${status.code}; ${await logTail(dir)}`);
+    try {
+      const response = await fetch(`http://${HOST}:${port}/pub/probe`);
+      await response.body?.cancel();
+      // 404: no such channel yet, which only nchan's publisher location answers so.
+      if (response.status === 404 || response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(
+    `nchan did not answer within ${START_TIMEOUT_MS / 1000} s; ${await logTail(dir)}`,
+  );
+}
+
+async function logTail(dir: string): Promise<string> {
+  const logs = await Promise.all(
+    ["stderr.log", "error.log"].map((name) =>
+      Deno.readTextFile(`${dir}/${name}`).then((text) => `${name}:\n${tail(text, 20)}`, () => "")
+    ),
+  );
+  return logs.filter(Boolean).join("\n") || `no log in ${dir}`;
+}
+
+if (import.meta.main) {
+  const nchan = await startNchan();
+  console.log(`nchan on ${nchan.url} (GET /sub/<id> with TE: chunked, POST /pub/<id>)`);
+  Deno.addSignalListener("SIGINT", () => nchan.stop().then(() => Deno.exit(0)));
+}
