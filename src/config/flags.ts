@@ -71,8 +71,43 @@ const CORE_FLAGS = {
     "10000",
     "channels whose members a shard keeps cached (the least recently used go first)",
   ),
-  auth: oneOf(["none", "file"], "none", "client auth: none (any password) | file (--users_file)"),
+  auth: oneOf(
+    ["none", "file", "http", "token"],
+    "none",
+    "client auth: none (any password) | file (--users_file) | http (--auth_http_url) | " +
+      "token (a JWT: --auth_token_secret or --auth_token_key_file)",
+  ),
   users_file: text("", "for --auth=file: a 'uid password' pair per line"),
+  // Access control: auth backends, tokens, the admin token, limits (docs/protocol-notes.md).
+  auth_http_url: text(
+    "",
+    "for --auth=http: the backend's base URL; ipush asks <url>/user and <url>/channel",
+  ),
+  auth_http_timeout_ms: positive(
+    "2000",
+    "for --auth=http: a question unanswered this long is 503 auth unavailable",
+  ),
+  auth_http_max_inflight: positive(
+    "64",
+    "for --auth=http: requests at the backend at once, at most",
+  ),
+  auth_cache_sec: int(
+    0,
+    86_400,
+    "60",
+    "for --auth=http: how long an allow is cached (a denial at most 5 s); 0: never",
+  ),
+  auth_token_secret: text("", "for --auth=token: the HS256 secret (at least 32 bytes)"),
+  auth_token_key_file: text(
+    "",
+    "for --auth=token: a PEM public key (RSA: RS256, EC P-256: ES256)",
+  ),
+  auth_token_leeway_sec: int(
+    0,
+    3600,
+    "10",
+    "for --auth=token: clock skew allowed when checking exp and nbf",
+  ),
   log_level: oneOf(["debug", "info", "warn", "error"], "info", "debug | info | warn | error"),
   node_id: text("node1", "this node's id in the cluster"),
   cluster_nodes: text(

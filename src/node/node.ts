@@ -16,7 +16,6 @@
 
 import { Admission } from "../admin/admission.ts";
 import { adminHandler } from "../admin/api.ts";
-import { createAuthenticator } from "../auth/auth.ts";
 import { ClusterBus } from "../cluster/bus.ts";
 import { CLUSTER_OPS_PATH, Peers, serveClusterOps } from "../cluster/ops.ts";
 import { Presence } from "../cluster/presence.ts";
@@ -108,12 +107,16 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
   }
 
   let draining = false;
+  // The front door redirects every client; the owning shard checks it, once.
+  const ownsNone = (): never => {
+    throw new Error("the front door owns no uids");
+  };
   const frontDoor = await listen(
     {
       handshake: {
         maxHeadBytes: config.max_head_bytes,
         timeoutMs: config.handshake_timeout_sec * 1000,
-        authenticate: createAuthenticator(config),
+        authenticate: ownsNone,
       },
       context: {
         counters: stats.frontDoor,
@@ -123,9 +126,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       budget: new SocketBudget(budget, 0),
       draining: () => draining,
       redirectFor: (uid) => router.shardOf(uid),
-      open: () => {
-        throw new Error("the front door owns no uids");
-      },
+      open: ownsNone,
     },
     config.host,
     self.clientPort,

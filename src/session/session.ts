@@ -11,6 +11,7 @@
  * @module
  */
 
+import type { ChannelAccess } from "../core/access.ts";
 import type { Delivery } from "../core/messages.ts";
 import {
   type ClientMessage,
@@ -48,6 +49,8 @@ export class Session implements ConnReceiver {
   readonly uid: string;
   /** The device it connected as (PROTOCOL.md §7); "" for the default device. */
   readonly device: string;
+  /** Its channel permissions, from its authenticator; null: every channel. */
+  readonly access: ChannelAccess | null;
   /** Milliseconds timestamp of the last message received. */
   lastSeen = Date.now();
   /** Highest seq sent on this connection. */
@@ -61,9 +64,16 @@ export class Session implements ConnReceiver {
   /** Messages whose work is under way. */
   #inFlight = 0;
 
-  constructor(conn: ClientConn, uid: string, device: string, owner: SessionOwner) {
+  constructor(
+    conn: ClientConn,
+    uid: string,
+    device: string,
+    owner: SessionOwner,
+    access: ChannelAccess | null = null,
+  ) {
     this.uid = uid;
     this.device = device;
+    this.access = access;
     this.#conn = conn;
     this.#owner = owner;
   }

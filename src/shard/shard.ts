@@ -9,9 +9,14 @@
  * meanwhile; it drops any `s` it has already sent. So replay then live has no gap and no
  * duplicate.
  *
+ * Access: a client's subscribe (y=1) and channel message (y=4) run only if its session's
+ * channel access allows them (`{"error":"forbidden"}` otherwise, the stream staying open).
+ * The admin API's requests need no permission.
+ *
  * @module
  */
 
+import type { ChannelAction } from "../core/access.ts";
 import { errorAnswer, ServiceError } from "../core/errors.ts";
 import type { PresenceChange } from "../core/presence.ts";
 import type { ChannelRequest, PubResult, UnicastRequest } from "../core/requests.ts";
@@ -337,7 +342,12 @@ export class Shard implements SessionOwner {
     };
     switch (message.y) {
       case 1:
-        return this.subscribe(from, message.c).catch(failed);
+        return this.#permitted(
+          session,
+          message.c,
+          "subscribe",
+          () => this.subscribe(from, message.c),
+        ).catch(failed);
       case 2:
         return this.unsubscribe(from, message.c).catch(failed);
       case 3: {
@@ -347,13 +357,31 @@ export class Shard implements SessionOwner {
       }
       case 4: {
         const request = { channel: message.c, from, body: message.b, ttlSec: 0, volatile: false };
-        this.#options.broadcast(request);
-        return this.publishChannel(request).catch(failed);
+        return this.#permitted(session, message.c, "publish", () => {
+          this.#options.broadcast(request);
+          return this.publishChannel(request);
+        }).catch(failed);
       }
       case 5:
         this.#ack(session, message.s);
         return undefined;
     }
+  }
+
+  /** Runs `action` if the session's channel access allows it on `channel`; throws if not. */
+  async #permitted(
+    session: Session,
+    channel: string,
+    action: ChannelAction,
+    run: () => Promise<unknown>,
+  ): Promise<unknown> {
+    const access = session.access;
+    if (access === null) return run();
+    const answer = await access.check(session.uid, channel, action);
+    if (answer === "allow") return run();
+    if (answer === "unavailable") throw new ServiceError("auth unavailable", 503);
+    this.counters.forbidden_number++;
+    throw new ServiceError("forbidden", 403);
   }
 
   /** Closes sessions silent for longer than `timeoutMs`; forgets idle offline users. */

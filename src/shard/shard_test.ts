@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ServiceError } from "../core/errors.ts";
-import type { UnicastRequest } from "../core/requests.ts";
+import type { ChannelAccess } from "../core/access.ts";
+import type { ChannelRequest, UnicastRequest } from "../core/requests.ts";
 import { ShardMap } from "../core/shard_map.ts";
 import { Session } from "../session/session.ts";
 import { newShardCounters } from "../stats/counters.ts";
@@ -24,6 +25,7 @@ const [ALICE, BOB] = OWNED;
 
 function shardWith(store: Store = new MemoryStore()) {
   const forwarded: UnicastRequest[] = [];
+  const broadcast: ChannelRequest[] = [];
   const shard = new Shard({
     index: 0,
     map: MAP,
@@ -33,15 +35,15 @@ function shardWith(store: Store = new MemoryStore()) {
     replayPage: 2,
     channelCacheSize: 10,
     forward: (request) => (forwarded.push(request), Promise.resolve()),
-    broadcast: () => {},
+    broadcast: (request) => broadcast.push(request),
     log: () => {},
   });
-  return { shard, forwarded };
+  return { shard, forwarded, broadcast };
 }
 
-async function connect(shard: Shard, uid: string) {
+async function connect(shard: Shard, uid: string, access: ChannelAccess | null = null) {
   const conn = new FakeConn();
-  const session = new Session(conn, uid, "", shard);
+  const session = new Session(conn, uid, "", shard, access);
   await shard.attach(session);
   // Replay runs on in the background: a turn of the event loop finishes it.
   await new Promise((resolve) => setTimeout(resolve));
@@ -145,4 +147,70 @@ Deno.test("Shard: sweep closes a session silent past the timeout", async () => {
   assert.deepEqual(conn.take(), [{ error: "heartbeat timeout" }]);
   assert.equal(conn.closedGracefully, true);
   assert.equal(shard.counters.connection_number, 0);
+});
+
+const frame = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+/** A turn of the event loop: work started by a frame runs to its end (memory store). */
+const turn = () => new Promise((resolve) => setTimeout(resolve, 5));
+
+/** Access that allows only the channels named, and asks through a promise, as a backend. */
+function onlyChannels(...allowed: string[]): ChannelAccess & { asked: string[] } {
+  const asked: string[] = [];
+  return {
+    asked,
+    check(uid, channel, action) {
+      asked.push(`${uid} ${action} ${channel}`);
+      return Promise.resolve(allowed.includes(channel) ? "allow" : "forbidden");
+    },
+  };
+}
+
+Deno.test("Shard: a y=1 without permission is forbidden, stored nowhere, and the stream stays", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  const access = onlyChannels("team");
+  const { conn, session } = await connect(shard, ALICE, access);
+  session.receive(frame({ y: 1, c: "other" }));
+  session.receive(frame({ y: 1, c: "team" }));
+  await turn();
+  assert.deepEqual(conn.take(), [{ error: "forbidden" }]);
+  assert.deepEqual(access.asked, [`${ALICE} subscribe other`, `${ALICE} subscribe team`]);
+  assert.deepEqual(await store.channels(ALICE), ["team"]);
+  assert.equal(conn.closedGracefully, undefined);
+  assert.equal(shard.counters.forbidden_number, 1);
+  session.receive(frame({ y: 0 }));
+  assert.deepEqual(conn.take(), [{ y: 0 }]);
+});
+
+Deno.test("Shard: a y=4 without permission reaches no member and no other shard", async () => {
+  const { shard, broadcast } = shardWith();
+  await shard.subscribe(BOB, "other");
+  await shard.subscribe(BOB, "team");
+  const bob = await connect(shard, BOB);
+  const alice = await connect(shard, ALICE, onlyChannels("team"));
+  alice.session.receive(frame({ y: 4, c: "other", b: "leak" }));
+  alice.session.receive(frame({ y: 4, c: "team", b: "hello" }));
+  await turn();
+  assert.deepEqual(alice.conn.take(), [{ error: "forbidden" }]);
+  assert.deepEqual(bob.conn.take(), [{ y: 4, f: ALICE, t: BOB, c: "team", b: "hello", s: 1 }]);
+  assert.deepEqual(broadcast.map((request) => request.channel), ["team"]);
+});
+
+Deno.test("Shard: channel access that cannot answer is auth unavailable, the stream staying", async () => {
+  const { shard } = shardWith();
+  const down: ChannelAccess = { check: () => "unavailable" };
+  const { conn } = await connect(shard, ALICE, down);
+  const session = [...shard.sessions][0];
+  session.receive(frame({ y: 1, c: "team" }));
+  await turn();
+  assert.deepEqual(conn.take(), [{ error: "auth unavailable" }]);
+  assert.equal(conn.closedGracefully, undefined);
+});
+
+Deno.test("Shard: the admin API's subscribe needs no permission", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  await connect(shard, ALICE, onlyChannels());
+  await shard.subscribe(ALICE, "anything");
+  assert.deepEqual(await store.channels(ALICE), ["anything"]);
 });

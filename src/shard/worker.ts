@@ -7,7 +7,7 @@
  * @module
  */
 
-import { createAuthenticator } from "../auth/auth.ts";
+import { createAuthenticator } from "../auth/registry.ts";
 import type { Log } from "../core/log.ts";
 import type { ChannelRequest } from "../core/requests.ts";
 import { ShardMap } from "../core/shard_map.ts";
@@ -87,7 +87,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
       handshake: {
         maxHeadBytes: config.max_head_bytes,
         timeoutMs: config.handshake_timeout_sec * 1000,
-        authenticate: createAuthenticator(config),
+        authenticate: await createAuthenticator(config, log),
       },
       context: {
         counters,
@@ -97,8 +97,8 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
       budget: new SocketBudget(budget, slot),
       draining: () => draining,
       redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
-      open(conn, uid, device) {
-        const session = new Session(conn, uid, device, shard);
+      open(conn, uid, device, access) {
+        const session = new Session(conn, uid, device, shard, access);
         // Fed once the uid's state is loaded and its messages can be handled.
         return { receiver: session, ready: shard.attach(session) };
       },

@@ -22,7 +22,10 @@ const gauge = (help: string): CounterSpec => ({ kind: "gauge", help });
 export const COUNTERS = {
   connect_request_number: counter("complete request heads read on client ports"),
   bad_request_number: counter("connects refused: malformed, not found or not allowed"),
-  auth_fail_number: counter("connects refused for a wrong password"),
+  auth_fail_number: counter("connects refused for a wrong password or token"),
+  // Access control: auth backends, channel permissions, limits (docs/protocol-notes.md).
+  auth_unavailable_number: counter("connects refused as the auth backend did not answer (503)"),
+  forbidden_number: counter("subscribes and channel messages refused without permission"),
   redirect_number: counter("connects redirected (303) to the owning shard"),
   connect: counter("sessions opened"),
   disconnect: counter("sessions closed"),

@@ -89,8 +89,10 @@ export class StatsBook {
     const peaks = this.#peaks;
     return {
       auth_fail_number: total.auth_fail_number,
+      auth_unavailable_number: total.auth_unavailable_number,
       bad_request_number: total.bad_request_number,
       error_number: total.error_number,
+      forbidden_number: total.forbidden_number,
       recv_type: {
         ack: total.recv_ack,
         cmsg: total.recv_cmsg,

@@ -1,14 +1,16 @@
 /**
  * A client port, the front door's and every shard's alike: read and check the request head,
- * then refuse (400/404/405, or 503 while draining or when the process has no descriptors to
- * spare), redirect (303 to the owning shard), or let the transport the request asks for
- * answer it and open the client's session (for a shard that owns the uid). Every refusal and
- * redirect is closed by the server, whether or not the client closes too.
+ * then refuse (400/404/405; 503 while draining, when the auth backend cannot answer, or when
+ * the process has no descriptors to spare), redirect (303 to the owning shard), or let the
+ * transport the request asks for answer it and open the client's session (for a shard that
+ * owns the uid, once its authenticator allowed it). Every refusal and redirect is closed by
+ * the server, whether or not the client closes too.
  *
  * @module
  */
 
 import net from "node:net";
+import type { ChannelAccess } from "../core/access.ts";
 import type { ShardAddress } from "../core/shard_map.ts";
 import { connectLocation, redirectHead, refusal } from "../protocol/handshake.ts";
 import type { SocketBudget } from "./budget.ts";
@@ -25,7 +27,7 @@ export interface Opened {
 
 /** What a client port needs. */
 export interface ClientPortOptions {
-  handshake: Omit<HandshakeOptions, "transports">;
+  handshake: Omit<HandshakeOptions, "transports" | "redirectFor">;
   /** Counters, and the per-connection limits of every transport. */
   context: TransportContext;
   /** The process's client sockets: past its limit a new one is refused at once. */
@@ -35,7 +37,7 @@ export interface ClientPortOptions {
   /** Where `uid` must connect, or null when this server owns it. */
   redirectFor(uid: string): ShardAddress | null;
   /** Opens the session of a client this server owns (never called at the front door). */
-  open(conn: ClientConn, uid: string, device: string): Opened;
+  open(conn: ClientConn, uid: string, device: string, access: ChannelAccess | null): Opened;
 }
 
 /**
@@ -47,7 +49,11 @@ export interface ClientPortOptions {
 function createConnectServer(options: ClientPortOptions): net.Server {
   const { context, budget } = options;
   const { counters } = context;
-  const handshake = { ...options.handshake, transports: TRANSPORTS };
+  const handshake = {
+    ...options.handshake,
+    transports: TRANSPORTS,
+    redirectFor: options.redirectFor,
+  };
   return net.createServer({ noDelay: true }, (socket) => {
     socket.on("error", ignoreError);
     if (!budget.take()) {
@@ -59,28 +65,26 @@ function createConnectServer(options: ClientPortOptions): net.Server {
     let target: StreamTarget = new HandshakeReader(socket, handshake, (result) => {
       if (!result) return;
       counters.connect_request_number++;
-      if (!result.admitted) {
+      if ("status" in result) {
         counters[result.counter]++;
         closeSoon(socket, refusal(result.status, result.reason));
       } else if (options.draining()) {
         closeSoon(socket, refusal(503, "draining"));
+      } else if ("redirect" in result) {
+        counters.redirect_number++;
+        const owner = result.redirect;
+        const host = owner.host || reachedHost(socket);
+        closeSoon(socket, redirectHead(connectLocation(host, owner.port, result.query)));
       } else {
-        const owner = options.redirectFor(result.uid);
-        if (owner) {
-          counters.redirect_number++;
-          const host = owner.host || reachedHost(socket);
-          closeSoon(socket, redirectHead(connectLocation(host, owner.port, result.query)));
-        } else {
-          const conn = result.transport.open(socket, result, context);
-          target = conn;
-          const { receiver, ready } = options.open(conn, result.uid, result.device);
-          conn.attach(receiver);
-          // The socket stays paused until the session can take its messages.
-          ready.then(() => {
-            if (result.rest.length > 0) conn.receive(result.rest);
-            conn.resume();
-          });
-        }
+        const conn = result.transport.open(socket, result, context);
+        target = conn;
+        const { receiver, ready } = options.open(conn, result.uid, result.device, result.access);
+        conn.attach(receiver);
+        // The socket stays paused until the session can take its messages.
+        ready.then(() => {
+          if (result.rest.length > 0) conn.receive(result.rest);
+          conn.resume();
+        });
       }
     });
     socket.on("data", (bytes: Uint8Array) => target.receive(bytes));

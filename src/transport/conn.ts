@@ -9,6 +9,7 @@
  */
 
 import type { Socket } from "node:net";
+import type { ChannelAccess } from "../core/access.ts";
 import type { RequestHead } from "../protocol/handshake.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 
@@ -61,6 +62,8 @@ export interface Admitted {
   uid: string;
   /** The client's device (`device=`, PROTOCOL.md §7); "" for the default device. */
   device: string;
+  /** Its channel permissions, from the authenticator; null: every channel. */
+  access: ChannelAccess | null;
   /** The raw query, reused verbatim in a 303 Location. */
   query: string;
   head: RequestHead;
