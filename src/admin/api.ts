@@ -5,6 +5,10 @@
  * own endpoints on it (`/cluster/ops`); a handler answers a value (sent as
  * `{"result": value}`) or any `Response`.
  *
+ * With an admin token, every request, to any path, mounted ones included, must carry
+ * `Authorization: Bearer <token>` (compared in constant time) or is answered `401
+ * {"error":"unauthorized"}` before anything else is looked at.
+ *
  * @module
  */
 
@@ -12,6 +16,7 @@ import { badRequest, errorAnswer, ServiceError } from "../core/errors.ts";
 import { readBody } from "../core/http_body.ts";
 import type { Log } from "../core/log.ts";
 import { isValidName } from "../core/names.ts";
+import { matchesDigest, secretDigest } from "../core/secret.ts";
 import type { UserPresence } from "../core/presence.ts";
 import {
   BATCH_MAX_ITEMS,
@@ -62,6 +67,8 @@ export interface AdminOptions {
   admission: Admission;
   /** Endpoints other parts serve here, by path (`/cluster/ops`). */
   mounts?: Record<string, Endpoint>;
+  /** `--admin_token`: the bearer token every request needs; "" for none. */
+  adminToken: string;
 }
 
 /** What a `503` tells a back end to wait before it tries again, in seconds. */
@@ -116,7 +123,12 @@ const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
 /** Creates the handler. */
 export function adminHandler(options: AdminOptions): (request: Request) => Promise<Response> {
+  const token = options.adminToken === "" ? null : secretDigest(options.adminToken);
   return async (request) => {
+    if (token && !matchesDigest(token, bearerToken(request.headers.get("authorization")))) {
+      options.stats.count("Unauthorized");
+      return reply(401, { error: "unauthorized" });
+    }
     const host = request.headers.get("host");
     if (host !== null && host !== "" && !HOST.test(host)) {
       return reply(400, { error: "invalid host header" });
@@ -151,6 +163,11 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
       work.done();
     }
   };
+}
+
+/** The token of an `Authorization: Bearer <token>` header (the scheme in any case); "" if none. */
+function bearerToken(header: string | null): string {
+  return /^bearer +(\S+) *$/i.exec(header ?? "")?.[1] ?? "";
 }
 
 async function publish(
@@ -373,5 +390,6 @@ function reply(status: number, body: unknown): Response {
   if (status === 413) headers.connection = "close";
   // Every 503 (overloaded, storage busy or down, draining) passes: say when to try again.
   if (status === 503) headers["retry-after"] = RETRY_AFTER_SEC;
+  if (status === 401) headers["www-authenticate"] = "Bearer";
   return new Response(JSON.stringify(body), { status, headers });
 }

@@ -4,7 +4,8 @@
  * with one {@linkcode OpResult} each). A turn's ops for one node go in one request on a
  * kept-alive connection; a node that does not answer fails its ops with a 503 that names it,
  * never a silent drop. The receiving half checks every op as `/pub` checks a back end's
- * request before any of them runs: node-to-node input is input.
+ * request before any of them runs: node-to-node input is input. Requests carry the admin
+ * token, which the admin API asks of them as of any request.
  *
  * @module
  */
@@ -36,10 +37,16 @@ interface Pending {
 export class Peers {
   #senders = new Map<string, (pending: Pending) => void>();
 
-  constructor(nodes: readonly NodeInfo[], timeoutMs: number) {
+  /** `adminToken` is sent as a bearer token ("": none). */
+  constructor(nodes: readonly NodeInfo[], timeoutMs: number, adminToken: string) {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (adminToken !== "") headers.authorization = `Bearer ${adminToken}`;
     for (const node of nodes) {
       const url = `http://${node.host}:${node.adminPort}${CLUSTER_OPS_PATH}`;
-      this.#senders.set(node.id, perTurn((batch) => send(node.id, url, batch, timeoutMs)));
+      this.#senders.set(
+        node.id,
+        perTurn((batch) => send(node.id, url, headers, batch, timeoutMs)),
+      );
     }
   }
 
@@ -51,12 +58,18 @@ export class Peers {
   }
 }
 
-async function send(nodeId: string, url: string, batch: Pending[], timeoutMs: number) {
+async function send(
+  nodeId: string,
+  url: string,
+  headers: Record<string, string>,
+  batch: Pending[],
+  timeoutMs: number,
+) {
   let results: OpResult[];
   try {
     const response = await fetch(url, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers,
       body: JSON.stringify(batch.map((pending) => pending.op)),
       signal: AbortSignal.timeout(timeoutMs),
     });

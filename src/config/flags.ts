@@ -108,6 +108,11 @@ const CORE_FLAGS = {
     "10",
     "for --auth=token: clock skew allowed when checking exp and nbf",
   ),
+  admin_token: text(
+    "",
+    "every admin request (and node-to-node /cluster/ops) needs Authorization: Bearer <it>; " +
+      "needed with a non-loopback --admin_host",
+  ),
   log_level: oneOf(["debug", "info", "warn", "error"], "info", "debug | info | warn | error"),
   node_id: text("node1", "this node's id in the cluster"),
   cluster_nodes: text(

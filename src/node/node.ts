@@ -24,6 +24,7 @@ import { Router } from "../cluster/router.ts";
 import type { Topology } from "../cluster/topology.ts";
 import type { Config } from "../config/flags.ts";
 import type { Log } from "../core/log.ts";
+import { isLoopback } from "../core/loopback.ts";
 import type { PresenceChange } from "../core/presence.ts";
 import type { ChannelRequest } from "../core/requests.ts";
 import { CHANNEL_BUS } from "../shard/ops.ts";
@@ -49,6 +50,13 @@ export interface RunningNode {
 
 /** Starts a node: store ready, cluster joined, shards listening, front door and admin up. */
 export async function startNode(config: Config, shape: Topology, log: Log): Promise<RunningNode> {
+  // An admin port others can reach publishes to anyone: it needs a credential.
+  if (config.admin_token === "" && !isLoopback(config.admin_host)) {
+    throw new Error(
+      `--admin_host=${config.admin_host} is reachable from other machines: give --admin_token ` +
+        "(best in a flagfile only the daemon reads), or bind the admin API to loopback",
+    );
+  }
   await prepareStore(config);
   const self = shape.self;
   const stats = new StatsBook();
@@ -79,7 +87,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     )
     : undefined;
   const peers = shape.clustered
-    ? new Peers(shape.nodes.filter((node) => node !== self), PEER_TIMEOUT_MS)
+    ? new Peers(shape.nodes.filter((node) => node !== self), PEER_TIMEOUT_MS, config.admin_token)
     : undefined;
   const router = new Router(pool, { peers, bus, presence });
 
@@ -144,6 +152,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       draining: () => draining,
       log,
       admission: new Admission({ targetMs: config.overload_ms, maxInFlight: config.max_inflight }),
+      adminToken: config.admin_token,
       mounts: {
         [CLUSTER_OPS_PATH]: {
           name: "ClusterOps",
