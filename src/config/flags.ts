@@ -113,6 +113,32 @@ const CORE_FLAGS = {
     "every admin request (and node-to-node /cluster/ops) needs Authorization: Bearer <it>; " +
       "needed with a non-loopback --admin_host",
   ),
+  max_connections_per_uid: positive(
+    "32",
+    "open connections one uid may hold on its shard (past it: 429 too many connections)",
+  ),
+  max_channels_per_uid: positive(
+    "1000",
+    "channels one uid may subscribe to with y=1 (past it: too many channels)",
+  ),
+  client_msg_rate: positive(
+    "100",
+    "messages a second one connection may send, acks aside (past it: too many messages)",
+  ),
+  client_msg_burst: int(
+    1,
+    1_000_000,
+    "500",
+    "messages one connection may send at once before --client_msg_rate applies",
+  ),
+  max_handshakes_per_address: positive(
+    "256",
+    "unfinished handshakes one client address may hold on a client port (past it: 429)",
+  ),
+  max_heads_per_sec_per_address: positive(
+    "1000",
+    "request heads a second one client address may send to the front door (past it: 429)",
+  ),
   log_level: oneOf(["debug", "info", "warn", "error"], "info", "debug | info | warn | error"),
   node_id: text("node1", "this node's id in the cluster"),
   cluster_nodes: text(

@@ -132,8 +132,13 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
         maxOutputBytes: config.max_output_bytes,
       },
       budget: new SocketBudget(budget, 0),
+      perAddress: {
+        handshakes: config.max_handshakes_per_address,
+        headsPerSec: config.max_heads_per_sec_per_address,
+      },
       draining: () => draining,
       redirectFor: (uid) => router.shardOf(uid),
+      admit: ownsNone,
       open: ownsNone,
     },
     config.host,

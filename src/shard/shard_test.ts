@@ -10,7 +10,7 @@ import { MemoryStore } from "../storage/memory.ts";
 import { StorageUnavailableError, type Store } from "../storage/store.ts";
 import { FakeConn } from "../testing/fake_conn.ts";
 import { rejection } from "../testing/support.ts";
-import { Shard } from "./shard.ts";
+import { Shard, type ShardLimits } from "./shard.ts";
 
 const MAP = new ShardMap([{ id: "n/0", host: "", port: 1 }, { id: "n/1", host: "", port: 2 }]);
 
@@ -23,7 +23,14 @@ const FOREIGN = Array.from({ length: 200 }, (_, i) => `u${i}`).find((uid) =>
 )!;
 const [ALICE, BOB] = OWNED;
 
-function shardWith(store: Store = new MemoryStore()) {
+/** Roomy limits, so that only the tests of a limit meet it. */
+const LIMITS: ShardLimits = {
+  connectionsPerUid: 100,
+  channelsPerUid: 100,
+  messageRate: { perSec: 10_000, burst: 10_000 },
+};
+
+function shardWith(store: Store = new MemoryStore(), limits: Partial<ShardLimits> = {}) {
   const forwarded: UnicastRequest[] = [];
   const broadcast: ChannelRequest[] = [];
   const shard = new Shard({
@@ -34,6 +41,7 @@ function shardWith(store: Store = new MemoryStore()) {
     counters: newShardCounters(),
     replayPage: 2,
     channelCacheSize: 10,
+    limits: { ...LIMITS, ...limits },
     forward: (request) => (forwarded.push(request), Promise.resolve()),
     broadcast: (request) => broadcast.push(request),
     log: () => {},
@@ -213,4 +221,55 @@ Deno.test("Shard: the admin API's subscribe needs no permission", async () => {
   await connect(shard, ALICE, onlyChannels());
   await shard.subscribe(ALICE, "anything");
   assert.deepEqual(await store.channels(ALICE), ["anything"]);
+});
+
+Deno.test("Shard: past --max_connections_per_uid a uid is refused until one of its sessions closes", async () => {
+  const { shard } = shardWith(new MemoryStore(), { connectionsPerUid: 2 });
+  assert.equal(shard.admit(ALICE), null);
+  const first = await connect(shard, ALICE);
+  assert.equal(shard.admit(ALICE), null);
+  await connect(shard, ALICE);
+  assert.equal(shard.admit(ALICE), "too many connections");
+  assert.equal(shard.admit(BOB), null, "another uid is not affected");
+  first.session.end();
+  assert.equal(shard.admit(ALICE), null);
+});
+
+Deno.test("Shard: past --max_channels_per_uid a y=1 is too many channels, even sent all at once", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store, { channelsPerUid: 3 });
+  await shard.subscribe(ALICE, "from-admin"); // counts: it is one of the uid's channels
+  const { conn, session } = await connect(shard, ALICE);
+  for (const c of ["c1", "c2", "c3", "c4", "c1"]) session.receive(frame({ y: 1, c }));
+  await turn();
+  assert.deepEqual(conn.take(), [{ error: "too many channels" }, { error: "too many channels" }]);
+  assert.deepEqual((await store.channels(ALICE)).sort(), ["c1", "c2", "from-admin"]);
+  assert.equal(shard.counters.limit_channels_number, 2);
+  // At the limit, a channel it has is still fine, and leaving one makes room.
+  session.receive(frame({ y: 1, c: "c1" }));
+  session.receive(frame({ y: 2, c: "c2" }));
+  await turn();
+  session.receive(frame({ y: 1, c: "c4" }));
+  await turn();
+  assert.deepEqual(conn.take(), []);
+  assert.deepEqual((await store.channels(ALICE)).sort(), ["c1", "c4", "from-admin"]);
+  // The admin API is not held to it.
+  await shard.subscribe(ALICE, "c5");
+  assert.equal((await store.channels(ALICE)).length, 4);
+});
+
+Deno.test("Shard: a y=1 the store refuses gives its place in the channel limit back", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store, { channelsPerUid: 1 });
+  const { conn, session } = await connect(shard, ALICE);
+  const subscribe = store.subscribe;
+  store.subscribe = () => Promise.reject(new StorageUnavailableError("disk gone"));
+  session.receive(frame({ y: 1, c: "c1" }));
+  await turn();
+  assert.deepEqual(conn.take(), [{ error: "storage unavailable" }]);
+  store.subscribe = subscribe;
+  session.receive(frame({ y: 1, c: "c2" }));
+  await turn();
+  assert.deepEqual(conn.take(), []);
+  assert.deepEqual(await store.channels(ALICE), ["c2"]);
 });

@@ -62,6 +62,11 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     counters,
     replayPage: REPLAY_PAGE,
     channelCacheSize: config.channel_cache_size,
+    limits: {
+      connectionsPerUid: config.max_connections_per_uid,
+      channelsPerUid: config.max_channels_per_uid,
+      messageRate: { perSec: config.client_msg_rate, burst: config.client_msg_burst },
+    },
     forward: (request) => link.request({ op: "publish", request } satisfies MainOp),
     // A BroadcastChannel does not echo to its sender: the shard delivers its own part.
     broadcast: perTurn<ChannelRequest>((requests) => bus.postMessage(requests)),
@@ -95,8 +100,10 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
         maxOutputBytes: config.max_output_bytes,
       },
       budget: new SocketBudget(budget, slot),
+      perAddress: { handshakes: config.max_handshakes_per_address, headsPerSec: 0 },
       draining: () => draining,
       redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
+      admit: (uid) => shard.admit(uid),
       open(conn, uid, device, access) {
         const session = new Session(conn, uid, device, shard, access);
         // Fed once the uid's state is loaded and its messages can be handled.

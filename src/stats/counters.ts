@@ -26,6 +26,11 @@ export const COUNTERS = {
   // Access control: auth backends, channel permissions, limits (docs/protocol-notes.md).
   auth_unavailable_number: counter("connects refused as the auth backend did not answer (503)"),
   forbidden_number: counter("subscribes and channel messages refused without permission"),
+  limit_connections_number: counter("connects refused past --max_connections_per_uid"),
+  limit_channels_number: counter("subscribes refused past --max_channels_per_uid"),
+  limit_messages_number: counter("client messages refused past --client_msg_rate"),
+  limit_handshakes_number: counter("sockets refused past --max_handshakes_per_address"),
+  limit_heads_number: counter("request heads refused past --max_heads_per_sec_per_address"),
   redirect_number: counter("connects redirected (303) to the owning shard"),
   connect: counter("sessions opened"),
   disconnect: counter("sessions closed"),

@@ -51,6 +51,7 @@ const PROTOCOL_SHAPE = {
 const ADDED_KEYS = [
   "auth_unavailable_number",
   "forbidden_number",
+  "limited",
   "user.connection_number",
 ];
 

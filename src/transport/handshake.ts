@@ -32,7 +32,7 @@ export interface HandshakeOptions {
 /** A refused one, with the status and reason to answer, and the counter it bumps. */
 export interface Refused {
   admitted: false;
-  status: 400 | 404 | 405 | 503;
+  status: 400 | 404 | 405 | 429 | 503;
   reason: string;
   counter: CounterName;
 }
