@@ -211,6 +211,8 @@ function expect(request: string): Expected {
     for (const [name, value] of ordered) if (!params.has(name)) params.set(name, value);
     const uid = params.get("uid");
     if (!isName(uid)) return { refusal: [400, "invalid uid"] as Refusal };
+    const device = params.get("device") ?? "";
+    if (device !== "" && !isName(device)) return { refusal: [400, "invalid device"] as Refusal };
     if (!params.has("password")) return { refusal: [400, "missing password"] as Refusal };
     return { uid };
   });
@@ -537,6 +539,7 @@ const REASONS = new Map<number, string[]>([
     "request head too large",
     "request head timeout",
     "invalid uid",
+    "invalid device",
     "missing password",
     "invalid password",
   ]],
