@@ -29,6 +29,8 @@ import type { Authenticator, ConnectAttempt, Verdict } from "./auth.ts";
 export const DENY_CACHE_MS = 5_000;
 /** Answers cached at most; the oldest go first. */
 export const MAX_CACHED = 100_000;
+/** The log says the backend is not answering at most this often. */
+const REPORT_EVERY_MS = 10_000;
 
 /** What the backend said. */
 type Answer = "allow" | "deny" | "unavailable";
@@ -43,7 +45,7 @@ export interface HttpBackendOptions {
   timeoutMs: number;
   /** Requests at the backend at once, at most. */
   maxInFlight: number;
-  /** Hears when the backend stops answering, and when it is back. */
+  /** Hears when the backend stops answering (every 10 s at most), and when it is back. */
   log: Log;
 }
 
@@ -60,7 +62,10 @@ export class HttpBackend implements ChannelAccess {
   #asking = new Map<string, Promise<Answer>>();
   #inFlight = 0;
   #waiting = new Set<Waiter>();
-  #down = false;
+  /** Questions it did not answer since the log last said so, and when that was. */
+  #unanswered = 0;
+  #reportedAt = -Infinity;
+  #reported = false;
 
   constructor(options: HttpBackendOptions) {
     let url: URL;
@@ -184,16 +189,23 @@ export class HttpBackend implements ChannelAccess {
   }
 
   #unavailable(why: string): "unavailable" {
-    if (!this.#down) {
-      this.#down = true;
-      this.#options.log("warn", `auth backend ${this.#base} unavailable: ${why}`);
+    this.#unanswered++;
+    const now = Date.now();
+    if (now - this.#reportedAt >= REPORT_EVERY_MS) {
+      this.#options.log(
+        "warn",
+        `auth backend ${this.#base} unavailable: ${why} (${this.#unanswered} unanswered)`,
+      );
+      this.#reportedAt = now;
+      this.#unanswered = 0;
+      this.#reported = true;
     }
     return "unavailable";
   }
 
   #up(): void {
-    if (!this.#down) return;
-    this.#down = false;
+    if (!this.#reported) return;
+    this.#reported = false;
     this.#options.log("info", `auth backend ${this.#base} answers again`);
   }
 }
