@@ -62,6 +62,10 @@ Deno.test("admin token: a non-loopback --admin_host without one refuses to start
     startDaemon(["--admin_host=0.0.0.0"]),
     /exited \(1\)[\s\S]*--admin_host=0\.0\.0\.0 is reachable from other machines: give --admin_token/,
   );
+  await assert.rejects(
+    startDaemon([], { adminToken: "two words" }),
+    /--admin_token must be visible ASCII without white space/,
+  );
   // With a token it starts, and still asks for it.
   const daemon = await startDaemon(["--admin_host=0.0.0.0"], { adminToken: TOKEN });
   try {

@@ -50,6 +50,11 @@ export interface RunningNode {
 
 /** Starts a node: store ready, cluster joined, shards listening, front door and admin up. */
 export async function startNode(config: Config, shape: Topology, log: Log): Promise<RunningNode> {
+  // A bearer token is one word of visible ASCII (RFC 6750's b64token and more): one with white
+  // space could never be sent back.
+  if (!/^[\x21-\x7e]*$/.test(config.admin_token)) {
+    throw new Error("--admin_token must be visible ASCII without white space");
+  }
   // An admin port others can reach publishes to anyone: it needs a credential.
   if (config.admin_token === "" && !isLoopback(config.admin_host)) {
     throw new Error(
