@@ -132,7 +132,7 @@ const CORE_FLAGS = {
     "messages one connection may send at once before --client_msg_rate applies",
   ),
   max_handshakes_per_address: positive(
-    "256",
+    "1024",
     "unfinished handshakes one client address may hold on a client port (past it: 429)",
   ),
   max_heads_per_sec_per_address: positive(
