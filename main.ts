@@ -11,7 +11,7 @@ import { topology } from "./src/cluster/topology.ts";
 import { type Config, helpText, parseFlags } from "./src/config/flags.ts";
 import { FlagError } from "./src/core/flag_spec.ts";
 import { createLog } from "./src/core/log.ts";
-import { createAuthenticator } from "./src/auth/auth.ts";
+import { createAuthenticator } from "./src/auth/registry.ts";
 import { startNode } from "./src/node/node.ts";
 
 async function main(args: string[]): Promise<number> {
@@ -48,7 +48,8 @@ async function main(args: string[]): Promise<number> {
     return 1;
   }
   try {
-    createAuthenticator(config); // fail now, not in every worker, on a bad users file
+    // Fail now, not in every worker, on a bad users file, backend URL or key.
+    await createAuthenticator(config);
     const node = await startNode(config, shape, log);
     log(
       "info",

@@ -10,8 +10,10 @@ import { type Daemon, delay, freePortRun, publish, startDaemon } from "./harness
 
 const NODES = ["node1", "node2", "node3"];
 const PRESENCE_TTL_SEC = 2;
+/** Every node's admin API, and so every node-to-node request, needs it. */
+const ADMIN_TOKEN = "cluster-admin-token";
 
-Deno.test("cluster: 3 nodes × 2 workers with Redis", async (t) => {
+Deno.test("cluster: 3 nodes × 2 workers with Redis and an admin token", async (t) => {
   const redis = await startRedis();
   const ports = NODES.map(() => ({ base: freePortRun(4) }));
   const clusterNodes = NODES.map((id, i) => {
@@ -27,7 +29,7 @@ Deno.test("cluster: 3 nodes × 2 workers with Redis", async (t) => {
           `--cluster_nodes=${clusterNodes}`,
           `--redis_url=${redis.url}`,
           `--presence_ttl_sec=${PRESENCE_TTL_SEC}`,
-        ]),
+        ], { adminToken: ADMIN_TOKEN }),
       );
     }
     const [n1, n2, n3] = nodes;
@@ -40,6 +42,19 @@ Deno.test("cluster: 3 nodes × 2 workers with Redis", async (t) => {
       }
     };
     const users = [await ownedBy(0, "u"), await ownedBy(1, "u"), await ownedBy(2, "u")];
+
+    await t.step("without the token every node answers 401, /cluster/ops too", async () => {
+      for (const node of nodes) {
+        for (const [path, method] of [["/shard?uid=u1", "GET"], ["/cluster/ops", "POST"]]) {
+          const answer = await node.admin(path, {
+            method,
+            body: method === "POST" ? "[]" : undefined,
+            headers: { authorization: "Bearer not-the-token" },
+          });
+          assert.deepEqual([answer.status, answer.body], [401, { error: "unauthorized" }]);
+        }
+      }
+    });
 
     await t.step("/shard gives the same answer on every node", async () => {
       for (const uid of users) {

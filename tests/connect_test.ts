@@ -116,18 +116,6 @@ Deno.test("handshake: 303 to the owning shard, then the exact 200 head", async (
       ],
       ["bad characters", "GET /connect?uid=a%20b&password=x HTTP/1.1\r\n\r\n", 400, "invalid uid"],
       ["no password", "GET /connect?uid=user001 HTTP/1.1\r\n\r\n", 400, "missing password"],
-      [
-        "wrong password",
-        "GET /connect?uid=user001&password=nope HTTP/1.1\r\n\r\n",
-        400,
-        "invalid password",
-      ],
-      [
-        "unknown user",
-        "GET /connect?uid=stranger&password=pwd001 HTTP/1.1\r\n\r\n",
-        400,
-        "invalid password",
-      ],
       ["a malformed request line", "GET /connect?uid=a\r\n\r\n", 400, "malformed request"],
       [
         "bad percent-encoding",
@@ -161,6 +149,30 @@ Deno.test("handshake: 303 to the owning shard, then the exact 200 head", async (
         const answer = await client.request(request);
         const body = JSON.stringify({ error: reason });
         assert.equal(answer.status, status);
+        assert.equal(answer.headers.get("content-type"), "text/json; charset=utf-8");
+        assert.equal(answer.headers.get("content-length"), String(body.length));
+        assert.ok(await client.closedWithin(2000), "the server closes after refusing");
+        assert.equal(answer.rest, body);
+        client.close();
+      });
+    }
+
+    // Only the owner checks the password (once a connect): the front door redirects first.
+    for (
+      const [what, uid, password] of [
+        ["a wrong password", "user001", "nope"],
+        ["an unknown user", "stranger", "pwd001"],
+      ]
+    ) {
+      await t.step(`400 {"error":"invalid password"} for ${what}, after one 303`, async () => {
+        const { client, answer, redirected } = await RawClient.connect(
+          daemon.clientPort,
+          uid,
+          password,
+        );
+        const body = '{"error":"invalid password"}';
+        assert.ok(redirected);
+        assert.equal(answer.status, 400);
         assert.equal(answer.headers.get("content-type"), "text/json; charset=utf-8");
         assert.equal(answer.headers.get("content-length"), String(body.length));
         assert.ok(await client.closedWithin(2000), "the server closes after refusing");

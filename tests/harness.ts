@@ -18,7 +18,7 @@ export interface Daemon {
   pidFile: string;
   /** Everything the daemon wrote to stderr so far. */
   log(): string;
-  /** A request to the admin API; answers status and parsed JSON. */
+  /** A request to the admin API (with the admin token, if any); answers status and parsed JSON. */
   admin(
     path: string,
     init?: RequestInit,
@@ -35,6 +35,8 @@ export interface DaemonOptions {
   dir?: string;
   /** Run under this descriptor limit (soft and hard), through `prlimit`. */
   nofile?: number;
+  /** Start with `--admin_token=` this; `admin()` then sends it. */
+  adminToken?: string;
 }
 
 /** Starts the daemon with `conf/default.conf` plus `flags`; resolves once it serves. */
@@ -63,6 +65,7 @@ export async function startDaemon(
       `--pid_file=${pidFile}`,
       `--data_dir=${dir}/data`,
       "--log_level=info",
+      ...(options.adminToken === undefined ? [] : [`--admin_token=${options.adminToken}`]),
       ...flags,
     ],
     cwd: ROOT,
@@ -107,7 +110,11 @@ export async function startDaemon(
     pidFile,
     log: () => text,
     async admin(path, init) {
-      const response = await fetch(`http://127.0.0.1:${adminPort}${path}`, init);
+      const headers = new Headers(init?.headers);
+      if (options.adminToken !== undefined && !headers.has("authorization")) {
+        headers.set("authorization", `Bearer ${options.adminToken}`);
+      }
+      const response = await fetch(`http://127.0.0.1:${adminPort}${path}`, { ...init, headers });
       return { status: response.status, body: await response.json() };
     },
     async stop(signal = "SIGTERM") {

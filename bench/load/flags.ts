@@ -35,6 +35,7 @@ export interface LoadOptions {
   sourceAddrs: number;
   uidPrefix: string;
   password: string;
+  passwordFile: string;
   durationSec: number;
   holdSec: number;
   drainSec: number;
@@ -77,6 +78,11 @@ const FLAGS: [string, Default, string][] = [
   ["source_addrs", "16", "source addresses 127.0.0.2.. to bind client sockets to (0: none)"],
   ["uid_prefix", "load_", "uids are <uid_prefix><n>, n = 0 .. connections-1"],
   ["password", "pwd{n}", "password template; {uid} and {n} are substituted"],
+  [
+    "password_file",
+    "",
+    "'uid password' lines (deno task token -- --count=N), overriding --password for their uids",
+  ],
   ["duration_sec", "10", "length of the measured load phase (unicast, chat, fanout)"],
   ["hold_sec", (s) => s === "idle" ? "10" : "0", "hold the connections this long (idle: 10)"],
   ["drain_sec", "5", "after the load phase, wait at most this long for deliveries"],
@@ -177,6 +183,7 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
     sourceAddrs: int("source_addrs", 0),
     uidPrefix: v.uid_prefix,
     password: v.password,
+    passwordFile: v.password_file,
     durationSec: num("duration_sec", 0.1),
     holdSec: num("hold_sec", 0),
     drainSec: num("drain_sec", 0),

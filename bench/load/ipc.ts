@@ -24,6 +24,8 @@ export interface WorkerConfig {
   uidPrefix: string;
   /** Password template: `{uid}` and `{n}` (the uid's number) are substituted. */
   password: string;
+  /** A file of `uid password` lines whose passwords win over the template; "" for none. */
+  passwordFile: string;
   /** This child owns uids `uidPrefix + n` for n in [first, first + count). */
   first: number;
   count: number;

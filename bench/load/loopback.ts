@@ -7,12 +7,7 @@
 
 import { isIPv4 } from "node:net";
 
-/** True for 127.0.0.0/8, ::1 (also bracketed, as in URLs) and `localhost`. */
-export function isLoopback(host: string): boolean {
-  const h = host.toLowerCase();
-  if (h === "localhost" || h === "::1" || h === "[::1]") return true;
-  return isIPv4(h) && h.startsWith("127.");
-}
+export { isLoopback } from "../../src/core/loopback.ts";
 
 /** The address to dial for a loopback host name (URL brackets stripped, localhost pinned). */
 export function dialAddress(host: string): string {

@@ -42,6 +42,7 @@ export function workerConfigs(o: LoadOptions, epochMs: number): WorkerConfig[] {
       adminPort: o.adminPort,
       uidPrefix: o.uidPrefix,
       password: o.password,
+      passwordFile: o.passwordFile,
       first,
       count: Math.min(per, o.connections - first),
       sources,

@@ -98,10 +98,17 @@ class Worker {
       },
       onFrame: (client, frame) => this.#onFrame(client, frame),
     };
+    // Each uid's own password (a token each, say), where a file gives one.
+    const given = new Map(
+      config.passwordFile === "" ? [] : Deno.readTextFileSync(config.passwordFile).split("\n")
+        .map((line) => line.trim().split(/\s+/)).filter((fields) => fields.length === 2)
+        .map(([uid, password]) => [uid, password]),
+    );
     for (let i = 0; i < config.count; i++) {
       const n = config.first + i;
       const uid = config.uidPrefix + n;
-      const password = config.password.replaceAll("{uid}", uid).replaceAll("{n}", String(n));
+      const password = given.get(uid) ??
+        config.password.replaceAll("{uid}", uid).replaceAll("{n}", String(n));
       const sources = config.sources;
       const local = sources.length === 0 ? undefined : sources[n % sources.length];
       this.clients.push(new Client(this.ctx, uid, password, local));

@@ -6,6 +6,12 @@
  * own endpoints on it (`/cluster/ops`); a handler answers a value (sent as
  * `{"result": value}`) or any `Response`.
  *
+ * With an admin token, every request, to any path, mounted ones included, must carry
+ * `Authorization: Bearer <token>` (compared in constant time) or is answered `401
+ * {"error":"unauthorized"}` before its path is looked at; only a page's own files (the
+ * dashboard's HTML and script, no data) pass without, since a browser opening a page cannot
+ * send the header.
+ *
  * @module
  */
 
@@ -13,6 +19,7 @@ import { badRequest, type ErrorAnswer, errorAnswer, ServiceError } from "../core
 import { readBody } from "../core/http_body.ts";
 import type { Log } from "../core/log.ts";
 import { isValidName } from "../core/names.ts";
+import { matchesDigest, secretDigest } from "../core/secret.ts";
 import type { UserPresence } from "../core/presence.ts";
 import {
   BATCH_MAX_ITEMS,
@@ -64,6 +71,8 @@ export interface AdminOptions {
   admission: Admission;
   /** Endpoints other parts serve here, by path (`/cluster/ops`). */
   mounts?: Record<string, Endpoint>;
+  /** `--admin_token`: the bearer token every request needs; "" for none. */
+  adminToken: string;
 }
 
 /** What a `503` tells a back end to wait before it tries again, in seconds. */
@@ -124,6 +133,7 @@ const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
 /** Creates the handler. */
 export function adminHandler(options: AdminOptions): (request: Request) => Promise<Response> {
+  const token = options.adminToken === "" ? null : secretDigest(options.adminToken);
   return async (request) => {
     const host = request.headers.get("host");
     if (host !== null && host !== "" && !HOST.test(host)) {
@@ -132,6 +142,14 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
     const url = URL.parse(request.url);
     if (!url) return reply(400, { error: "malformed request" });
     const endpoint = ENDPOINTS[url.pathname] ?? options.mounts?.[url.pathname];
+    // Before anything about the path is told, unknown paths included; a page's files pass.
+    if (
+      token && !endpoint?.page &&
+      !matchesDigest(token, bearerToken(request.headers.get("authorization")))
+    ) {
+      options.stats.count("Unauthorized");
+      return reply(401, { error: "unauthorized" });
+    }
     if (!endpoint) return reply(404, { error: "not found" });
     options.stats.count(endpoint.name);
     if (!endpoint.methods.includes(request.method)) {
@@ -159,6 +177,11 @@ export function adminHandler(options: AdminOptions): (request: Request) => Promi
       work.done();
     }
   };
+}
+
+/** The token of an `Authorization: Bearer <token>` header (the scheme in any case); "" if none. */
+function bearerToken(header: string | null): string {
+  return /^bearer +(\S+) *$/i.exec(header ?? "")?.[1] ?? "";
 }
 
 async function publish(
@@ -395,5 +418,6 @@ function reply(status: number, body: unknown): Response {
   if (status === 413) headers.connection = "close";
   // Every 503 (overloaded, storage busy or down, draining) passes: say when to try again.
   if (status === 503) headers["retry-after"] = RETRY_AFTER_SEC;
+  if (status === 401) headers["www-authenticate"] = "Bearer";
   return new Response(JSON.stringify(body), { status, headers });
 }

@@ -45,6 +45,7 @@ function handler(routes: AdminRoutes, extra: Partial<AdminOptions> = {}) {
     draining: () => false,
     log: () => {},
     admission: new Admission({ targetMs: 1000, maxInFlight: 1000 }),
+    adminToken: "",
     ...extra,
   });
 }
@@ -194,4 +195,41 @@ Deno.test("admin: a mounted endpoint is served, and a handler may answer any Res
   const raw = await serve(new Request("http://127.0.0.1:9001/raw"));
   assert.equal(await raw.text(), "# text");
   assert.deepEqual((await call(serve, "/value")).body, { result: [1, 2] });
+});
+
+Deno.test("admin: with --admin_token every path needs the bearer token, else 401", async () => {
+  const { routes, published } = fakeRoutes();
+  const mounted = { name: "Mounted", methods: ["POST"], handle: () => Promise.resolve("ran") };
+  const serve = handler(routes, { adminToken: "t0ken", mounts: { "/cluster/ops": mounted } });
+  const requests: [string, RequestInit][] = [
+    ["/pub?to=u1&from=op", { method: "POST", body: "x" }],
+    ["/sub?uid=u1&cid=c1", {}],
+    ["/stats", {}],
+    ["/shard?uid=u1", {}],
+    ["/cluster/ops", { method: "POST", body: "[]" }],
+    ["/no/such/path", {}],
+  ];
+  for (
+    const authorization of [undefined, "Bearer wrong", "Bearer t0ken2", "Basic t0ken", "t0ken"]
+  ) {
+    for (const [path, init] of requests) {
+      const headers = authorization ? { authorization } : undefined;
+      const answer = await call(serve, path, { ...init, headers });
+      assert.equal(answer.status, 401, `${path} with ${authorization}`);
+      assert.deepEqual(answer.body, { error: "unauthorized" });
+      assert.equal(answer.headers.get("www-authenticate"), "Bearer");
+    }
+  }
+  assert.deepEqual(published, [], "nothing ran");
+  for (const authorization of ["Bearer t0ken", "bearer t0ken"]) {
+    const ok = await call(serve, "/pub?to=u1&from=op", {
+      method: "POST",
+      body: "x",
+      headers: { authorization },
+    });
+    assert.equal(ok.status, 200, authorization);
+    const ops = await call(serve, "/cluster/ops", { method: "POST", headers: { authorization } });
+    assert.deepEqual(ops.body, { result: "ran" });
+  }
+  assert.equal(published.length, 2);
 });

@@ -15,6 +15,7 @@ function serve(checks: HealthChecks, draining = false) {
     draining: () => draining,
     log: () => {},
     admission: new Admission({ targetMs: 1000, maxInFlight: 1000 }),
+    adminToken: "",
     mounts: healthEndpoints(checks),
   });
 }

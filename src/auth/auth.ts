@@ -1,15 +1,19 @@
 /**
  * The authenticator seam: one contract that sees the whole connect attempt and answers
- * allow, deny or unavailable. A transport's handshake asks it once per connect; what it
- * answers is the same for every transport (`400 invalid password`, or `503 auth
- * unavailable` when the backend cannot tell, never a silent allow). `none` and `file` are
- * built in here; a new backend is one more authenticator returned by
- * {@linkcode createAuthenticator}.
+ * allow, deny or unavailable. The client port of the shard that owns the uid asks it once
+ * per connect (the front door only redirects); what it answers is the same for every
+ * transport (`400 invalid password`, or the authenticator's own reason such as `invalid
+ * token`; `503 auth unavailable` when the backend cannot tell, never a silent allow). An
+ * allow may carry the client's channel permissions, which its session keeps.
+ *
+ * `none` and `file` are built in here, `http` (`http.ts`) and `token` (`token.ts`) beside;
+ * a new backend is one more authenticator returned by `createAuthenticator` (`registry.ts`).
  *
  * @module
  */
 
-import { createHash, timingSafeEqual } from "node:crypto";
+import type { ChannelAccess } from "../core/access.ts";
+import { matchesDigest, secretDigest } from "../core/secret.ts";
 
 /** Everything known about a client when it asks to connect. */
 export interface ConnectAttempt {
@@ -25,8 +29,17 @@ export interface ConnectAttempt {
   headers: ReadonlyMap<string, string>;
 }
 
-/** What an authenticator answers. */
-export type Verdict = "allow" | "deny" | "unavailable";
+/**
+ * What an authenticator answers: `allow` (every channel allowed), `{allow: access}` (its
+ * channel actions decided by `access`), `deny` (`invalid password`), `{deny: reason}` (the
+ * refusal's own reason), or `unavailable` (the backend could not tell).
+ */
+export type Verdict =
+  | "allow"
+  | "deny"
+  | "unavailable"
+  | { allow: ChannelAccess }
+  | { deny: string };
 
 /** Decides whether an attempt may connect. */
 export type Authenticator = (attempt: ConnectAttempt) => Verdict | Promise<Verdict>;
@@ -47,28 +60,14 @@ export function passwordTable(text: string): Authenticator {
     if (line === "") return;
     const fields = line.split(/\s+/);
     if (fields.length !== 2) throw new Error(`users file line ${i + 1}: expected 'uid password'`);
-    passwords.set(fields[0], digest(fields[1]));
+    passwords.set(fields[0], secretDigest(fields[1]));
   });
   return ({ uid, password }) => {
     const known = passwords.get(uid);
     // An unknown uid costs a comparison too.
-    const match = timingSafeEqual(known ?? NOBODY, digest(password));
+    const match = matchesDigest(known ?? NOBODY, password);
     return match && known !== undefined ? "allow" : "deny";
   };
 }
 
-/** Equal-length digests, so the comparison's time does not depend on the lengths either. */
-function digest(password: string): Uint8Array {
-  return createHash("sha256").update(password).digest();
-}
-
-const NOBODY = digest("\0no such user\0");
-
-/** The authenticator a configuration names. */
-export function createAuthenticator(
-  options: { auth: "none" | "file"; users_file: string },
-): Authenticator {
-  if (options.auth === "none") return acceptAll;
-  if (options.users_file === "") throw new Error("--auth=file needs --users_file");
-  return passwordTable(Deno.readTextFileSync(options.users_file));
-}
+const NOBODY = secretDigest("\0no such user\0");

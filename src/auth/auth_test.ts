@@ -1,17 +1,10 @@
 import assert from "node:assert/strict";
-import { acceptAll, type Authenticator, createAuthenticator, passwordTable } from "./auth.ts";
+import { verdictOf } from "../testing/auth.ts";
+import { acceptAll, type Authenticator, passwordTable } from "./auth.ts";
 
 /** Whether `authenticator` admits `uid` with `password`. */
 async function admits(authenticator: Authenticator, uid: string, password: string) {
-  const verdict = await authenticator({
-    uid,
-    device: "",
-    password,
-    transport: "tcp",
-    address: "127.0.0.1",
-    headers: new Map(),
-  });
-  return verdict === "allow";
+  return await verdictOf(authenticator, uid, password) === "allow";
 }
 
 Deno.test("acceptAll admits anyone", async () => {
@@ -62,44 +55,6 @@ Deno.test("passwordTable: a line that is not a pair is an error naming its line"
   assert.throws(() => passwordTable("good pair\nlonely\n"), /line 2: expected 'uid password'/);
   assert.throws(() => passwordTable("# c\n\na b c\n"), /line 3/);
   assert.throws(() => passwordTable("a b # c d\nx y z"), /line 2/);
-});
-
-Deno.test("createAuthenticator: none accepts all", () => {
-  assert.equal(createAuthenticator({ auth: "none", users_file: "" }), acceptAll);
-  assert.equal(createAuthenticator({ auth: "none", users_file: "/does/not/exist" }), acceptAll);
-});
-
-Deno.test("createAuthenticator: file needs users_file", () => {
-  assert.throws(() => createAuthenticator({ auth: "file", users_file: "" }), /--users_file/);
-});
-
-Deno.test("createAuthenticator: file reads the users file", async () => {
-  const path = Deno.makeTempFileSync({ suffix: ".users" });
-  try {
-    Deno.writeTextFileSync(path, "# users\nalice s3cret\nbob hunter2\n");
-    const check = createAuthenticator({ auth: "file", users_file: path });
-    assert.notEqual(check, acceptAll);
-    assert.equal(await admits(check, "alice", "s3cret"), true);
-    assert.equal(await admits(check, "bob", "hunter2"), true);
-    assert.equal(await admits(check, "alice", "hunter2"), false);
-    assert.equal(await admits(check, "carol", "x"), false);
-  } finally {
-    Deno.removeSync(path);
-  }
-});
-
-Deno.test("createAuthenticator: a missing or bad users file throws", () => {
-  assert.throws(
-    () => createAuthenticator({ auth: "file", users_file: "/nonexistent/ipush-users" }),
-    Deno.errors.NotFound,
-  );
-  const path = Deno.makeTempFileSync();
-  try {
-    Deno.writeTextFileSync(path, "alice\n");
-    assert.throws(() => createAuthenticator({ auth: "file", users_file: path }), /line 1/);
-  } finally {
-    Deno.removeSync(path);
-  }
 });
 
 Deno.test("passwordTable: a # inside a password is part of it", async () => {

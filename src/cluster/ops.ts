@@ -4,7 +4,8 @@
  * with one {@linkcode OpResult} each). A turn's ops for one node go in one request on a
  * kept-alive connection; a node that does not answer fails its ops with a 503 that names it,
  * never a silent drop. The receiving half checks every op as `/pub` checks a back end's
- * request before any of them runs: node-to-node input is input.
+ * request before any of them runs: node-to-node input is input. Requests carry the admin
+ * token, which the admin API asks of them as of any request.
  *
  * @module
  */
@@ -37,13 +38,23 @@ interface Pending {
 export class Peers {
   #senders = new Map<string, (pending: Pending) => void>();
 
-  /** `counters` count the ops sent and those that did not reach their node. */
-  constructor(nodes: readonly NodeInfo[], timeoutMs: number, counters: ShardCounters) {
+  /**
+   * `adminToken` is sent as a bearer token ("": none); `counters` count the ops sent and
+   * those that did not reach their node.
+   */
+  constructor(
+    nodes: readonly NodeInfo[],
+    timeoutMs: number,
+    adminToken: string,
+    counters: ShardCounters,
+  ) {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (adminToken !== "") headers.authorization = `Bearer ${adminToken}`;
     for (const node of nodes) {
       const url = `http://${node.host}:${node.adminPort}${CLUSTER_OPS_PATH}`;
       this.#senders.set(
         node.id,
-        perTurn((batch) => send(node.id, url, batch, timeoutMs, counters)),
+        perTurn((batch) => send(node.id, url, headers, batch, timeoutMs, counters)),
       );
     }
   }
@@ -59,6 +70,7 @@ export class Peers {
 async function send(
   nodeId: string,
   url: string,
+  headers: Record<string, string>,
   batch: Pending[],
   timeoutMs: number,
   counters: ShardCounters,
@@ -68,7 +80,7 @@ async function send(
   try {
     const response = await fetch(url, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers,
       body: JSON.stringify(batch.map((pending) => pending.op)),
       signal: AbortSignal.timeout(timeoutMs),
     });

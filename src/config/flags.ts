@@ -84,8 +84,74 @@ const CORE_FLAGS = {
     "10000",
     "channels whose members a shard keeps cached (the least recently used go first)",
   ),
-  auth: oneOf(["none", "file"], "none", "client auth: none (any password) | file (--users_file)"),
+  auth: oneOf(
+    ["none", "file", "http", "token"],
+    "none",
+    "client auth: none (any password) | file (--users_file) | http (--auth_http_url) | " +
+      "token (a JWT: --auth_token_secret or --auth_token_key_file)",
+  ),
   users_file: text("", "for --auth=file: a 'uid password' pair per line"),
+  // Access control: auth backends, tokens, the admin token, limits (docs/protocol-notes.md).
+  auth_http_url: text(
+    "",
+    "for --auth=http: the backend's base URL; ipush asks <url>/user and <url>/channel",
+  ),
+  auth_http_timeout_ms: positive(
+    "2000",
+    "for --auth=http: a question unanswered this long is 503 auth unavailable",
+  ),
+  auth_http_max_inflight: positive(
+    "64",
+    "for --auth=http: requests at the backend at once, at most",
+  ),
+  auth_cache_sec: int(
+    0,
+    86_400,
+    "60",
+    "for --auth=http: how long an allow is cached (a denial at most 5 s); 0: never",
+  ),
+  auth_token_secret: text("", "for --auth=token: the HS256 secret (at least 32 bytes)"),
+  auth_token_key_file: text(
+    "",
+    "for --auth=token: a PEM public key (RSA: RS256, EC P-256: ES256)",
+  ),
+  auth_token_leeway_sec: int(
+    0,
+    3600,
+    "10",
+    "for --auth=token: clock skew allowed when checking exp and nbf",
+  ),
+  admin_token: text(
+    "",
+    "every admin request (and node-to-node /cluster/ops) needs Authorization: Bearer <it>; " +
+      "needed with a non-loopback --admin_host",
+  ),
+  max_connections_per_uid: positive(
+    "32",
+    "open connections one uid may hold on its shard (past it: 429 too many connections)",
+  ),
+  max_channels_per_uid: positive(
+    "1000",
+    "channels one uid may subscribe to with y=1 (past it: too many channels)",
+  ),
+  client_msg_rate: positive(
+    "100",
+    "messages a second one connection may send, acks aside (past it: too many messages)",
+  ),
+  client_msg_burst: int(
+    1,
+    1_000_000,
+    "500",
+    "messages one connection may send at once before --client_msg_rate applies",
+  ),
+  max_handshakes_per_address: positive(
+    "1024",
+    "unfinished handshakes one client address may hold on a client port (past it: 429)",
+  ),
+  max_heads_per_sec_per_address: positive(
+    "1000",
+    "request heads a second one client address may send to the front door (past it: 429)",
+  ),
   log_level: oneOf(["debug", "info", "warn", "error"], "info", "debug | info | warn | error"),
   // Operations: log format.
   log_format: oneOf(

@@ -18,7 +18,6 @@ import { Admission } from "../admin/admission.ts";
 import { adminHandler, type Endpoint } from "../admin/api.ts";
 import { dashboardEndpoints } from "../admin/dashboard.ts";
 import { healthEndpoints } from "../admin/health.ts";
-import { createAuthenticator } from "../auth/auth.ts";
 import { ClusterBus } from "../cluster/bus.ts";
 import { CLUSTER_OPS_PATH, Peers, serveClusterOps } from "../cluster/ops.ts";
 import { Presence } from "../cluster/presence.ts";
@@ -28,6 +27,7 @@ import type { Topology } from "../cluster/topology.ts";
 import type { Config } from "../config/flags.ts";
 import { badRequest } from "../core/errors.ts";
 import type { Log } from "../core/log.ts";
+import { isLoopback } from "../core/loopback.ts";
 import type { PresenceChange } from "../core/presence.ts";
 import type { ChannelRequest } from "../core/requests.ts";
 import { CHANNEL_BUS } from "../shard/ops.ts";
@@ -54,6 +54,18 @@ export interface RunningNode {
 
 /** Starts a node: store ready, cluster joined, shards listening, front door and admin up. */
 export async function startNode(config: Config, shape: Topology, log: Log): Promise<RunningNode> {
+  // A bearer token is one word of visible ASCII (RFC 6750's b64token and more): one with white
+  // space could never be sent back.
+  if (!/^[\x21-\x7e]*$/.test(config.admin_token)) {
+    throw new Error("--admin_token must be visible ASCII without white space");
+  }
+  // An admin port others can reach publishes to anyone: it needs a credential.
+  if (config.admin_token === "" && !isLoopback(config.admin_host)) {
+    throw new Error(
+      `--admin_host=${config.admin_host} is reachable from other machines: give --admin_token ` +
+        "(best in a flagfile only the daemon reads), or bind the admin API to loopback",
+    );
+  }
   await prepareStore(config);
   const self = shape.self;
   const stats = new StatsBook();
@@ -85,7 +97,12 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     )
     : undefined;
   const peers = shape.clustered
-    ? new Peers(shape.nodes.filter((node) => node !== self), PEER_TIMEOUT_MS, stats.frontDoor)
+    ? new Peers(
+      shape.nodes.filter((node) => node !== self),
+      PEER_TIMEOUT_MS,
+      config.admin_token,
+      stats.frontDoor,
+    )
     : undefined;
   const router = new Router(pool, { peers, bus, presence, counters: stats.frontDoor });
 
@@ -113,12 +130,16 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
   }
 
   let draining = false;
+  // The front door redirects every client; the owning shard checks it, once.
+  const ownsNone = (): never => {
+    throw new Error("the front door owns no uids");
+  };
   const frontDoor = await listen(
     {
       handshake: {
         maxHeadBytes: config.max_head_bytes,
         timeoutMs: config.handshake_timeout_sec * 1000,
-        authenticate: createAuthenticator(config),
+        authenticate: ownsNone,
       },
       context: {
         counters: stats.frontDoor,
@@ -126,11 +147,14 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
         maxOutputBytes: config.max_output_bytes,
       },
       budget: new SocketBudget(budget, 0),
+      perAddress: {
+        handshakes: config.max_handshakes_per_address,
+        headsPerSec: config.max_heads_per_sec_per_address,
+      },
       draining: () => draining,
       redirectFor: (uid) => router.shardOf(uid),
-      open: () => {
-        throw new Error("the front door owns no uids");
-      },
+      admit: ownsNone,
+      open: ownsNone,
     },
     config.host,
     self.clientPort,
@@ -161,6 +185,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       draining: () => draining,
       log,
       admission,
+      adminToken: config.admin_token,
       mounts: {
         ...healthEndpoints(health),
         ...dashboard,

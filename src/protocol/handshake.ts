@@ -151,6 +151,7 @@ const STATUS_TEXT: Record<number, string> = {
   400: "Bad Request",
   404: "Not Found",
   405: "Method Not Allowed",
+  429: "Too Many Requests",
   503: "Service Unavailable",
 };
 

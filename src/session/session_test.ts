@@ -8,12 +8,16 @@ import { Session, type SessionOwner } from "./session.ts";
 const encoder = new TextEncoder();
 const body = (text: string) => encoder.encode(text);
 
-/** An owner that records messages and closes, answering each message with `work`. */
-function owner(work?: () => Promise<unknown>) {
+/**
+ * An owner that records messages and closes, answering each message with `work`; its
+ * clients may send `rate` messages a second, `burst` at once.
+ */
+function owner(work?: () => Promise<unknown>, rate = { perSec: 100, burst: 500 }) {
   const messages: Exclude<ClientMessage, { y: 0 }>[] = [];
   let closes = 0;
   const me: SessionOwner & { messages: typeof messages; closes: () => number } = {
     counters: newShardCounters(),
+    messageRate: rate,
     onMessage(_session, message) {
       messages.push(message);
       return work?.();
@@ -118,4 +122,67 @@ Deno.test("Session: end closes gracefully; a closed connection takes nothing mor
   session.fail("late");
   assert.deepEqual(conn.take(), []);
   assert.equal(o.closes(), 1);
+});
+
+Deno.test("Session: past a burst, a message is too many messages and dropped; acks are free", () => {
+  const conn = new FakeConn();
+  // One a second: what the test's few milliseconds earn is far from a message.
+  const o = owner(undefined, { perSec: 1, burst: 5 });
+  const session = new Session(conn, "u1", "", o);
+  for (let i = 0; i < 5; i++) session.receive(body(`{"y":3,"t":"u2","b":${i}}`));
+  session.receive(body('{"y":3,"t":"u2","b":"sixth"}'));
+  session.receive(body('{"y":0}'));
+  for (let s = 1; s <= 20; s++) session.receive(body(`{"y":5,"s":${s}}`));
+  assert.deepEqual(conn.take(), [{ error: "too many messages" }, { error: "too many messages" }]);
+  assert.deepEqual(o.messages.map((m) => "b" in m ? m.b : m.y).slice(0, 5), [
+    "0",
+    "1",
+    "2",
+    "3",
+    "4",
+  ]);
+  assert.equal(o.messages.filter((m) => m.y === 5).length, 20, "every ack went through");
+  assert.equal(o.messages.length, 25);
+  assert.equal(o.counters.limit_messages_number, 2);
+  assert.equal(conn.closedGracefully, undefined);
+});
+
+Deno.test("Session: the bucket refills at the rate, up to a burst", () => {
+  const conn = new FakeConn();
+  const o = owner(undefined, { perSec: 10, burst: 5 });
+  const session = new Session(conn, "u1", "", o);
+  for (let i = 0; i < 5; i++) session.receive(body('{"y":1,"c":"c1"}'));
+  // 300 ms later: three more (10 a second).
+  session.lastSeen = Date.now() - 300;
+  for (let i = 0; i < 3; i++) session.receive(body('{"y":1,"c":"c1"}'));
+  assert.deepEqual(conn.take(), []);
+  // An hour later: a burst again, not 36,000.
+  session.lastSeen = Date.now() - 3_600_000;
+  for (let i = 0; i < 6; i++) session.receive(body('{"y":1,"c":"c1"}'));
+  assert.deepEqual(conn.take(), [{ error: "too many messages" }]);
+  assert.equal(o.messages.length, 13);
+});
+
+Deno.test("Session: a client that keeps sending past the limit is closed; one that slows is not", () => {
+  const rate = { perSec: 1, burst: 5 };
+  const keeps = new Session(new FakeConn(), "u1", "", owner(undefined, rate));
+  const keepsConn = keeps.conn as FakeConn;
+  // A burst, a burst refused, and one more.
+  for (let i = 0; i < 11; i++) keeps.receive(body('{"y":0}'));
+  const sent = keepsConn.take();
+  assert.deepEqual(sent.slice(5), [
+    ...Array(5).fill({ error: "too many messages" }),
+    { error: "rate limit exceeded" },
+  ]);
+  assert.equal(keepsConn.closedGracefully, true);
+
+  const slows = new Session(new FakeConn(), "u2", "", owner(undefined, rate));
+  const slowsConn = slows.conn as FakeConn;
+  for (let i = 0; i < 6; i++) slows.receive(body('{"y":0}'));
+  for (let second = 1; second <= 20; second++) {
+    slows.lastSeen = Date.now() - 1000; // a second on, it sends what the rate allows
+    slows.receive(body('{"y":0}'));
+  }
+  assert.equal(slowsConn.closedGracefully, undefined);
+  assert.deepEqual(slowsConn.take().filter((m) => "error" in m), [{ error: "too many messages" }]);
 });

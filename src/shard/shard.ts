@@ -13,9 +13,15 @@
  * meanwhile; it drops any `s` it has already sent. So replay then live has no gap and no
  * duplicate.
  *
+ * Access: a client's subscribe (y=1) and channel message (y=4) run only if its session's
+ * channel access allows them (`{"error":"forbidden"}` otherwise, the stream staying open); a
+ * uid holds at most `connectionsPerUid` sessions here and subscribes with y=1 to at most
+ * `channelsPerUid` channels. The admin API's requests are held to none of these.
+ *
  * @module
  */
 
+import type { ChannelAction } from "../core/access.ts";
 import { errorAnswer, ServiceError } from "../core/errors.ts";
 import type { PresenceChange } from "../core/presence.ts";
 import type {
@@ -53,6 +59,8 @@ export interface ShardOptions {
   deviceTtlMs: number;
   /** Channels whose members stay cached; the least recently used beyond it are forgotten. */
   channelCacheSize: number;
+  /** What one uid, and one connection, may do. */
+  limits: ShardLimits;
   /** A client's y=3 to a uid owned by another shard. */
   forward(request: UnicastRequest): Promise<unknown>;
   /** A client's y=4, for every other shard. */
@@ -62,13 +70,21 @@ export interface ShardOptions {
   log(level: "debug" | "info" | "warn" | "error", message: string): void;
 }
 
+/** Limits on what clients do (PROTOCOL.md §8); each a flag. */
+export interface ShardLimits {
+  connectionsPerUid: number;
+  channelsPerUid: number;
+  /** Client messages a second per connection, and how many at once. */
+  messageRate: { perSec: number; burst: number };
+}
+
 interface User {
   uid: string;
   lastSeq: number;
   /** Each device's cursor, by device id. */
   devices: Map<string, DeviceState>;
   sessions: Session[];
-  /** The uid's channels while it is online, kept for presence only. */
+  /** The uid's channels once needed (presence, the channel limit) while it is cached. */
   channels?: string[];
   /** Operations in flight; a user is only forgotten at zero. */
   busy: number;
@@ -93,12 +109,25 @@ export class Shard implements SessionOwner {
    */
   #channels = new Map<string, Set<string>>();
   #loadingChannels = new Map<string, Promise<Set<string>>>();
+  #loadingChannelLists = new Map<string, Promise<string[]>>();
   #sessions = new Set<Session>();
+  /** Open sessions per uid, counted from the moment a session is taken. */
+  #connections = new Map<string, number>();
   #recentlyLeft = new Map<string, number>();
 
   constructor(options: ShardOptions) {
     this.#options = options;
     this.counters = options.counters;
+  }
+
+  get messageRate(): ShardLimits["messageRate"] {
+    return this.#options.limits.messageRate;
+  }
+
+  /** Why a new session of `uid` is refused (its connections are at the limit), or null. */
+  admit(uid: string): string | null {
+    const open = this.#connections.get(uid) ?? 0;
+    return open < this.#options.limits.connectionsPerUid ? null : "too many connections";
   }
 
   /** The shard addresses changed (ports known, a shard restarted): route by the new map. */
@@ -231,16 +260,58 @@ export class Shard implements SessionOwner {
   }
 
   /** Stores the (channel, uid) pair and updates the cached membership. */
-  async subscribe(uid: string, channel: string): Promise<void> {
+  subscribe(uid: string, channel: string): Promise<void> {
+    return this.#subscribe(uid, channel, false);
+  }
+
+  /**
+   * Subscribes `uid` to `channel`; `reserved` when the channel is already in the uid's
+   * channel list (a client's y=1 puts it there first, for the limit).
+   */
+  async #subscribe(uid: string, channel: string, reserved: boolean): Promise<void> {
     this.#checkOwner(uid);
     await this.#storage(() => this.#options.store.subscribe(channel, uid));
     await this.#loadingChannels.get(channel);
     this.#channels.get(channel)?.add(uid);
-    const user = this.#users.get(uid);
-    if (this.#options.presence && user?.channels && !user.channels.includes(channel)) {
-      user.channels.push(channel);
-      this.#options.presence({ type: "presence-channel", uid, channel, joined: true });
+    const list = this.#users.get(uid)?.channels;
+    if (!list || (!reserved && list.includes(channel))) return;
+    if (!reserved) list.push(channel);
+    this.#options.presence?.({ type: "presence-channel", uid, channel, joined: true });
+  }
+
+  /**
+   * A client's y=1: as {@linkcode subscribe}, within `channelsPerUid`. The channel takes its
+   * place in the uid's list before the store is asked, so subscribes in flight at once
+   * cannot pass the limit together.
+   */
+  async #clientSubscribe(uid: string, channel: string): Promise<void> {
+    const list = await this.#channelList(await this.#user(uid));
+    if (list.includes(channel)) return this.#subscribe(uid, channel, false);
+    if (list.length >= this.#options.limits.channelsPerUid) {
+      this.counters.limit_channels_number++;
+      throw new ServiceError("too many channels", 429);
     }
+    list.push(channel);
+    try {
+      await this.#subscribe(uid, channel, true);
+    } catch (error) {
+      const at = list.indexOf(channel);
+      if (at >= 0) list.splice(at, 1);
+      throw error;
+    }
+  }
+
+  /** The uid's channels, read from the store once while the user is cached. */
+  #channelList(user: User): Promise<string[]> {
+    if (user.channels) return Promise.resolve(user.channels);
+    let loading = this.#loadingChannelLists.get(user.uid);
+    if (!loading) {
+      loading = this.#storage(() => this.#options.store.channels(user.uid))
+        .then((list) => user.channels ??= list)
+        .finally(() => this.#loadingChannelLists.delete(user.uid));
+      this.#loadingChannelLists.set(user.uid, loading);
+    }
+    return loading;
   }
 
   /** Deletes the (channel, uid) pair and updates the cached membership. */
@@ -249,8 +320,8 @@ export class Shard implements SessionOwner {
     await this.#storage(() => this.#options.store.unsubscribe(channel, uid));
     await this.#loadingChannels.get(channel);
     this.#channels.get(channel)?.delete(uid);
-    const user = this.#users.get(uid);
-    if (user?.channels) user.channels = user.channels.filter((c) => c !== channel);
+    const list = this.#users.get(uid)?.channels;
+    if (list?.includes(channel)) list.splice(list.indexOf(channel), 1);
     this.#options.presence?.({ type: "presence-channel", uid, channel, joined: false });
   }
 
@@ -281,6 +352,7 @@ export class Shard implements SessionOwner {
   async attach(session: Session): Promise<void> {
     const counters = this.counters;
     this.#sessions.add(session);
+    this.#connections.set(session.uid, (this.#connections.get(session.uid) ?? 0) + 1);
     counters.connect++;
     counters.connection_number++;
     counters[CONNECTIONS_OF[session.conn.transport]]++;
@@ -311,11 +383,11 @@ export class Shard implements SessionOwner {
 
   /** Tells presence the uid's connection count (and, the first time, its channels). */
   async #reportPresence(user: User): Promise<void> {
+    let channels: string[] = [];
     try {
-      user.channels ??= await this.#options.store.channels(user.uid);
+      channels = await this.#channelList(user);
     } catch (error) {
       this.#options.log("warn", `presence of ${user.uid}: ${(error as Error).message}`);
-      user.channels = [];
     }
     const connections = user.sessions.length;
     this.#options.presence!({
@@ -323,7 +395,7 @@ export class Shard implements SessionOwner {
       uid: user.uid,
       connections,
       devices: onlineDevices(user),
-      channels: user.channels,
+      channels,
     });
     if (connections === 0) user.channels = undefined;
   }
@@ -354,6 +426,9 @@ export class Shard implements SessionOwner {
 
   onClose(session: Session): void {
     if (!this.#sessions.delete(session)) return;
+    const open = this.#connections.get(session.uid)! - 1;
+    if (open === 0) this.#connections.delete(session.uid);
+    else this.#connections.set(session.uid, open);
     this.counters.disconnect++;
     this.counters.connection_number--;
     this.counters[CONNECTIONS_OF[session.conn.transport]]--;
@@ -388,7 +463,12 @@ export class Shard implements SessionOwner {
     };
     switch (message.y) {
       case 1:
-        return this.subscribe(from, message.c).catch(failed);
+        return this.#permitted(
+          session,
+          message.c,
+          "subscribe",
+          () => this.#clientSubscribe(from, message.c),
+        ).catch(failed);
       case 2:
         return this.unsubscribe(from, message.c).catch(failed);
       case 3: {
@@ -398,13 +478,31 @@ export class Shard implements SessionOwner {
       }
       case 4: {
         const request = { channel: message.c, from, body: message.b, ttlSec: 0, volatile: false };
-        this.#options.broadcast(request);
-        return this.publishChannel(request).catch(failed);
+        return this.#permitted(session, message.c, "publish", () => {
+          this.#options.broadcast(request);
+          return this.publishChannel(request);
+        }).catch(failed);
       }
       case 5:
         this.#ack(session, message.s);
         return undefined;
     }
+  }
+
+  /** Runs `action` if the session's channel access allows it on `channel`; throws if not. */
+  async #permitted(
+    session: Session,
+    channel: string,
+    action: ChannelAction,
+    run: () => Promise<unknown>,
+  ): Promise<unknown> {
+    const access = session.access;
+    if (access === null) return run();
+    const answer = await access.check(session.uid, channel, action);
+    if (answer === "allow") return run();
+    if (answer === "unavailable") throw new ServiceError("auth unavailable", 503);
+    this.counters.forbidden_number++;
+    throw new ServiceError("forbidden", 403);
   }
 
   /** Closes sessions silent for longer than `timeoutMs`; forgets idle offline users. */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ServiceError } from "../core/errors.ts";
-import type { UnicastRequest } from "../core/requests.ts";
+import type { ChannelAccess } from "../core/access.ts";
+import type { ChannelRequest, UnicastRequest } from "../core/requests.ts";
 import { ShardMap } from "../core/shard_map.ts";
 import { Session } from "../session/session.ts";
 import { newShardCounters, newShardHistograms } from "../stats/counters.ts";
@@ -10,7 +11,7 @@ import { StorageUnavailableError, type Store } from "../storage/store.ts";
 import { FakeConn } from "../testing/fake_conn.ts";
 import type { TransportName } from "../transport/conn.ts";
 import { rejection } from "../testing/support.ts";
-import { Shard } from "./shard.ts";
+import { Shard, type ShardLimits } from "./shard.ts";
 
 const MAP = new ShardMap([{ id: "n/0", host: "", port: 1 }, { id: "n/1", host: "", port: 2 }]);
 
@@ -23,9 +24,17 @@ const FOREIGN = Array.from({ length: 200 }, (_, i) => `u${i}`).find((uid) =>
 )!;
 const [ALICE, BOB] = OWNED;
 
-function shardWith(store: Store = new MemoryStore()) {
+/** Roomy limits, so that only the tests of a limit meet it. */
+const LIMITS: ShardLimits = {
+  connectionsPerUid: 100,
+  channelsPerUid: 100,
+  messageRate: { perSec: 10_000, burst: 10_000 },
+};
+
+function shardWith(store: Store = new MemoryStore(), limits: Partial<ShardLimits> = {}) {
   const forwarded: UnicastRequest[] = [];
   const histograms = newShardHistograms();
+  const broadcast: ChannelRequest[] = [];
   const shard = new Shard({
     index: 0,
     map: MAP,
@@ -37,21 +46,25 @@ function shardWith(store: Store = new MemoryStore()) {
     maxDevices: 3,
     deviceTtlMs: 86_400_000,
     channelCacheSize: 10,
+    limits: { ...LIMITS, ...limits },
     forward: (request) => (forwarded.push(request), Promise.resolve()),
-    broadcast: () => {},
+    broadcast: (request) => broadcast.push(request),
     log: () => {},
   });
-  return { shard, forwarded, histograms };
+  return { shard, forwarded, broadcast, histograms };
 }
 
 async function connect(
   shard: Shard,
   uid: string,
-  device = "",
-  transport: TransportName = "tcp",
+  { device = "", transport = "tcp", access = null }: {
+    device?: string;
+    transport?: TransportName;
+    access?: ChannelAccess | null;
+  } = {},
 ) {
   const conn = new FakeConn(transport);
-  const session = new Session(conn, uid, device, shard);
+  const session = new Session(conn, uid, device, shard, { access });
   await shard.attach(session);
   // Replay runs on in the background: a turn of the event loop finishes it.
   await new Promise((resolve) => setTimeout(resolve));
@@ -161,37 +174,40 @@ const ack = (seq: number) => new TextEncoder().encode(`{"y":5,"s":${seq}}`);
 
 Deno.test("Shard: each device replays from its own cursor; an ack moves only its own", async () => {
   const { shard } = shardWith();
-  const phone = await connect(shard, ALICE, "phone");
+  const phone = await connect(shard, ALICE, { device: "phone" });
   for (let i = 1; i <= 3; i++) await shard.publish(message(ALICE, `m${i}`));
   await new Promise((resolve) => setTimeout(resolve));
   assert.deepEqual(phone.conn.take().map((m) => m.s), [1, 2, 3]);
   phone.session.receive(ack(3));
   // The tablet was offline while the phone read and acked: it still gets every message.
-  const tablet = await connect(shard, ALICE, "tablet");
+  const tablet = await connect(shard, ALICE, { device: "tablet" });
   assert.deepEqual(tablet.conn.take().map((m) => m.s), [1, 2, 3]);
   assert.deepEqual(await shard.offline(ALICE, "phone", 10), []);
   assert.equal((await shard.offline(ALICE, "tablet", 10)).length, 3);
   tablet.session.receive(ack(2));
   assert.deepEqual((await shard.offline(ALICE, "tablet", 10)).map((t) => JSON.parse(t).s), [3]);
   // A receipt counts devices, not connections.
-  await connect(shard, ALICE, "phone");
+  await connect(shard, ALICE, { device: "phone" });
   assert.deepEqual(await shard.publish(message(ALICE, "m4")), { s: 4, online: 2 });
 });
 
 Deno.test("Shard: a new device past --max_devices is refused, a known one still connects", async () => {
   const { shard } = shardWith();
-  for (const device of ["a", "b", "c"]) (await connect(shard, BOB, device)).session.end();
-  const extra = await connect(shard, BOB, "d");
+  for (const device of ["a", "b", "c"]) (await connect(shard, BOB, { device })).session.end();
+  const extra = await connect(shard, BOB, { device: "d" });
   assert.deepEqual(extra.conn.take(), [{ error: "too many devices" }]);
   assert.equal(extra.conn.closedGracefully, true);
-  const known = await connect(shard, BOB, "b");
+  const known = await connect(shard, BOB, { device: "b" });
   assert.equal(known.conn.closedGracefully, undefined);
 });
 
 Deno.test("Shard: counts messages taken and sent by type, deliveries in the latency histogram, sessions by transport", async () => {
   const { shard, histograms } = shardWith();
   const histogram = histograms.delivery;
-  const [alice1, alice2] = [await connect(shard, ALICE), await connect(shard, ALICE, "", "ws")];
+  const [alice1, alice2] = [
+    await connect(shard, ALICE),
+    await connect(shard, ALICE, { transport: "ws" }),
+  ];
   assert.equal(shard.counters.connections_tcp, 1);
   assert.equal(shard.counters.connections_ws, 1);
   await shard.subscribe(ALICE, "c1");
@@ -216,4 +232,121 @@ Deno.test("Shard: counts messages taken and sent by type, deliveries in the late
   alice2.session.end();
   assert.equal(shard.counters.connections_ws, 0);
   assert.equal(shard.counters.connections_tcp, 1);
+});
+
+const frame = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+/** A turn of the event loop: work started by a frame runs to its end (memory store). */
+const turn = () => new Promise((resolve) => setTimeout(resolve, 5));
+
+/** Access that allows only the channels named, and asks through a promise, as a backend. */
+function onlyChannels(...allowed: string[]): ChannelAccess & { asked: string[] } {
+  const asked: string[] = [];
+  return {
+    asked,
+    check(uid, channel, action) {
+      asked.push(`${uid} ${action} ${channel}`);
+      return Promise.resolve(allowed.includes(channel) ? "allow" : "forbidden");
+    },
+  };
+}
+
+Deno.test("Shard: a y=1 without permission is forbidden, stored nowhere, and the stream stays", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  const access = onlyChannels("team");
+  const { conn, session } = await connect(shard, ALICE, { access });
+  session.receive(frame({ y: 1, c: "other" }));
+  session.receive(frame({ y: 1, c: "team" }));
+  await turn();
+  assert.deepEqual(conn.take(), [{ error: "forbidden" }]);
+  assert.deepEqual(access.asked, [`${ALICE} subscribe other`, `${ALICE} subscribe team`]);
+  assert.deepEqual(await store.channels(ALICE), ["team"]);
+  assert.equal(conn.closedGracefully, undefined);
+  assert.equal(shard.counters.forbidden_number, 1);
+  session.receive(frame({ y: 0 }));
+  assert.deepEqual(conn.take(), [{ y: 0 }]);
+});
+
+Deno.test("Shard: a y=4 without permission reaches no member and no other shard", async () => {
+  const { shard, broadcast } = shardWith();
+  await shard.subscribe(BOB, "other");
+  await shard.subscribe(BOB, "team");
+  const bob = await connect(shard, BOB);
+  const alice = await connect(shard, ALICE, { access: onlyChannels("team") });
+  alice.session.receive(frame({ y: 4, c: "other", b: "leak" }));
+  alice.session.receive(frame({ y: 4, c: "team", b: "hello" }));
+  await turn();
+  assert.deepEqual(alice.conn.take(), [{ error: "forbidden" }]);
+  assert.deepEqual(bob.conn.take(), [{ y: 4, f: ALICE, t: BOB, c: "team", b: "hello", s: 1 }]);
+  assert.deepEqual(broadcast.map((request) => request.channel), ["team"]);
+});
+
+Deno.test("Shard: channel access that cannot answer is auth unavailable, the stream staying", async () => {
+  const { shard } = shardWith();
+  const down: ChannelAccess = { check: () => "unavailable" };
+  const { conn } = await connect(shard, ALICE, { access: down });
+  const session = [...shard.sessions][0];
+  session.receive(frame({ y: 1, c: "team" }));
+  await turn();
+  assert.deepEqual(conn.take(), [{ error: "auth unavailable" }]);
+  assert.equal(conn.closedGracefully, undefined);
+});
+
+Deno.test("Shard: the admin API's subscribe needs no permission", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  await connect(shard, ALICE, { access: onlyChannels() });
+  await shard.subscribe(ALICE, "anything");
+  assert.deepEqual(await store.channels(ALICE), ["anything"]);
+});
+
+Deno.test("Shard: past --max_connections_per_uid a uid is refused until one of its sessions closes", async () => {
+  const { shard } = shardWith(new MemoryStore(), { connectionsPerUid: 2 });
+  assert.equal(shard.admit(ALICE), null);
+  const first = await connect(shard, ALICE);
+  assert.equal(shard.admit(ALICE), null);
+  await connect(shard, ALICE);
+  assert.equal(shard.admit(ALICE), "too many connections");
+  assert.equal(shard.admit(BOB), null, "another uid is not affected");
+  first.session.end();
+  assert.equal(shard.admit(ALICE), null);
+});
+
+Deno.test("Shard: past --max_channels_per_uid a y=1 is too many channels, even sent all at once", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store, { channelsPerUid: 3 });
+  await shard.subscribe(ALICE, "from-admin"); // counts: it is one of the uid's channels
+  const { conn, session } = await connect(shard, ALICE);
+  for (const c of ["c1", "c2", "c3", "c4", "c1"]) session.receive(frame({ y: 1, c }));
+  await turn();
+  assert.deepEqual(conn.take(), [{ error: "too many channels" }, { error: "too many channels" }]);
+  assert.deepEqual((await store.channels(ALICE)).sort(), ["c1", "c2", "from-admin"]);
+  assert.equal(shard.counters.limit_channels_number, 2);
+  // At the limit, a channel it has is still fine, and leaving one makes room.
+  session.receive(frame({ y: 1, c: "c1" }));
+  session.receive(frame({ y: 2, c: "c2" }));
+  await turn();
+  session.receive(frame({ y: 1, c: "c4" }));
+  await turn();
+  assert.deepEqual(conn.take(), []);
+  assert.deepEqual((await store.channels(ALICE)).sort(), ["c1", "c4", "from-admin"]);
+  // The admin API is not held to it.
+  await shard.subscribe(ALICE, "c5");
+  assert.equal((await store.channels(ALICE)).length, 4);
+});
+
+Deno.test("Shard: a y=1 the store refuses gives its place in the channel limit back", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store, { channelsPerUid: 1 });
+  const { conn, session } = await connect(shard, ALICE);
+  const subscribe = store.subscribe;
+  store.subscribe = () => Promise.reject(new StorageUnavailableError("disk gone"));
+  session.receive(frame({ y: 1, c: "c1" }));
+  await turn();
+  assert.deepEqual(conn.take(), [{ error: "storage unavailable" }]);
+  store.subscribe = subscribe;
+  session.receive(frame({ y: 1, c: "c2" }));
+  await turn();
+  assert.deepEqual(conn.take(), []);
+  assert.deepEqual(await store.channels(ALICE), ["c2"]);
 });

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { createAuthenticator } from "../auth/auth.ts";
+import { createAuthenticator } from "../auth/registry.ts";
 import type { Log } from "../core/log.ts";
 import type { ChannelRequest } from "../core/requests.ts";
 import { ShardMap } from "../core/shard_map.ts";
@@ -75,6 +75,11 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     maxDevices: config.max_devices,
     deviceTtlMs: config.device_ttl_days * DAY_MS,
     channelCacheSize: config.channel_cache_size,
+    limits: {
+      connectionsPerUid: config.max_connections_per_uid,
+      channelsPerUid: config.max_channels_per_uid,
+      messageRate: { perSec: config.client_msg_rate, burst: config.client_msg_burst },
+    },
     forward: (request) => link.request({ op: "publish", request } satisfies MainOp),
     // A BroadcastChannel does not echo to its sender: the shard delivers its own part.
     broadcast: perTurn<ChannelRequest>((requests) => bus.postMessage(requests)),
@@ -100,7 +105,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
       handshake: {
         maxHeadBytes: config.max_head_bytes,
         timeoutMs: config.handshake_timeout_sec * 1000,
-        authenticate: createAuthenticator(config),
+        authenticate: await createAuthenticator(config, log),
       },
       context: {
         counters,
@@ -108,10 +113,12 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
         maxOutputBytes: config.max_output_bytes,
       },
       budget: new SocketBudget(budget, slot),
+      perAddress: { handshakes: config.max_handshakes_per_address, headsPerSec: 0 },
       draining: () => draining,
       redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
-      open(conn, { uid, device, codec }) {
-        const session = new Session(conn, uid, device, shard, codec);
+      admit: (uid) => shard.admit(uid),
+      open(conn, { uid, device, codec, access }) {
+        const session = new Session(conn, uid, device, shard, { codec, access });
         // Fed once the uid's state is loaded and its messages can be handled.
         return { receiver: session, ready: shard.attach(session) };
       },

@@ -80,6 +80,10 @@ const sent = family(
   "messages_sent_total",
   "messages written to client connections (live and replayed), by type",
 );
+const limited = family(
+  "limit_refusals_total",
+  "connects, subscribes and messages refused past a per-uid or per-address limit, by limit",
+);
 const forwards = family(
   "cluster_forwards_total",
   "work sent to other nodes: ops for their uids over HTTP, channel messages over the Redis bus",
@@ -100,8 +104,37 @@ export const COUNTERS = {
     metric("client_bad_requests_total"),
   ),
   auth_fail_number: portCounter(
-    "connects refused for a wrong password",
+    "connects refused for a wrong password or token",
     metric("auth_failures_total"),
+  ),
+  // Access control: auth backends, channel permissions, limits (docs/protocol-notes.md).
+  auth_unavailable_number: portCounter(
+    "connects refused as the auth backend did not answer (503)",
+    metric("auth_unavailable_total"),
+  ),
+  forbidden_number: counter(
+    "subscribes and channel messages refused without permission",
+    metric("forbidden_total"),
+  ),
+  limit_connections_number: counter(
+    "connects refused past --max_connections_per_uid",
+    limited({ limit: "connections_per_uid" }),
+  ),
+  limit_channels_number: counter(
+    "subscribes refused past --max_channels_per_uid",
+    limited({ limit: "channels_per_uid" }),
+  ),
+  limit_messages_number: counter(
+    "client messages refused past --client_msg_rate",
+    limited({ limit: "client_msg_rate" }),
+  ),
+  limit_handshakes_number: portCounter(
+    "sockets refused past --max_handshakes_per_address",
+    limited({ limit: "handshakes_per_address" }),
+  ),
+  limit_heads_number: portCounter(
+    "request heads refused past --max_heads_per_sec_per_address",
+    limited({ limit: "heads_per_sec_per_address" }),
   ),
   redirect_number: portCounter(
     "connects redirected (303) to the owning shard",

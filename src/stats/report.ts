@@ -113,8 +113,17 @@ export class StatsBook {
     const peaks = this.#peaks;
     return {
       auth_fail_number: total.auth_fail_number,
+      auth_unavailable_number: total.auth_unavailable_number,
       bad_request_number: total.bad_request_number,
       error_number: total.error_number,
+      forbidden_number: total.forbidden_number,
+      limited: {
+        handshakes: total.limit_handshakes_number,
+        heads: total.limit_heads_number,
+        messages: total.limit_messages_number,
+        uid_channels: total.limit_channels_number,
+        uid_connections: total.limit_connections_number,
+      },
       recv_type: {
         ack: total.recv_ack,
         cmsg: total.recv_cmsg,

@@ -1,19 +1,20 @@
 /**
  * A client port, the front door's and every shard's alike: read and check the request head,
- * then refuse (400/404/405, or 503 while draining or when the process has no descriptors to
- * spare), redirect (303 to the owning shard), or let the transport the request asks for
- * answer it and open the client's session (for a shard that owns the uid). Every refusal and
- * redirect is closed by the server, whether or not the client closes too.
+ * then refuse (400/404/405; 429 past a limit; 503 while draining, when the auth backend
+ * cannot answer, or when the process has no descriptors to spare), redirect (303 to the
+ * owning shard), or let the transport the request asks for answer it and open the client's
+ * session (for a shard that owns the uid, once its authenticator allowed it). Every refusal
+ * and redirect is closed by the server, whether or not the client closes too.
  *
  * @module
  */
 
 import net from "node:net";
 import type { ShardAddress } from "../core/shard_map.ts";
-import type { MessageCodec } from "../protocol/codec.ts";
 import { connectLocation, redirectHead, refusal } from "../protocol/handshake.ts";
+import { addressKey, type AddressLimitOptions, AddressLimits } from "./address_limits.ts";
 import type { SocketBudget } from "./budget.ts";
-import type { ClientConn, ConnReceiver, StreamTarget, TransportContext } from "./conn.ts";
+import type { Admitted, ClientConn, ConnReceiver, StreamTarget, TransportContext } from "./conn.ts";
 import { type HandshakeOptions, HandshakeReader, reachedHost } from "./handshake.ts";
 import { closed, closeSoon } from "./linger.ts";
 import { TRANSPORTS } from "./registry.ts";
@@ -26,17 +27,21 @@ export interface Opened {
 
 /** What a client port needs. */
 export interface ClientPortOptions {
-  handshake: Omit<HandshakeOptions, "transports">;
+  handshake: Omit<HandshakeOptions, "transports" | "redirectFor">;
   /** Counters, and the per-connection limits of every transport. */
   context: TransportContext;
   /** The process's client sockets: past its limit a new one is refused at once. */
   budget: SocketBudget;
+  /** What one client address may do on this port. */
+  perAddress: AddressLimitOptions;
   /** Refuses new clients with 503 while true. */
   draining(): boolean;
   /** Where `uid` must connect, or null when this server owns it. */
   redirectFor(uid: string): ShardAddress | null;
+  /** Past a limit for `uid` (its connections), the reason to refuse it; null to let it in. */
+  admit(uid: string): string | null;
   /** Opens the session of a client this server owns (never called at the front door). */
-  open(conn: ClientConn, client: { uid: string; device: string; codec: MessageCodec }): Opened;
+  open(conn: ClientConn, client: Admitted): Opened;
 }
 
 /**
@@ -45,32 +50,53 @@ export interface ClientPortOptions {
  * (as a handshake reader handing over to a session would) turns the socket's `_events` into
  * a dictionary of ~450 bytes that stays for the connection's life.
  */
-function createConnectServer(options: ClientPortOptions): net.Server {
+function createConnectServer(options: ClientPortOptions, limits: AddressLimits): net.Server {
   const { context, budget } = options;
   const { counters } = context;
-  const handshake = { ...options.handshake, transports: TRANSPORTS };
+  const handshake = {
+    ...options.handshake,
+    transports: TRANSPORTS,
+    redirectFor: options.redirectFor,
+  };
   return net.createServer({ noDelay: true }, (socket) => {
     socket.on("error", ignoreError);
-    if (!budget.take()) {
+    const address = addressKey(socket.remoteAddress ?? "");
+    const shed = (status: number, reason: string) => {
       counters.error_number++;
-      // No linger: descriptors are what is short.
-      socket.end(refusal(503, "server full"), () => socket.destroy());
-      return;
+      // No linger: descriptors (or this address's share of them) are what is short.
+      socket.end(refusal(status, reason), () => socket.destroy());
+    };
+    if (!limits.startHandshake(address)) {
+      counters.limit_handshakes_number++;
+      return shed(429, "too many handshakes");
+    }
+    if (!budget.take()) {
+      limits.endHandshake(address);
+      return shed(503, "server full");
     }
     let target: StreamTarget = new HandshakeReader(socket, handshake, (result) => {
+      limits.endHandshake(address);
       if (!result) return;
       counters.connect_request_number++;
-      if (!result.admitted) {
+      // Only the front door limits heads, and it never waits on an authenticator.
+      if (!limits.takeHead(address)) {
+        counters.limit_heads_number++;
+        closeSoon(socket, refusal(429, "too many requests"));
+      } else if ("status" in result) {
         counters[result.counter]++;
         closeSoon(socket, refusal(result.status, result.reason));
       } else if (options.draining()) {
         closeSoon(socket, refusal(503, "draining"));
+      } else if ("redirect" in result) {
+        counters.redirect_number++;
+        const owner = result.redirect;
+        const host = owner.host || reachedHost(socket);
+        closeSoon(socket, redirectHead(connectLocation(host, owner.port, result.query)));
       } else {
-        const owner = options.redirectFor(result.uid);
-        if (owner) {
-          counters.redirect_number++;
-          const host = owner.host || reachedHost(socket);
-          closeSoon(socket, redirectHead(connectLocation(host, owner.port, result.query)));
+        const limited = options.admit(result.uid);
+        if (limited !== null) {
+          counters.limit_connections_number++;
+          closeSoon(socket, refusal(429, limited));
         } else {
           const conn = result.transport.open(socket, result, context);
           target = conn;
@@ -124,9 +150,11 @@ export async function listen(
   const bound = await bind(probe, { host, port, backlog: 1 });
   await new Promise((resolve) => probe.close(resolve));
   const servers: net.Server[] = [];
+  // One count per port, over all its accept queues.
+  const limits = new AddressLimits(options.perAddress);
   try {
     for (let k = 0; k < ACCEPT_QUEUES; k++) {
-      const server = createConnectServer(options);
+      const server = createConnectServer(options, limits);
       servers.push(server);
       await bind(server, { host, port: bound, backlog: 4096, reusePort: true });
     }

@@ -9,6 +9,7 @@
  */
 
 import type { Socket } from "node:net";
+import type { ChannelAccess } from "../core/access.ts";
 import type { MessageCodec } from "../protocol/codec.ts";
 import type { RequestHead } from "../protocol/handshake.ts";
 import type { ShardCounters } from "../stats/counters.ts";
@@ -64,6 +65,8 @@ export interface Admitted {
   device: string;
   /** How its messages are written (`codec=`, PROTOCOL.md §7). */
   codec: MessageCodec;
+  /** Its channel permissions, from the authenticator; null: every channel. */
+  access: ChannelAccess | null;
   /** The raw query, reused verbatim in a 303 Location. */
   query: string;
   head: RequestHead;

@@ -1,34 +1,53 @@
 /**
  * Reading a client's request head off a fresh socket, bounded in size and time, and deciding
- * whether it may connect, and over which transport. The front door and every shard run the
- * same check: a client that dials a shard directly is held to the same rules.
+ * what it gets: a refusal, a redirect to the shard that owns its uid, or, on that shard, the
+ * authenticator's check and the transport the request asks for. The front door and every
+ * shard run the same rules (a client that dials a shard directly is held to them too), but
+ * only the owner authenticates: each connect is checked once, by the shard that serves it,
+ * before the deadline of its head.
  *
  * @module
  */
 
 import type { Socket } from "node:net";
-import type { Authenticator } from "../auth/auth.ts";
+import type { Authenticator, Verdict } from "../auth/auth.ts";
+import type { ChannelAccess } from "../core/access.ts";
 import { isValidName } from "../core/names.ts";
+import type { ShardAddress } from "../core/shard_map.ts";
 import { codecNamed } from "../protocol/codec.ts";
 import { HeadError, headLength, parseHead, type RequestHead } from "../protocol/handshake.ts";
+import type { CounterName } from "../stats/counters.ts";
 import type { Admitted, StreamTarget, Transport } from "./conn.ts";
 import { Deadlines } from "./deadlines.ts";
 
-/** Limits, the transports served, and the password check. */
+/** Limits, the transports served, where uids live, and the check of a client owned here. */
 export interface HandshakeOptions {
   maxHeadBytes: number;
   timeoutMs: number;
   transports: readonly Transport[];
+  /** Where `uid` must connect, or null when this port owns it (and so authenticates it). */
+  redirectFor(uid: string): ShardAddress | null;
   authenticate: Authenticator;
 }
 
 /** A refused one, with the status and reason to answer, and the counter it bumps. */
 export interface Refused {
   admitted: false;
-  status: 400 | 404 | 405 | 503;
+  status: 400 | 404 | 405 | 429 | 503;
   reason: string;
-  counter: "bad_request_number" | "auth_fail_number";
+  counter: CounterName;
 }
+
+/** A valid connect for a uid another shard owns: it is sent there. */
+export interface Redirected {
+  admitted: false;
+  redirect: ShardAddress;
+  /** The raw query, reused verbatim in the Location. */
+  query: string;
+}
+
+/** What a request head gets. */
+export type Outcome = Admitted | Refused | Redirected;
 
 const EMPTY = new Uint8Array(0);
 
@@ -40,13 +59,13 @@ const EMPTY = new Uint8Array(0);
 export class HandshakeReader implements StreamTarget {
   #socket: Socket;
   #options: HandshakeOptions;
-  #done: ((result: Admitted | Refused | null) => void) | null;
+  #done: ((result: Outcome | null) => void) | null;
   #buffer: Uint8Array = EMPTY;
   #headRead = false;
   constructor(
     socket: Socket,
     options: HandshakeOptions,
-    done: (result: Admitted | Refused | null) => void,
+    done: (result: Outcome | null) => void,
   ) {
     this.#socket = socket;
     this.#options = options;
@@ -89,9 +108,15 @@ export class HandshakeReader implements StreamTarget {
     this.#finish()?.(null);
   }
 
-  /** The deadline passed. */
+  /** The deadline passed: the head is late, or, once it is read, its check. */
   expire(): void {
-    this.#refuse("request head timeout");
+    if (!this.#headRead) return this.#refuse("request head timeout");
+    this.#finish()?.({
+      admitted: false,
+      status: 503,
+      reason: "auth unavailable",
+      counter: "auth_unavailable_number",
+    });
   }
 
   #refuse(reason: string): void {
@@ -99,7 +124,7 @@ export class HandshakeReader implements StreamTarget {
   }
 
   /** Ends reading: returns the outcome's listener the first time, null after. */
-  #finish(): ((result: Admitted | Refused | null) => void) | null {
+  #finish(): ((result: Outcome | null) => void) | null {
     const done = this.#done;
     this.#done = null;
     this.#buffer = EMPTY;
@@ -116,7 +141,7 @@ async function checkConnect(
   rest: Uint8Array,
   address: string,
   options: HandshakeOptions,
-): Promise<Admitted | Refused> {
+): Promise<Outcome> {
   const bad = (reason: string, status: 400 | 404 | 405 = 400): Refused => ({
     admitted: false,
     status,
@@ -135,6 +160,8 @@ async function checkConnect(
   if (!codec) return bad("invalid codec");
   const password = head.params.get("password");
   if (password === undefined) return bad("missing password");
+  const owner = options.redirectFor(uid);
+  if (owner) return { admitted: false, redirect: owner, query: head.query };
   const verdict = await options.authenticate({
     uid,
     device,
@@ -143,23 +170,31 @@ async function checkConnect(
     address,
     headers: head.headers,
   });
+  const access = accessOf(verdict);
+  if (access === undefined) return refusalOf(verdict);
+  return { admitted: true, uid, device, codec, access, query: head.query, head, rest, transport };
+}
+
+/** The channel access an allow gives (null: every channel); undefined if not an allow. */
+function accessOf(verdict: Verdict): ChannelAccess | null | undefined {
+  if (verdict === "allow") return null;
+  return typeof verdict === "object" && "allow" in verdict ? verdict.allow : undefined;
+}
+
+/** How a verdict other than an allow is answered. */
+function refusalOf(verdict: Verdict): Refused {
   if (verdict === "unavailable") {
     return {
       admitted: false,
       status: 503,
       reason: "auth unavailable",
-      counter: "auth_fail_number",
+      counter: "auth_unavailable_number",
     };
   }
-  if (verdict !== "allow") {
-    return {
-      admitted: false,
-      status: 400,
-      reason: "invalid password",
-      counter: "auth_fail_number",
-    };
-  }
-  return { admitted: true, uid, device, codec, query: head.query, head, rest, transport };
+  const reason = typeof verdict === "object" && "deny" in verdict
+    ? verdict.deny
+    : "invalid password";
+  return { admitted: false, status: 400, reason, counter: "auth_fail_number" };
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
