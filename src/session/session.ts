@@ -3,6 +3,8 @@
  * validates the messages its connection decodes, answers heartbeats itself and hands
  * everything else to its owner (the shard); it sends deliveries in `s` order, holding live
  * ones back while stored ones are replayed and dropping any `s` it has already sent. A
+ * heartbeat sent during the replay is answered after it, so its answer tells a client it has
+ * everything that was stored for it when it connected. A
  * session the server closes leaves its owner at once, not when the client gets round to
  * closing its side.
  *
@@ -72,6 +74,8 @@ export class Session implements ConnReceiver {
   sentSeq = 0;
   /** Live deliveries held back while stored messages are replayed; null when live. */
   backlog: Delivery[] | null = [];
+  /** Heartbeats received during replay: answered when it ends, so an answer means caught up. */
+  #heldHeartbeats = 0;
   #conn: ClientConn;
   #owner: SessionOwner;
   #codec: MessageCodec;
@@ -125,7 +129,11 @@ export class Session implements ConnReceiver {
     }
     if (message.y !== 5 && !this.#spend()) return;
     counters[RECV_COUNTER[message.y]]++;
-    if (message.y === 0) return void this.#send(this.#codec.heartbeat);
+    if (message.y === 0) {
+      if (this.backlog) this.#heldHeartbeats++;
+      else this.#send(this.#codec.heartbeat);
+      return;
+    }
     const work = this.#owner.onMessage(this, message);
     if (!work) return;
     if (++this.#inFlight === MAX_FRAMES_IN_FLIGHT) this.#conn.pause();
@@ -182,11 +190,12 @@ export class Session implements ConnReceiver {
     this.#conn.send(this.#codec.delivery(delivery), delivery.seq);
   }
 
-  /** Ends replay: sends what arrived live meanwhile, then goes live. */
+  /** Ends replay: sends what arrived live meanwhile and answers the heartbeats held. */
   goLive(): void {
     const held = this.backlog ?? [];
     this.backlog = null;
     for (const delivery of held) this.send(delivery);
+    for (; this.#heldHeartbeats > 0; this.#heldHeartbeats--) this.#send(this.#codec.heartbeat);
   }
 
   /** Sends `{"error": reason}`; the session stays. */

@@ -35,13 +35,34 @@ function delivery(seq: number, body = `"m${seq}"`): Delivery {
   return { uid: "u1", seq, type: 3, from: "op", body };
 }
 
+/** A session past its replay. */
+function live(conn: FakeConn, o: SessionOwner): Session {
+  const session = new Session(conn, "u1", "", o);
+  session.goLive();
+  return session;
+}
+
 Deno.test("Session: a heartbeat is answered by the session itself", () => {
   const conn = new FakeConn();
   const o = owner();
-  new Session(conn, "u1", "", o).receive(body('{"y":0}'));
+  live(conn, o).receive(body('{"y":0}'));
   assert.deepEqual(conn.take(), [{ y: 0 }]);
   assert.deepEqual(o.messages, []);
   assert.equal(o.counters.recv_hb, 1);
+});
+
+Deno.test("Session: a heartbeat during replay is answered after it, after what came live", () => {
+  const conn = new FakeConn();
+  const session = new Session(conn, "u1", "", owner());
+  session.receive(body('{"y":0}'));
+  session.receive(body('{"y":0}'));
+  assert.deepEqual(conn.take(), [], "no answer while stored messages are still coming");
+  session.send(delivery(1));
+  session.deliver(delivery(2));
+  session.goLive();
+  assert.deepEqual(conn.take().map((m) => m.s ?? m.y), [1, 2, 0, 0]);
+  session.receive(body('{"y":0}'));
+  assert.deepEqual(conn.take(), [{ y: 0 }]);
 });
 
 Deno.test("Session: a valid message goes to the owner with the sender as its uid", () => {
@@ -54,8 +75,7 @@ Deno.test("Session: a valid message goes to the owner with the sender as its uid
 
 Deno.test("Session: a field error is answered and the session stays", () => {
   const conn = new FakeConn();
-  const o = owner();
-  const session = new Session(conn, "u1", "", o);
+  const session = live(conn, owner());
   session.receive(body('{"y":3,"t":"not a name","b":1}'));
   assert.deepEqual(conn.take(), [{ error: "invalid t" }]);
   assert.equal(conn.closedGracefully, undefined);
@@ -165,7 +185,7 @@ Deno.test("Session: the bucket refills at the rate, up to a burst", () => {
 
 Deno.test("Session: a client that keeps sending past the limit is closed; one that slows is not", () => {
   const rate = { perSec: 1, burst: 5 };
-  const keeps = new Session(new FakeConn(), "u1", "", owner(undefined, rate));
+  const keeps = live(new FakeConn(), owner(undefined, rate));
   const keepsConn = keeps.conn as FakeConn;
   // A burst, a burst refused, and one more.
   for (let i = 0; i < 11; i++) keeps.receive(body('{"y":0}'));
@@ -176,7 +196,7 @@ Deno.test("Session: a client that keeps sending past the limit is closed; one th
   ]);
   assert.equal(keepsConn.closedGracefully, true);
 
-  const slows = new Session(new FakeConn(), "u2", "", owner(undefined, rate));
+  const slows = live(new FakeConn(), owner(undefined, rate));
   const slowsConn = slows.conn as FakeConn;
   for (let i = 0; i < 6; i++) slows.receive(body('{"y":0}'));
   for (let second = 1; second <= 20; second++) {
