@@ -20,8 +20,12 @@ export interface TimelineEntry {
   failed: number;
   dropped: number;
   sent_per_s: number;
+  /** Publish requests refused at the HTTP level (503 or 429). */
+  refused_per_s: number;
   received_per_s: number;
   latency: LatencySummary;
+  /** The server's RSS at the tick; null without its pid. */
+  rss_kb: number | null;
 }
 
 /** Metric values of the final table; null when not measured. */
@@ -44,9 +48,11 @@ export function progressLine(e: TimelineEntry): string {
     `fail ${e.failed}`,
     `drop ${e.dropped}`,
     `| sent ${e.sent_per_s}/s`,
+    `refused ${e.refused_per_s} req/s`,
     `recv ${e.received_per_s}/s`,
     `| lat ms p50 ${ms(e.latency.p50_ms)} p99 ${ms(e.latency.p99_ms)}`,
     `p999 ${ms(e.latency.p999_ms)}`,
+    `| rss ${e.rss_kb === null ? "-" : `${Math.round(e.rss_kb / 1024)} MB`}`,
   ].join(" ");
 }
 

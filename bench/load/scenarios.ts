@@ -6,7 +6,7 @@
  * @module
  */
 
-import { AdminClient } from "./admin.ts";
+import { AdminClient, isOk } from "./admin.ts";
 import type { LoadOptions } from "./flags.ts";
 import { Histogram, type HistogramData, type LatencySummary } from "./histogram.ts";
 import {
@@ -20,6 +20,7 @@ import {
 } from "./ipc.ts";
 import { sourceAddresses } from "./loopback.ts";
 import { type Metrics, nonZero, progressLine, round, table, type TimelineEntry } from "./report.ts";
+import { timeToRecover } from "./recovery.ts";
 import { rssKb, serverPid } from "./server_proc.ts";
 import { type Done, Swarm } from "./swarm.ts";
 
@@ -300,15 +301,24 @@ export class Run {
     });
     const before = sum(dones.map((d) => ({ ...d, counters: d.before ?? newCounters() })));
     const atEnd = sum(dones);
-    const seconds = (Math.max(...dones.map((d) => d.atMs)) - startAt) / 1000;
+    const loadEnd = Math.max(...dones.map((d) => d.atMs));
+    const seconds = (loadEnd - startAt) / 1000;
+    const rssLoad = this.timeline.filter((e) => e.phase === "load" && e.rss_kb !== null);
     const sentOf = (c: Counters) => o.scenario === "chat" ? c.chatSent : c.pubOk;
     const fanout = o.scenario === "fanout" ? online : 1;
     const expected = () => (sentOf(swarm.totals()) - sentOf(before)) * fanout;
     const delivered = () => swarm.totals().received - before.received;
     this.#phase = "drain";
-    await swarm.waitFor(() => delivered() >= expected(), o.drainSec * 1000);
+    // Probed from the parent for every scenario with load: whatever the load was, the question
+    // is the same (how soon a new request is served normally again), and the drain, which
+    // waits for what was sent, does not answer it.
+    const [recovered] = await Promise.all([
+      timeToRecover(() => this.#recoveryProbe(), loadEnd, o.recoverSec * 1000),
+      swarm.waitFor(() => delivered() >= expected(), o.drainSec * 1000),
+    ]);
     const t = swarm.totals();
     const sentInWindow = sentOf(atEnd) - sentOf(before);
+    const d = (key: keyof Counters) => t[key] - before[key];
     Object.assign(this.metrics, {
       online_users: online,
       load_phase_s: round(seconds),
@@ -316,9 +326,15 @@ export class Run {
         ? { sent: sentOf(t) - sentOf(before), sent_per_s: round(sentInWindow / seconds) }
         : {
           published_ok: sentOf(t) - sentOf(before),
-          publish_failed: t.pubFailed - before.pubFailed,
+          publish_failed: d("pubFailed"),
           published_per_s: round(sentInWindow / seconds),
+          requests_ok: d("requestsOk"),
+          requests_refused_503: d("refused503"),
+          requests_refused_429: d("refused429"),
+          refused_with_retry_after: d("refusedRetryAfter"),
+          refused_messages: d("pubRefused"),
         }),
+      unsent_behind_schedule: atEnd.unsent - before.unsent,
       delivered_in_window: atEnd.received - before.received,
       delivered_per_s: round((atEnd.received - before.received) / seconds),
       delivered_total: delivered(),
@@ -328,7 +344,20 @@ export class Run {
       unmatched: t.unmatched - before.unmatched,
       backlog_from_older_runs: t.backlog,
       dropped_connections: t.dropped,
+      server_rss_kb_max_load: rssLoad.length === 0
+        ? null
+        : Math.max(...rssLoad.map((e) => e.rss_kb!)),
+      recovered_after_ms: recovered === null ? null : round(recovered),
     });
+  }
+
+  /**
+   * One recovery probe: `/pub` to the first client's uid (online unless its connect failed), with
+   * a body that is no stamp, so that its delivery is no latency sample.
+   */
+  async #recoveryProbe(): Promise<boolean> {
+    const uid = this.o.uidPrefix + this.configs[0].first;
+    return isOk(await this.admin.pubTo(uid, "load", "recovery probe"));
   }
 
   #readRss(label: string): void {
@@ -358,8 +387,10 @@ export class Run {
       failed: t.failed,
       dropped: t.dropped,
       sent_per_s: Math.round((t.pubOk + t.chatSent - p.pubOk - p.chatSent) / dt),
+      refused_per_s: Math.round((t.refused503 + t.refused429 - p.refused503 - p.refused429) / dt),
       received_per_s: Math.round((t.received - p.received) / dt),
       latency: swarm.takeInterval().summary(),
+      rss_kb: this.pid === null ? null : rssKb(this.pid),
     };
     this.#prev = t;
     this.#prevAt = now;
