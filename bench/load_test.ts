@@ -360,7 +360,7 @@ Deno.test("load against the daemon: a 503 with Retry-After is a refusal, not a l
   // One message in flight at most: while one batch of 10 is in, every other is refused.
   const daemon = await startDaemon(["--max_inflight=1"]);
   try {
-    const { metrics, timeline } = await load([
+    const { metrics, timeline, answer_latency, refusal_latency } = await load([
       "unicast",
       ...against(daemon),
       "--rate=max",
@@ -375,6 +375,8 @@ Deno.test("load against the daemon: a 503 with Retry-After is a refusal, not a l
     assert.equal(metrics.requests_refused_429, 0);
     assert.equal(metrics.publish_failed, 0, "a refused request is not ten failed lines");
     assert.equal(metrics.published_ok, 10 * (metrics.requests_ok as number));
+    assert.equal(answer_latency.count, metrics.requests_ok);
+    assert.equal(refusal_latency.count, refused);
     assert.ok((metrics.server_rss_kb_max_load as number) > 10_000);
     assert.ok((timeline as unknown as { rss_kb: number }[]).every((e) => e.rss_kb > 0));
     const recovered = metrics.recovered_after_ms as number;
@@ -389,7 +391,7 @@ Deno.test("load against the daemon: latency runs from the schedule when the gene
   // runs ahead of the sends. From the actual send, latency would be about a millisecond.
   const daemon = await startDaemon();
   try {
-    const { metrics, latency } = await load([
+    const { metrics, latency, schedule_lag } = await load([
       "unicast",
       ...against(daemon),
       "--rate=20000",
@@ -398,6 +400,7 @@ Deno.test("load against the daemon: latency runs from the schedule when the gene
     ]);
     assert.ok((metrics.unsent_behind_schedule as number) > 10_000, JSON.stringify(metrics));
     assert.ok((latency.p50_ms as number) > 300, `p50 ${latency.p50_ms} ms`);
+    assert.ok((schedule_lag.p50_ms as number) > 300, "the lag is reported apart");
     assert.equal(metrics.requests_refused_503, 0);
     assert.equal(typeof metrics.recovered_after_ms, "number");
   } finally {

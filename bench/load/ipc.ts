@@ -80,6 +80,12 @@ export type Event =
     reasons: Record<string, number>;
     connect: HistogramData;
     latency: HistogramData;
+    /** A paced request's actual send less its due time: how far the generator fell behind. */
+    lag: HistogramData;
+    /** A publish request's HTTP 200 answer less its due time. */
+    answer: HistogramData;
+    /** A publish request's refusal (503 or 429) less its due time. */
+    refusal: HistogramData;
   }
   /**
    * A phase ended; `counters` are this child's counters at that moment, `before` (for `run`)

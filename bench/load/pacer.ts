@@ -10,7 +10,8 @@
  * time its first message fell due, and its messages carry that time as their stamp. When the
  * generator falls behind (a full in-flight window, a busy event loop), the wait then counts in
  * the latency instead of hiding it, which measuring from the send would do (coordinated
- * omission). With `--rate=max` there is no schedule: a request is due when it is sent.
+ * omission); how far behind the sends were is reported apart (`schedule_lag`). With `--rate=max`
+ * there is no schedule: a request is due when it is sent.
  *
  * @module
  */

@@ -24,6 +24,8 @@ export interface TimelineEntry {
   refused_per_s: number;
   received_per_s: number;
   latency: LatencySummary;
+  /** How far the generator was behind its schedule (p99 of the second's requests, ms). */
+  lag_p99_ms: number | null;
   /** The server's RSS at the tick; null without its pid. */
   rss_kb: number | null;
 }
@@ -52,6 +54,7 @@ export function progressLine(e: TimelineEntry): string {
     `recv ${e.received_per_s}/s`,
     `| lat ms p50 ${ms(e.latency.p50_ms)} p99 ${ms(e.latency.p99_ms)}`,
     `p999 ${ms(e.latency.p999_ms)}`,
+    `behind p99 ${ms(e.lag_p99_ms)}`,
     `| rss ${e.rss_kb === null ? "-" : `${Math.round(e.rss_kb / 1024)} MB`}`,
   ].join(" ");
 }

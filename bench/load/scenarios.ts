@@ -74,6 +74,9 @@ export interface RunResult {
   connect_latency: LatencySummary;
   latency: LatencySummary;
   latency_histogram: HistogramData;
+  schedule_lag: LatencySummary;
+  answer_latency: LatencySummary;
+  refusal_latency: LatencySummary;
   timeline: TimelineEntry[];
   stats_before: unknown;
   stats_after: unknown;
@@ -191,6 +194,9 @@ export class Run {
       connect_latency: (swarm?.connectHist ?? new Histogram()).summary(),
       latency: (swarm?.latencyHist ?? new Histogram()).summary(),
       latency_histogram: (swarm?.latencyHist ?? new Histogram()).toData(),
+      schedule_lag: (swarm?.lagHist ?? new Histogram()).summary(),
+      answer_latency: (swarm?.answerHist ?? new Histogram()).summary(),
+      refusal_latency: (swarm?.refusalHist ?? new Histogram()).summary(),
       timeline: this.timeline,
       stats_before: this.#statsBefore,
       stats_after: statsAfter,
@@ -210,6 +216,12 @@ export class Run {
       rows["latency_ms_p50/p99/p999"] = `${l.p50_ms} / ${l.p99_ms} / ${l.p999_ms}`;
       rows["latency_ms_mean/max"] = `${l.mean_ms} / ${l.max_ms}`;
     }
+    const a = result.answer_latency;
+    if (a.count > 0) rows["answer_ms_p50/p99/max"] = `${a.p50_ms} / ${a.p99_ms} / ${a.max_ms}`;
+    const r = result.refusal_latency;
+    if (r.count > 0) rows["refusal_ms_p50/p99/max"] = `${r.p50_ms} / ${r.p99_ms} / ${r.max_ms}`;
+    const g = result.schedule_lag;
+    if (g.count > 0) rows["behind_ms_p50/p99/max"] = `${g.p50_ms} / ${g.p99_ms} / ${g.max_ms}`;
     for (const [k, v] of Object.entries(result.server.rss_kb)) rows[`server_rss_kb_${k}`] = v;
     return table(`${result.scenario} (${result.started_at})`, rows);
   }
@@ -379,6 +391,7 @@ export class Run {
     const p = this.#prev;
     const now = performance.now();
     const dt = (now - this.#prevAt) / 1000;
+    const interval = swarm.takeInterval();
     const entry: TimelineEntry = {
       t_s: round((nowMs() - this.epochMs) / 1000),
       phase: this.#phase,
@@ -389,7 +402,8 @@ export class Run {
       sent_per_s: Math.round((t.pubOk + t.chatSent - p.pubOk - p.chatSent) / dt),
       refused_per_s: Math.round((t.refused503 + t.refused429 - p.refused503 - p.refused429) / dt),
       received_per_s: Math.round((t.received - p.received) / dt),
-      latency: swarm.takeInterval().summary(),
+      latency: interval.latency.summary(),
+      lag_p99_ms: interval.lag.summary().p99_ms,
       rss_kb: this.pid === null ? null : rssKb(this.pid),
     };
     this.#prev = t;

@@ -49,6 +49,9 @@ class Worker {
   readonly reasons = new Map<string, number>();
   readonly connectHist = new Histogram();
   readonly latencyHist = new Histogram();
+  readonly lagHist = new Histogram();
+  readonly answerHist = new Histogram();
+  readonly refusalHist = new Histogram();
   readonly clients: Client[] = [];
   /** Open clients, for picking random senders and targets (swap-remove via `slot`). */
   readonly online: Client[] = [];
@@ -123,9 +126,15 @@ class Worker {
       reasons: Object.fromEntries(this.reasons),
       connect: this.connectHist.toData(),
       latency: this.latencyHist.toData(),
+      lag: this.lagHist.toData(),
+      answer: this.answerHist.toData(),
+      refusal: this.refusalHist.toData(),
     });
     this.connectHist.reset();
     this.latencyHist.reset();
+    this.lagHist.reset();
+    this.answerHist.reset();
+    this.refusalHist.reset();
   }
 
   /** `/sub` every owned uid, `concurrency` requests at a time. */
@@ -209,13 +218,13 @@ class Worker {
         if (target === undefined) return 0;
         const id = this.nextId++;
         this.pending.set(id, dueMs);
-        track(this.#pub(this.admin.pubTo(target.uid, PUBLISHER, stamp(id, dueMs)), id));
+        track(this.#pub(this.admin.pubTo(target.uid, PUBLISHER, stamp(id, dueMs)), dueMs, id));
         return 1;
       };
     } else if (load.kind === "channel") {
       issue = (dueMs) => {
         const id = this.nextId++;
-        track(this.#pub(this.admin.pubChannel(load.channel, PUBLISHER, stamp(id, dueMs))));
+        track(this.#pub(this.admin.pubChannel(load.channel, PUBLISHER, stamp(id, dueMs)), dueMs));
         return 1;
       };
     } else {
@@ -223,22 +232,27 @@ class Worker {
       outstanding = () => this.pending.size;
       issue = (dueMs) => this.#chat(dueMs) ? 1 : 0;
     }
-    const pacer = this.#pacer = new Pacer(load.rate, load.maxInFlight, issue, outstanding);
+    const paced = (dueMs: number) => {
+      const n = issue(dueMs);
+      if (n > 0) this.lagHist.recordMs(nowMs() - dueMs);
+      return n;
+    };
+    const pacer = this.#pacer = new Pacer(load.rate, load.maxInFlight, paced, outstanding);
     await pacer.run(performance.now() + durationMs);
     this.counters.unsent += pacer.unsent;
     this.#pacer = null;
   }
 
   /** Counts a publish's outcome (never rejects); a failed one is no longer outstanding. */
-  async #pub(request: Promise<AdminResponse>, id?: number): Promise<void> {
+  async #pub(request: Promise<AdminResponse>, dueMs: number, id?: number): Promise<void> {
     try {
       const res = await request;
-      if (res.status === 200) this.counters.requestsOk++;
+      if (res.status === 200) this.#answered(dueMs);
       if (isOk(res)) {
         this.counters.pubOk++;
         return;
       }
-      if (!this.#refused(res, 1)) this.#pubFailed(res.status, res.body);
+      if (!this.#refused(res, 1, dueMs)) this.#pubFailed(res.status, res.body);
     } catch (e) {
       this.#pubFailed(0, (e as Error).message);
     }
@@ -258,20 +272,24 @@ class Worker {
       ids.push(id);
       this.pending.set(id, dueMs);
     }
-    track(this.#batchAnswered(this.admin.pubBatch(uids, PUBLISHER, payloads), ids));
+    track(this.#batchAnswered(this.admin.pubBatch(uids, PUBLISHER, payloads), dueMs, ids));
     return size;
   }
 
   /** Counts each line's outcome (never rejects); failed lines are no longer outstanding. */
-  async #batchAnswered(request: Promise<AdminResponse>, ids: number[]): Promise<void> {
+  async #batchAnswered(
+    request: Promise<AdminResponse>,
+    dueMs: number,
+    ids: number[],
+  ): Promise<void> {
     let answers: unknown[] = [];
     let failure = "";
     try {
       const res = await request;
       if (res.status === 200) {
-        this.counters.requestsOk++;
+        this.#answered(dueMs);
         answers = JSON.parse(res.body).result;
-      } else if (this.#refused(res, ids.length)) {
+      } else if (this.#refused(res, ids.length, dueMs)) {
         for (const id of ids) this.pending.delete(id);
         return;
       } else failure = `pub: HTTP ${res.status} ${res.body.slice(0, 80)}`;
@@ -290,12 +308,19 @@ class Worker {
     });
   }
 
+  /** A publish request due at `dueMs` was answered HTTP 200. */
+  #answered(dueMs: number): void {
+    this.counters.requestsOk++;
+    this.answerHist.recordMs(nowMs() - dueMs);
+  }
+
   /**
    * Counts a publish request of `messages` refused whole at the HTTP level (503 or 429: the
    * back end should wait and retry, and `Retry-After` says how long); false for other answers.
    */
-  #refused(res: AdminResponse, messages: number): boolean {
+  #refused(res: AdminResponse, messages: number, dueMs?: number): boolean {
     if (res.status !== 503 && res.status !== 429) return false;
+    if (dueMs !== undefined) this.refusalHist.recordMs(nowMs() - dueMs);
     const c = this.counters;
     if (res.status === 503) c.refused503++;
     else c.refused429++;
