@@ -312,19 +312,24 @@ Deno.test("recovery: the first of five quick oks in a row; null when none come i
   // Refused for 300 ms, then one answer too slow to count, then quick oks.
   let slowOnce = true;
   const probe = async () => {
-    if (nowMs() - end < 300) return false;
+    if (nowMs() - end < 300) return "HTTP 503";
     if (slowOnce) {
       slowOnce = false;
       await new Promise((r) => setTimeout(r, 2 * PROBE_DEADLINE_MS));
     }
-    return true;
+    return "ok";
   };
-  const after = (await timeToRecover(probe, end, 3000))!;
+  const { afterMs, outcomes } = await timeToRecover(probe, end, 3000);
   const least = 300 + PROBE_DEADLINE_MS;
-  assert.ok(after >= least && after <= least + 2 * PROBE_EVERY_MS + 20, `${after} ms`);
-  assert.ok(nowMs() - end >= after + (RECOVERED_AFTER - 1) * PROBE_EVERY_MS - 5);
-  assert.equal(await timeToRecover(() => Promise.reject(new Error("refused")), nowMs(), 200), null);
-  assert.equal(await timeToRecover(() => Promise.resolve(true), nowMs() - 2000, 1000), null);
+  assert.ok(afterMs! >= least && afterMs! <= least + 2 * PROBE_EVERY_MS + 20, `${afterMs} ms`);
+  assert.ok(nowMs() - end >= afterMs! + (RECOVERED_AFTER - 1) * PROBE_EVERY_MS - 5);
+  assert.deepEqual([outcomes.ok, outcomes.slow], [RECOVERED_AFTER, 1]);
+  assert.ok(outcomes["HTTP 503"] >= 300 / PROBE_EVERY_MS - 1, JSON.stringify(outcomes));
+  const refused = await timeToRecover(() => Promise.reject(new Error("refused")), nowMs(), 200);
+  assert.equal(refused.afterMs, null);
+  assert.ok(refused.outcomes.error > 0);
+  const late = await timeToRecover(() => Promise.resolve("ok"), nowMs() - 2000, 1000);
+  assert.deepEqual(late, { afterMs: null, outcomes: {} });
 });
 
 const LOAD = new URL("./load.ts", import.meta.url).pathname;
@@ -381,6 +386,7 @@ Deno.test("load against the daemon: a 503 with Retry-After is a refusal, not a l
     assert.ok((timeline as unknown as { rss_kb: number }[]).every((e) => e.rss_kb > 0));
     const recovered = metrics.recovered_after_ms as number;
     assert.ok(recovered >= 0 && recovered < 1000, `recovered after ${recovered} ms`);
+    assert.match(metrics.recovery_probes as string, /\b5 ok\b/);
   } finally {
     await daemon.stop();
   }

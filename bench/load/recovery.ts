@@ -20,36 +20,47 @@ export const PROBE_DEADLINE_MS = 100;
 /** Consecutive quick oks that mean the server is back. */
 export const RECOVERED_AFTER = 5;
 
+/** What the probes found. */
+export interface Recovery {
+  /** From the end of the load to the first probe of the quick run; null if none in time. */
+  afterMs: number | null;
+  /** How many probes ended how: "ok", "slow" (no answer within the deadline), or as `probe` said. */
+  outcomes: Record<string, number>;
+}
+
 /**
- * Probes from now until the server is back, or for `limitMs`; resolves with the milliseconds
- * from `fromMs` (epoch ms, the end of the load) to the first probe of the quick run, or null
- * if there was none in time. `probe` resolves true for an ok answer; it may reject.
+ * Probes from now until the server is back, or for `limitMs`, measuring from `fromMs` (epoch
+ * ms, the end of the load). `probe` resolves "ok" for an ok answer, else a short word on what
+ * it got (e.g. "HTTP 503"); a rejection counts as "error".
  */
 export async function timeToRecover(
-  probe: () => Promise<boolean>,
+  probe: () => Promise<string>,
   fromMs: number,
   limitMs: number,
-): Promise<number | null> {
+): Promise<Recovery> {
+  const outcomes: Record<string, number> = {};
   let runFrom = 0;
   let run = 0;
   for (let slot = fromMs; nowMs() - fromMs <= limitMs;) {
     await sleep(slot - nowMs());
     const sentAt = nowMs();
-    if (await quickOk(probe())) {
+    const outcome = await withDeadline(probe());
+    outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+    if (outcome === "ok") {
       if (run++ === 0) runFrom = sentAt;
-      if (run === RECOVERED_AFTER) return Math.max(0, runFrom - fromMs);
+      if (run === RECOVERED_AFTER) return { afterMs: Math.max(0, runFrom - fromMs), outcomes };
     } else run = 0;
     // The next slot not yet passed: a slow probe is not followed by a burst of catch-up ones.
     slot += PROBE_EVERY_MS * Math.max(1, Math.ceil((nowMs() - slot) / PROBE_EVERY_MS));
   }
-  return null;
+  return { afterMs: null, outcomes };
 }
 
-/** True if `answer` resolves true within the deadline; a slow answer is left to finish alone. */
-function quickOk(answer: Promise<boolean>): Promise<boolean> {
+/** `answer`, or "slow" past the deadline (the answer is left to finish alone). */
+function withDeadline(answer: Promise<string>): Promise<string> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<boolean>((r) => timer = setTimeout(() => r(false), PROBE_DEADLINE_MS));
-  return Promise.race([answer.catch(() => false), late]).finally(() => clearTimeout(timer));
+  const late = new Promise<string>((r) => timer = setTimeout(() => r("slow"), PROBE_DEADLINE_MS));
+  return Promise.race([answer.catch(() => "error"), late]).finally(() => clearTimeout(timer));
 }
 
 function sleep(ms: number): Promise<void> {

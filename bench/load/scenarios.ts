@@ -359,7 +359,8 @@ export class Run {
       server_rss_kb_max_load: rssLoad.length === 0
         ? null
         : Math.max(...rssLoad.map((e) => e.rss_kb!)),
-      recovered_after_ms: recovered === null ? null : round(recovered),
+      recovered_after_ms: recovered.afterMs === null ? null : round(recovered.afterMs),
+      recovery_probes: Object.entries(recovered.outcomes).map(([k, n]) => `${n} ${k}`).join(", "),
     });
   }
 
@@ -367,9 +368,10 @@ export class Run {
    * One recovery probe: `/pub` to the first client's uid (online unless its connect failed), with
    * a body that is no stamp, so that its delivery is no latency sample.
    */
-  async #recoveryProbe(): Promise<boolean> {
+  async #recoveryProbe(): Promise<string> {
     const uid = this.o.uidPrefix + this.configs[0].first;
-    return isOk(await this.admin.pubTo(uid, "load", "recovery probe"));
+    const res = await this.admin.pubTo(uid, "load", "recovery probe");
+    return isOk(res) ? "ok" : `HTTP ${res.status}`;
   }
 
   #readRss(label: string): void {
