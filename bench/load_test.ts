@@ -1,6 +1,8 @@
 /**
- * Unit tests of the load generator: histogram math and merging, the chunk and head parsers,
- * the payload stamp, the loopback rule, the flags, and one client against tiny servers.
+ * Tests of the load generator: histogram math and merging, the chunk and head parsers, the
+ * payload stamp, the loopback rule, the flags, the pacer's schedule, the admin client, the
+ * recovery probe and one client against tiny servers; then whole runs against the real daemon
+ * (refusals counted, latency from the schedule, recovery reported).
  *
  *     deno test --allow-all bench/load_test.ts
  *
@@ -16,7 +18,16 @@ import { isLoopback, sourceAddresses } from "./load/loopback.ts";
 import { parseOptions } from "./load/flags.ts";
 import net from "node:net";
 import { Client, type ClientContext } from "./load/client.ts";
-import { newCounters } from "./load/ipc.ts";
+import { newCounters, nowMs } from "./load/ipc.ts";
+import { Pacer } from "./load/pacer.ts";
+import { AdminClient } from "./load/admin.ts";
+import {
+  PROBE_DEADLINE_MS,
+  PROBE_EVERY_MS,
+  RECOVERED_AFTER,
+  timeToRecover,
+} from "./load/recovery.ts";
+import { startDaemon } from "../tests/harness.ts";
 
 /** Asserts |actual - expected| ≤ tolerance. */
 function near(actual: number, expected: number, tolerance: number): void {
@@ -217,3 +228,188 @@ async function waitUntil(done: () => boolean): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+Deno.test("pacer: a request is stamped with its due time, so a stall counts in the latency", async () => {
+  // 200 messages/s, one request in flight, each answered after 50 ms: the generator falls
+  // behind by 45 ms a request. Measured from the actual send every latency would be ~50 ms.
+  const latencies: number[] = [];
+  const dues: number[] = [];
+  let inFlight = 0;
+  const pacer = new Pacer(200, 1, (dueMs) => {
+    dues.push(dueMs);
+    const payload = stamp(dues.length, dueMs);
+    inFlight++;
+    setTimeout(() => {
+      inFlight--;
+      latencies.push(nowMs() - parseStamp(payload)!.ts);
+      pacer.wake();
+    }, 50);
+    return 1;
+  }, () => inFlight);
+  const start = nowMs();
+  await pacer.run(performance.now() + 600);
+  dues.forEach((due, k) => near(due - start, (k + 1) * 5, 3));
+  assert.ok(latencies.length >= 8 && latencies.length <= 12, `${latencies.length} answered`);
+  assert.ok(latencies.at(-1)! > 300, `last latency ${latencies.at(-1)} ms, not from the schedule`);
+  near(pacer.unsent, 120 - dues.length, 2);
+});
+
+Deno.test("pacer: at --rate=max a request is due when it is sent", async () => {
+  const lags: number[] = [];
+  let inFlight = 0;
+  const pacer = new Pacer("max", 2, (dueMs) => {
+    lags.push(nowMs() - dueMs);
+    inFlight++;
+    setTimeout(() => {
+      inFlight--;
+      pacer.wake();
+    }, 5);
+    return 1;
+  }, () => inFlight);
+  await pacer.run(performance.now() + 100);
+  assert.ok(lags.length > 4);
+  for (const lag of lags) assert.ok(lag >= 0 && lag < 2, `lag ${lag}`);
+  assert.equal(pacer.unsent, 0);
+});
+
+Deno.test("admin client: Retry-After is read; 2,000 requests are in flight at once", async () => {
+  // One client process's share of --concurrency=4000 over two: the agent must not cap it.
+  const held: (() => void)[] = [];
+  const all = Promise.withResolvers<void>();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    const path = new URL(request.url).pathname;
+    if (path === "/busy") {
+      return new Response('{"error":"overloaded"}', {
+        status: 503,
+        headers: { "retry-after": "1" },
+      });
+    }
+    if (path === "/slow") return new Response('{"error":"slow down"}', { status: 429 });
+    const answered = new Promise<Response>((r) =>
+      held.push(() => r(Response.json({ result: "ok" })))
+    );
+    if (held.length === 2000) all.resolve();
+    return answered;
+  });
+  const admin = new AdminClient("127.0.0.1", server.addr.port);
+  try {
+    const busy = await admin.request("POST", "/busy", "x");
+    assert.deepEqual([busy.status, busy.retryAfter], [503, "1"]);
+    const slow = await admin.request("POST", "/slow", "x");
+    assert.deepEqual([slow.status, slow.retryAfter], [429, null]);
+    const answers = Array.from({ length: 2000 }, () => admin.pubTo("u", "load", "x"));
+    await all.promise;
+    for (const answer of held) answer();
+    assert.ok((await Promise.all(answers)).every((a) => a.status === 200));
+  } finally {
+    admin.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("recovery: the first of five quick oks in a row; null when none come in time", async () => {
+  const end = nowMs();
+  // Refused for 300 ms, then one answer too slow to count, then quick oks.
+  let slowOnce = true;
+  const probe = async () => {
+    if (nowMs() - end < 300) return "HTTP 503";
+    if (slowOnce) {
+      slowOnce = false;
+      await new Promise((r) => setTimeout(r, 2 * PROBE_DEADLINE_MS));
+    }
+    return "ok";
+  };
+  const { afterMs, outcomes } = await timeToRecover(probe, end, 3000);
+  const least = 300 + PROBE_DEADLINE_MS;
+  assert.ok(afterMs! >= least && afterMs! <= least + 2 * PROBE_EVERY_MS + 20, `${afterMs} ms`);
+  assert.ok(nowMs() - end >= afterMs! + (RECOVERED_AFTER - 1) * PROBE_EVERY_MS - 5);
+  assert.deepEqual([outcomes.ok, outcomes.slow], [RECOVERED_AFTER, 1]);
+  assert.ok(outcomes["HTTP 503"] >= 300 / PROBE_EVERY_MS - 1, JSON.stringify(outcomes));
+  const refused = await timeToRecover(() => Promise.reject(new Error("refused")), nowMs(), 200);
+  assert.equal(refused.afterMs, null);
+  assert.ok(refused.outcomes.error > 0);
+  const late = await timeToRecover(() => Promise.resolve("ok"), nowMs() - 2000, 1000);
+  assert.deepEqual(late, { afterMs: null, outcomes: {} });
+});
+
+const LOAD = new URL("./load.ts", import.meta.url).pathname;
+
+/** Runs the load generator to its end; returns the result file. */
+async function load(args: string[]): Promise<Record<string, Record<string, unknown>>> {
+  const dir = await Deno.makeTempDir({ prefix: "ipush-load-" });
+  const out = `${dir}/result.json`;
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", LOAD, ...args, `--out=${out}`],
+    stdout: "null",
+  }).output();
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  const result = JSON.parse(await Deno.readTextFile(out));
+  await Deno.remove(dir, { recursive: true });
+  return result;
+}
+
+/** Flags that point the generator at `daemon`, small. */
+function against(daemon: { clientPort: number; adminPort: number; pidFile: string }): string[] {
+  return [
+    `--client_port=${daemon.clientPort}`,
+    `--admin_port=${daemon.adminPort}`,
+    `--pid_file=${daemon.pidFile}`,
+    "--connections=20",
+    "--processes=1",
+    "--source_addrs=0",
+    "--drain_sec=2",
+  ];
+}
+
+Deno.test("load against the daemon: a 503 with Retry-After is a refusal, not a line failure", async () => {
+  // One message in flight at most: while one batch of 10 is in, every other is refused.
+  const daemon = await startDaemon(["--max_inflight=1"]);
+  try {
+    const { metrics, timeline, answer_latency, refusal_latency } = await load([
+      "unicast",
+      ...against(daemon),
+      "--rate=max",
+      "--batch=10",
+      "--concurrency=8",
+      "--duration_sec=1",
+    ]);
+    const refused = metrics.requests_refused_503 as number;
+    assert.ok(refused > 0, JSON.stringify(metrics));
+    assert.equal(metrics.refused_with_retry_after, refused);
+    assert.equal(metrics.refused_messages, 10 * refused);
+    assert.equal(metrics.requests_refused_429, 0);
+    assert.equal(metrics.publish_failed, 0, "a refused request is not ten failed lines");
+    assert.equal(metrics.published_ok, 10 * (metrics.requests_ok as number));
+    assert.equal(answer_latency.count, metrics.requests_ok);
+    assert.equal(refusal_latency.count, refused);
+    assert.ok((metrics.server_rss_kb_max_load as number) > 10_000);
+    assert.ok((timeline as unknown as { rss_kb: number }[]).every((e) => e.rss_kb > 0));
+    const recovered = metrics.recovered_after_ms as number;
+    assert.ok(recovered >= 0 && recovered < 1000, `recovered after ${recovered} ms`);
+    assert.match(metrics.recovery_probes as string, /\b5 ok\b/);
+  } finally {
+    await daemon.stop();
+  }
+});
+
+Deno.test("load against the daemon: latency runs from the schedule when the generator lags", async () => {
+  // 20,000 /pub a second with one in flight: no server answers that fast, so the schedule
+  // runs ahead of the sends. From the actual send, latency would be about a millisecond.
+  const daemon = await startDaemon();
+  try {
+    const { metrics, latency, schedule_lag } = await load([
+      "unicast",
+      ...against(daemon),
+      "--rate=20000",
+      "--concurrency=1",
+      "--duration_sec=2",
+    ]);
+    assert.ok((metrics.unsent_behind_schedule as number) > 10_000, JSON.stringify(metrics));
+    assert.ok((latency.p50_ms as number) > 300, `p50 ${latency.p50_ms} ms`);
+    assert.ok((schedule_lag.p50_ms as number) > 300, "the lag is reported apart");
+    assert.equal(metrics.requests_refused_503, 0);
+    assert.equal(typeof metrics.recovered_after_ms, "number");
+  } finally {
+    await daemon.stop();
+  }
+});

@@ -13,6 +13,8 @@ import { Buffer } from "node:buffer";
 export interface AdminResponse {
   status: number;
   body: string;
+  /** The `Retry-After` header; null when absent. A refusal should carry it (PROTOCOL.md §3). */
+  retryAfter: string | null;
 }
 
 /**
@@ -72,7 +74,10 @@ export class AdminClient {
           let text = "";
           res.setEncoding("utf8");
           res.on("data", (chunk: string) => text += chunk);
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+          res.on("end", () => {
+            const retryAfter = res.headers["retry-after"] ?? null;
+            resolve({ status: res.statusCode ?? 0, body: text, retryAfter });
+          });
           res.on("error", reject);
         },
       );

@@ -39,6 +39,7 @@ export interface LoadOptions {
   durationSec: number;
   holdSec: number;
   drainSec: number;
+  recoverSec: number;
   settleSec: number;
   rate: Rate;
   concurrency: number;
@@ -86,6 +87,11 @@ const FLAGS: [string, Default, string][] = [
   ["duration_sec", "10", "length of the measured load phase (unicast, chat, fanout)"],
   ["hold_sec", (s) => s === "idle" ? "10" : "0", "hold the connections this long (idle: 10)"],
   ["drain_sec", "5", "after the load phase, wait at most this long for deliveries"],
+  [
+    "recover_sec",
+    "10",
+    "after the load phase, probe /pub at most this long until the server is back to normal",
+  ],
   ["settle_sec", "2", "idle: wait this long after connecting before reading the RSS"],
   [
     "rate",
@@ -95,7 +101,8 @@ const FLAGS: [string, Default, string][] = [
   [
     "concurrency",
     (s) => ({ chat: "256", fanout: "4" } as Record<string, string>)[s] ?? "64",
-    "in-flight limit: /pub requests (unicast 64, fanout 4) or undelivered chat msgs (256)",
+    "in-flight limit: /pub requests (unicast 64, fanout 4) or undelivered chat msgs (256); " +
+    "open loop: --rate=N with a limit never reached",
   ],
   ["batch", "1", "unicast: messages per request; above 1, POST /pub/batch instead of /pub"],
   [
@@ -187,6 +194,7 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
     durationSec: num("duration_sec", 0.1),
     holdSec: num("hold_sec", 0),
     drainSec: num("drain_sec", 0),
+    recoverSec: num("recover_sec", 0),
     settleSec: num("settle_sec", 0),
     rate: v.rate === "max" ? "max" : num("rate", 0.001),
     concurrency: int("concurrency", 1),
@@ -209,8 +217,9 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
 
 /** Sum of every phase's own bound, plus slack for process start-up and closing. */
 function defaultTimeout(o: LoadOptions): number {
+  // The drain and the recovery probes run at the same time.
   const load = ["unicast", "chat", "fanout"].includes(o.scenario)
-    ? o.durationSec + o.drainSec + (o.scenario === "fanout" ? 30 : 0)
+    ? o.durationSec + Math.max(o.drainSec, o.recoverSec) + (o.scenario === "fanout" ? 30 : 0)
     : 0;
   const connectRounds = Math.ceil(o.connections / o.connectConcurrency);
   const connect = Math.min(connectRounds * o.connectTimeoutSec, 600);

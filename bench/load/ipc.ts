@@ -82,6 +82,12 @@ export type Event =
     reasons: Record<string, number>;
     connect: HistogramData;
     latency: HistogramData;
+    /** A paced request's actual send less its due time: how far the generator fell behind. */
+    lag: HistogramData;
+    /** A publish request's HTTP 200 answer less its due time. */
+    answer: HistogramData;
+    /** A publish request's refusal (503 or 429) less its due time. */
+    refusal: HistogramData;
   }
   /**
    * A phase ended; `counters` are this child's counters at that moment, `before` (for `run`)
@@ -113,15 +119,32 @@ export interface Counters {
   open: number;
   subOk: number;
   subFailed: number;
+  /** Messages published: `/pub` answered ok, or their `/pub/batch` line did. */
   pubOk: number;
+  /**
+   * Messages not published for another reason than a refusal: a line's own error in a
+   * `/pub/batch` answer, another HTTP status, a socket error or time-out.
+   */
   pubFailed: number;
+  /** Messages in publish requests refused whole at the HTTP level (503 or 429). */
+  pubRefused: number;
+  /** Publish requests answered HTTP 200. */
+  requestsOk: number;
+  /** Publish requests refused with HTTP 503. */
+  refused503: number;
+  /** Publish requests refused with HTTP 429. */
+  refused429: number;
+  /** Refused publish requests (503 or 429) whose answer carried `Retry-After`. */
+  refusedRetryAfter: number;
+  /** Messages the schedule had due by the end of the load phase but never started. */
+  unsent: number;
   /** y=3 frames written by clients (chat). */
   chatSent: number;
   /** y=3/4 frames from this run, with a latency sample each. */
   received: number;
   /** y=3/4 frames stamped before the scenario started (offline backlog of older runs). */
   backlog: number;
-  /** y=3/4 frames whose body carries no timestamp. */
+  /** y=3/4 frames whose body carries no timestamp (the parent's recovery probes among them). */
   unparsed: number;
   /** y=3 frames with no matching outstanding send (duplicates or after time-out). */
   unmatched: number;
@@ -153,6 +176,12 @@ export function newCounters(): Counters {
     subFailed: 0,
     pubOk: 0,
     pubFailed: 0,
+    pubRefused: 0,
+    requestsOk: 0,
+    refused503: 0,
+    refused429: 0,
+    refusedRetryAfter: 0,
+    unsent: 0,
     chatSent: 0,
     received: 0,
     backlog: 0,
@@ -197,11 +226,12 @@ export function nowMs(): number {
 }
 
 /**
- * The `b` payload of every message the load generator sends: send time (epoch ms, see
- * {@linkcode nowMs}) and message id, e.g. `1764000000000.123 42`.
+ * The `b` payload of every message the load generator sends: the time latency is measured
+ * from (epoch ms, see {@linkcode nowMs}; the scheduled send time of a paced message, see
+ * `pacer.ts`) and the message id, e.g. `1764000000000.123 42`.
  */
-export function stamp(id: number): string {
-  return `${nowMs().toFixed(3)} ${id}`;
+export function stamp(id: number, atMs = nowMs()): string {
+  return `${atMs.toFixed(3)} ${id}`;
 }
 
 /** Reads a payload written by {@linkcode stamp}; null when `b` is something else. */

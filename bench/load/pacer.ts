@@ -2,14 +2,21 @@
  * Drives a workload at a target rate of messages, or as fast as an in-flight limit of
  * requests allows.
  *
- * The schedule is open-loop: after a stall, the operations that fell due are started as soon
- * as in-flight room returns, so the achieved rate shows when the server cannot keep up.
- * Latency is measured from the actual send, not the scheduled one.
+ * The schedule is open-loop: message k (from 0) is due (k + 1) / rate seconds after the start,
+ * and after a stall the operations that fell due are started as soon as in-flight room
+ * returns, so the achieved rate shows when the server cannot keep up.
+ *
+ * Latency is measured from the scheduled time, not the actual send: each request is handed the
+ * time its first message fell due, and its messages carry that time as their stamp. When the
+ * generator falls behind (a full in-flight window, a busy event loop), the wait then counts in
+ * the latency instead of hiding it, which measuring from the send would do (coordinated
+ * omission); how far behind the sends were is reported apart (`schedule_lag`). With `--rate=max`
+ * there is no schedule: a request is due when it is sent.
  *
  * @module
  */
 
-import type { Rate } from "./ipc.ts";
+import { nowMs, type Rate } from "./ipc.ts";
 
 /** How often the schedule is looked at; {@linkcode Pacer.wake} refills sooner. */
 const TICK_MS = 5;
@@ -18,6 +25,8 @@ const TICK_MS = 5;
 export class Pacer {
   /** Messages started. */
   issued = 0;
+  /** Messages due by the end that were never started: the generator fell behind. */
+  unsent = 0;
   #running = false;
   #startedAt = 0;
 
@@ -25,10 +34,11 @@ export class Pacer {
     readonly rate: Rate,
     readonly maxInFlight: number,
     /**
-     * Starts one request; returns how many messages it carries (a batch carries several), 0
-     * when it could not (nothing to send from).
+     * Starts one request due at `dueMs` (epoch ms, see {@linkcode nowMs}); returns how many
+     * messages it carries (a batch carries several), 0 when it could not (nothing to send
+     * from).
      */
-    readonly issue: () => number,
+    readonly issue: (dueMs: number) => number,
     /** Requests started and not finished. */
     readonly inFlight: () => number,
   ) {}
@@ -42,6 +52,12 @@ export class Pacer {
       await new Promise((r) => setTimeout(r, TICK_MS));
     }
     this.#running = false;
+    if (this.rate !== "max") {
+      this.unsent = Math.max(
+        0,
+        Math.floor(this.rate * (endAt - this.#startedAt) / 1000) - this.issued,
+      );
+    }
   }
 
   /** An operation finished: refill the in-flight window now rather than at the next tick. */
@@ -50,11 +66,16 @@ export class Pacer {
   }
 
   #fill(): void {
-    const due = this.rate === "max"
+    const rate = this.rate;
+    const due = rate === "max"
       ? Infinity
-      : Math.floor(this.rate * (performance.now() - this.#startedAt) / 1000);
+      : Math.floor(rate * (performance.now() - this.#startedAt) / 1000);
     while (this.issued < due && this.inFlight() < this.maxInFlight) {
-      const n = this.issue();
+      // A request is due when its first message is.
+      const dueMs = rate === "max"
+        ? nowMs()
+        : performance.timeOrigin + this.#startedAt + (this.issued + 1) * 1000 / rate;
+      const n = this.issue(dueMs);
       if (n === 0) break;
       this.issued += n;
     }

@@ -20,8 +20,14 @@ export interface TimelineEntry {
   failed: number;
   dropped: number;
   sent_per_s: number;
+  /** Publish requests refused at the HTTP level (503 or 429). */
+  refused_per_s: number;
   received_per_s: number;
   latency: LatencySummary;
+  /** How far the generator was behind its schedule (p99 of the second's requests, ms). */
+  lag_p99_ms: number | null;
+  /** The server's RSS at the tick; null without its pid. */
+  rss_kb: number | null;
 }
 
 /** Metric values of the final table; null when not measured. */
@@ -44,9 +50,12 @@ export function progressLine(e: TimelineEntry): string {
     `fail ${e.failed}`,
     `drop ${e.dropped}`,
     `| sent ${e.sent_per_s}/s`,
+    `refused ${e.refused_per_s} req/s`,
     `recv ${e.received_per_s}/s`,
     `| lat ms p50 ${ms(e.latency.p50_ms)} p99 ${ms(e.latency.p99_ms)}`,
     `p999 ${ms(e.latency.p999_ms)}`,
+    `behind p99 ${ms(e.lag_p99_ms)}`,
+    `| rss ${e.rss_kb === null ? "-" : `${Math.round(e.rss_kb / 1024)} MB`}`,
   ].join(" ");
 }
 

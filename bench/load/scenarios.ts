@@ -6,7 +6,7 @@
  * @module
  */
 
-import { AdminClient } from "./admin.ts";
+import { AdminClient, isOk } from "./admin.ts";
 import type { LoadOptions } from "./flags.ts";
 import { Histogram, type HistogramData, type LatencySummary } from "./histogram.ts";
 import {
@@ -20,6 +20,7 @@ import {
 } from "./ipc.ts";
 import { sourceAddresses } from "./loopback.ts";
 import { type Metrics, nonZero, progressLine, round, table, type TimelineEntry } from "./report.ts";
+import { timeToRecover } from "./recovery.ts";
 import { rssKb, serverPid } from "./server_proc.ts";
 import { type Done, Swarm } from "./swarm.ts";
 
@@ -74,6 +75,9 @@ export interface RunResult {
   connect_latency: LatencySummary;
   latency: LatencySummary;
   latency_histogram: HistogramData;
+  schedule_lag: LatencySummary;
+  answer_latency: LatencySummary;
+  refusal_latency: LatencySummary;
   timeline: TimelineEntry[];
   stats_before: unknown;
   stats_after: unknown;
@@ -191,6 +195,9 @@ export class Run {
       connect_latency: (swarm?.connectHist ?? new Histogram()).summary(),
       latency: (swarm?.latencyHist ?? new Histogram()).summary(),
       latency_histogram: (swarm?.latencyHist ?? new Histogram()).toData(),
+      schedule_lag: (swarm?.lagHist ?? new Histogram()).summary(),
+      answer_latency: (swarm?.answerHist ?? new Histogram()).summary(),
+      refusal_latency: (swarm?.refusalHist ?? new Histogram()).summary(),
       timeline: this.timeline,
       stats_before: this.#statsBefore,
       stats_after: statsAfter,
@@ -210,6 +217,12 @@ export class Run {
       rows["latency_ms_p50/p99/p999"] = `${l.p50_ms} / ${l.p99_ms} / ${l.p999_ms}`;
       rows["latency_ms_mean/max"] = `${l.mean_ms} / ${l.max_ms}`;
     }
+    const a = result.answer_latency;
+    if (a.count > 0) rows["answer_ms_p50/p99/max"] = `${a.p50_ms} / ${a.p99_ms} / ${a.max_ms}`;
+    const r = result.refusal_latency;
+    if (r.count > 0) rows["refusal_ms_p50/p99/max"] = `${r.p50_ms} / ${r.p99_ms} / ${r.max_ms}`;
+    const g = result.schedule_lag;
+    if (g.count > 0) rows["behind_ms_p50/p99/max"] = `${g.p50_ms} / ${g.p99_ms} / ${g.max_ms}`;
     for (const [k, v] of Object.entries(result.server.rss_kb)) rows[`server_rss_kb_${k}`] = v;
     return table(`${result.scenario} (${result.started_at})`, rows);
   }
@@ -301,15 +314,24 @@ export class Run {
     });
     const before = sum(dones.map((d) => ({ ...d, counters: d.before ?? newCounters() })));
     const atEnd = sum(dones);
-    const seconds = (Math.max(...dones.map((d) => d.atMs)) - startAt) / 1000;
+    const loadEnd = Math.max(...dones.map((d) => d.atMs));
+    const seconds = (loadEnd - startAt) / 1000;
+    const rssLoad = this.timeline.filter((e) => e.phase === "load" && e.rss_kb !== null);
     const sentOf = (c: Counters) => o.scenario === "chat" ? c.chatSent : c.pubOk;
     const fanout = o.scenario === "fanout" ? online : 1;
     const expected = () => (sentOf(swarm.totals()) - sentOf(before)) * fanout;
     const delivered = () => swarm.totals().received - before.received;
     this.#phase = "drain";
-    await swarm.waitFor(() => delivered() >= expected(), o.drainSec * 1000);
+    // Probed from the parent for every scenario with load: whatever the load was, the question
+    // is the same (how soon a new request is served normally again), and the drain, which
+    // waits for what was sent, does not answer it.
+    const [recovered] = await Promise.all([
+      timeToRecover(() => this.#recoveryProbe(), loadEnd, o.recoverSec * 1000),
+      swarm.waitFor(() => delivered() >= expected(), o.drainSec * 1000),
+    ]);
     const t = swarm.totals();
     const sentInWindow = sentOf(atEnd) - sentOf(before);
+    const d = (key: keyof Counters) => t[key] - before[key];
     Object.assign(this.metrics, {
       online_users: online,
       load_phase_s: round(seconds),
@@ -317,9 +339,15 @@ export class Run {
         ? { sent: sentOf(t) - sentOf(before), sent_per_s: round(sentInWindow / seconds) }
         : {
           published_ok: sentOf(t) - sentOf(before),
-          publish_failed: t.pubFailed - before.pubFailed,
+          publish_failed: d("pubFailed"),
           published_per_s: round(sentInWindow / seconds),
+          requests_ok: d("requestsOk"),
+          requests_refused_503: d("refused503"),
+          requests_refused_429: d("refused429"),
+          refused_with_retry_after: d("refusedRetryAfter"),
+          refused_messages: d("pubRefused"),
         }),
+      unsent_behind_schedule: atEnd.unsent - before.unsent,
       delivered_in_window: atEnd.received - before.received,
       delivered_per_s: round((atEnd.received - before.received) / seconds),
       delivered_total: delivered(),
@@ -329,7 +357,22 @@ export class Run {
       unmatched: t.unmatched - before.unmatched,
       backlog_from_older_runs: t.backlog,
       dropped_connections: t.dropped,
+      server_rss_kb_max_load: rssLoad.length === 0
+        ? null
+        : Math.max(...rssLoad.map((e) => e.rss_kb!)),
+      recovered_after_ms: recovered.afterMs === null ? null : round(recovered.afterMs),
+      recovery_probes: Object.entries(recovered.outcomes).map(([k, n]) => `${n} ${k}`).join(", "),
     });
+  }
+
+  /**
+   * One recovery probe: `/pub` to the first client's uid (online unless its connect failed), with
+   * a body that is no stamp, so that its delivery is no latency sample.
+   */
+  async #recoveryProbe(): Promise<string> {
+    const uid = this.o.uidPrefix + this.configs[0].first;
+    const res = await this.admin.pubTo(uid, "load", "recovery probe");
+    return isOk(res) ? "ok" : `HTTP ${res.status}`;
   }
 
   #readRss(label: string): void {
@@ -351,6 +394,7 @@ export class Run {
     const p = this.#prev;
     const now = performance.now();
     const dt = (now - this.#prevAt) / 1000;
+    const interval = swarm.takeInterval();
     const entry: TimelineEntry = {
       t_s: round((nowMs() - this.epochMs) / 1000),
       phase: this.#phase,
@@ -359,8 +403,11 @@ export class Run {
       failed: t.failed,
       dropped: t.dropped,
       sent_per_s: Math.round((t.pubOk + t.chatSent - p.pubOk - p.chatSent) / dt),
+      refused_per_s: Math.round((t.refused503 + t.refused429 - p.refused503 - p.refused429) / dt),
       received_per_s: Math.round((t.received - p.received) / dt),
-      latency: swarm.takeInterval().summary(),
+      latency: interval.latency.summary(),
+      lag_p99_ms: interval.lag.summary().p99_ms,
+      rss_kb: this.pid === null ? null : rssKb(this.pid),
     };
     this.#prev = t;
     this.#prevAt = now;

@@ -39,8 +39,11 @@ const WORKER_URL = new URL("./worker_process.ts", import.meta.url);
 export class Swarm {
   readonly connectHist = new Histogram();
   readonly latencyHist = new Histogram();
-  /** Latency samples since the last {@linkcode Swarm.takeInterval}. */
-  #interval = new Histogram();
+  readonly lagHist = new Histogram();
+  readonly answerHist = new Histogram();
+  readonly refusalHist = new Histogram();
+  /** Latency and lag samples since the last {@linkcode Swarm.takeInterval}. */
+  #interval = { latency: new Histogram(), lag: new Histogram() };
   #children: Child[] = [];
   #failure: Error | null = null;
   #onFailure: ((e: Error) => void)[] = [];
@@ -72,10 +75,10 @@ export class Swarm {
     return Object.fromEntries(Object.entries(all).sort((a, b) => b[1] - a[1]));
   }
 
-  /** Latency samples since the previous call, as a histogram of their own. */
-  takeInterval(): Histogram {
+  /** Latency and lag samples since the previous call, as histograms of their own. */
+  takeInterval(): { latency: Histogram; lag: Histogram } {
     const h = this.#interval;
-    this.#interval = new Histogram();
+    this.#interval = { latency: new Histogram(), lag: new Histogram() };
     return h;
   }
 
@@ -178,7 +181,11 @@ export class Swarm {
             child.reasons = event.reasons;
             this.connectHist.merge(event.connect);
             this.latencyHist.merge(event.latency);
-            this.#interval.merge(event.latency);
+            this.lagHist.merge(event.lag);
+            this.answerHist.merge(event.answer);
+            this.refusalHist.merge(event.refusal);
+            this.#interval.latency.merge(event.latency);
+            this.#interval.lag.merge(event.lag);
             break;
           case "done":
             child.counters = event.counters;

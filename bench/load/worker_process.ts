@@ -49,10 +49,13 @@ class Worker {
   readonly reasons = new Map<string, number>();
   readonly connectHist = new Histogram();
   readonly latencyHist = new Histogram();
+  readonly lagHist = new Histogram();
+  readonly answerHist = new Histogram();
+  readonly refusalHist = new Histogram();
   readonly clients: Client[] = [];
   /** Open clients, for picking random senders and targets (swap-remove via `slot`). */
   readonly online: Client[] = [];
-  /** Outstanding unicast/chat sends: id → send time; Map order is send order. */
+  /** Outstanding unicast/chat sends: id → due time (see `pacer.ts`); Map order is send order. */
   readonly pending = new Map<number, number>();
   readonly admin: AdminClient;
   readonly ctx: ClientContext;
@@ -117,9 +120,10 @@ class Worker {
     setInterval(() => this.#sweep(), 1000);
   }
 
-  reason(text: string): void {
+  /** Counts `n` failures (connections or messages) for one reason. */
+  reason(text: string, n = 1): void {
     const key = this.reasons.has(text) || this.reasons.size < MAX_REASONS ? text : "(other)";
-    this.reasons.set(key, (this.reasons.get(key) ?? 0) + 1);
+    this.reasons.set(key, (this.reasons.get(key) ?? 0) + n);
   }
 
   tick(): void {
@@ -129,9 +133,15 @@ class Worker {
       reasons: Object.fromEntries(this.reasons),
       connect: this.connectHist.toData(),
       latency: this.latencyHist.toData(),
+      lag: this.lagHist.toData(),
+      answer: this.answerHist.toData(),
+      refusal: this.refusalHist.toData(),
     });
     this.connectHist.reset();
     this.latencyHist.reset();
+    this.lagHist.reset();
+    this.answerHist.reset();
+    this.refusalHist.reset();
   }
 
   /** `/sub` every owned uid, `concurrency` requests at a time. */
@@ -181,7 +191,7 @@ class Worker {
     try {
       const res = await this.admin.pubChannel(channel, PUBLISHER, stamp(0));
       if (isOk(res)) this.counters.pubOk++;
-      else this.#pubFailed(res.status, res.body);
+      else if (!this.#refused(res, 1)) this.#pubFailed(res.status, res.body);
     } catch (e) {
       this.#pubFailed(0, (e as Error).message);
     }
@@ -204,76 +214,92 @@ class Worker {
         this.#pacer?.wake();
       });
     };
-    let issue: () => number;
+    // Every message is stamped with the time it was due, which latency is measured from.
+    let issue: (dueMs: number) => number;
     let outstanding = () => inFlight;
     if (load.kind === "unicast" && load.batch > 1) {
-      issue = () => this.#pubBatch(load.batch, track);
+      issue = (dueMs) => this.#pubBatch(load.batch, dueMs, track);
     } else if (load.kind === "unicast") {
-      issue = () => {
+      issue = (dueMs) => {
         const target = this.#randomOnline();
         if (target === undefined) return 0;
         const id = this.nextId++;
-        this.pending.set(id, nowMs());
-        track(this.#pub(this.admin.pubTo(target.uid, PUBLISHER, stamp(id)), id));
+        this.pending.set(id, dueMs);
+        track(this.#pub(this.admin.pubTo(target.uid, PUBLISHER, stamp(id, dueMs)), dueMs, id));
         return 1;
       };
     } else if (load.kind === "channel") {
-      issue = () => {
+      issue = (dueMs) => {
         const id = this.nextId++;
-        track(this.#pub(this.admin.pubChannel(load.channel, PUBLISHER, stamp(id))));
+        track(this.#pub(this.admin.pubChannel(load.channel, PUBLISHER, stamp(id, dueMs)), dueMs));
         return 1;
       };
     } else {
       // Chat: sender and target are both ours, so a delivery frees its in-flight slot here.
       outstanding = () => this.pending.size;
-      issue = () => this.#chat() ? 1 : 0;
+      issue = (dueMs) => this.#chat(dueMs) ? 1 : 0;
     }
-    this.#pacer = new Pacer(load.rate, load.maxInFlight, issue, outstanding);
-    await this.#pacer.run(performance.now() + durationMs);
+    const paced = (dueMs: number) => {
+      const n = issue(dueMs);
+      if (n > 0) this.lagHist.recordMs(nowMs() - dueMs);
+      return n;
+    };
+    const pacer = this.#pacer = new Pacer(load.rate, load.maxInFlight, paced, outstanding);
+    await pacer.run(performance.now() + durationMs);
+    this.counters.unsent += pacer.unsent;
     this.#pacer = null;
   }
 
   /** Counts a publish's outcome (never rejects); a failed one is no longer outstanding. */
-  async #pub(request: Promise<AdminResponse>, id?: number): Promise<void> {
+  async #pub(request: Promise<AdminResponse>, dueMs: number, id?: number): Promise<void> {
     try {
       const res = await request;
+      if (res.status === 200) this.#answered(dueMs);
       if (isOk(res)) {
         this.counters.pubOk++;
         return;
       }
-      this.#pubFailed(res.status, res.body);
+      if (!this.#refused(res, 1, dueMs)) this.#pubFailed(res.status, res.body);
     } catch (e) {
       this.#pubFailed(0, (e as Error).message);
     }
     if (id !== undefined) this.pending.delete(id);
   }
 
-  /** One `/pub/batch` of `size` messages to random online users; returns how many. */
-  #pubBatch(size: number, track: (request: Promise<void>) => void): number {
+  /** One `/pub/batch` of `size` messages due at `dueMs` to random online users; returns how many. */
+  #pubBatch(size: number, dueMs: number, track: (request: Promise<void>) => void): number {
     if (this.online.length === 0) return 0;
     const uids: string[] = [];
     const payloads: string[] = [];
     const ids: number[] = [];
-    const sentAt = nowMs();
     for (let i = 0; i < size; i++) {
       const id = this.nextId++;
       uids.push(this.#randomOnline()!.uid);
-      payloads.push(stamp(id));
+      payloads.push(stamp(id, dueMs));
       ids.push(id);
-      this.pending.set(id, sentAt);
+      this.pending.set(id, dueMs);
     }
-    track(this.#batchAnswered(this.admin.pubBatch(uids, PUBLISHER, payloads), ids));
+    track(this.#batchAnswered(this.admin.pubBatch(uids, PUBLISHER, payloads), dueMs, ids));
     return size;
   }
 
   /** Counts each line's outcome (never rejects); failed lines are no longer outstanding. */
-  async #batchAnswered(request: Promise<AdminResponse>, ids: number[]): Promise<void> {
+  async #batchAnswered(
+    request: Promise<AdminResponse>,
+    dueMs: number,
+    ids: number[],
+  ): Promise<void> {
     let answers: unknown[] = [];
     let failure = "";
     try {
       const res = await request;
-      if (res.status === 200) answers = JSON.parse(res.body).result;
-      else failure = `pub: HTTP ${res.status} ${res.body.slice(0, 80)}`;
+      if (res.status === 200) {
+        this.#answered(dueMs);
+        answers = JSON.parse(res.body).result;
+      } else if (this.#refused(res, ids.length, dueMs)) {
+        for (const id of ids) this.pending.delete(id);
+        return;
+      } else failure = `pub: HTTP ${res.status} ${res.body.slice(0, 80)}`;
     } catch (e) {
       failure = `pub: ${(e as Error).message.slice(0, 80)}`;
     }
@@ -289,13 +315,36 @@ class Worker {
     });
   }
 
+  /** A publish request due at `dueMs` was answered HTTP 200. */
+  #answered(dueMs: number): void {
+    this.counters.requestsOk++;
+    this.answerHist.recordMs(nowMs() - dueMs);
+  }
+
+  /**
+   * Counts a publish request of `messages` refused whole at the HTTP level (503 or 429: the
+   * back end should wait and retry, and `Retry-After` says how long); false for other answers.
+   */
+  #refused(res: AdminResponse, messages: number, dueMs?: number): boolean {
+    if (res.status !== 503 && res.status !== 429) return false;
+    if (dueMs !== undefined) this.refusalHist.recordMs(nowMs() - dueMs);
+    const c = this.counters;
+    if (res.status === 503) c.refused503++;
+    else c.refused429++;
+    if (res.retryAfter !== null) c.refusedRetryAfter++;
+    c.pubRefused += messages;
+    const retry = res.retryAfter === null ? "no Retry-After" : `Retry-After ${res.retryAfter}`;
+    this.reason(`pub refused: HTTP ${res.status} ${res.body.slice(0, 80)} (${retry})`, messages);
+    return true;
+  }
+
   #pubFailed(status: number, text: string): void {
     this.counters.pubFailed++;
     this.reason(`pub: ${status ? `HTTP ${status} ` : ""}${text.slice(0, 80)}`);
   }
 
-  /** One y=3 from a random open client to another; false when fewer than two are open. */
-  #chat(): boolean {
+  /** One y=3 due at `dueMs` from a random open client to another; false when fewer than two are open. */
+  #chat(dueMs: number): boolean {
     const n = this.online.length;
     if (n < 2) return false;
     const i = Math.floor(Math.random() * n);
@@ -304,10 +353,10 @@ class Worker {
     // A sender whose socket backs up is skipped, so "max" measures the server, not our queue.
     if (from.writableLength > 65536) return false;
     const id = this.nextId++;
-    this.pending.set(id, nowMs());
+    this.pending.set(id, dueMs);
     from.send(
       `{"y":3,"f":${JSON.stringify(from.uid)},"t":${JSON.stringify(this.online[j].uid)},` +
-        `"b":"${stamp(id)}"}`,
+        `"b":"${stamp(id, dueMs)}"}`,
     );
     this.counters.chatSent++;
     return true;
@@ -336,6 +385,7 @@ class Worker {
       c.backlog++;
       return;
     }
+    // From the time the message was due (pacer.ts), or sent for the unpaced fanout probe.
     const latency = nowMs() - st.ts;
     if (frame.y === 4 && st.id === 0) {
       c.probeReceived++;
@@ -363,11 +413,11 @@ class Worker {
     }
   }
 
-  /** Counts sends that outlived the message time-out, oldest first. */
+  /** Counts sends undelivered a message time-out after they were due, oldest first. */
   #sweep(): void {
     const limit = nowMs() - this.config.msgTimeoutMs;
-    for (const [id, sentAt] of this.pending) {
-      if (sentAt >= limit) break;
+    for (const [id, dueMs] of this.pending) {
+      if (dueMs >= limit) break;
       this.pending.delete(id);
       this.counters.timedOut++;
     }

@@ -7,17 +7,21 @@
  *
  * Two rules, either of which refuses a new request:
  *
- * - **Standing queue** (after CoDel): the fastest request answered in the last
- *   {@linkcode INTERVAL_MS} took longer than the target. A queue that drains in time lets
- *   some requests through fast; when even the fastest waits, work arrives faster than it is
- *   done, and every admitted request only makes the queue longer. An interval in which
- *   nothing was answered while work was under way counts as such a stall.
+ * - **Standing queue** (after CoDel): the fastest request answered in the last interval
+ *   ({@linkcode INTERVAL_MS}, or the target if that is longer) took longer than the target. A
+ *   queue that drains in time lets some requests through fast; when even the fastest waits,
+ *   work arrives faster than it is done, and every admitted request only makes the queue
+ *   longer. An interval in which nothing was answered while work was under way counts as such
+ *   a stall. The interval is never shorter than the target: a shorter one can end before a
+ *   request that takes the target is answered, and with the target at 250 ms most 100 ms
+ *   intervals of an overload had no answer, read as no stall, and let a burst of work in
+ *   (open-loop `/pub/batch` at 2× capacity: accepted p99 1.2–7.8 s, 0.5–1.1 s since).
  * - **Memory bound**: the messages in flight reached their limit.
  *
  * @module
  */
 
-/** How often the standing-queue verdict is renewed. */
+/** How often the standing-queue verdict is renewed at most. */
 export const INTERVAL_MS = 100;
 
 /** Limits of one admin API. */
@@ -31,6 +35,8 @@ export interface AdmissionOptions {
 /** One admin API's gate. */
 export class Admission {
   #options: AdmissionOptions;
+  /** How often the verdict is renewed: {@linkcode INTERVAL_MS}, or the target if longer. */
+  #intervalMs: number;
   #inFlight = 0;
   #overloaded = false;
   #intervalStart = performance.now();
@@ -39,6 +45,7 @@ export class Admission {
 
   constructor(options: AdmissionOptions) {
     this.#options = options;
+    this.#intervalMs = Math.max(INTERVAL_MS, options.targetMs);
   }
 
   /** Messages in flight now. */
@@ -49,9 +56,10 @@ export class Admission {
   /** Whether a request may start now. */
   admit(): boolean {
     const now = performance.now();
-    if (now - this.#intervalStart >= INTERVAL_MS) {
+    if (now - this.#intervalStart >= this.#intervalMs) {
+      // Nothing answered for an interval, which is at least the target: work is stalled.
       this.#overloaded = this.#fastest === Infinity
-        ? this.#inFlight > 0 && now - this.#intervalStart >= this.#options.targetMs
+        ? this.#inFlight > 0
         : this.#fastest > this.#options.targetMs;
       this.#intervalStart = now;
       this.#fastest = Infinity;

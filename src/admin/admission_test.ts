@@ -48,3 +48,25 @@ Deno.test("Admission: an interval with work under way and nothing answered is a 
   await wait(INTERVAL_MS);
   assert.ok(admission.admit(), "admitted once the queue has drained");
 });
+
+Deno.test("Admission: an overload stands for a whole target, answered or not", async () => {
+  // A target above the 100 ms interval: the verdict holds at least that long, so an interval
+  // that ends before the slow work is answered does not let a burst in.
+  const admission = new Admission({ targetMs: 250, maxInFlight: 1_000_000 });
+  const slow = admission.start();
+  slow.add(1);
+  const slower = admission.start();
+  slower.add(1);
+  await wait(300);
+  slow.done();
+  assert.equal(admission.admit(), false, "the fastest answer took 300 ms");
+  await wait(INTERVAL_MS + 20);
+  assert.equal(admission.admit(), false, "100 ms later, with nothing answered since");
+  await wait(250);
+  assert.equal(admission.admit(), false, "a target with work in flight and no answer: a stall");
+  slower.done();
+  await wait(250);
+  assert.equal(admission.admit(), false, "its one answer was slow");
+  await wait(250);
+  assert.ok(admission.admit(), "admitted once nothing is in flight");
+});
