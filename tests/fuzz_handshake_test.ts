@@ -211,6 +211,13 @@ function expect(request: string): Expected {
     for (const [name, value] of ordered) if (!params.has(name)) params.set(name, value);
     const uid = params.get("uid");
     if (!isName(uid)) return { refusal: [400, "invalid uid"] as Refusal };
+    const device = params.get("device");
+    if (device !== undefined && device !== "" && !isName(device)) {
+      return { refusal: [400, "invalid device"] as Refusal };
+    }
+    if (!/^(\d{1,15})?$/.test(params.get("since") ?? "")) {
+      return { refusal: [400, "invalid since"] as Refusal };
+    }
     if (!params.has("password")) return { refusal: [400, "missing password"] as Refusal };
     return { uid };
   });
@@ -305,7 +312,7 @@ const partMutations: ((r: Rand, p: Parts) => void)[] = [
       "get",
       "HEAD",
       "PUT",
-      "OPTIONS",
+      "TRACE",
       "CONNECT",
       "GETGET",
       "G\x00ET",
@@ -352,7 +359,7 @@ const partMutations: ((r: Rand, p: Parts) => void)[] = [
       "/connect\x80",
       "connect",
       "/connect#x",
-      "/shard",
+      "/shards",
     ]);
   },
   // an injection or a control byte inside the query (the request target)
@@ -537,6 +544,8 @@ const REASONS = new Map<number, string[]>([
     "request head too large",
     "request head timeout",
     "invalid uid",
+    "invalid device",
+    "invalid since",
     "missing password",
     "invalid password",
   ]],

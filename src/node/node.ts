@@ -112,9 +112,11 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     {
       handshake: {
         maxHeadBytes: config.max_head_bytes,
+        maxBodyBytes: config.max_send_bytes,
         timeoutMs: config.handshake_timeout_sec * 1000,
         authenticate: createAuthenticator(config),
       },
+      corsOrigins: config.cors_origins,
       context: {
         counters: stats.frontDoor,
         maxFrameBytes: config.max_frame_bytes,
@@ -123,7 +125,11 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       budget: new SocketBudget(budget, 0),
       draining: () => draining,
       redirectFor: (uid) => router.shardOf(uid),
+      shardOf: (uid) => router.shardOf(uid),
       open: () => {
+        throw new Error("the front door owns no uids");
+      },
+      submit: () => {
         throw new Error("the front door owns no uids");
       },
     },

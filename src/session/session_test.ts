@@ -3,13 +3,13 @@ import type { Delivery } from "../core/messages.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { newShardCounters } from "../stats/counters.ts";
 import { FakeConn } from "../testing/fake_conn.ts";
-import { Session, type SessionOwner } from "./session.ts";
+import { type Outcome, Session, type SessionOwner, submit } from "./session.ts";
 
 const encoder = new TextEncoder();
 const body = (text: string) => encoder.encode(text);
 
 /** An owner that records messages and closes, answering each message with `work`. */
-function owner(work?: () => Promise<unknown>) {
+function owner(work?: () => Outcome) {
   const messages: Exclude<ClientMessage, { y: 0 }>[] = [];
   let closes = 0;
   const me: SessionOwner & { messages: typeof messages; closes: () => number } = {
@@ -94,7 +94,7 @@ Deno.test("Session: past 256 messages at work the connection is paused, at 128 r
     conn,
     "u1",
     "",
-    owner(() => new Promise<void>((resolve) => pending.push(resolve))),
+    owner(() => new Promise<undefined>((resolve) => pending.push(() => resolve(undefined)))),
   );
   for (let i = 0; i < 255; i++) session.receive(body('{"y":1,"c":"c1"}'));
   assert.equal(conn.paused, false);
@@ -118,4 +118,100 @@ Deno.test("Session: end closes gracefully; a closed connection takes nothing mor
   session.fail("late");
   assert.deepEqual(conn.take(), []);
   assert.equal(o.closes(), 1);
+});
+
+Deno.test("Session: a refusal from the owner is answered as an error; the session stays", async () => {
+  const conn = new FakeConn();
+  const session = new Session(conn, "u1", "", owner(() => Promise.resolve("forbidden")));
+  session.receive(body('{"y":1,"c":"c1"}'));
+  await new Promise((r) => setTimeout(r));
+  assert.deepEqual(conn.take(), [{ error: "forbidden" }]);
+  assert.equal(conn.closedGracefully, undefined);
+});
+
+Deno.test("Session: fail gives the connection its reason (a WebSocket's close frame)", () => {
+  const conn = new FakeConn("ws");
+  new Session(conn, "u1", "", owner()).receive(body("not json"));
+  assert.deepEqual(conn.take(), [{ error: "bad json" }]);
+  assert.deepEqual([conn.closedGracefully, conn.closeReason], [true, "bad json"]);
+});
+
+Deno.test("Session: silence closes it only where the client writes on the connection", () => {
+  const now = Date.now();
+  for (const transport of ["tcp", "ws", "sse", "poll"] as const) {
+    const conn = new FakeConn(transport);
+    const session = new Session(conn, "u1", "", owner());
+    session.lastSeen = now - 10_000;
+    session.sweep(now, 5_000, 5_000);
+    assert.equal(conn.closedGracefully, conn.upstream ? true : undefined, transport);
+  }
+  const conn = new FakeConn("ws");
+  const session = new Session(conn, "u1", "", owner());
+  session.lastSeen = now - 10_000;
+  session.alive(); // a ping
+  session.sweep(now, 5_000, 5_000);
+  assert.equal(conn.closedGracefully, undefined);
+});
+
+Deno.test("Session: one whose connection left waits without one, then is forgotten", () => {
+  const o = owner();
+  const first = new FakeConn("poll");
+  const session = new Session(first, "u1", "", o);
+  session.goLive();
+  session.send(delivery(1));
+  session.left();
+  assert.equal(session.conn, null);
+  session.deliver(delivery(2)); // waits stored: nothing is sent, nowhere
+  assert.deepEqual(first.take().map((m) => m.s), [1]);
+  session.sweep(Date.now(), 1_000, 60_000);
+  assert.equal(o.closes(), 0, "still waiting");
+  session.sweep(session.leftAt + 60_001, 1_000, 60_000);
+  assert.equal(o.closes(), 1, "forgotten");
+});
+
+Deno.test("Session: a rejoining connection starts over with a replay", () => {
+  const session = new Session(new FakeConn("poll"), "u1", "", owner());
+  session.goLive();
+  session.send(delivery(1));
+  session.send(delivery(2));
+  session.left();
+  const epoch = session.epoch;
+  const next = new FakeConn("poll");
+  session.rejoin(next);
+  assert.ok(session.epoch > epoch, "a replay of the old connection stops");
+  session.deliver(delivery(3)); // live, held back until the replay is done
+  session.send(delivery(2)); // replayed: this connection has not had it
+  session.goLive();
+  assert.deepEqual(next.take().map((m) => m.s), [2, 3]);
+});
+
+Deno.test("submit: a /send's lines are answered in order, a bad one not stopping the rest", async () => {
+  const o = owner((): Outcome =>
+    o.messages.length === 2 ? Promise.resolve("storage busy") : undefined
+  );
+  const lines = [
+    '{"y":0}',
+    '{"y":3,"t":"u2","b":"hi"}',
+    "not json",
+    '{"y":1,"c":"bad channel"}',
+    '{"y":9}',
+    '{"y":1,"c":"c1"}',
+    '{"y":5,"s":4}',
+  ].map(body);
+  const answers = await submit(o, { uid: "u1", device: "tab" }, lines);
+  assert.deepEqual(answers.map((a) => JSON.parse(a)), [
+    "ok",
+    "ok",
+    { error: "bad json" },
+    { error: "invalid c" },
+    { error: "unknown type" },
+    { error: "storage busy" },
+    "ok",
+  ]);
+  assert.deepEqual(o.messages.map((m) => m.y), [3, 1, 5]);
+  const c = o.counters;
+  assert.deepEqual(
+    [c.send_request_number, c.send_recv_number, c.total_recv_number, c.error_number],
+    [1, 7, 7, 4],
+  );
 });

@@ -7,7 +7,13 @@
  * commit, batches durable in order), and only then is delivered. A connecting session is
  * registered first and replays from the store second, holding live deliveries back
  * meanwhile; it drops any `s` it has already sent. So replay then live has no gap and no
- * duplicate.
+ * duplicate. A connection may say where it resumes (`since`): that acknowledges every
+ * `s ≤ since` before the replay.
+ *
+ * A session whose connection left it (a long-poll between polls) stays registered, so the uid
+ * stays online, and gets nothing until the client's next connection of the same transport and
+ * device rejoins it: that one replays from the cursor again, as a new session would. It is
+ * forgotten after `sessionWaitMs`. Nothing here depends on which transport that is.
  *
  * @module
  */
@@ -17,13 +23,14 @@ import type { PresenceChange } from "../core/presence.ts";
 import type { ChannelRequest, PubResult, UnicastRequest } from "../core/requests.ts";
 import type { Delivery } from "../core/messages.ts";
 import type { ClientMessage } from "../protocol/message.ts";
-import { encodeError, encodeListed } from "../protocol/message.ts";
+import { encodeListed } from "../protocol/message.ts";
 import type { ShardMap } from "../core/shard_map.ts";
 import { type Journal, StorageBusyError } from "../storage/journal.ts";
 import { StorageUnavailableError, type Store } from "../storage/store.ts";
 import type { StoredMessage } from "../core/messages.ts";
-import type { ShardCounters } from "../stats/counters.ts";
-import type { Session, SessionOwner } from "../session/session.ts";
+import { type ShardCounters, TRANSPORT_COUNTERS } from "../stats/counters.ts";
+import type { Outcome, Sender, Session, SessionOwner } from "../session/session.ts";
+import type { ClientConn, TransportName } from "../transport/conn.ts";
 
 /** What a shard needs from its surroundings. */
 export interface ShardOptions {
@@ -37,6 +44,8 @@ export interface ShardOptions {
   replayPage: number;
   /** Channels whose members stay cached; the least recently used beyond it are forgotten. */
   channelCacheSize: number;
+  /** How long a session whose connection left it waits for the client's next one. */
+  sessionWaitMs: number;
   /** A client's y=3 to a uid owned by another shard. */
   forward(request: UnicastRequest): Promise<unknown>;
   /** A client's y=4, for every other shard. */
@@ -244,14 +253,15 @@ export class Shard implements SessionOwner {
 
   /**
    * Takes a new session: registers it under its uid (resolving once the uid's state is
-   * loaded, so its frames can be handled), then replays what it missed in the background
-   * and lets live deliveries through after that.
+   * loaded, so its frames can be handled), acknowledges every `s ≤ since`, then replays what
+   * it missed in the background and lets live deliveries through after that.
    */
-  async attach(session: Session): Promise<void> {
+  async attach(session: Session, since = 0): Promise<void> {
     const counters = this.counters;
     this.#sessions.add(session);
     counters.connect++;
     counters.connection_number++;
+    counters[TRANSPORT_COUNTERS[session.transport].connections]++;
     const left = this.#recentlyLeft.get(session.uid);
     if (left !== undefined && Date.now() - left < RECONNECT_WINDOW_MS) counters.reconnect++;
     let user: User;
@@ -263,8 +273,34 @@ export class Shard implements SessionOwner {
     // Closed while its state loaded: `onClose` has already been and gone.
     if (!this.#sessions.has(session)) return;
     if (user.sessions.push(session) === 1) counters.user_number++;
-    this.#replay(user, session);
+    this.#resumeAfter(user, session, since);
     if (this.#options.presence) this.#reportPresence(user);
+  }
+
+  /** The session of `uid` waiting for its client's next connection over `transport`, if any. */
+  waiting(uid: string, device: string, transport: TransportName): Session | undefined {
+    return this.#users.get(uid)?.sessions.find((session) =>
+      session.conn === null && session.device === device && session.transport === transport
+    );
+  }
+
+  /** Gives a waiting session its client's next connection: acknowledges, then replays. */
+  rejoin(session: Session, conn: ClientConn, since = 0): Promise<void> {
+    const user = this.#users.get(session.uid);
+    if (!user || !this.#sessions.has(session)) {
+      return Promise.reject(new Error(`rejoining a session that is gone (${session.uid})`));
+    }
+    session.rejoin(conn);
+    this.#resumeAfter(user, session, since);
+    return Promise.resolve();
+  }
+
+  #resumeAfter(user: User, session: Session, since: number): void {
+    if (since > 0) {
+      const error = this.#ack(user, since);
+      if (error !== undefined) session.sendError(error);
+    }
+    this.#replay(user, session);
   }
 
   /** Tells presence the uid's connection count (and, the first time, its channels). */
@@ -287,6 +323,8 @@ export class Shard implements SessionOwner {
 
   async #replay(user: User, session: Session): Promise<void> {
     user.busy++;
+    // A connection that leaves (a poll answered) ends its replay; the next one starts its own.
+    const epoch = session.epoch;
     try {
       let after = user.lastAck;
       for (;;) {
@@ -296,6 +334,7 @@ export class Shard implements SessionOwner {
           this.#options.replayPage,
           Date.now(),
         );
+        if (session.epoch !== epoch) return;
         for (const message of page) session.send(message);
         if (page.length < this.#options.replayPage) break;
         after = page[page.length - 1].seq;
@@ -303,7 +342,7 @@ export class Shard implements SessionOwner {
       session.goLive();
     } catch (error) {
       this.#options.log("warn", `replay for ${user.uid}: ${(error as Error).message}`);
-      session.fail("storage unavailable");
+      if (session.epoch === epoch) session.fail("storage unavailable");
     } finally {
       this.#release(user);
     }
@@ -313,6 +352,7 @@ export class Shard implements SessionOwner {
     if (!this.#sessions.delete(session)) return;
     this.counters.disconnect++;
     this.counters.connection_number--;
+    this.counters[TRANSPORT_COUNTERS[session.transport].connections]--;
     this.#recentlyLeft.set(session.uid, Date.now());
     const user = this.#users.get(session.uid);
     if (!user) return;
@@ -326,41 +366,41 @@ export class Shard implements SessionOwner {
     if (this.#options.presence) this.#reportPresence(user);
   }
 
-  onMessage(
-    session: Session,
-    message: Exclude<ClientMessage, { y: 0 }>,
-  ): Promise<unknown> | undefined {
-    const from = session.uid;
-    const failed = (error: Error) => {
-      this.counters.error_number++;
-      session.sendText(encodeError(error.message));
-    };
+  onMessage(sender: Sender, message: Exclude<ClientMessage, { y: 0 }>): Outcome {
+    const from = sender.uid;
     switch (message.y) {
       case 1:
-        return this.subscribe(from, message.c).catch(failed);
+        return this.subscribe(from, message.c).then(done, reasonOf);
       case 2:
-        return this.unsubscribe(from, message.c).catch(failed);
+        return this.unsubscribe(from, message.c).then(done, reasonOf);
       case 3: {
         const request = { to: message.t, from, body: message.b, ttlSec: 0, volatile: false };
         return (this.owns(message.t) ? this.publish(request) : this.#options.forward(request))
-          .catch(failed);
+          .then(done, reasonOf);
       }
       case 4: {
         const request = { channel: message.c, from, body: message.b, ttlSec: 0, volatile: false };
         this.#options.broadcast(request);
-        return this.publishChannel(request).catch(failed);
+        return this.publishChannel(request).then(done, reasonOf);
       }
-      case 5:
-        this.#ack(session, message.s);
-        return undefined;
+      case 5: {
+        const user = this.#users.get(from);
+        return user ? this.#ack(user, message.s) : this.#user(from).then(
+          (loaded) => this.#ack(loaded, message.s),
+          reasonOf,
+        );
+      }
     }
   }
 
-  /** Closes sessions silent for longer than `timeoutMs`; forgets idle offline users. */
-  sweep(timeoutMs: number): void {
+  /**
+   * Closes sessions silent for longer than `heartbeatMs`, forgets those that waited for a
+   * connection past `sessionWaitMs`, and idle offline users.
+   */
+  sweep(heartbeatMs: number): void {
     const now = Date.now();
     for (const session of this.#sessions) {
-      if (now - session.lastSeen > timeoutMs) session.fail("heartbeat timeout");
+      session.sweep(now, heartbeatMs, this.#options.sessionWaitMs);
     }
     for (const user of this.#users.values()) {
       if (user.sessions.length === 0 && user.busy === 0 && now - user.lastUsed > USER_IDLE_MS) {
@@ -372,14 +412,9 @@ export class Shard implements SessionOwner {
     }
   }
 
-  #ack(session: Session, seq: number): void {
-    const user = this.#users.get(session.uid);
-    if (!user) return;
-    if (seq > user.lastSeq) {
-      this.counters.error_number++;
-      session.sendText(JSON.stringify({ error: "ack beyond last seq" }));
-      return;
-    }
+  /** Moves the uid's cursor to `seq`; the reason it cannot, if so. */
+  #ack(user: User, seq: number): string | undefined {
+    if (seq > user.lastSeq) return "ack beyond last seq";
     if (seq <= user.lastAck) return;
     user.lastAck = seq;
     this.#options.journal.ack(user.uid, seq);
@@ -479,6 +514,9 @@ export class Shard implements SessionOwner {
     }
   }
 }
+
+const done = (): undefined => undefined;
+const reasonOf = (error: Error): string => error.message;
 
 function notOwned(uid: string): { error: string; status: number } {
   return { error: `uid ${uid} is not owned by this shard`, status: 421 };

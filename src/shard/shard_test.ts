@@ -8,6 +8,7 @@ import { Journal } from "../storage/journal.ts";
 import { MemoryStore } from "../storage/memory.ts";
 import { StorageUnavailableError, type Store } from "../storage/store.ts";
 import { FakeConn } from "../testing/fake_conn.ts";
+import type { TransportName } from "../transport/conn.ts";
 import { rejection } from "../testing/support.ts";
 import { Shard } from "./shard.ts";
 
@@ -32,6 +33,7 @@ function shardWith(store: Store = new MemoryStore()) {
     counters: newShardCounters(),
     replayPage: 2,
     channelCacheSize: 10,
+    sessionWaitMs: 30_000,
     forward: (request) => (forwarded.push(request), Promise.resolve()),
     broadcast: () => {},
     log: () => {},
@@ -39,10 +41,10 @@ function shardWith(store: Store = new MemoryStore()) {
   return { shard, forwarded };
 }
 
-async function connect(shard: Shard, uid: string) {
-  const conn = new FakeConn();
+async function connect(shard: Shard, uid: string, transport: TransportName = "tcp", since = 0) {
+  const conn = new FakeConn(transport);
   const session = new Session(conn, uid, "", shard);
-  await shard.attach(session);
+  await shard.attach(session, since);
   // Replay runs on in the background: a turn of the event loop finishes it.
   await new Promise((resolve) => setTimeout(resolve));
   return { conn, session };
@@ -145,4 +147,112 @@ Deno.test("Shard: sweep closes a session silent past the timeout", async () => {
   assert.deepEqual(conn.take(), [{ error: "heartbeat timeout" }]);
   assert.equal(conn.closedGracefully, true);
   assert.equal(shard.counters.connection_number, 0);
+});
+
+const turn = () => new Promise((resolve) => setTimeout(resolve));
+
+Deno.test("Shard: a connection's since acknowledges every s up to it, then replays the rest", async () => {
+  const { shard } = shardWith();
+  for (let i = 1; i <= 5; i++) await shard.publish(message(ALICE, `m${i}`));
+  const { conn } = await connect(shard, ALICE, "sse", 3);
+  assert.deepEqual(conn.take().map((m) => m.s), [4, 5]);
+  // Acknowledged for good: a later connection without a since starts after 3 too.
+  const { conn: later } = await connect(shard, ALICE, "ws");
+  assert.deepEqual(later.take().map((m) => m.s), [4, 5]);
+  assert.deepEqual((await shard.offline(ALICE, 10)).map((t) => JSON.parse(t).s), [4, 5]);
+});
+
+Deno.test("Shard: a since beyond the last s is answered and acknowledges nothing", async () => {
+  const { shard } = shardWith();
+  await shard.publish(message(ALICE, "m1"));
+  const { conn } = await connect(shard, ALICE, "poll", 7);
+  assert.deepEqual(conn.take(), [
+    { error: "ack beyond last seq" },
+    { y: 3, f: "op", t: ALICE, b: "m1", s: 1 },
+  ]);
+});
+
+Deno.test("Shard: a session whose poll left stays online and is rejoined by the next poll", async () => {
+  const { shard } = shardWith();
+  const { conn, session } = await connect(shard, ALICE, "poll");
+  await shard.publish(message(ALICE, "one"));
+  await turn();
+  assert.deepEqual(conn.take().map((m) => m.s), [1]);
+  session.left();
+  await shard.publish(message(ALICE, "two")); // stored; the session has no connection
+  assert.equal(shard.counters.user_number, 1, "still online between polls");
+  assert.equal(shard.waiting(ALICE, "", "tcp"), undefined, "only a poll rejoins a poll");
+  assert.equal(shard.waiting(ALICE, "tablet", "poll"), undefined, "nor another device's");
+  assert.equal(shard.waiting(ALICE, "", "poll"), session);
+  const next = new FakeConn("poll");
+  await shard.rejoin(session, next, 1);
+  await turn();
+  assert.deepEqual(next.take().map((m) => m.s), [2]);
+  assert.equal(shard.waiting(ALICE, "", "poll"), undefined, "it has a connection again");
+  assert.deepEqual(
+    [shard.counters.connect, shard.counters.poll_connection_number],
+    [1, 1],
+    "one session throughout",
+  );
+});
+
+Deno.test("Shard: a replay stops when its poll is answered; the next poll's starts after since", async () => {
+  const { shard } = shardWith(); // two messages a replay page
+  for (let i = 1; i <= 5; i++) await shard.publish(message(ALICE, `m${i}`));
+  const conn = new FakeConn("poll");
+  const session = new Session(conn, ALICE, "", shard);
+  await shard.attach(session);
+  // The first page is sent in the attach's turn; the poll answers with it and leaves.
+  assert.deepEqual(conn.take().map((m) => m.s), [1, 2]);
+  session.left();
+  await turn();
+  const next = new FakeConn("poll");
+  await shard.rejoin(session, next, 2);
+  await turn();
+  assert.deepEqual(next.take().map((m) => m.s), [3, 4, 5], "no page of the first replay in it");
+});
+
+Deno.test("Shard: a waiting session is forgotten after sessionWaitMs", async () => {
+  const { shard } = shardWith();
+  const { session } = await connect(shard, ALICE, "poll");
+  session.left();
+  session.leftAt = Date.now() - 31_000;
+  shard.sweep(90_000);
+  assert.deepEqual(
+    [shard.counters.user_number, shard.counters.poll_connection_number, shard.sessions.size],
+    [0, 0, 0],
+  );
+});
+
+Deno.test("Shard: sessions are counted per transport", async () => {
+  const { shard } = shardWith();
+  const opened = await Promise.all(
+    (["tcp", "ws", "ws", "sse", "poll"] as const).map((t) => connect(shard, ALICE, t)),
+  );
+  const c = shard.counters;
+  const counts = () => [
+    c.tcp_connection_number,
+    c.ws_connection_number,
+    c.sse_connection_number,
+    c.poll_connection_number,
+  ];
+  assert.deepEqual(counts(), [1, 2, 1, 1]);
+  for (const { session } of opened) session.closed();
+  assert.deepEqual(counts(), [0, 0, 0, 0]);
+});
+
+Deno.test("Shard: a message's outcome is its refusal's reason (a /send answers it)", async () => {
+  const { shard } = shardWith();
+  const sender = { uid: ALICE, device: "" };
+  assert.equal(await shard.onMessage(sender, { y: 5, s: 3 }), "ack beyond last seq");
+  assert.equal(await shard.onMessage(sender, { y: 3, t: BOB, b: '"hi"' }), undefined);
+  assert.equal(await shard.onMessage(sender, { y: 5, s: 1 }), "ack beyond last seq");
+  assert.equal(
+    await shard.onMessage(sender, { y: 1, c: "c1" }),
+    undefined,
+  );
+  const failing = shardWith(Object.assign(new MemoryStore(), {
+    subscribe: () => Promise.reject(new StorageUnavailableError("down")),
+  })).shard;
+  assert.equal(await failing.onMessage(sender, { y: 1, c: "c1" }), "storage unavailable");
 });

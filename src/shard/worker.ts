@@ -11,7 +11,7 @@ import { createAuthenticator } from "../auth/auth.ts";
 import type { Log } from "../core/log.ts";
 import type { ChannelRequest } from "../core/requests.ts";
 import { ShardMap } from "../core/shard_map.ts";
-import { Session } from "../session/session.ts";
+import { Session, submit } from "../session/session.ts";
 import { newShardCounters } from "../stats/counters.ts";
 import { Journal } from "../storage/journal.ts";
 import { backendOf } from "../storage/registry.ts";
@@ -62,6 +62,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     counters,
     replayPage: REPLAY_PAGE,
     channelCacheSize: config.channel_cache_size,
+    sessionWaitMs: config.session_wait_sec * 1000,
     forward: (request) => link.request({ op: "publish", request } satisfies MainOp),
     // A BroadcastChannel does not echo to its sender: the shard delivers its own part.
     broadcast: perTurn<ChannelRequest>((requests) => bus.postMessage(requests)),
@@ -86,9 +87,11 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     {
       handshake: {
         maxHeadBytes: config.max_head_bytes,
+        maxBodyBytes: config.max_send_bytes,
         timeoutMs: config.handshake_timeout_sec * 1000,
         authenticate: createAuthenticator(config),
       },
+      corsOrigins: config.cors_origins,
       context: {
         counters,
         maxFrameBytes: config.max_frame_bytes,
@@ -97,11 +100,16 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
       budget: new SocketBudget(budget, slot),
       draining: () => draining,
       redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
-      open(conn, uid, device) {
+      shardOf: (uid) => map.shardOf(uid),
+      open(conn, uid, device, since) {
+        // A long-poll's next poll takes over the session waiting for it.
+        const waiting = shard.waiting(uid, device, conn.transport);
+        if (waiting) return { receiver: waiting, ready: shard.rejoin(waiting, conn, since) };
         const session = new Session(conn, uid, device, shard);
         // Fed once the uid's state is loaded and its messages can be handled.
-        return { receiver: session, ready: shard.attach(session) };
+        return { receiver: session, ready: shard.attach(session, since) };
       },
+      submit: (uid, device, lines) => submit(shard, { uid, device }, lines),
     },
     config.host,
     init.shards[index].port,

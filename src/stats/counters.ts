@@ -29,6 +29,19 @@ export const COUNTERS = {
   reconnect: counter("sessions opened within 60 s of the same uid's last close on the shard"),
   user_number: gauge("uids with at least one open session"),
   connection_number: gauge("open sessions"),
+  // Browsers: per transport (a long-poll client counts while its session waits between polls).
+  tcp_connection_number: gauge("open sessions on the raw chunk stream"),
+  tcp_recv_number: counter("messages received on the raw chunk stream"),
+  tcp_send_number: counter("messages written to the raw chunk stream"),
+  ws_connection_number: gauge("open sessions on a WebSocket"),
+  ws_recv_number: counter("messages received on WebSockets"),
+  ws_send_number: counter("messages written to WebSockets"),
+  sse_connection_number: gauge("open sessions on server-sent events"),
+  sse_send_number: counter("messages written as server-sent events"),
+  poll_connection_number: gauge("long-poll sessions, polling or between two polls"),
+  poll_send_number: counter("messages answered to long-polls"),
+  send_request_number: counter("/send requests answered by the owner"),
+  send_recv_number: counter("messages received by /send (the upstream of SSE and long-poll)"),
   error_number: counter("errors answered to clients, and connections closed for them"),
   total_recv_bytes: counter("bytes read from clients after their handshake"),
   total_recv_number: counter("messages received from clients"),
@@ -59,6 +72,20 @@ export const RECV_COUNTER = [
   "recv_cmsg",
   "recv_ack",
 ] as const satisfies readonly CounterName[];
+
+/**
+ * Each transport's counters: its open sessions, messages out and, where the client writes on
+ * the connection, messages in (server-sent events and long-poll clients write by `/send`).
+ */
+export const TRANSPORT_COUNTERS: Record<
+  "tcp" | "ws" | "sse" | "poll",
+  { connections: CounterName; send: CounterName; recv?: CounterName }
+> = {
+  tcp: { connections: "tcp_connection_number", send: "tcp_send_number", recv: "tcp_recv_number" },
+  ws: { connections: "ws_connection_number", send: "ws_send_number", recv: "ws_recv_number" },
+  sse: { connections: "sse_connection_number", send: "sse_send_number" },
+  poll: { connections: "poll_connection_number", send: "poll_send_number" },
+};
 
 /** Fresh zeroed counters. */
 export function newShardCounters(): ShardCounters {

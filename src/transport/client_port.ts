@@ -1,19 +1,37 @@
 /**
- * A client port, the front door's and every shard's alike: read and check the request head,
- * then refuse (400/404/405, or 503 while draining or when the process has no descriptors to
- * spare), redirect (303 to the owning shard), or let the transport the request asks for
- * answer it and open the client's session (for a shard that owns the uid). Every refusal and
- * redirect is closed by the server, whether or not the client closes too.
+ * A client port, the front door's and every shard's alike: read and check each request, then
+ * refuse it (400/403/404/405/411/413, or 503 while draining or when the process has no
+ * descriptors to spare), redirect it (303 to the owning shard, 307 for a `/send`), answer a
+ * preflight or an endpoint and read the client's next request (HTTP/1.1 keep-alive), or let
+ * the transport the request asks for answer it and open the client's session (for a shard
+ * that owns the uid). Every refusal and redirect is closed by the server, whether or not the
+ * client closes too.
  *
  * @module
  */
 
 import net from "node:net";
 import type { ShardAddress } from "../core/shard_map.ts";
-import { connectLocation, redirectHead, refusal } from "../protocol/handshake.ts";
+import { redirectHead, refusal, response, shardLocation } from "../protocol/handshake.ts";
 import type { SocketBudget } from "./budget.ts";
-import type { ClientConn, ConnReceiver, StreamTarget, TransportContext } from "./conn.ts";
-import { type HandshakeOptions, HandshakeReader, reachedHost } from "./handshake.ts";
+import type {
+  Admitted,
+  ClientConn,
+  ConnReceiver,
+  StreamTarget,
+  Transport,
+  TransportContext,
+} from "./conn.ts";
+import { Cors } from "./cors.ts";
+import { answerEndpoint, ENDPOINTS, type EndpointServices } from "./endpoints.ts";
+import {
+  type Accepted,
+  type HandshakeOptions,
+  HandshakeReader,
+  isTransport,
+  reachedHost,
+  type Refused,
+} from "./handshake.ts";
 import { closed, closeSoon } from "./linger.ts";
 import { TRANSPORTS } from "./registry.ts";
 
@@ -24,8 +42,10 @@ export interface Opened {
 }
 
 /** What a client port needs. */
-export interface ClientPortOptions {
-  handshake: Omit<HandshakeOptions, "transports">;
+export interface ClientPortOptions extends EndpointServices {
+  handshake: Omit<HandshakeOptions, "transports" | "endpoints" | "cors">;
+  /** `--cors_origins`. */
+  corsOrigins: string;
   /** Counters, and the per-connection limits of every transport. */
   context: TransportContext;
   /** The process's client sockets: past its limit a new one is refused at once. */
@@ -34,9 +54,15 @@ export interface ClientPortOptions {
   draining(): boolean;
   /** Where `uid` must connect, or null when this server owns it. */
   redirectFor(uid: string): ShardAddress | null;
-  /** Opens the session of a client this server owns (never called at the front door). */
-  open(conn: ClientConn, uid: string, device: string): Opened;
+  /**
+   * Opens the session of a client this server owns (never called at the front door),
+   * resuming after `since` (every `s ≤ since` acknowledged first).
+   */
+  open(conn: ClientConn, uid: string, device: string, since: number): Opened;
 }
+
+const EMPTY = new Uint8Array(0);
+const CLOSE = /(?:^|,)\s*close\s*(?:,|$)/i;
 
 /**
  * Creates one listening socket's server (not yet listening). Each socket gets its listeners
@@ -47,7 +73,8 @@ export interface ClientPortOptions {
 function createConnectServer(options: ClientPortOptions): net.Server {
   const { context, budget } = options;
   const { counters } = context;
-  const handshake = { ...options.handshake, transports: TRANSPORTS };
+  const cors = new Cors(options.corsOrigins);
+  const handshake = { ...options.handshake, transports: TRANSPORTS, endpoints: ENDPOINTS, cors };
   return net.createServer({ noDelay: true }, (socket) => {
     socket.on("error", ignoreError);
     if (!budget.take()) {
@@ -56,33 +83,77 @@ function createConnectServer(options: ClientPortOptions): net.Server {
       socket.end(refusal(503, "server full"), () => socket.destroy());
       return;
     }
-    let target: StreamTarget = new HandshakeReader(socket, handshake, (result) => {
-      if (!result) return;
+    let target: StreamTarget;
+    /** Reads the next request; `rest` is what was read of it already. */
+    const read = (rest: Uint8Array, keptAlive: boolean) => {
+      target = new HandshakeReader(
+        socket,
+        handshake,
+        (result) => result && serve(result),
+        keptAlive,
+      );
+      socket.resume();
+      if (rest.length > 0) target.receive(rest);
+    };
+    const serve = (result: Accepted | Refused) => {
       counters.connect_request_number++;
-      if (!result.admitted) {
+      if (!result.accepted) {
         counters[result.counter]++;
-        closeSoon(socket, refusal(result.status, result.reason));
-      } else if (options.draining()) {
-        closeSoon(socket, refusal(503, "draining"));
-      } else {
-        const owner = options.redirectFor(result.uid);
-        if (owner) {
-          counters.redirect_number++;
-          const host = owner.host || reachedHost(socket);
-          closeSoon(socket, redirectHead(connectLocation(host, owner.port, result.query)));
-        } else {
-          const conn = result.transport.open(socket, result, context);
-          target = conn;
-          const { receiver, ready } = options.open(conn, result.uid, result.device);
-          conn.attach(receiver);
-          // The socket stays paused until the session can take its messages.
-          ready.then(() => {
-            if (result.rest.length > 0) conn.receive(result.rest);
-            conn.resume();
-          });
-        }
+        return closeSoon(socket, refusal(result.status, result.reason, undefined, result.headers));
       }
-    });
+      if (options.draining()) {
+        return closeSoon(socket, refusal(503, "draining", undefined, result.cors));
+      }
+      const { route } = result;
+      if (route === "preflight") {
+        const { status, headers } = cors.preflight(result.head.headers);
+        if (status !== 204) return closeSoon(socket, refusal(status, "origin not allowed"));
+        socket.write(response(204, headers + "Connection: keep-alive\r\n", {}));
+        return read(result.rest, true);
+      }
+      const login = isTransport(route) || route.needs === "login";
+      const owner = login ? options.redirectFor(result.uid) : null;
+      if (owner) {
+        counters.redirect_number++;
+        const location = shardLocation(
+          owner.host || reachedHost(socket),
+          owner.port,
+          route.path,
+          result.head.query,
+        );
+        const status = isTransport(route) ? 303 : 307;
+        return closeSoon(socket, redirectHead(location, undefined, status, result.cors));
+      }
+      if (isTransport(route)) return open(route, result);
+      const keepAlive = !CLOSE.test(result.head.headers.get("connection") ?? "");
+      answerEndpoint(result, route, options, reachedHost(socket), keepAlive).then((answer) => {
+        if (socket.destroyed) return;
+        if (!keepAlive) return closeSoon(socket, answer);
+        socket.write(answer);
+        read(result.rest, true);
+      });
+    };
+    const open = (transport: Transport, result: Accepted) => {
+      const admitted: Admitted = {
+        uid: result.uid,
+        device: result.device,
+        since: result.since,
+        head: result.head,
+        cors: result.cors,
+        rest: result.rest,
+        next: (rest) => read(rest, true),
+      };
+      const conn = transport.open(socket, admitted, context);
+      target = conn;
+      const { receiver, ready } = options.open(conn, result.uid, result.device, result.since);
+      conn.attach(receiver);
+      // The socket stays paused until the session can take its messages.
+      ready.then(() => {
+        if (result.rest.length > 0) conn.receive(result.rest);
+        conn.resume();
+      });
+    };
+    read(EMPTY, false);
     socket.on("data", (bytes: Uint8Array) => target.receive(bytes));
     socket.on("close", () => {
       budget.release();

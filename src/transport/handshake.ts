@@ -1,7 +1,15 @@
 /**
- * Reading a client's request head off a fresh socket, bounded in size and time, and deciding
- * whether it may connect, and over which transport. The front door and every shard run the
- * same check: a client that dials a shard directly is held to the same rules.
+ * Reading a client's request off a socket of a client port, bounded in size and time, and
+ * deciding what it is: a way to connect (a transport), a request answered at once (an
+ * endpoint: `/send`, `/shard`, the JavaScript client), a CORS preflight — and whether it may
+ * go ahead. The front door and every shard run the same check: a client that dials a shard
+ * directly is held to the same rules. A socket kept alive for a next request is read by a new
+ * reader, with the same bounds.
+ *
+ * A request is its head and, for an endpoint, the body its `Content-Length` announces (at
+ * most `maxBodyBytes`; a chunked body is refused with 411). Both must be complete within
+ * `timeoutMs` of the reader's start. After a transport's head, what follows is the
+ * transport's stream, not a body.
  *
  * @module
  */
@@ -9,79 +17,149 @@
 import type { Socket } from "node:net";
 import type { Authenticator } from "../auth/auth.ts";
 import { isValidName } from "../core/names.ts";
-import { HeadError, headLength, parseHead, type RequestHead } from "../protocol/handshake.ts";
-import type { Admitted, StreamTarget, Transport } from "./conn.ts";
+import {
+  HeadError,
+  headLength,
+  parseHead,
+  type RequestHead,
+  resumePoint,
+} from "../protocol/handshake.ts";
+import type { StreamTarget, Transport } from "./conn.ts";
+import type { Cors } from "./cors.ts";
 import { Deadlines } from "./deadlines.ts";
+import { closeSoon } from "./linger.ts";
 
-/** Limits, the transports served, and the password check. */
-export interface HandshakeOptions {
-  maxHeadBytes: number;
-  timeoutMs: number;
-  transports: readonly Transport[];
-  authenticate: Authenticator;
+/**
+ * A request a client port answers at once, and what it must carry: `login` (a valid uid,
+ * device and password the authenticator allows), `uid` (a valid uid), or `none`.
+ */
+export interface Endpoint {
+  readonly method: string;
+  readonly path: string;
+  readonly needs: "login" | "uid" | "none";
 }
 
-/** A refused one, with the status and reason to answer, and the counter it bumps. */
+/** What a client port answers: a way to connect, or an endpoint. */
+export type Route = Transport | Endpoint;
+
+/** True for a route that opens a session. */
+export function isTransport(route: Route): route is Transport {
+  return "open" in route;
+}
+
+/** Limits, what is served, the password check and the CORS policy. */
+export interface HandshakeOptions {
+  maxHeadBytes: number;
+  /** Largest request body (a `/send`'s). */
+  maxBodyBytes: number;
+  timeoutMs: number;
+  transports: readonly Transport[];
+  endpoints: readonly Endpoint[];
+  authenticate: Authenticator;
+  cors: Cors;
+}
+
+/** A request that may go ahead. Fields a route does not need are empty. */
+export interface Accepted {
+  accepted: true;
+  route: Route | "preflight";
+  uid: string;
+  device: string;
+  /** Where the client resumes: every `s ≤ since` is acknowledged first (0: it says nothing). */
+  since: number;
+  head: RequestHead;
+  /** The CORS header lines of every answer to it. */
+  cors: string;
+  /** An endpoint's request body. */
+  body: Uint8Array;
+  /** Bytes read past the request (a transport's stream, or a next request). */
+  rest: Uint8Array;
+}
+
+/** A refused one, with the status, reason and header lines to answer, and its counter. */
 export interface Refused {
-  admitted: false;
-  status: 400 | 404 | 405 | 503;
+  accepted: false;
+  status: 400 | 403 | 404 | 405 | 411 | 413 | 426 | 503;
   reason: string;
+  headers: string;
   counter: "bad_request_number" | "auth_fail_number";
 }
 
 const EMPTY = new Uint8Array(0);
+const CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n";
 
 /**
- * Reads one request head off a socket (fed through {@linkcode StreamTarget.receive}) and
- * checks it; `done` hears the outcome once, or null if the socket closes first. Pauses the
- * socket once the head is complete, and does not write: the caller answers.
+ * Reads one request off a socket (fed through {@linkcode StreamTarget.receive}) and checks
+ * it; `done` hears the outcome once, or null if the socket closes first (or, when `idle`,
+ * the time runs out before a byte of it came: the socket is then closed quietly, as a kept-
+ * alive connection is). Pauses the socket once the request is complete, and writes nothing
+ * but a `100 Continue`: the caller answers.
  */
 export class HandshakeReader implements StreamTarget {
   #socket: Socket;
   #options: HandshakeOptions;
-  #done: ((result: Admitted | Refused | null) => void) | null;
+  #done: ((result: Accepted | Refused | null) => void) | null;
+  #idle: boolean;
   #buffer: Uint8Array = EMPTY;
-  #headRead = false;
+  /** Once the head is read, and until the body is: the head, the route, the body's length. */
+  #waiting: { head: RequestHead; route: Route | "preflight"; length: number } | null = null;
+  #checking = false;
+
   constructor(
     socket: Socket,
     options: HandshakeOptions,
-    done: (result: Admitted | Refused | null) => void,
+    done: (result: Accepted | Refused | null) => void,
+    idle = false,
   ) {
     this.#socket = socket;
     this.#options = options;
     this.#done = done;
-    // The head, and its password check, must be done by then.
+    this.#idle = idle;
+    // The request, and its password check, must be done by then.
     pending.add(this, Date.now() + options.timeoutMs);
   }
 
   receive(chunk: Uint8Array): void {
-    if (!this.#done || this.#headRead) return;
+    if (!this.#done || this.#checking) return;
     const buffer = this.#buffer;
-    const scanFrom = Math.max(0, buffer.length - 3);
     const joined = buffer.length === 0 ? chunk : concat(buffer, chunk);
-    const length = headLength(joined, scanFrom);
+    if (this.#waiting) return this.#body(joined);
+    const length = headLength(joined, Math.max(0, buffer.length - 3));
     const limit = this.#options.maxHeadBytes;
     if (length < 0) {
       this.#buffer = joined;
-      if (joined.length > limit) this.#refuse("request head too large");
+      if (joined.length > limit) this.#refuse(400, "request head too large");
       return;
     }
-    if (length > limit) return this.#refuse("request head too large");
-    this.#socket.pause();
-    this.#headRead = true;
-    this.#buffer = EMPTY;
+    if (length > limit) return this.#refuse(400, "request head too large");
     let head: RequestHead;
     try {
       head = parseHead(joined.subarray(0, length));
     } catch (error) {
       if (!(error instanceof HeadError)) throw error;
-      return this.#refuse(error.reason);
+      return this.#refuse(400, error.reason);
     }
-    // A close or the time-out while the password is checked still wins, as they come first.
-    const address = this.#socket.remoteAddress ?? "";
-    checkConnect(head, joined.subarray(length), address, this.#options).then((result) =>
-      this.#finish()?.(result)
-    );
+    const route = routeOf(head, this.#options);
+    if (route === "not found" || route === "method not allowed") {
+      return this.#refuse(route === "not found" ? 404 : 405, route, head);
+    }
+    if (route !== "preflight" && isTransport(route)) {
+      return this.#check(head, route, EMPTY, joined.subarray(length));
+    }
+    // An endpoint's (or a preflight's) body, if it announces one.
+    if (head.headers.has("transfer-encoding")) {
+      return this.#refuse(411, "send the body with a Content-Length", head);
+    }
+    const declared = head.headers.get("content-length") ?? "0";
+    if (!/^\d{1,12}$/.test(declared)) return this.#refuse(400, "malformed request", head);
+    const bodyLength = Number(declared);
+    if (bodyLength > this.#options.maxBodyBytes) return this.#refuse(413, "body too large", head);
+    this.#waiting = { head, route, length: bodyLength };
+    const early = joined.length - length;
+    if (bodyLength > early && /100-continue/i.test(head.headers.get("expect") ?? "")) {
+      this.#socket.write(CONTINUE);
+    }
+    this.#body(joined.subarray(length));
   }
 
   closed(): void {
@@ -90,15 +168,43 @@ export class HandshakeReader implements StreamTarget {
 
   /** The deadline passed. */
   expire(): void {
-    this.#refuse("request head timeout");
+    if (this.#idle && this.#buffer.length === 0 && !this.#waiting && !this.#checking) {
+      closeSoon(this.#socket);
+      return this.#finish()?.(null);
+    }
+    this.#refuse(400, "request head timeout");
   }
 
-  #refuse(reason: string): void {
-    this.#finish()?.({ admitted: false, status: 400, reason, counter: "bad_request_number" });
+  /** Bytes of an endpoint's body (the head already read). */
+  #body(bytes: Uint8Array): void {
+    const { head, route, length } = this.#waiting!;
+    if (bytes.length < length) {
+      this.#buffer = bytes;
+      return;
+    }
+    this.#check(head, route, bytes.subarray(0, length), bytes.subarray(length));
+  }
+
+  /** The request is complete: check it, then tell `done`. */
+  #check(head: RequestHead, route: Route | "preflight", body: Uint8Array, rest: Uint8Array) {
+    this.#socket.pause();
+    this.#checking = true;
+    this.#buffer = EMPTY;
+    // A close or the time-out while the password is checked still wins, as they come first.
+    const address = this.#socket.remoteAddress ?? "";
+    checkRequest(head, route, body, rest, address, this.#options).then((result) =>
+      this.#finish()?.(result)
+    );
+  }
+
+  /** Refuses the request; with its `head` when it was read, so that CORS lets the page see why. */
+  #refuse(status: Refused["status"], reason: string, head = this.#waiting?.head): void {
+    const headers = head ? this.#options.cors.headers(head.headers.get("origin")) : "";
+    this.#finish()?.({ accepted: false, status, reason, headers, counter: "bad_request_number" });
   }
 
   /** Ends reading: returns the outcome's listener the first time, null after. */
-  #finish(): ((result: Admitted | Refused | null) => void) | null {
+  #finish(): ((result: Accepted | Refused | null) => void) | null {
     const done = this.#done;
     this.#done = null;
     this.#buffer = EMPTY;
@@ -107,56 +213,80 @@ export class HandshakeReader implements StreamTarget {
   }
 }
 
-/** Handshakes under way: a head is cut off between `--handshake_timeout_sec` and 250 ms after. */
+/** Requests under way: cut off between their reader's deadline and 250 ms after. */
 const pending = new Deadlines<HandshakeReader>(250, (reader) => reader.expire());
 
-async function checkConnect(
+/** The route a head asks for, or why there is none. */
+function routeOf(
   head: RequestHead,
+  options: HandshakeOptions,
+): Route | "preflight" | "not found" | "method not allowed" {
+  const onPath: Route[] = [];
+  for (const route of options.transports) if (route.path === head.path) onPath.push(route);
+  for (const route of options.endpoints) if (route.path === head.path) onPath.push(route);
+  if (onPath.length === 0) return "not found";
+  if (head.method === "OPTIONS") return "preflight";
+  const upgrade = head.headers.get("upgrade")?.toLowerCase();
+  const route = onPath.find((r) =>
+    r.method === head.method &&
+    (!isTransport(r) || r.upgrade === undefined || r.upgrade === upgrade)
+  );
+  return route ?? "method not allowed";
+}
+
+async function checkRequest(
+  head: RequestHead,
+  route: Route | "preflight",
+  body: Uint8Array,
   rest: Uint8Array,
   address: string,
   options: HandshakeOptions,
-): Promise<Admitted | Refused> {
-  const bad = (reason: string, status: 400 | 404 | 405 = 400): Refused => ({
-    admitted: false,
-    status,
-    reason,
-    counter: "bad_request_number",
+): Promise<Accepted | Refused> {
+  const origin = head.headers.get("origin");
+  const cors = options.cors.headers(origin);
+  const refused = (
+    status: Refused["status"],
+    reason: string,
+    counter: Refused["counter"] = "bad_request_number",
+    extra = "",
+  ): Refused => ({ accepted: false, status, reason, headers: cors + extra, counter });
+  const accepted = (uid = "", device = "", since = 0): Accepted => ({
+    accepted: true,
+    route,
+    uid,
+    device,
+    since,
+    head,
+    cors,
+    body,
+    rest,
   });
-  const served = options.transports.filter((t) => t.path === head.path);
-  if (served.length === 0) return bad("not found", 404);
-  const transport = served.find((t) => t.method === head.method);
-  if (!transport) return bad("method not allowed", 405);
+  if (!options.cors.allows(origin)) return refused(403, "origin not allowed");
+  if (route === "preflight") return accepted();
+  const needs = isTransport(route) ? "login" : route.needs;
+  if (needs === "none") return accepted();
   const uid = head.params.get("uid");
-  if (!isValidName(uid)) return bad("invalid uid");
+  if (!isValidName(uid)) return refused(400, "invalid uid");
+  if (needs === "uid") return accepted(uid);
   const device = head.params.get("device") ?? "";
-  if (device !== "" && !isValidName(device)) return bad("invalid device");
+  if (device !== "" && !isValidName(device)) return refused(400, "invalid device");
+  const since = resumePoint(head.headers, head.params);
+  if (since === null) return refused(400, "invalid since");
+  const problem = isTransport(route) ? route.check?.(head) : null;
+  if (problem) return refused(problem.status, problem.reason, undefined, problem.headers);
   const password = head.params.get("password");
-  if (password === undefined) return bad("missing password");
+  if (password === undefined) return refused(400, "missing password");
   const verdict = await options.authenticate({
     uid,
     device,
     password,
-    transport: transport.name,
+    transport: isTransport(route) ? route.name : route.path.slice(1),
     address,
     headers: head.headers,
   });
-  if (verdict === "unavailable") {
-    return {
-      admitted: false,
-      status: 503,
-      reason: "auth unavailable",
-      counter: "auth_fail_number",
-    };
-  }
-  if (verdict !== "allow") {
-    return {
-      admitted: false,
-      status: 400,
-      reason: "invalid password",
-      counter: "auth_fail_number",
-    };
-  }
-  return { admitted: true, uid, device, query: head.query, head, rest, transport };
+  if (verdict === "unavailable") return refused(503, "auth unavailable", "auth_fail_number");
+  if (verdict !== "allow") return refused(400, "invalid password", "auth_fail_number");
+  return accepted(uid, device, since);
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
