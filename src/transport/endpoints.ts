@@ -6,10 +6,13 @@
  *   is JSON lines, each a client message of §2; the owner answers `{"result":[…]}`, one
  *   entry a line, `"ok"` or `{"error":"…"}` (a non-owner's `307` is the client port's).
  * - `GET /shard?uid=U`: `{"result":"host:port"}`, where the uid's owner listens.
+ * - `GET /ipush.js`: the JavaScript client (`src/client/ipush.js`), revalidated (`ETag`,
+ *   `304`), so a new daemon's client is picked up at once.
  *
  * @module
  */
 
+import { createHash } from "node:crypto";
 import type { ShardAddress } from "../core/shard_map.ts";
 import { response } from "../protocol/handshake.ts";
 import type { Accepted, Endpoint } from "./handshake.ts";
@@ -28,11 +31,29 @@ export interface EndpointServices {
 /** Most lines one `/send` carries. */
 export const SEND_MAX_LINES = 1000;
 
-const SEND: Endpoint = { method: "POST", path: "/send", needs: "login" };
+export const SEND: Endpoint = { method: "POST", path: "/send", needs: "login" };
 const SHARD: Endpoint = { method: "GET", path: "/shard", needs: "uid" };
+const CLIENT: Endpoint = { method: "GET", path: "/ipush.js", needs: "none" };
 
 /** Every endpoint, in the order a request is matched against them. */
-export const ENDPOINTS: readonly Endpoint[] = [SEND, SHARD];
+export const ENDPOINTS: readonly Endpoint[] = [SEND, SHARD, CLIENT];
+
+/** A file served as it is, with its validator. */
+interface Asset {
+  type: string;
+  bytes: Uint8Array;
+  etag: string;
+}
+
+function asset(name: string, type: string): Asset {
+  const bytes = Deno.readFileSync(new URL(`../client/${name}`, import.meta.url));
+  const etag = `"${createHash("sha1").update(bytes).digest("base64url")}"`;
+  return { type, bytes, etag };
+}
+
+const ASSETS = new Map<Endpoint, Asset>([
+  [CLIENT, asset("ipush.js", "text/javascript; charset=utf-8")],
+]);
 
 const encoder = new TextEncoder();
 const JSON_TYPE = "Content-Type: application/json; charset=utf-8\r\n";
@@ -57,10 +78,18 @@ export async function answerEndpoint(
     const owner = services.shardOf(request.uid);
     return json(200, { result: `${owner.host || host}:${owner.port}` });
   }
-  const lines = splitLines(request.body);
-  if (lines.length > SEND_MAX_LINES) return json(413, { error: "too many lines" });
-  const answers = await services.submit(request.uid, request.device, lines);
-  return json(200, null, `{"result":[${answers.join(",")}]}`);
+  if (endpoint === SEND) {
+    const lines = splitLines(request.body);
+    if (lines.length > SEND_MAX_LINES) return json(413, { error: "too many lines" });
+    const answers = await services.submit(request.uid, request.device, lines);
+    return json(200, null, `{"result":[${answers.join(",")}]}`);
+  }
+  const file = ASSETS.get(endpoint)!;
+  const headers = `ETag: ${file.etag}\r\nCache-Control: no-cache\r\n` + connection + request.cors;
+  if (request.head.headers.get("if-none-match") === file.etag) {
+    return response(304, headers, {});
+  }
+  return response(200, `Content-Type: ${file.type}\r\n` + headers, { body: file.bytes });
 }
 
 /** The non-blank lines of a body, without their line ends (LF or CRLF). */

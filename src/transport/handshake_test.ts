@@ -179,6 +179,7 @@ Deno.test("request: endpoints need what they need; other paths and methods are r
     400,
     "invalid uid",
   ]);
+  assert.equal(routeName(await accepted(["GET /ipush.js HTTP/1.1\r\n\r\n"])), "/ipush.js");
   assert.equal(routeName(await accepted(["OPTIONS /send?x HTTP/1.1\r\n\r\n"])), "preflight");
   assert.deepEqual((await refused(["OPTIONS /nope HTTP/1.1\r\n\r\n"])).slice(0, 2), [
     404,
