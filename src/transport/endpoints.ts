@@ -6,8 +6,8 @@
  *   is JSON lines, each a client message of §2; the owner answers `{"result":[…]}`, one
  *   entry a line, `"ok"` or `{"error":"…"}` (a non-owner's `307` is the client port's).
  * - `GET /shard?uid=U`: `{"result":"host:port"}`, where the uid's owner listens.
- * - `GET /ipush.js`: the JavaScript client (`src/client/ipush.js`), revalidated (`ETag`,
- *   `304`), so a new daemon's client is picked up at once.
+ * - `GET /ipush.js`: the JavaScript client (`src/client/ipush.js`); `GET /demo`: the demo
+ *   page. Both revalidate (`ETag`, `304`), so a new daemon's client is picked up at once.
  *
  * @module
  */
@@ -34,9 +34,10 @@ export const SEND_MAX_LINES = 1000;
 export const SEND: Endpoint = { method: "POST", path: "/send", needs: "login" };
 const SHARD: Endpoint = { method: "GET", path: "/shard", needs: "uid" };
 const CLIENT: Endpoint = { method: "GET", path: "/ipush.js", needs: "none" };
+const DEMO: Endpoint = { method: "GET", path: "/demo", needs: "none" };
 
 /** Every endpoint, in the order a request is matched against them. */
-export const ENDPOINTS: readonly Endpoint[] = [SEND, SHARD, CLIENT];
+export const ENDPOINTS: readonly Endpoint[] = [SEND, SHARD, CLIENT, DEMO];
 
 /** A file served as it is, with its validator. */
 interface Asset {
@@ -53,6 +54,7 @@ function asset(name: string, type: string): Asset {
 
 const ASSETS = new Map<Endpoint, Asset>([
   [CLIENT, asset("ipush.js", "text/javascript; charset=utf-8")],
+  [DEMO, asset("demo.html", "text/html; charset=utf-8")],
 ]);
 
 const encoder = new TextEncoder();
