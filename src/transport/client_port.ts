@@ -131,8 +131,11 @@ function createConnectServer(options: ClientPortOptions): net.Server {
         if (!keepAlive) return closeSoon(socket, answer);
         socket.write(answer);
         read(result.rest, true);
-      });
+        // A bug answers a 500 and closes; it does not take the worker down.
+      }, () => closeSoon(socket, refusal(500, "internal error", undefined, result.cors)));
     };
+    // Made once a socket, so that a connection holding it (a held poll) holds no request.
+    const next = (rest: Uint8Array) => read(rest, true);
     const open = (transport: Transport, result: Accepted) => {
       const admitted: Admitted = {
         uid: result.uid,
@@ -141,7 +144,7 @@ function createConnectServer(options: ClientPortOptions): net.Server {
         head: result.head,
         cors: result.cors,
         rest: result.rest,
-        next: (rest) => read(rest, true),
+        next,
       };
       const conn = transport.open(socket, admitted, context);
       target = conn;

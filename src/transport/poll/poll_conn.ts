@@ -21,6 +21,7 @@ import { closeSoon } from "../linger.ts";
 import { type Flushable, scheduleFlush } from "../socket_conn.ts";
 
 const encoder = new TextEncoder();
+const EMPTY = new Uint8Array(0);
 
 /** Bytes of a pipelined next request kept while a poll is held; past it the socket goes. */
 const MAX_EARLY_BYTES = 65_536;
@@ -40,7 +41,9 @@ export class PollConn implements OpenedConn, Flushable {
   readonly transport = "poll" as const;
   readonly upstream = false;
   #socket: Socket;
-  #admitted: Admitted;
+  /** The request's CORS header lines, and what hands the socket on for the next request. */
+  #cors: string;
+  #next: (rest: Uint8Array) => void;
   #counters: ShardCounters;
   #maxOutputBytes: number;
   #receiver: ConnReceiver | null = null;
@@ -57,11 +60,14 @@ export class PollConn implements OpenedConn, Flushable {
     admitted: Admitted,
     limits: { counters: ShardCounters; maxOutputBytes: number; waitMs: number },
   ) {
+    // Only what the answer needs is kept: a held poll is an idle client's whole cost.
     this.#socket = socket;
-    this.#admitted = admitted;
+    this.#cors = admitted.cors;
+    this.#next = admitted.next;
     this.#counters = limits.counters;
     this.#maxOutputBytes = limits.maxOutputBytes;
-    this.#early = admitted.rest;
+    // A view, even an empty one, would keep the socket's whole read buffer.
+    this.#early = admitted.rest.length === 0 ? EMPTY : admitted.rest.slice();
     this.#last = /(?:^|,)\s*close\s*(?:,|$)/i.test(admitted.head.headers.get("connection") ?? "");
     held.add(this, Date.now() + limits.waitMs);
   }
@@ -144,7 +150,7 @@ export class PollConn implements OpenedConn, Flushable {
     const headers = "Content-Type: application/json; charset=utf-8\r\n" +
       "Cache-Control: no-store\r\n" +
       (close ? "Connection: close\r\n" : "Connection: keep-alive\r\n") +
-      this.#admitted.cors;
+      this.#cors;
     const answer = response(200, headers, { body });
     this.#counters.total_send_bytes += answer.length;
     if (close) {
@@ -154,6 +160,6 @@ export class PollConn implements OpenedConn, Flushable {
     }
     this.#socket.write(answer);
     this.#receiver?.left();
-    this.#admitted.next(this.#early);
+    this.#next(this.#early);
   }
 }
