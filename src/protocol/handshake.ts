@@ -163,6 +163,7 @@ const STATUS_TEXT: Record<number, string> = {
   411: "Length Required",
   413: "Content Too Large",
   426: "Upgrade Required",
+  500: "Internal Server Error",
   503: "Service Unavailable",
 };
 
@@ -210,6 +211,13 @@ export function response(
 export function shardLocation(host: string, port: number, path: string, query: string): string {
   const authority = host.includes(":") ? `[${host}]` : host;
   return `http://${authority}:${port}${path}?${query}`;
+}
+
+const CLOSE = /(?:^|,)\s*close\s*(?:,|$)/i;
+
+/** Whether the request's `Connection` header asks for the connection to close after the answer. */
+export function wantsClose(headers: ReadonlyMap<string, string>): boolean {
+  return CLOSE.test(headers.get("connection") ?? "");
 }
 
 /**

@@ -9,6 +9,7 @@ import {
   redirectHead,
   refusal,
   shardLocation,
+  wantsClose,
 } from "./handshake.ts";
 
 const encoder = new TextEncoder();
@@ -339,5 +340,14 @@ Deno.test("shardLocation: IPv4, names, and IPv6 in brackets", () => {
   assert.equal(
     shardLocation("fe80::1:2", 9011, "/connect", "uid=b&password=c"),
     "http://[fe80::1:2]:9011/connect?uid=b&password=c",
+  );
+});
+
+Deno.test("wantsClose: the close token of Connection, in any case, among others", () => {
+  const asked = (value?: string) =>
+    wantsClose(new Map(value === undefined ? [] : [["connection", value]]));
+  assert.deepEqual(
+    [asked("close"), asked("Keep-Alive, Close"), asked("keep-alive"), asked("closed"), asked()],
+    [true, true, false, false, false],
   );
 });

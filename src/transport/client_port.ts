@@ -12,7 +12,13 @@
 
 import net from "node:net";
 import type { ShardAddress } from "../core/shard_map.ts";
-import { redirectHead, refusal, response, shardLocation } from "../protocol/handshake.ts";
+import {
+  redirectHead,
+  refusal,
+  response,
+  shardLocation,
+  wantsClose,
+} from "../protocol/handshake.ts";
 import type { SocketBudget } from "./budget.ts";
 import type {
   Admitted,
@@ -62,7 +68,6 @@ export interface ClientPortOptions extends EndpointServices {
 }
 
 const EMPTY = new Uint8Array(0);
-const CLOSE = /(?:^|,)\s*close\s*(?:,|$)/i;
 
 /**
  * Creates one listening socket's server (not yet listening). Each socket gets its listeners
@@ -125,14 +130,17 @@ function createConnectServer(options: ClientPortOptions): net.Server {
         return closeSoon(socket, redirectHead(location, undefined, status, result.cors));
       }
       if (isTransport(route)) return open(route, result);
-      const keepAlive = !CLOSE.test(result.head.headers.get("connection") ?? "");
-      answerEndpoint(result, route, options, reachedHost(socket), keepAlive).then((answer) => {
+      const keepAlive = !wantsClose(result.head.headers);
+      const answered = (answer: Uint8Array) => {
         if (socket.destroyed) return;
         if (!keepAlive) return closeSoon(socket, answer);
         socket.write(answer);
         read(result.rest, true);
-        // A bug answers a 500 and closes; it does not take the worker down.
-      }, () => closeSoon(socket, refusal(500, "internal error", undefined, result.cors)));
+      };
+      // A bug answers a 500 and closes; it does not take the worker down.
+      const failed = () =>
+        closeSoon(socket, refusal(500, "internal error", undefined, result.cors));
+      answerEndpoint(result, route, options, reachedHost(socket), keepAlive).then(answered, failed);
     };
     // Made once a socket, so that a connection holding it (a held poll) holds no request.
     const next = (rest: Uint8Array) => read(rest, true);

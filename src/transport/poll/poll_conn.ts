@@ -13,7 +13,7 @@
  */
 
 import type { Socket } from "node:net";
-import { response } from "../../protocol/handshake.ts";
+import { response, wantsClose } from "../../protocol/handshake.ts";
 import { type ShardCounters, TRANSPORT_COUNTERS } from "../../stats/counters.ts";
 import type { Admitted, ConnReceiver, OpenedConn } from "../conn.ts";
 import { Deadlines } from "../deadlines.ts";
@@ -68,7 +68,7 @@ export class PollConn implements OpenedConn, Flushable {
     this.#maxOutputBytes = limits.maxOutputBytes;
     // A view, even an empty one, would keep the socket's whole read buffer.
     this.#early = admitted.rest.length === 0 ? EMPTY : admitted.rest.slice();
-    this.#last = /(?:^|,)\s*close\s*(?:,|$)/i.test(admitted.head.headers.get("connection") ?? "");
+    this.#last = wantsClose(admitted.head.headers);
     held.add(this, Date.now() + limits.waitMs);
   }
 
