@@ -139,6 +139,8 @@ Deno.test("flags: scenario defaults, process split, refusals", () => {
   assert.throws(() => parseOptions(["nope"]));
   assert.throws(() => parseOptions(["chat", "--connections=1"]));
   assert.throws(() => parseOptions(["idle", "--bogus=1"]));
+  assert.throws(() => parseOptions(["idle", "--transport=sse"]));
+  assert.throws(() => parseOptions(["chat", "--transport=poll"]));
 });
 
 /** A server on an ephemeral loopback port that answers each connection with `respond`. */
@@ -149,11 +151,12 @@ async function tinyServer(respond: (socket: net.Socket, port: number) => void) {
 }
 
 /** A client context that records what happens. */
-function recordingContext(port: number) {
+function recordingContext(port: number, transport: ClientContext["transport"] = "tcp") {
   const log: string[] = [];
   const ctx: ClientContext = {
     host: "127.0.0.1",
     port,
+    transport,
     ack: "each",
     connectTimeoutMs: 2000,
     maxRedirects: 3,
@@ -219,6 +222,77 @@ Deno.test("client refuses a 303 off loopback and reports a 400", async () => {
   }
   away.server.close();
   bad.server.close();
+});
+
+Deno.test("a WebSocket client: upgrade, split frames, masked acks, a close frame", async () => {
+  const received: Buffer[] = [];
+  const frame = (text: string) =>
+    Buffer.concat([Buffer.from([0x81, text.length]), Buffer.from(text)]);
+  const server = await tinyServer((s) => {
+    s.once("data", (d: Buffer) => {
+      assert.match(d.toString(), /^GET \/connect\?uid=u1&password=p HTTP\/1\.1\r\n/);
+      assert.match(d.toString(), /\r\nUpgrade: websocket\r\n/);
+      const first = frame('{"y":3,"b":"hi","s":7}');
+      s.write(
+        Buffer.concat([
+          Buffer.from("HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+          first.subarray(0, 5),
+        ]),
+      );
+      setTimeout(() => s.write(first.subarray(5)), 20);
+      s.on("data", (bytes: Buffer) => received.push(bytes));
+    });
+  });
+  const { ctx, log } = recordingContext(server.port, "ws");
+  const client = new Client(ctx, "u1", "p", undefined);
+  client.start();
+  await waitUntil(() => Buffer.concat(received).length > 0);
+  const ack = Buffer.concat(received);
+  assert.deepEqual([ack[0], ack[1] & 0x80, ack.subarray(6).toString()], [
+    0x81,
+    0x80,
+    '{"y":5,"f":"u1","s":7}',
+  ]);
+  assert.equal(client.heartbeat(), true);
+  client.close();
+  await waitUntil(() => log.includes("closed true"));
+  const after = Buffer.concat(received).subarray(ack.length);
+  assert.equal(after.subarray(6, 13).toString(), '{"y":0}', "the heartbeat, masked");
+  assert.deepEqual([...after.subarray(13)], [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8], "close 1000");
+  assert.deepEqual(log, ["open", 'frame {"y":3,"b":"hi","s":7}', "closed true"]);
+  server.server.close();
+});
+
+Deno.test("a long-poll client: polls on one socket, each since the last s it got", async () => {
+  const polls: string[] = [];
+  const answers = [[{ y: 3, b: "a", s: 1 }, { y: 3, b: "b", s: 2 }], [], [{ y: 3, b: "c", s: 3 }]];
+  const server = await tinyServer((s) => {
+    s.on("data", (d: Buffer) => {
+      polls.push(d.toString().split("\r\n")[0]);
+      const result = answers.shift();
+      if (!result) return;
+      const body = JSON.stringify({ result });
+      const answer = `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      // Split inside the body, to be read whole anyway.
+      s.write(answer.slice(0, answer.length - 3));
+      setTimeout(() => s.write(answer.slice(-3)), 10);
+    });
+  });
+  const { ctx, log } = recordingContext(server.port, "poll");
+  const client = new Client(ctx, "u1", "p", undefined);
+  client.start();
+  await waitUntil(() => polls.length === 4);
+  assert.deepEqual(polls, [
+    "GET /poll?uid=u1&password=p&wait=0&since=0 HTTP/1.1",
+    "GET /poll?uid=u1&password=p&since=2 HTTP/1.1",
+    "GET /poll?uid=u1&password=p&since=2 HTTP/1.1",
+    "GET /poll?uid=u1&password=p&since=3 HTTP/1.1",
+  ]);
+  assert.equal(client.heartbeat(), false, "nothing to keep alive");
+  client.close();
+  await waitUntil(() => log.includes("closed true"));
+  assert.deepEqual(log.filter((l) => l.startsWith("frame")).length, 3);
+  server.server.close();
 });
 
 async function waitUntil(done: () => boolean): Promise<void> {

@@ -4,7 +4,14 @@
  * @module
  */
 
-import { ChunkDecoder, encodeChunk, encodeTextChunk } from "../src/protocol/chunk.ts";
+import {
+  ChunkDecoder,
+  encodeChunk,
+  encodeTextChunk,
+  textChunk,
+  utf8Length,
+} from "../src/protocol/chunk.ts";
+import { textFrame, WsDecoder, type WsSink } from "../src/protocol/ws.ts";
 import { parseHead } from "../src/protocol/handshake.ts";
 import { encodeDelivery, parseClientMessage } from "../src/protocol/message.ts";
 import { encodeMsgpackDelivery, parseMsgpackMessage } from "../src/protocol/msgpack.ts";
@@ -30,6 +37,26 @@ const HUNDRED_FRAMES = (() => {
   for (let i = 0; i < FRAMES; i++) out.set(ONE_FRAME, i * ONE_FRAME.length);
   return out;
 })();
+
+/**
+ * The same frames as a browser sends them over a WebSocket: masked, with the all-zero key so
+ * that unmasking in place (the same work whatever the key) leaves them as they were for the
+ * next iteration.
+ */
+const HUNDRED_WS_FRAMES = (() => {
+  const one = new Uint8Array(6 + SMALL_BYTES.length);
+  one.set([0x81, 0x80 | SMALL_BYTES.length, 0, 0, 0, 0]);
+  one.set(SMALL_BYTES, 6);
+  const out = new Uint8Array(one.length * FRAMES);
+  for (let i = 0; i < FRAMES; i++) out.set(one, i * one.length);
+  return out;
+})();
+const WS_SINK: WsSink = {
+  message: (payload) => void (sink += payload.length),
+  ping: () => {},
+  pong: () => {},
+  closing: () => {},
+};
 
 const CLIENT_MESSAGE = encoder.encode('{"y":3,"f":"user001","t":"user002","b":"hello"}');
 
@@ -64,17 +91,36 @@ Deno.bench(
   },
 );
 
+Deno.bench("textChunk (small JSON, as a session writes it)", {
+  group: "frame a delivery",
+  baseline: true,
+}, () => {
+  sink += textChunk(SMALL_JSON, utf8Length(SMALL_JSON)).length;
+});
+
+Deno.bench("textFrame (small JSON, a WebSocket text frame)", { group: "frame a delivery" }, () => {
+  sink += textFrame(SMALL_JSON, utf8Length(SMALL_JSON)).length;
+});
+
 Deno.bench("decode 1 frame", { group: "chunk decode", baseline: true }, () => {
   const decoder = new ChunkDecoder(65536);
   decoder.push(ONE_FRAME, (body) => sink += body.length);
 });
 
-Deno.bench(`decode ${FRAMES} frames in one buffer (per frame: time / ${FRAMES})`, {
-  group: "chunk decode x100",
+Deno.bench(`decode ${FRAMES} chunks in one buffer (per frame: time / ${FRAMES})`, {
+  group: "decode x100",
+  baseline: true,
   n: 10_000,
 }, () => {
   const decoder = new ChunkDecoder(65536);
   decoder.push(HUNDRED_FRAMES, (body) => sink += body.length);
+});
+
+Deno.bench(`decode ${FRAMES} masked WebSocket frames in one buffer (per frame: / ${FRAMES})`, {
+  group: "decode x100",
+  n: 10_000,
+}, () => {
+  new WsDecoder(WS_SINK, 65536).push(HUNDRED_WS_FRAMES);
 });
 
 Deno.bench("encodeDelivery (y=3, stored)", { group: "encodeDelivery", baseline: true }, () => {

@@ -21,6 +21,7 @@ const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
  */
 export const LAYERS: Record<string, readonly string[]> = {
   core: [],
+  client: [],
   thread: ["core"],
   protocol: ["core"],
   config: ["core", "storage"],

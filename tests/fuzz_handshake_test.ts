@@ -213,6 +213,9 @@ function expect(request: string): Expected {
     if (!isName(uid)) return { refusal: [400, "invalid uid"] as Refusal };
     const device = params.get("device") ?? "";
     if (device !== "" && !isName(device)) return { refusal: [400, "invalid device"] as Refusal };
+    if (!/^(\d{1,15})?$/.test(params.get("since") ?? "")) {
+      return { refusal: [400, "invalid since"] as Refusal };
+    }
     const codec = params.get("codec") ?? "";
     if (!["", "json", "msgpack"].includes(codec)) {
       return { refusal: [400, "invalid codec"] as Refusal };
@@ -311,7 +314,7 @@ const partMutations: ((r: Rand, p: Parts) => void)[] = [
       "get",
       "HEAD",
       "PUT",
-      "OPTIONS",
+      "TRACE",
       "CONNECT",
       "GETGET",
       "G\x00ET",
@@ -358,7 +361,7 @@ const partMutations: ((r: Rand, p: Parts) => void)[] = [
       "/connect\x80",
       "connect",
       "/connect#x",
-      "/shard",
+      "/shards",
     ]);
   },
   // an injection or a control byte inside the query (the request target)
@@ -545,6 +548,7 @@ const REASONS = new Map<number, string[]>([
     "invalid uid",
     "invalid device",
     "invalid codec",
+    "invalid since",
     "missing password",
     "invalid password",
   ]],

@@ -1,6 +1,8 @@
 /**
- * One raw-socket ipush client (PROTOCOL.md §1–2) on `node:net`: the `GET /connect`
- * handshake, following 303s to the owning shard, then the duplex chunk stream with acks.
+ * One ipush client on `node:net`: a raw-socket one (PROTOCOL.md §1–2: the `GET /connect`
+ * handshake, following 303s to the owning shard, then the duplex chunk stream with acks), a
+ * WebSocket (§6: the same after a 101, in frames), or a long-poll (§6: one poll after
+ * another on a kept-alive socket, each acking what the one before returned).
  *
  * Clients of one process share a {@linkcode ClientContext} (counters, histograms,
  * callbacks) so that each connection costs only its socket and a few fields.
@@ -11,9 +13,19 @@
 import net from "node:net";
 import { Buffer } from "node:buffer";
 import type { Histogram } from "./histogram.ts";
-import { type AckMode, type Counters, nowMs } from "./ipc.ts";
+import { type AckMode, type ClientTransport, type Counters, nowMs } from "./ipc.ts";
 import { dialAddress, isLoopback } from "./loopback.ts";
-import { ChunkReader, connectPath, connectRequest, encodeFrame, parseHead } from "./wire.ts";
+import {
+  ChunkReader,
+  connectPath,
+  connectRequest,
+  encodeFrame,
+  encodeWsFrame,
+  parseHead,
+  pollRequest,
+  upgradeRequest,
+  WsReader,
+} from "./wire.ts";
 
 /** A server → client frame, as far as the load generator looks into it. */
 export interface Frame {
@@ -29,6 +41,7 @@ export interface Frame {
 export interface ClientContext {
   host: string;
   port: number;
+  transport: ClientTransport;
   ack: AckMode;
   connectTimeoutMs: number;
   maxRedirects: number;
@@ -47,7 +60,9 @@ export interface ClientContext {
   onFrame(client: Client, frame: Frame): void;
 }
 
-const CLOSE_FRAME = "0\r\n\r\n";
+const LAST_CHUNK = "0\r\n\r\n";
+const CLOSE_FRAME = String.fromCharCode(0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8); // 1000, masked
+const HEARTBEATS = { tcp: encodeFrame('{"y":0}'), ws: encodeWsFrame('{"y":0}') };
 /** Larger heads are not what an ipush server sends; stop buffering. */
 const MAX_HEAD = 16384;
 
@@ -56,7 +71,9 @@ export class Client {
   /** Position in the owner's list of open clients (kept by the owner). */
   slot = -1;
   #socket: net.Socket | null = null;
-  #reader = new ChunkReader();
+  #reader: ChunkReader | WsReader;
+  /** A long-poll's answer read so far (its head and body). */
+  #answer: Buffer | null = null;
   #open = false;
   #closing = false;
   #done = false;
@@ -70,7 +87,9 @@ export class Client {
     readonly uid: string,
     readonly password: string,
     readonly localAddress: string | undefined,
-  ) {}
+  ) {
+    this.#reader = ctx.transport === "ws" ? new WsReader() : new ChunkReader();
+  }
 
   /** True between the 200 and the close. */
   get open(): boolean {
@@ -87,24 +106,32 @@ export class Client {
     this.#startedAt = nowMs();
     this.ctx.counters.attempts++;
     this.#timer = setTimeout(() => this.#fail("connect timeout"), this.ctx.connectTimeoutMs);
-    this.#dial(this.ctx.host, this.ctx.port, connectPath(this.uid, this.password), 0);
+    // A first poll that answers at once says whether polling works; the next ones are held.
+    const path = this.ctx.transport === "poll"
+      ? `${connectPath(this.uid, this.password, "/poll")}&wait=0&since=0`
+      : connectPath(this.uid, this.password);
+    this.#dial(this.ctx.host, this.ctx.port, path, 0);
   }
 
-  /** Sends one frame with the given JSON body. */
+  /** Sends one frame with the given JSON body (a long-poll client sends nothing). */
   send(body: string): void {
-    this.#socket?.write(encodeFrame(body));
+    if (this.ctx.transport !== "poll") this.#socket?.write(this.#frame(body), "latin1");
   }
 
-  /** Sends bytes already framed. */
-  sendRaw(frames: string): void {
-    this.#socket?.write(frames);
+  /** Sends a heartbeat; false for a long-poll client, which has no stream to keep. */
+  heartbeat(): boolean {
+    if (this.ctx.transport === "poll") return false;
+    this.#socket?.write(HEARTBEATS[this.ctx.transport], "latin1");
+    return true;
   }
 
-  /** Closes gracefully (`0\r\n\r\n`, then FIN); `onClosed` follows with `wanted` true. */
+  /** Closes gracefully (the last chunk or a close frame, then FIN); `onClosed` follows. */
   close(): void {
     this.#closing = true;
     if (this.#open) {
-      this.#socket?.end(CLOSE_FRAME);
+      const transport = this.ctx.transport;
+      if (transport === "poll") this.#socket?.end();
+      else this.#socket?.end(transport === "ws" ? CLOSE_FRAME : LAST_CHUNK, "latin1");
     } else if (!this.#done) {
       this.#fail("closed by load generator");
     }
@@ -125,11 +152,22 @@ export class Client {
     });
     this.#socket = socket;
     socket.setNoDelay(true);
-    socket.write(connectRequest(path));
+    const transport = this.ctx.transport;
+    socket.write(
+      transport === "ws"
+        ? upgradeRequest(path)
+        : transport === "poll"
+        ? pollRequest(path)
+        : connectRequest(path),
+    );
     let head: Buffer | null = null;
     let error = "";
     socket.on("data", (data: Buffer) => {
       if (this.#socket !== socket) return;
+      if (transport === "poll") {
+        this.#onPollData(socket, data, hops, path);
+        return;
+      }
       if (this.#open) {
         this.#onData(data);
         return;
@@ -165,12 +203,8 @@ export class Client {
       if (head.length > MAX_HEAD) this.#fail("response head too long");
       return;
     }
-    if (parsed.status === 200) {
-      clearTimeout(this.#timer);
-      this.#open = true;
-      this.#done = true;
-      this.ctx.connectHist.recordMs(nowMs() - this.#startedAt);
-      this.ctx.onOpen(this);
+    if (parsed.status === (this.ctx.transport === "ws" ? 101 : 200)) {
+      this.#opened();
       if (head.length > parsed.length) this.#onData(head.subarray(parsed.length));
       return;
     }
@@ -198,6 +232,59 @@ export class Client {
     this.ctx.counters.redirects++;
     const port = url.port === "" ? 80 : Number(url.port);
     this.#dial(url.hostname, port, url.pathname + url.search, hops + 1);
+  }
+
+  #opened(): void {
+    clearTimeout(this.#timer);
+    this.#open = true;
+    this.#done = true;
+    this.ctx.connectHist.recordMs(nowMs() - this.#startedAt);
+    this.ctx.onOpen(this);
+  }
+
+  /**
+   * A long-poll's bytes: whole answers (head and `Content-Length` body) are taken as they
+   * complete; each one's messages go to `onFrame`, then the next poll goes out on the same
+   * socket with `since` the highest `s` seen, which acks them.
+   */
+  #onPollData(socket: net.Socket, data: Buffer, hops: number, path: string): void {
+    const buf = this.#answer === null ? data : Buffer.concat([this.#answer, data]);
+    this.#answer = null;
+    let parsed;
+    try {
+      parsed = parseHead(buf);
+    } catch (e) {
+      return this.#fail((e as Error).message);
+    }
+    if (parsed === null) {
+      if (buf.length > MAX_HEAD) return this.#fail("response head too long");
+      this.#answer = Buffer.from(buf);
+      return;
+    }
+    if (parsed.status === 303) return this.#follow(socket, parsed.headers.get("location"), hops);
+    const end = parsed.length + Number(parsed.headers.get("content-length") ?? 0);
+    if (buf.length < end) {
+      this.#answer = Buffer.from(buf);
+      return;
+    }
+    const body = buf.toString("utf8", parsed.length, end);
+    if (parsed.status !== 200) return this.#fail(`HTTP ${parsed.status} ${body.slice(0, 80)}`);
+    if (!this.#open) this.#opened();
+    let messages: Frame[];
+    try {
+      messages = JSON.parse(body).result;
+    } catch {
+      this.ctx.counters.badFrames++;
+      this.ctx.reason("bad poll answer: not JSON");
+      return void socket.destroy();
+    }
+    for (const frame of messages) {
+      if (typeof frame.s === "number" && frame.s > this.#maxSeq) this.#maxSeq = frame.s;
+      this.ctx.onFrame(this, frame);
+    }
+    if (messages.length > 0) this.ctx.counters.acksOut++;
+    const since = Math.max(this.#maxSeq, 0);
+    socket.write(pollRequest(path.replace(/&wait=0&since=\d+$/, `&since=${since}`)));
   }
 
   #fail(reason: string): void {
@@ -236,7 +323,7 @@ export class Client {
     const s = frame.s;
     if (typeof s === "number" && this.ctx.ack !== "none") {
       if (this.ctx.ack === "each") {
-        this.#acks += encodeFrame(`{"y":5,"f":${JSON.stringify(this.uid)},"s":${s}}`);
+        this.#acks += this.#frame(`{"y":5,"f":${JSON.stringify(this.uid)},"s":${s}}`);
         this.ctx.counters.acksOut++;
       } else if (s > this.#maxSeq) {
         this.#maxSeq = s;
@@ -248,13 +335,18 @@ export class Client {
   /** One write per read: every ack of the read (`each`) or the highest seq (`read`). */
   #flushAcks(): void {
     if (this.#maxSeq >= 0) {
-      this.#acks += encodeFrame(`{"y":5,"f":${JSON.stringify(this.uid)},"s":${this.#maxSeq}}`);
+      this.#acks += this.#frame(`{"y":5,"f":${JSON.stringify(this.uid)},"s":${this.#maxSeq}}`);
       this.ctx.counters.acksOut++;
       this.#maxSeq = -1;
     }
     if (this.#acks !== "") {
-      this.#socket?.write(this.#acks);
+      this.#socket?.write(this.#acks, "latin1");
       this.#acks = "";
     }
+  }
+
+  /** One message as this client's stream frames it (a WebSocket frame or a chunk). */
+  #frame(body: string): string {
+    return this.ctx.transport === "ws" ? encodeWsFrame(body) : encodeFrame(body);
   }
 }

@@ -7,7 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
-import type { AckMode, Rate } from "./ipc.ts";
+import type { AckMode, ClientTransport, Rate } from "./ipc.ts";
 import { isLoopback } from "./loopback.ts";
 
 /** The scenarios, with what each measures (for `--help`). */
@@ -33,6 +33,7 @@ export interface LoadOptions {
   processes: number;
   maxPerProcess: number;
   sourceAddrs: number;
+  transport: ClientTransport;
   uidPrefix: string;
   password: string;
   passwordFile: string;
@@ -77,6 +78,11 @@ const FLAGS: [string, Default, string][] = [
     "client processes (default: connections / max_per_process, rounded up)",
   ],
   ["source_addrs", "16", "source addresses 127.0.0.2.. to bind client sockets to (0: none)"],
+  [
+    "transport",
+    "tcp",
+    "tcp (the raw chunk stream) | ws (WebSocket) | poll (long-poll: idle, unicast, fanout)",
+  ],
   ["uid_prefix", "load_", "uids are <uid_prefix><n>, n = 0 .. connections-1"],
   ["password", "pwd{n}", "password template; {uid} and {n} are substituted"],
   [
@@ -171,6 +177,14 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
     }
   }
   if (!["each", "read", "none"].includes(v.ack)) throw new Error("--ack must be each|read|none");
+  if (!["tcp", "ws", "poll"].includes(v.transport)) {
+    throw new Error("--transport must be tcp|ws|poll");
+  }
+  if (v.transport === "poll" && scenario === "chat") {
+    throw new Error(
+      "chat sends on the stream: --transport=tcp or ws (a poll client sends by /send)",
+    );
+  }
   const connections = int("connections", 1);
   const maxPerProcess = int("max_per_process", 1);
   if (maxPerProcess > 19000) throw new Error("--max_per_process above 19000 will run out of fds");
@@ -188,6 +202,7 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
     processes,
     maxPerProcess,
     sourceAddrs: int("source_addrs", 0),
+    transport: v.transport as ClientTransport,
     uidPrefix: v.uid_prefix,
     password: v.password,
     passwordFile: v.password_file,

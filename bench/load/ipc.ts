@@ -10,6 +10,9 @@ import type { HistogramData } from "./histogram.ts";
 /** How a client acknowledges received messages. */
 export type AckMode = "each" | "read" | "none";
 
+/** How a client connects: the raw chunk stream, a WebSocket, or long-poll. */
+export type ClientTransport = "tcp" | "ws" | "poll";
+
 /** A target rate in operations per second, or as fast as the in-flight limit allows. */
 export type Rate = number | "max";
 
@@ -31,6 +34,7 @@ export interface WorkerConfig {
   count: number;
   /** Local addresses to bind client sockets to, round-robin; empty: let the kernel pick. */
   sources: string[];
+  transport: ClientTransport;
   heartbeatSec: number;
   ack: AckMode;
   connectTimeoutMs: number;

@@ -47,6 +47,7 @@ export function workerConfigs(o: LoadOptions, epochMs: number): WorkerConfig[] {
       first,
       count: Math.min(per, o.connections - first),
       sources,
+      transport: o.transport,
       heartbeatSec: o.heartbeatSec,
       ack: o.ack,
       connectTimeoutMs: o.connectTimeoutSec * 1000,

@@ -1,6 +1,7 @@
 /**
- * The client side of the ipush wire (PROTOCOL.md §1–2): the response head of
- * `GET /connect`, and the duplex chunk stream that follows a 200.
+ * The client side of the ipush wire (PROTOCOL.md §1–2, §6): the response head of
+ * `GET /connect`, the duplex chunk stream that follows a 200, WebSocket frames after a 101,
+ * and the requests of a long-poll.
  *
  * @module
  */
@@ -44,9 +45,80 @@ export function connectRequest(pathAndQuery: string): string {
   return `GET ${pathAndQuery} HTTP/1.1\r\nUser-Agent: ipush_load/0.1\r\nAccept: */*\r\n\r\n`;
 }
 
-/** `/connect?uid=..&password=..` with both values percent-encoded. */
-export function connectPath(uid: string, password: string): string {
-  return `/connect?uid=${encodeURIComponent(uid)}&password=${encodeURIComponent(password)}`;
+/** `/connect?uid=..&password=..` (or another path) with both values percent-encoded. */
+export function connectPath(uid: string, password: string, path = "/connect"): string {
+  return `${path}?uid=${encodeURIComponent(uid)}&password=${encodeURIComponent(password)}`;
+}
+
+/**
+ * A browser's WebSocket upgrade request (RFC 6455's example key: the load generator does not
+ * check the server's accept value, the end-to-end tests do).
+ */
+export function upgradeRequest(pathAndQuery: string): string {
+  return `GET ${pathAndQuery} HTTP/1.1\r\nHost: ipush\r\nUpgrade: websocket\r\n` +
+    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+    "Sec-WebSocket-Version: 13\r\n\r\n";
+}
+
+/** One long-poll request, kept alive for the next. */
+export function pollRequest(pathAndQuery: string): string {
+  return `GET ${pathAndQuery} HTTP/1.1\r\nHost: ipush\r\n\r\n`;
+}
+
+/**
+ * One client text frame holding `body` (ASCII), as a latin1 string. Masked, as RFC 6455
+ * requires, with the all-zero key: the server unmasks it all the same, and the load generator
+ * spends no time on masking that a browser's network stack would.
+ */
+export function encodeWsFrame(body: string, opcode = 1): string {
+  const n = body.length;
+  const length = n < 126
+    ? String.fromCharCode(0x80 | n)
+    : String.fromCharCode(0x80 | 126, n >>> 8, n & 255);
+  return String.fromCharCode(0x80 | opcode) + length + "\0\0\0\0" + body;
+}
+
+/**
+ * Incremental parser of the server's WebSocket frames (unmasked, unfragmented, as ipush
+ * sends them). Only an unfinished frame is kept between reads.
+ */
+export class WsReader {
+  #pending: Buffer | null = null;
+
+  /**
+   * Feeds one read. Calls `onFrame` with each text frame's payload (UTF-8 decoded), in order;
+   * control frames other than close are skipped. Returns true on a close frame. Throws on a
+   * frame ipush never sends.
+   */
+  push(data: Buffer, onFrame: (body: string) => void): boolean {
+    let buf = this.#pending === null ? data : Buffer.concat([this.#pending, data]);
+    this.#pending = null;
+    let pos = 0;
+    while (buf.length - pos >= 2) {
+      const b0 = buf[pos];
+      const short = buf[pos + 1];
+      if (short & 0x80) throw new Error("masked frame from the server");
+      const extra = short === 126 ? 2 : short === 127 ? 8 : 0;
+      if (buf.length - pos < 2 + extra) break;
+      const length = short === 126
+        ? buf.readUInt16BE(pos + 2)
+        : short === 127
+        ? Number(buf.readBigUInt64BE(pos + 2))
+        : short;
+      const start = pos + 2 + extra;
+      if (buf.length < start + length) break;
+      const opcode = b0 & 0x0f;
+      if (!(b0 & 0x80) || opcode === 0) throw new Error("fragmented frame from the server");
+      if (opcode === 8) return true;
+      if (opcode === 1) onFrame(buf.toString("utf8", start, start + length));
+      pos = start + length;
+    }
+    if (pos < buf.length) {
+      buf = buf.subarray(pos);
+      this.#pending = Buffer.from(buf);
+    }
+    return false;
+  }
 }
 
 /** One chunk frame: lowercase hex byte length, CRLF, body, CRLF. */

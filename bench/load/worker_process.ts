@@ -24,7 +24,6 @@ import {
   type WorkerConfig,
 } from "./ipc.ts";
 import { Pacer } from "./pacer.ts";
-import { encodeFrame } from "./wire.ts";
 
 const TICK_MS = 500;
 /** How often heartbeats go out; each tick covers its share of the clients. */
@@ -33,7 +32,6 @@ const HEARTBEAT_TICK_MS = 100;
 const MAX_REASONS = 30;
 /** Name the back end publishes as. */
 const PUBLISHER = "load";
-const HEARTBEAT = encodeFrame('{"y":0}');
 const encoder = new TextEncoder();
 
 /** Writes one event line to the parent; a blocking write keeps lines whole and in order. */
@@ -71,6 +69,7 @@ class Worker {
     this.ctx = {
       host: config.host,
       port: config.clientPort,
+      transport: config.transport,
       ack: config.ack,
       connectTimeoutMs: config.connectTimeoutMs,
       maxRedirects: config.maxRedirects,
@@ -408,8 +407,7 @@ class Worker {
     this.#hbCredit += n * HEARTBEAT_TICK_MS / (this.config.heartbeatSec * 1000);
     for (; this.#hbCredit >= 1; this.#hbCredit--) {
       this.#hbCursor = (this.#hbCursor + 1) % n;
-      this.online[this.#hbCursor].sendRaw(HEARTBEAT);
-      this.counters.hbOut++;
+      if (this.online[this.#hbCursor].heartbeat()) this.counters.hbOut++;
     }
   }
 

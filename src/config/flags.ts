@@ -47,6 +47,17 @@ const CORE_FLAGS = {
     "1048576",
     "unsent bytes a connection may queue before it is closed as too slow",
   ),
+  // Browsers: WebSocket, server-sent events, long-poll and /send on the client ports.
+  cors_origins: text(
+    "",
+    "origins whose web pages may use the client ports, comma-separated, or *; " +
+      "empty: no CORS headers",
+  ),
+  session_wait_sec: positive(
+    "30",
+    "a long-poll client's session waits this long for its next poll, then is forgotten",
+  ),
+  max_send_bytes: positive("1048576", "largest /send body accepted (past it: 413)"),
   max_connections: int(
     0,
     2 ** 31 - 1,

@@ -20,3 +20,14 @@ export type AccessAnswer = "allow" | "forbidden" | "unavailable";
 export interface ChannelAccess {
   check(uid: string, channel: string, action: ChannelAction): AccessAnswer | Promise<AccessAnswer>;
 }
+
+/**
+ * Who a client message is from, as its login proved: the uid, the device (PROTOCOL.md §7; ""
+ * for the default one), and its channel permissions (null: every channel). A session is one;
+ * so is a `/send` request.
+ */
+export interface Sender {
+  readonly uid: string;
+  readonly device: string;
+  readonly access: ChannelAccess | null;
+}

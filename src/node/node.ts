@@ -138,9 +138,11 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     {
       handshake: {
         maxHeadBytes: config.max_head_bytes,
+        maxBodyBytes: config.max_send_bytes,
         timeoutMs: config.handshake_timeout_sec * 1000,
         authenticate: ownsNone,
       },
+      corsOrigins: config.cors_origins,
       context: {
         counters: stats.frontDoor,
         maxFrameBytes: config.max_frame_bytes,
@@ -154,7 +156,9 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       draining: () => draining,
       redirectFor: (uid) => router.shardOf(uid),
       admit: ownsNone,
+      shardOf: (uid) => router.shardOf(uid),
       open: ownsNone,
+      submit: ownsNone,
     },
     config.host,
     self.clientPort,

@@ -136,11 +136,20 @@ export function connectedHead(
   );
 }
 
-/** The 303 that sends the client to the shard that owns its uid. */
-export function redirectHead(location: string, date = httpDate()): Uint8Array {
+/**
+ * The redirect that sends the client to the shard that owns its uid: `303`, or `307` for a
+ * request whose body must be sent again (`POST /send`). `headers` are extra header lines.
+ */
+export function redirectHead(
+  location: string,
+  date = httpDate(),
+  status: 303 | 307 = 303,
+  headers = "",
+): Uint8Array {
   return encoder.encode(
-    "HTTP/1.1 303 See Other\r\n" +
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n` +
       `Location: ${location}\r\n` +
+      headers +
       "Content-Length: 0\r\n" +
       `Date: ${date}\r\n` +
       "\r\n",
@@ -148,21 +157,55 @@ export function redirectHead(location: string, date = httpDate()): Uint8Array {
 }
 
 const STATUS_TEXT: Record<number, string> = {
+  200: "OK",
+  204: "No Content",
+  303: "See Other",
+  304: "Not Modified",
+  307: "Temporary Redirect",
   400: "Bad Request",
+  403: "Forbidden",
   404: "Not Found",
   405: "Method Not Allowed",
+  411: "Length Required",
+  413: "Content Too Large",
+  426: "Upgrade Required",
   429: "Too Many Requests",
+  500: "Internal Server Error",
   503: "Service Unavailable",
 };
 
-/** A refusal: `{"error": reason}` with the status's head; the server closes afterwards. */
-export function refusal(status: number, reason: string, date = httpDate()): Uint8Array {
-  const body = encoder.encode(JSON.stringify({ error: reason }));
+/**
+ * A refusal: `{"error": reason}` with the status's head; the server closes afterwards.
+ * `headers` are extra header lines (CORS, a WebSocket's version).
+ */
+export function refusal(
+  status: number,
+  reason: string,
+  date = httpDate(),
+  headers = "",
+): Uint8Array {
+  return response(status, "Content-Type: text/json; charset=utf-8\r\n" + headers, {
+    body: encoder.encode(JSON.stringify({ error: reason })),
+    date,
+  });
+}
+
+/**
+ * A whole response: the status line, `headers` (header lines), `Date`, `Content-Length` and
+ * the body. For the requests a client port answers and then reads the next one of
+ * (HTTP/1.1 keep-alive), `headers` says `Connection: keep-alive`.
+ */
+export function response(
+  status: number,
+  headers: string,
+  { body = new Uint8Array(0), date = httpDate() }: { body?: Uint8Array; date?: string },
+): Uint8Array {
+  // A 204 or 304 has no body, and says no length (RFC 9110 §8.6).
+  const length = status === 204 || status === 304 ? "" : `Content-Length: ${body.length}\r\n`;
   const head = encoder.encode(
-    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` +
-      "Content-Type: text/json; charset=utf-8\r\n" +
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` + headers +
       `Date: ${date}\r\n` +
-      `Content-Length: ${body.length}\r\n` +
+      length +
       "\r\n",
   );
   const bytes = new Uint8Array(head.length + body.length);
@@ -171,8 +214,29 @@ export function refusal(status: number, reason: string, date = httpDate()): Uint
   return bytes;
 }
 
-/** The `Location` of a shard's connect URL, carrying the client's query verbatim. */
-export function connectLocation(host: string, port: number, query: string): string {
+/** The URL of `path` at a shard, carrying the client's query verbatim (a redirect's). */
+export function shardLocation(host: string, port: number, path: string, query: string): string {
   const authority = host.includes(":") ? `[${host}]` : host;
-  return `http://${authority}:${port}/connect?${query}`;
+  return `http://${authority}:${port}${path}?${query}`;
+}
+
+const CLOSE = /(?:^|,)\s*close\s*(?:,|$)/i;
+
+/** Whether the request's `Connection` header asks for the connection to close after the answer. */
+export function wantsClose(headers: ReadonlyMap<string, string>): boolean {
+  return CLOSE.test(headers.get("connection") ?? "");
+}
+
+/**
+ * The `since` a request carries: a server-sent events reconnect's `Last-Event-ID` header when
+ * it has one (what the browser last saw), else the `since` parameter; 0 when neither is
+ * there, null when the one given is not a whole number of at most 15 digits.
+ */
+export function resumePoint(
+  headers: ReadonlyMap<string, string>,
+  params: ReadonlyMap<string, string>,
+): number | null {
+  const given = headers.get("last-event-id") ?? params.get("since");
+  if (given === undefined || given === "") return 0;
+  return /^\d{1,15}$/.test(given) ? Number(given) : null;
 }

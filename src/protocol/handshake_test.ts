@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import {
   connectedHead,
-  connectLocation,
   HeadError,
   headLength,
   httpDate,
@@ -9,6 +8,8 @@ import {
   parseQuery,
   redirectHead,
   refusal,
+  shardLocation,
+  wantsClose,
 } from "./handshake.ts";
 
 const encoder = new TextEncoder();
@@ -286,8 +287,22 @@ Deno.test("redirectHead: the 303 of PROTOCOL.md, byte for byte", () => {
     "Content-Length: 0\r\n" +
     "Date: Thu, 23 Apr 2015 14:32:19 GMT\r\n" +
     "\r\n";
-  const location = connectLocation("192.168.2.3", 9002, "uid=user2&password=123");
+  const location = shardLocation("192.168.2.3", 9002, "/connect", "uid=user2&password=123");
   assert.deepEqual(redirectHead(location, "Thu, 23 Apr 2015 14:32:19 GMT"), bytes(expected));
+});
+
+Deno.test("redirectHead: a 307 for a request whose body goes again, with extra headers", () => {
+  const location = shardLocation("10.0.0.1", 9010, "/send", "uid=a&password=b");
+  const head = redirectHead(location, "Thu, 23 Apr 2015 14:32:19 GMT", 307, "Vary: Origin\r\n");
+  assert.equal(
+    decoder.decode(head),
+    "HTTP/1.1 307 Temporary Redirect\r\n" +
+      "Location: http://10.0.0.1:9010/send?uid=a&password=b\r\n" +
+      "Vary: Origin\r\n" +
+      "Content-Length: 0\r\n" +
+      "Date: Thu, 23 Apr 2015 14:32:19 GMT\r\n" +
+      "\r\n",
+  );
 });
 
 Deno.test("refusal: the 400 of PROTOCOL.md, byte for byte", () => {
@@ -317,15 +332,27 @@ Deno.test("refusal: other statuses; Content-Length counts bytes, not characters"
   assert.equal(length, body.length + 1); // é is two bytes
 });
 
-Deno.test("connectLocation: IPv4, names, and IPv6 in brackets", () => {
-  assert.equal(connectLocation("10.0.0.1", 9010, "uid=a"), "http://10.0.0.1:9010/connect?uid=a");
+Deno.test("shardLocation: IPv4, names, and IPv6 in brackets", () => {
   assert.equal(
-    connectLocation("push.example.com", 80, "uid=a&password=%40"),
+    shardLocation("10.0.0.1", 9010, "/connect", "uid=a"),
+    "http://10.0.0.1:9010/connect?uid=a",
+  );
+  assert.equal(
+    shardLocation("push.example.com", 80, "/connect", "uid=a&password=%40"),
     "http://push.example.com:80/connect?uid=a&password=%40",
   );
-  assert.equal(connectLocation("::1", 9010, "uid=a"), "http://[::1]:9010/connect?uid=a");
+  assert.equal(shardLocation("::1", 9010, "/connect", "uid=a"), "http://[::1]:9010/connect?uid=a");
   assert.equal(
-    connectLocation("fe80::1:2", 9011, "uid=b&password=c"),
+    shardLocation("fe80::1:2", 9011, "/connect", "uid=b&password=c"),
     "http://[fe80::1:2]:9011/connect?uid=b&password=c",
+  );
+});
+
+Deno.test("wantsClose: the close token of Connection, in any case, among others", () => {
+  const asked = (value?: string) =>
+    wantsClose(new Map(value === undefined ? [] : [["connection", value]]));
+  assert.deepEqual(
+    [asked("close"), asked("Keep-Alive, Close"), asked("keep-alive"), asked("closed"), asked()],
+    [true, true, false, false, false],
   );
 });

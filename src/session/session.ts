@@ -1,12 +1,19 @@
 /**
- * A session: one client connection after it was admitted, whatever its transport. It
- * validates the messages its connection decodes, answers heartbeats itself and hands
- * everything else to its owner (the shard); it sends deliveries in `s` order, holding live
- * ones back while stored ones are replayed and dropping any `s` it has already sent. A
- * heartbeat sent during the replay is answered after it, so its answer tells a client it has
- * everything that was stored for it when it connected. A
- * session the server closes leaves its owner at once, not when the client gets round to
- * closing its side.
+ * A session: one client after it was admitted, whatever its transport. It validates the
+ * messages its connection decodes, answers heartbeats itself and hands everything else to its
+ * owner (the shard); it sends deliveries in `s` order, holding live ones back while stored
+ * ones are replayed and dropping any `s` it has already sent. A heartbeat sent during the
+ * replay is answered after it, so its answer tells a client it has everything that was stored
+ * for it when it connected. A session the server closes leaves its owner at once, not when
+ * the client gets round to closing its side.
+ *
+ * One session model for every transport: a session usually lives exactly as long as its
+ * connection, but one whose connection has done its work and *left* (a long-poll between two
+ * polls) waits without one — still the uid's session, its messages waiting stored as for any
+ * offline user — until the client's next connection of the same transport and device
+ * {@linkcode Session.rejoin}s it, or, after the owner's wait, it is forgotten.
+ *
+ * The messages of a `/send` go through the same path ({@linkcode submit}), each answered.
  *
  * It holds its client to `--client_msg_rate` with a token bucket `--client_msg_burst` deep
  * (acks are free: a client acks every delivery, and a replay is many). A message that finds
@@ -21,23 +28,31 @@
  * @module
  */
 
-import type { ChannelAccess } from "../core/access.ts";
+import type { ChannelAccess, Sender } from "../core/access.ts";
 import type { Delivery } from "../core/messages.ts";
 import { JSON_CODEC, type MessageCodec } from "../protocol/codec.ts";
-import { type ClientMessage, MessageError } from "../protocol/message.ts";
-import { RECV_COUNTER, type ShardCounters } from "../stats/counters.ts";
-import type { ClientConn, ConnReceiver } from "../transport/conn.ts";
+import { type ClientMessage, encodeError, MessageError } from "../protocol/message.ts";
+import {
+  type CounterName,
+  RECV_COUNTER,
+  type ShardCounters,
+  TRANSPORT_COUNTERS,
+} from "../stats/counters.ts";
+import type { ClientConn, ConnReceiver, TransportName } from "../transport/conn.ts";
+
+/**
+ * What became of a client message: done (undefined), refused (the reason), or work under way
+ * that ends in one of those.
+ */
+export type Outcome = string | undefined | Promise<string | undefined>;
 
 /** What a session reports to. */
 export interface SessionOwner {
   readonly counters: ShardCounters;
   /** How fast its clients may send: messages a second, and how many at once. */
   readonly messageRate: { perSec: number; burst: number };
-  /** A valid message other than a heartbeat; the work it started, if it is not done yet. */
-  onMessage(
-    session: Session,
-    message: Exclude<ClientMessage, { y: 0 }>,
-  ): Promise<unknown> | undefined;
+  /** A valid message other than a heartbeat, from `sender`. */
+  onMessage(sender: Sender, message: Exclude<ClientMessage, { y: 0 }>): Outcome;
   /** The session is over (called once). */
   onClose(session: Session): void;
 }
@@ -61,32 +76,40 @@ const MAX_FRAMES_IN_FLIGHT = 256;
 /** What a message costs in the rate limit's buckets: thousandths, so levels stay integers. */
 const MESSAGE_COST = 1000;
 
-/** One client connection's session. */
-export class Session implements ConnReceiver {
+/** The answer to a `/send` line that went through. */
+const OK = '"ok"';
+
+/** One client's session. */
+export class Session implements ConnReceiver, Sender {
   readonly uid: string;
-  /** The device it connected as (PROTOCOL.md §7); "" for the default device. */
   readonly device: string;
-  /** Its channel permissions, from its authenticator; null: every channel. */
   readonly access: ChannelAccess | null;
-  /** Milliseconds timestamp of the last message received. */
+  readonly transport: TransportName;
+  /** Milliseconds timestamp of the last sign of life from the client. */
   lastSeen = Date.now();
   /** Highest seq sent on this connection. */
   sentSeq = 0;
   /** Live deliveries held back while stored messages are replayed; null when live. */
   backlog: Delivery[] | null = [];
-  /** Heartbeats received during replay: answered when it ends, so an answer means caught up. */
-  #heldHeartbeats = 0;
-  #conn: ClientConn;
+  /** When the session's connection left it (0 while it has one). */
+  leftAt = 0;
+  /** Counts the connections it has had: a replay for an earlier one stops. */
+  epoch = 0;
+  #conn: ClientConn | null;
   #owner: SessionOwner;
   #codec: MessageCodec;
   /** No more input or output; the owner has been told. */
   #closed = false;
   /** Messages whose work is under way. */
   #inFlight = 0;
+  /** Heartbeats received during replay: answered when it ends, so an answer means caught up. */
+  #heldHeartbeats = 0;
   /** Messages it may send now, in thousandths. */
   #allowance: number;
   /** Refusals it may still be answered before it is closed, in thousandths. */
   #forbearance: number;
+  /** When the buckets were last filled. */
+  #filledAt = Date.now();
 
   constructor(
     conn: ClientConn,
@@ -98,14 +121,15 @@ export class Session implements ConnReceiver {
     this.uid = uid;
     this.device = device;
     this.access = options.access ?? null;
+    this.transport = conn.transport;
     this.#conn = conn;
     this.#owner = owner;
     this.#codec = options.codec ?? JSON_CODEC;
     this.#allowance = this.#forbearance = owner.messageRate.burst * MESSAGE_COST;
   }
 
-  /** The connection carrying this session. */
-  get conn(): ClientConn {
+  /** The connection carrying this session; null while it waits for one. */
+  get conn(): ClientConn | null {
     return this.#conn;
   }
 
@@ -113,41 +137,48 @@ export class Session implements ConnReceiver {
   receive(body: Uint8Array): void {
     if (this.#closed) return;
     const now = Date.now();
-    this.#refill(now - this.lastSeen);
     this.lastSeen = now;
+    this.#refill(now);
     const counters = this.#owner.counters;
-    counters.total_recv_number++;
+    const recv: CounterName | undefined = TRANSPORT_COUNTERS[this.transport].recv;
+    if (recv) counters[recv]++;
     let message: ClientMessage;
     try {
-      message = this.#codec.parse(body);
+      message = readMessage(counters, this.#codec, body);
     } catch (error) {
       if (!(error instanceof MessageError)) throw error;
       if (error.fatal) return this.fail(error.reason);
-      if (!this.#spend()) return;
-      counters.error_number++;
-      return this.sendError(error.reason);
+      if (this.#spend()) this.sendError(error.reason);
+      return;
     }
     if (message.y !== 5 && !this.#spend()) return;
-    counters[RECV_COUNTER[message.y]]++;
     if (message.y === 0) {
       if (this.backlog) this.#heldHeartbeats++;
       else this.#send(this.#codec.heartbeat);
       return;
     }
-    const work = this.#owner.onMessage(this, message);
-    if (!work) return;
-    if (++this.#inFlight === MAX_FRAMES_IN_FLIGHT) this.#conn.pause();
-    work.finally(() => {
-      if (--this.#inFlight === MAX_FRAMES_IN_FLIGHT / 2) this.#conn.resume();
+    const outcome = this.#owner.onMessage(this, message);
+    if (outcome === undefined) return;
+    if (typeof outcome === "string") return this.sendError(outcome);
+    if (++this.#inFlight === MAX_FRAMES_IN_FLIGHT) this.#conn?.pause();
+    outcome.then((error) => {
+      if (error !== undefined) this.sendError(error);
+      if (--this.#inFlight === MAX_FRAMES_IN_FLIGHT / 2) this.#conn?.resume();
     });
   }
 
-  /** Adds what `elapsedMs` earned to both buckets, up to a burst. */
-  #refill(elapsedMs: number): void {
+  /** The client is there (a ping, say). */
+  alive(): void {
+    this.lastSeen = Date.now();
+  }
+
+  /** Adds what the time since the last fill earned to both buckets, up to a burst. */
+  #refill(now: number): void {
     const { perSec, burst } = this.#owner.messageRate;
     // perSec messages a second are perSec thousandths a millisecond; a clock set back earns
     // nothing (and takes nothing).
-    const earned = Math.max(0, elapsedMs) * perSec;
+    const earned = Math.max(0, now - this.#filledAt) * perSec;
+    this.#filledAt = now;
     const full = burst * MESSAGE_COST;
     this.#allowance = Math.min(full, this.#allowance + earned);
     this.#forbearance = Math.min(full, this.#forbearance + earned);
@@ -162,14 +193,10 @@ export class Session implements ConnReceiver {
       this.#allowance -= MESSAGE_COST;
       return true;
     }
-    const counters = this.#owner.counters;
-    counters.limit_messages_number++;
+    this.#owner.counters.limit_messages_number++;
     this.#forbearance -= MESSAGE_COST;
     if (this.#forbearance < 0) this.fail("rate limit exceeded");
-    else {
-      counters.error_number++;
-      this.sendError("too many messages");
-    }
+    else this.sendError("too many messages");
     return false;
   }
 
@@ -185,7 +212,7 @@ export class Session implements ConnReceiver {
       if (delivery.seq <= this.sentSeq) return;
       this.sentSeq = delivery.seq;
     }
-    if (this.#closed) return;
+    if (this.#closed || !this.#conn) return;
     this.#owner.counters[delivery.type === 3 ? "sent_msg" : "sent_cmsg"]++;
     this.#conn.send(this.#codec.delivery(delivery), delivery.seq);
   }
@@ -198,28 +225,28 @@ export class Session implements ConnReceiver {
     for (; this.#heldHeartbeats > 0; this.#heldHeartbeats--) this.#send(this.#codec.heartbeat);
   }
 
-  /** Sends `{"error": reason}`; the session stays. */
+  /** Tells the client `{"error": reason}`; the session stays. */
   sendError(reason: string): void {
+    this.#owner.counters.error_number++;
     this.#send(this.#codec.error(reason));
   }
 
   #send(message: string | Uint8Array): void {
-    if (!this.#closed) this.#conn.send(message);
+    if (!this.#closed) this.#conn?.send(message);
   }
 
   /** Sends `{"error": reason}` and closes. */
   fail(reason: string): void {
     if (this.#closed) return;
-    this.#owner.counters.error_number++;
     this.sendError(reason);
-    this.#conn.close(true);
+    this.#conn?.close(true, reason);
     this.#leave();
   }
 
   /** Closes gracefully: what is queued, then the transport's last words. */
   end(): void {
     if (this.#closed) return;
-    this.#conn.close(true);
+    this.#conn?.close(true);
     this.#leave();
   }
 
@@ -228,9 +255,91 @@ export class Session implements ConnReceiver {
     this.#leave();
   }
 
+  /** The connection did its work; the session waits for the client's next one. */
+  left(): void {
+    if (this.#closed) return;
+    this.#conn = null;
+    this.leftAt = Date.now();
+    this.epoch++;
+  }
+
+  /**
+   * Takes `conn` as its connection (the client's next poll): what it sends starts again with
+   * a replay (the owner's), so nothing is taken as sent that this connection did not carry.
+   */
+  rejoin(conn: ClientConn): void {
+    this.#conn = conn;
+    this.leftAt = 0;
+    this.lastSeen = Date.now();
+    this.sentSeq = 0;
+    this.backlog = [];
+    this.#heldHeartbeats = 0;
+    this.epoch++;
+  }
+
+  /**
+   * The owner's periodic check: a session whose client writes on its connection and has been
+   * silent past `heartbeatMs` is closed; one that has waited without a connection past
+   * `waitMs` is forgotten.
+   */
+  sweep(now: number, heartbeatMs: number, waitMs: number): void {
+    const conn = this.#conn;
+    if (conn === null) {
+      if (now - this.leftAt > waitMs) this.#leave();
+    } else if (conn.upstream && now - this.lastSeen > heartbeatMs) {
+      this.fail("heartbeat timeout");
+    }
+  }
+
   #leave(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#conn = null;
     this.#owner.onClose(this);
   }
+}
+
+/**
+ * The messages of one `/send` from `sender` (JSON lines), each handled as a session's message
+ * is, and answered: `"ok"` or an `{"error": …}` text a line, in order. A bad line does not
+ * stop the others; lines for one uid reach the owner in order.
+ */
+export function submit(
+  owner: SessionOwner,
+  sender: Sender,
+  lines: readonly Uint8Array[],
+): Promise<string[]> {
+  const counters = owner.counters;
+  counters.send_request_number++;
+  const refused = (reason: string) => {
+    counters.error_number++;
+    return encodeError(reason);
+  };
+  return Promise.all(lines.map((line) => {
+    counters.send_recv_number++;
+    let message: ClientMessage;
+    try {
+      message = readMessage(counters, JSON_CODEC, line);
+    } catch (error) {
+      if (!(error instanceof MessageError)) throw error;
+      return refused(error.reason);
+    }
+    if (message.y === 0) return OK;
+    const outcome = owner.onMessage(sender, message);
+    if (outcome === undefined) return OK;
+    if (typeof outcome === "string") return refused(outcome);
+    return outcome.then((error) => error === undefined ? OK : refused(error));
+  }));
+}
+
+/** Parses one client message body, counting it and its type. Throws {@linkcode MessageError}. */
+function readMessage(
+  counters: ShardCounters,
+  codec: MessageCodec,
+  body: Uint8Array,
+): ClientMessage {
+  counters.total_recv_number++;
+  const message = codec.parse(body);
+  counters[RECV_COUNTER[message.y]]++;
+  return message;
 }

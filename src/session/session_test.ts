@@ -3,7 +3,7 @@ import type { Delivery } from "../core/messages.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { newShardCounters } from "../stats/counters.ts";
 import { FakeConn } from "../testing/fake_conn.ts";
-import { Session, type SessionOwner } from "./session.ts";
+import { type Outcome, Session, type SessionOwner, submit } from "./session.ts";
 
 const encoder = new TextEncoder();
 const body = (text: string) => encoder.encode(text);
@@ -12,7 +12,7 @@ const body = (text: string) => encoder.encode(text);
  * An owner that records messages and closes, answering each message with `work`; its
  * clients may send `rate` messages a second, `burst` at once.
  */
-function owner(work?: () => Promise<unknown>, rate = { perSec: 100, burst: 500 }) {
+function owner(work?: () => Outcome, rate = { perSec: 100, burst: 500 }) {
   const messages: Exclude<ClientMessage, { y: 0 }>[] = [];
   let closes = 0;
   const me: SessionOwner & { messages: typeof messages; closes: () => number } = {
@@ -118,7 +118,7 @@ Deno.test("Session: past 256 messages at work the connection is paused, at 128 r
     conn,
     "u1",
     "",
-    owner(() => new Promise<void>((resolve) => pending.push(resolve))),
+    owner(() => new Promise<undefined>((resolve) => pending.push(() => resolve(undefined)))),
   );
   for (let i = 0; i < 255; i++) session.receive(body('{"y":1,"c":"c1"}'));
   assert.equal(conn.paused, false);
@@ -167,42 +167,154 @@ Deno.test("Session: past a burst, a message is too many messages and dropped; ac
   assert.equal(conn.closedGracefully, undefined);
 });
 
-Deno.test("Session: the bucket refills at the rate, up to a burst", () => {
+/** Runs `test` with `Date.now` moved on by what it passes to `advance`. */
+function withClock(test: (advance: (ms: number) => void) => void): void {
+  const realNow = Date.now;
+  let offset = 0;
+  Date.now = () => realNow() + offset;
+  try {
+    test((ms) => offset += ms);
+  } finally {
+    Date.now = realNow;
+  }
+}
+
+Deno.test("Session: the bucket refills at the rate, up to a burst", () =>
+  withClock((advance) => {
+    const conn = new FakeConn();
+    const o = owner(undefined, { perSec: 10, burst: 5 });
+    const session = new Session(conn, "u1", "", o);
+    for (let i = 0; i < 5; i++) session.receive(body('{"y":1,"c":"c1"}'));
+    // 300 ms later: three more (10 a second).
+    advance(300);
+    for (let i = 0; i < 3; i++) session.receive(body('{"y":1,"c":"c1"}'));
+    assert.deepEqual(conn.take(), []);
+    // An hour later: a burst again, not 36,000.
+    advance(3_600_000);
+    for (let i = 0; i < 6; i++) session.receive(body('{"y":1,"c":"c1"}'));
+    assert.deepEqual(conn.take(), [{ error: "too many messages" }]);
+    assert.equal(o.messages.length, 13);
+  }));
+
+Deno.test("Session: a client that keeps sending past the limit is closed; one that slows is not", () =>
+  withClock((advance) => {
+    const rate = { perSec: 1, burst: 5 };
+    const keeps = live(new FakeConn(), owner(undefined, rate));
+    const keepsConn = keeps.conn as FakeConn;
+    // A burst, a burst refused, and one more.
+    for (let i = 0; i < 11; i++) keeps.receive(body('{"y":0}'));
+    const sent = keepsConn.take();
+    assert.deepEqual(sent.slice(5), [
+      ...Array(5).fill({ error: "too many messages" }),
+      { error: "rate limit exceeded" },
+    ]);
+    assert.equal(keepsConn.closedGracefully, true);
+
+    const slows = live(new FakeConn(), owner(undefined, rate));
+    const slowsConn = slows.conn as FakeConn;
+    for (let i = 0; i < 6; i++) slows.receive(body('{"y":0}'));
+    for (let second = 1; second <= 20; second++) {
+      advance(1000); // a second on, it sends what the rate allows
+      slows.receive(body('{"y":0}'));
+    }
+    assert.equal(slowsConn.closedGracefully, undefined);
+    assert.deepEqual(slowsConn.take().filter((m) => "error" in m), [{
+      error: "too many messages",
+    }]);
+  }));
+
+Deno.test("Session: a refusal from the owner is answered as an error; the session stays", async () => {
   const conn = new FakeConn();
-  const o = owner(undefined, { perSec: 10, burst: 5 });
-  const session = new Session(conn, "u1", "", o);
-  for (let i = 0; i < 5; i++) session.receive(body('{"y":1,"c":"c1"}'));
-  // 300 ms later: three more (10 a second).
-  session.lastSeen = Date.now() - 300;
-  for (let i = 0; i < 3; i++) session.receive(body('{"y":1,"c":"c1"}'));
-  assert.deepEqual(conn.take(), []);
-  // An hour later: a burst again, not 36,000.
-  session.lastSeen = Date.now() - 3_600_000;
-  for (let i = 0; i < 6; i++) session.receive(body('{"y":1,"c":"c1"}'));
-  assert.deepEqual(conn.take(), [{ error: "too many messages" }]);
-  assert.equal(o.messages.length, 13);
+  const session = new Session(conn, "u1", "", owner(() => Promise.resolve("forbidden")));
+  session.receive(body('{"y":1,"c":"c1"}'));
+  await new Promise((r) => setTimeout(r));
+  assert.deepEqual(conn.take(), [{ error: "forbidden" }]);
+  assert.equal(conn.closedGracefully, undefined);
 });
 
-Deno.test("Session: a client that keeps sending past the limit is closed; one that slows is not", () => {
-  const rate = { perSec: 1, burst: 5 };
-  const keeps = live(new FakeConn(), owner(undefined, rate));
-  const keepsConn = keeps.conn as FakeConn;
-  // A burst, a burst refused, and one more.
-  for (let i = 0; i < 11; i++) keeps.receive(body('{"y":0}'));
-  const sent = keepsConn.take();
-  assert.deepEqual(sent.slice(5), [
-    ...Array(5).fill({ error: "too many messages" }),
-    { error: "rate limit exceeded" },
-  ]);
-  assert.equal(keepsConn.closedGracefully, true);
+Deno.test("Session: fail gives the connection its reason (a WebSocket's close frame)", () => {
+  const conn = new FakeConn("ws");
+  new Session(conn, "u1", "", owner()).receive(body("not json"));
+  assert.deepEqual(conn.take(), [{ error: "bad json" }]);
+  assert.deepEqual([conn.closedGracefully, conn.closeReason], [true, "bad json"]);
+});
 
-  const slows = live(new FakeConn(), owner(undefined, rate));
-  const slowsConn = slows.conn as FakeConn;
-  for (let i = 0; i < 6; i++) slows.receive(body('{"y":0}'));
-  for (let second = 1; second <= 20; second++) {
-    slows.lastSeen = Date.now() - 1000; // a second on, it sends what the rate allows
-    slows.receive(body('{"y":0}'));
+Deno.test("Session: silence closes it only where the client writes on the connection", () => {
+  const now = Date.now();
+  for (const transport of ["tcp", "ws", "sse", "poll"] as const) {
+    const conn = new FakeConn(transport);
+    const session = new Session(conn, "u1", "", owner());
+    session.lastSeen = now - 10_000;
+    session.sweep(now, 5_000, 5_000);
+    assert.equal(conn.closedGracefully, conn.upstream ? true : undefined, transport);
   }
-  assert.equal(slowsConn.closedGracefully, undefined);
-  assert.deepEqual(slowsConn.take().filter((m) => "error" in m), [{ error: "too many messages" }]);
+  const conn = new FakeConn("ws");
+  const session = new Session(conn, "u1", "", owner());
+  session.lastSeen = now - 10_000;
+  session.alive(); // a ping
+  session.sweep(now, 5_000, 5_000);
+  assert.equal(conn.closedGracefully, undefined);
+});
+
+Deno.test("Session: one whose connection left waits without one, then is forgotten", () => {
+  const o = owner();
+  const first = new FakeConn("poll");
+  const session = new Session(first, "u1", "", o);
+  session.goLive();
+  session.send(delivery(1));
+  session.left();
+  assert.equal(session.conn, null);
+  session.deliver(delivery(2)); // waits stored: nothing is sent, nowhere
+  assert.deepEqual(first.take().map((m) => m.s), [1]);
+  session.sweep(Date.now(), 1_000, 60_000);
+  assert.equal(o.closes(), 0, "still waiting");
+  session.sweep(session.leftAt + 60_001, 1_000, 60_000);
+  assert.equal(o.closes(), 1, "forgotten");
+});
+
+Deno.test("Session: a rejoining connection starts over with a replay", () => {
+  const session = new Session(new FakeConn("poll"), "u1", "", owner());
+  session.goLive();
+  session.send(delivery(1));
+  session.send(delivery(2));
+  session.left();
+  const epoch = session.epoch;
+  const next = new FakeConn("poll");
+  session.rejoin(next);
+  assert.ok(session.epoch > epoch, "a replay of the old connection stops");
+  session.deliver(delivery(3)); // live, held back until the replay is done
+  session.send(delivery(2)); // replayed: this connection has not had it
+  session.goLive();
+  assert.deepEqual(next.take().map((m) => m.s), [2, 3]);
+});
+
+Deno.test("submit: a /send's lines are answered in order, a bad one not stopping the rest", async () => {
+  const o = owner((): Outcome =>
+    o.messages.length === 2 ? Promise.resolve("storage busy") : undefined
+  );
+  const lines = [
+    '{"y":0}',
+    '{"y":3,"t":"u2","b":"hi"}',
+    "not json",
+    '{"y":1,"c":"bad channel"}',
+    '{"y":9}',
+    '{"y":1,"c":"c1"}',
+    '{"y":5,"s":4}',
+  ].map(body);
+  const answers = await submit(o, { uid: "u1", device: "tab", access: null }, lines);
+  assert.deepEqual(answers.map((a) => JSON.parse(a)), [
+    "ok",
+    "ok",
+    { error: "bad json" },
+    { error: "invalid c" },
+    { error: "unknown type" },
+    { error: "storage busy" },
+    "ok",
+  ]);
+  assert.deepEqual(o.messages.map((m) => m.y), [3, 1, 5]);
+  const c = o.counters;
+  assert.deepEqual(
+    [c.send_request_number, c.send_recv_number, c.total_recv_number, c.error_number],
+    [1, 7, 7, 4],
+  );
 });

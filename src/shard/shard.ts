@@ -11,7 +11,13 @@
  * commit, batches durable in order), and only then is delivered. A connecting session is
  * registered first and replays from the store second, holding live deliveries back
  * meanwhile; it drops any `s` it has already sent. So replay then live has no gap and no
- * duplicate.
+ * duplicate. A connection may say where it resumes (`since`): that acknowledges every
+ * `s ≤ since` before the replay.
+ *
+ * A session whose connection left it (a long-poll between polls) stays registered, so the uid
+ * stays online, and gets nothing until the client's next connection of the same transport and
+ * device rejoins it: that one replays from the cursor again, as a new session would. It is
+ * forgotten after `sessionWaitMs`. Nothing here depends on which transport that is.
  *
  * Access: a client's subscribe (y=1) and channel message (y=4) run only if its session's
  * channel access allows them (`{"error":"forbidden"}` otherwise, the stream staying open); a
@@ -21,7 +27,7 @@
  * @module
  */
 
-import type { ChannelAction } from "../core/access.ts";
+import type { ChannelAction, Sender } from "../core/access.ts";
 import { errorAnswer, ServiceError } from "../core/errors.ts";
 import type { PresenceChange } from "../core/presence.ts";
 import type {
@@ -38,8 +44,9 @@ import type { ShardMap } from "../core/shard_map.ts";
 import { type Journal, StorageBusyError } from "../storage/journal.ts";
 import { type DeviceState, StorageUnavailableError, type Store } from "../storage/store.ts";
 import type { StoredMessage } from "../core/messages.ts";
-import { CONNECTIONS_OF, type ShardCounters, type ShardHistograms } from "../stats/counters.ts";
-import type { Session, SessionOwner } from "../session/session.ts";
+import { type ShardCounters, type ShardHistograms, TRANSPORT_COUNTERS } from "../stats/counters.ts";
+import type { Outcome, Session, SessionOwner } from "../session/session.ts";
+import type { ClientConn, TransportName } from "../transport/conn.ts";
 
 /** What a shard needs from its surroundings. */
 export interface ShardOptions {
@@ -61,6 +68,8 @@ export interface ShardOptions {
   channelCacheSize: number;
   /** What one uid, and one connection, may do. */
   limits: ShardLimits;
+  /** How long a session whose connection left it waits for the client's next one. */
+  sessionWaitMs: number;
   /** A client's y=3 to a uid owned by another shard. */
   forward(request: UnicastRequest): Promise<unknown>;
   /** A client's y=4, for every other shard. */
@@ -346,16 +355,16 @@ export class Shard implements SessionOwner {
 
   /**
    * Takes a new session: registers it under its uid (resolving once the uid's state is
-   * loaded, so its frames can be handled), then replays what it missed in the background
-   * and lets live deliveries through after that.
+   * loaded, so its frames can be handled), acknowledges every `s ≤ since`, then replays what
+   * it missed in the background and lets live deliveries through after that.
    */
-  async attach(session: Session): Promise<void> {
+  async attach(session: Session, since = 0): Promise<void> {
     const counters = this.counters;
     this.#sessions.add(session);
     this.#connections.set(session.uid, (this.#connections.get(session.uid) ?? 0) + 1);
     counters.connect++;
     counters.connection_number++;
-    counters[CONNECTIONS_OF[session.conn.transport]]++;
+    counters[TRANSPORT_COUNTERS[session.transport].connections]++;
     const left = this.#recentlyLeft.get(session.uid);
     if (left !== undefined && Date.now() - left < RECONNECT_WINDOW_MS) counters.reconnect++;
     let user: User;
@@ -377,8 +386,40 @@ export class Shard implements SessionOwner {
     device.seenAt = now;
     this.#options.journal.seen(user.uid, session.device, now);
     if (user.sessions.push(session) === 1) counters.user_number++;
-    this.#replay(user, session, device.lastAck);
+    this.#resumeAfter(user, session, since);
     if (this.#options.presence) this.#reportPresence(user);
+  }
+
+  /** The session of `uid` waiting for its client's next connection over `transport`, if any. */
+  waiting(uid: string, device: string, transport: TransportName): Session | undefined {
+    return this.#users.get(uid)?.sessions.find((session) =>
+      session.conn === null && session.device === device && session.transport === transport
+    );
+  }
+
+  /** Gives a waiting session its client's next connection: acknowledges, then replays. */
+  rejoin(session: Session, conn: ClientConn, since = 0): Promise<void> {
+    const user = this.#users.get(session.uid);
+    if (!user || !this.#sessions.has(session)) {
+      return Promise.reject(new Error(`rejoining a session that is gone (${session.uid})`));
+    }
+    session.rejoin(conn);
+    const device = user.devices.get(session.device);
+    if (device) {
+      device.seenAt = Date.now();
+      this.#options.journal.seen(user.uid, session.device, device.seenAt);
+    }
+    this.#resumeAfter(user, session, since);
+    return Promise.resolve();
+  }
+
+  /** Acknowledges every `s ≤ since` for the session's device, then replays past its cursor. */
+  #resumeAfter(user: User, session: Session, since: number): void {
+    if (since > 0) {
+      const error = this.#ack(user, session.device, since);
+      if (error !== undefined) session.sendError(error);
+    }
+    this.#replay(user, session, user.devices.get(session.device)?.lastAck ?? 0);
   }
 
   /** Tells presence the uid's connection count (and, the first time, its channels). */
@@ -403,6 +444,8 @@ export class Shard implements SessionOwner {
   /** Sends `session` its uid's stored messages after `after`, then lets it go live. */
   async #replay(user: User, session: Session, after: number): Promise<void> {
     user.busy++;
+    // A connection that leaves (a poll answered) ends its replay; the next one starts its own.
+    const epoch = session.epoch;
     try {
       for (;;) {
         const page = await this.#options.store.readAfter(
@@ -411,6 +454,7 @@ export class Shard implements SessionOwner {
           this.#options.replayPage,
           Date.now(),
         );
+        if (session.epoch !== epoch) return;
         for (const message of page) session.send(message);
         if (page.length < this.#options.replayPage) break;
         after = page[page.length - 1].seq;
@@ -418,7 +462,7 @@ export class Shard implements SessionOwner {
       session.goLive();
     } catch (error) {
       this.#options.log("warn", `replay for ${user.uid}: ${(error as Error).message}`);
-      session.fail("storage unavailable");
+      if (session.epoch === epoch) session.fail("storage unavailable");
     } finally {
       this.#release(user);
     }
@@ -431,7 +475,7 @@ export class Shard implements SessionOwner {
     else this.#connections.set(session.uid, open);
     this.counters.disconnect++;
     this.counters.connection_number--;
-    this.counters[CONNECTIONS_OF[session.conn.transport]]--;
+    this.counters[TRANSPORT_COUNTERS[session.transport].connections]--;
     this.#recentlyLeft.set(session.uid, Date.now());
     const user = this.#users.get(session.uid);
     if (!user) return;
@@ -452,64 +496,64 @@ export class Shard implements SessionOwner {
     if (this.#options.presence) this.#reportPresence(user);
   }
 
-  onMessage(
-    session: Session,
-    message: Exclude<ClientMessage, { y: 0 }>,
-  ): Promise<unknown> | undefined {
-    const from = session.uid;
-    const failed = (error: Error) => {
-      this.counters.error_number++;
-      session.sendError(error.message);
-    };
+  onMessage(sender: Sender, message: Exclude<ClientMessage, { y: 0 }>): Outcome {
+    const from = sender.uid;
     switch (message.y) {
       case 1:
         return this.#permitted(
-          session,
+          sender,
           message.c,
           "subscribe",
           () => this.#clientSubscribe(from, message.c),
-        ).catch(failed);
+        ).then(done, reasonOf);
       case 2:
-        return this.unsubscribe(from, message.c).catch(failed);
+        return this.unsubscribe(from, message.c).then(done, reasonOf);
       case 3: {
         const request = { to: message.t, from, body: message.b, ttlSec: 0, volatile: false };
         return (this.owns(message.t) ? this.publish(request) : this.#options.forward(request))
-          .catch(failed);
+          .then(done, reasonOf);
       }
       case 4: {
         const request = { channel: message.c, from, body: message.b, ttlSec: 0, volatile: false };
-        return this.#permitted(session, message.c, "publish", () => {
+        return this.#permitted(sender, message.c, "publish", () => {
           this.#options.broadcast(request);
           return this.publishChannel(request);
-        }).catch(failed);
+        }).then(done, reasonOf);
       }
-      case 5:
-        this.#ack(session, message.s);
-        return undefined;
+      case 5: {
+        const user = this.#users.get(from);
+        return user ? this.#ack(user, sender.device, message.s) : this.#user(from).then(
+          (loaded) => this.#ack(loaded, sender.device, message.s),
+          reasonOf,
+        );
+      }
     }
   }
 
-  /** Runs `action` if the session's channel access allows it on `channel`; throws if not. */
+  /** Runs `action` if the sender's channel access allows it on `channel`; throws if not. */
   async #permitted(
-    session: Session,
+    sender: Sender,
     channel: string,
     action: ChannelAction,
     run: () => Promise<unknown>,
   ): Promise<unknown> {
-    const access = session.access;
+    const access = sender.access;
     if (access === null) return run();
-    const answer = await access.check(session.uid, channel, action);
+    const answer = await access.check(sender.uid, channel, action);
     if (answer === "allow") return run();
     if (answer === "unavailable") throw new ServiceError("auth unavailable", 503);
     this.counters.forbidden_number++;
     throw new ServiceError("forbidden", 403);
   }
 
-  /** Closes sessions silent for longer than `timeoutMs`; forgets idle offline users. */
-  sweep(timeoutMs: number): void {
+  /**
+   * Closes sessions silent for longer than `heartbeatMs`, forgets those that waited for a
+   * connection past `sessionWaitMs`, and idle offline users.
+   */
+  sweep(heartbeatMs: number): void {
     const now = Date.now();
     for (const session of this.#sessions) {
-      if (now - session.lastSeen > timeoutMs) session.fail("heartbeat timeout");
+      session.sweep(now, heartbeatMs, this.#options.sessionWaitMs);
     }
     for (const user of this.#users.values()) {
       if (user.sessions.length === 0 && user.busy === 0 && now - user.lastUsed > USER_IDLE_MS) {
@@ -521,19 +565,17 @@ export class Shard implements SessionOwner {
     }
   }
 
-  /** Moves the cursor of the session's device: acks are cumulative and never move back. */
-  #ack(session: Session, seq: number): void {
-    const user = this.#users.get(session.uid);
-    const device = user?.devices.get(session.device);
-    if (!user || !device) return;
-    if (seq > user.lastSeq) {
-      this.counters.error_number++;
-      session.sendError("ack beyond last seq");
-      return;
-    }
-    if (seq <= device.lastAck) return;
-    device.lastAck = seq;
-    this.#options.journal.ack(user.uid, session.device, seq);
+  /**
+   * Moves the cursor of the uid's `device`: acks are cumulative and never move back. The
+   * reason it cannot, if so.
+   */
+  #ack(user: User, device: string, seq: number): string | undefined {
+    if (seq > user.lastSeq) return "ack beyond last seq";
+    const cursor = user.devices.get(device);
+    if (!cursor) return "unknown device";
+    if (seq <= cursor.lastAck) return;
+    cursor.lastAck = seq;
+    this.#options.journal.ack(user.uid, device, seq);
   }
 
   #message(
@@ -654,6 +696,8 @@ function liveDevices(user: User, since: number): number {
   for (const device of user.devices.values()) if (device.seenAt >= since) live++;
   return live;
 }
+const done = (): undefined => undefined;
+const reasonOf = (error: Error): string => error.message;
 
 function notOwned(uid: string): { error: string; status: number } {
   return { error: `uid ${uid} is not owned by this shard`, status: 421 };

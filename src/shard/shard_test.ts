@@ -47,6 +47,7 @@ function shardWith(store: Store = new MemoryStore(), limits: Partial<ShardLimits
     deviceTtlMs: 86_400_000,
     channelCacheSize: 10,
     limits: { ...LIMITS, ...limits },
+    sessionWaitMs: 30_000,
     forward: (request) => (forwarded.push(request), Promise.resolve()),
     broadcast: (request) => broadcast.push(request),
     log: () => {},
@@ -57,15 +58,16 @@ function shardWith(store: Store = new MemoryStore(), limits: Partial<ShardLimits
 async function connect(
   shard: Shard,
   uid: string,
-  { device = "", transport = "tcp", access = null }: {
+  { device = "", transport = "tcp", access = null, since = 0 }: {
     device?: string;
     transport?: TransportName;
     access?: ChannelAccess | null;
+    since?: number;
   } = {},
 ) {
   const conn = new FakeConn(transport);
   const session = new Session(conn, uid, device, shard, { access });
-  await shard.attach(session);
+  await shard.attach(session, since);
   // Replay runs on in the background: a turn of the event loop finishes it.
   await new Promise((resolve) => setTimeout(resolve));
   return { conn, session };
@@ -208,8 +210,8 @@ Deno.test("Shard: counts messages taken and sent by type, deliveries in the late
     await connect(shard, ALICE),
     await connect(shard, ALICE, { transport: "ws" }),
   ];
-  assert.equal(shard.counters.connections_tcp, 1);
-  assert.equal(shard.counters.connections_ws, 1);
+  assert.equal(shard.counters.tcp_connection_number, 1);
+  assert.equal(shard.counters.ws_connection_number, 1);
   await shard.subscribe(ALICE, "c1");
   await shard.subscribe(BOB, "c1");
   await shard.publish(message(ALICE, "one"));
@@ -230,8 +232,8 @@ Deno.test("Shard: counts messages taken and sent by type, deliveries in the late
   assert.equal(histogram.counts.reduce((a, b) => a + b), 4, "one observation a live delivery");
   assert.ok(histogram.sum >= 0 && histogram.sum < 4);
   alice2.session.end();
-  assert.equal(shard.counters.connections_ws, 0);
-  assert.equal(shard.counters.connections_tcp, 1);
+  assert.equal(shard.counters.ws_connection_number, 0);
+  assert.equal(shard.counters.tcp_connection_number, 1);
 });
 
 const frame = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
@@ -349,4 +351,112 @@ Deno.test("Shard: a y=1 the store refuses gives its place in the channel limit b
   await turn();
   assert.deepEqual(conn.take(), []);
   assert.deepEqual(await store.channels(ALICE), ["c2"]);
+});
+
+Deno.test("Shard: a connection's since acknowledges every s up to it, then replays the rest", async () => {
+  const { shard } = shardWith();
+  for (let i = 1; i <= 5; i++) await shard.publish(message(ALICE, `m${i}`));
+  const { conn } = await connect(shard, ALICE, { transport: "sse", since: 3 });
+  assert.deepEqual(conn.take().map((m) => m.s), [4, 5]);
+  // Acknowledged for good: a later connection without a since starts after 3 too.
+  const { conn: later } = await connect(shard, ALICE, { transport: "ws" });
+  assert.deepEqual(later.take().map((m) => m.s), [4, 5]);
+  assert.deepEqual((await shard.offline(ALICE, "", 10)).map((t) => JSON.parse(t).s), [4, 5]);
+});
+
+Deno.test("Shard: a since beyond the last s is answered and acknowledges nothing", async () => {
+  const { shard } = shardWith();
+  await shard.publish(message(ALICE, "m1"));
+  const { conn } = await connect(shard, ALICE, { transport: "poll", since: 7 });
+  assert.deepEqual(conn.take(), [
+    { error: "ack beyond last seq" },
+    { y: 3, f: "op", t: ALICE, b: "m1", s: 1 },
+  ]);
+});
+
+Deno.test("Shard: a session whose poll left stays online and is rejoined by the next poll", async () => {
+  const { shard } = shardWith();
+  const { conn, session } = await connect(shard, ALICE, { transport: "poll" });
+  await shard.publish(message(ALICE, "one"));
+  await turn();
+  assert.deepEqual(conn.take().map((m) => m.s), [1]);
+  session.left();
+  await shard.publish(message(ALICE, "two")); // stored; the session has no connection
+  assert.equal(shard.counters.user_number, 1, "still online between polls");
+  assert.equal(shard.waiting(ALICE, "", "tcp"), undefined, "only a poll rejoins a poll");
+  assert.equal(shard.waiting(ALICE, "tablet", "poll"), undefined, "nor another device's");
+  assert.equal(shard.waiting(ALICE, "", "poll"), session);
+  const next = new FakeConn("poll");
+  await shard.rejoin(session, next, 1);
+  await turn();
+  assert.deepEqual(next.take().map((m) => m.s), [2]);
+  assert.equal(shard.waiting(ALICE, "", "poll"), undefined, "it has a connection again");
+  assert.deepEqual(
+    [shard.counters.connect, shard.counters.poll_connection_number],
+    [1, 1],
+    "one session throughout",
+  );
+});
+
+Deno.test("Shard: a replay stops when its poll is answered; the next poll's starts after since", async () => {
+  const { shard } = shardWith(); // two messages a replay page
+  for (let i = 1; i <= 5; i++) await shard.publish(message(ALICE, `m${i}`));
+  const conn = new FakeConn("poll");
+  const session = new Session(conn, ALICE, "", shard);
+  await shard.attach(session);
+  // The first page is sent in the attach's turn; the poll answers with it and leaves.
+  assert.deepEqual(conn.take().map((m) => m.s), [1, 2]);
+  session.left();
+  await turn();
+  const next = new FakeConn("poll");
+  await shard.rejoin(session, next, 2);
+  await turn();
+  assert.deepEqual(next.take().map((m) => m.s), [3, 4, 5], "no page of the first replay in it");
+});
+
+Deno.test("Shard: a waiting session is forgotten after sessionWaitMs", async () => {
+  const { shard } = shardWith();
+  const { session } = await connect(shard, ALICE, { transport: "poll" });
+  session.left();
+  session.leftAt = Date.now() - 31_000;
+  shard.sweep(90_000);
+  assert.deepEqual(
+    [shard.counters.user_number, shard.counters.poll_connection_number, shard.sessions.size],
+    [0, 0, 0],
+  );
+});
+
+Deno.test("Shard: sessions are counted per transport", async () => {
+  const { shard } = shardWith();
+  const opened = await Promise.all(
+    (["tcp", "ws", "ws", "sse", "poll"] as const).map((transport) =>
+      connect(shard, ALICE, { transport })
+    ),
+  );
+  const c = shard.counters;
+  const counts = () => [
+    c.tcp_connection_number,
+    c.ws_connection_number,
+    c.sse_connection_number,
+    c.poll_connection_number,
+  ];
+  assert.deepEqual(counts(), [1, 2, 1, 1]);
+  for (const { session } of opened) session.closed();
+  assert.deepEqual(counts(), [0, 0, 0, 0]);
+});
+
+Deno.test("Shard: a message's outcome is its refusal's reason (a /send answers it)", async () => {
+  const { shard } = shardWith();
+  const sender = { uid: ALICE, device: "", access: null };
+  assert.equal(await shard.onMessage(sender, { y: 5, s: 3 }), "ack beyond last seq");
+  assert.equal(await shard.onMessage(sender, { y: 3, t: BOB, b: '"hi"' }), undefined);
+  assert.equal(await shard.onMessage(sender, { y: 5, s: 1 }), "ack beyond last seq");
+  assert.equal(
+    await shard.onMessage(sender, { y: 1, c: "c1" }),
+    undefined,
+  );
+  const failing = shardWith(Object.assign(new MemoryStore(), {
+    subscribe: () => Promise.reject(new StorageUnavailableError("down")),
+  })).shard;
+  assert.equal(await failing.onMessage(sender, { y: 1, c: "c1" }), "storage unavailable");
 });

@@ -11,7 +11,7 @@ import { createAuthenticator } from "../auth/registry.ts";
 import type { Log } from "../core/log.ts";
 import type { ChannelRequest } from "../core/requests.ts";
 import { ShardMap } from "../core/shard_map.ts";
-import { Session } from "../session/session.ts";
+import { Session, submit } from "../session/session.ts";
 import { newShardCounters, newShardHistograms } from "../stats/counters.ts";
 import type { ShardReport } from "../stats/report.ts";
 import { Journal } from "../storage/journal.ts";
@@ -80,6 +80,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
       channelsPerUid: config.max_channels_per_uid,
       messageRate: { perSec: config.client_msg_rate, burst: config.client_msg_burst },
     },
+    sessionWaitMs: config.session_wait_sec * 1000,
     forward: (request) => link.request({ op: "publish", request } satisfies MainOp),
     // A BroadcastChannel does not echo to its sender: the shard delivers its own part.
     broadcast: perTurn<ChannelRequest>((requests) => bus.postMessage(requests)),
@@ -104,9 +105,11 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     {
       handshake: {
         maxHeadBytes: config.max_head_bytes,
+        maxBodyBytes: config.max_send_bytes,
         timeoutMs: config.handshake_timeout_sec * 1000,
         authenticate: await createAuthenticator(config, log),
       },
+      corsOrigins: config.cors_origins,
       context: {
         counters,
         maxFrameBytes: config.max_frame_bytes,
@@ -116,12 +119,19 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
       perAddress: { handshakes: config.max_handshakes_per_address, headsPerSec: 0 },
       draining: () => draining,
       redirectFor: (uid) => shard.owns(uid) ? null : map.shardOf(uid),
-      admit: (uid) => shard.admit(uid),
-      open(conn, { uid, device, codec, access }) {
+      shardOf: (uid) => map.shardOf(uid),
+      // A long-poll's next poll rejoins the session waiting for it: not one more connection.
+      admit: (uid, device, transport) =>
+        shard.waiting(uid, device, transport) ? null : shard.admit(uid),
+      open(conn, { uid, device, codec, access, since }) {
+        // A long-poll's next poll takes over the session waiting for it.
+        const waiting = shard.waiting(uid, device, conn.transport);
+        if (waiting) return { receiver: waiting, ready: shard.rejoin(waiting, conn, since) };
         const session = new Session(conn, uid, device, shard, { codec, access });
         // Fed once the uid's state is loaded and its messages can be handled.
-        return { receiver: session, ready: shard.attach(session) };
+        return { receiver: session, ready: shard.attach(session, since) };
       },
+      submit: (sender, lines) => submit(shard, sender, lines),
     },
     config.host,
     init.shards[index].port,

@@ -71,6 +71,14 @@ const received = family(
   "valid messages received from clients, by type (y)",
 );
 const connections = family("connections", "open client sessions, by transport");
+const transportReceived = family(
+  "transport_messages_received_total",
+  "messages received from clients, by what carried them (a transport, or /send)",
+);
+const transportSent = family(
+  "transport_messages_sent_total",
+  "messages written to clients, by transport",
+);
 const accepted = family(
   "messages_accepted_total",
   "messages a shard took for one of its uids, by type: to a user (y=3), or one member's " +
@@ -175,10 +183,6 @@ export const COUNTERS = {
   recv_cmsg: counter("channel messages received (y=4)", received({ type: "cmsg" })),
   recv_ack: counter("acks received (y=5)", received({ type: "ack" })),
   // Operations: metrics, health, dashboard.
-  connections_tcp: gauge("open raw TCP sessions", connections({ transport: "tcp" })),
-  connections_ws: gauge("open WebSocket sessions", connections({ transport: "ws" })),
-  connections_sse: gauge("open server-sent event sessions", connections({ transport: "sse" })),
-  connections_poll: gauge("open long-poll sessions", connections({ transport: "poll" })),
   accepted_msg: counter("messages to a user taken (y=3)", accepted({ type: "msg" })),
   accepted_cmsg: counter("channel message copies taken (y=4)", accepted({ type: "cmsg" })),
   sent_msg: counter("messages to a user written to clients (y=3)", sent({ type: "msg" })),
@@ -220,6 +224,49 @@ export const COUNTERS = {
     "messages the admin API is working on (admission control's count)",
     metric("admin_inflight_messages"),
   ),
+  // Browsers: per transport (a long-poll client counts while its session waits between polls).
+  tcp_connection_number: gauge(
+    "open sessions on the raw chunk stream",
+    connections({ transport: "tcp" }),
+  ),
+  tcp_recv_number: counter(
+    "messages received on the raw chunk stream",
+    transportReceived({ transport: "tcp" }),
+  ),
+  tcp_send_number: counter(
+    "messages written to the raw chunk stream",
+    transportSent({ transport: "tcp" }),
+  ),
+  ws_connection_number: gauge("open sessions on a WebSocket", connections({ transport: "ws" })),
+  ws_recv_number: counter(
+    "messages received on WebSockets",
+    transportReceived({ transport: "ws" }),
+  ),
+  ws_send_number: counter("messages written to WebSockets", transportSent({ transport: "ws" })),
+  sse_connection_number: gauge(
+    "open sessions on server-sent events",
+    connections({ transport: "sse" }),
+  ),
+  sse_send_number: counter(
+    "messages written as server-sent events",
+    transportSent({ transport: "sse" }),
+  ),
+  poll_connection_number: gauge(
+    "long-poll sessions, polling or between two polls",
+    connections({ transport: "poll" }),
+  ),
+  poll_send_number: counter(
+    "messages answered to long-polls",
+    transportSent({ transport: "poll" }),
+  ),
+  send_request_number: counter(
+    "/send requests answered by the owner",
+    metric("send_requests_total"),
+  ),
+  send_recv_number: counter(
+    "messages received by /send (the upstream of SSE and long-poll)",
+    transportReceived({ transport: "send" }),
+  ),
 } as const;
 
 /** A counter's name. */
@@ -240,13 +287,19 @@ export const RECV_COUNTER = [
   "recv_ack",
 ] as const satisfies readonly CounterName[];
 
-/** The open-sessions gauge of each transport (`ClientConn.transport`). */
-export const CONNECTIONS_OF = {
-  tcp: "connections_tcp",
-  ws: "connections_ws",
-  sse: "connections_sse",
-  poll: "connections_poll",
-} as const satisfies Record<string, CounterName>;
+/**
+ * Each transport's counters: its open sessions, messages out and, where the client writes on
+ * the connection, messages in (server-sent events and long-poll clients write by `/send`).
+ */
+export const TRANSPORT_COUNTERS: Record<
+  "tcp" | "ws" | "sse" | "poll",
+  { connections: CounterName; send: CounterName; recv?: CounterName }
+> = {
+  tcp: { connections: "tcp_connection_number", send: "tcp_send_number", recv: "tcp_recv_number" },
+  ws: { connections: "ws_connection_number", send: "ws_send_number", recv: "ws_recv_number" },
+  sse: { connections: "sse_connection_number", send: "sse_send_number" },
+  poll: { connections: "poll_connection_number", send: "poll_send_number" },
+};
 
 /** Fresh zeroed counters. */
 export function newShardCounters(): ShardCounters {

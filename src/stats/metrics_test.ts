@@ -58,7 +58,7 @@ Deno.test("renderMetrics: each shard's counters under its shard label, the front
   const book = new StatsBook();
   const a = newShardCounters();
   a.recv_msg = 3;
-  a.connections_tcp = 2;
+  a.tcp_connection_number = 2;
   a.redirect_number = 1;
   const b = newShardCounters();
   b.recv_msg = 4;

@@ -150,6 +150,24 @@ export class StatsBook {
         total_send_bytes: total.total_send_bytes,
         total_send_number: total.total_send_number,
       },
+      transport: {
+        poll: {
+          connection_number: total.poll_connection_number,
+          send_number: total.poll_send_number,
+        },
+        send: { recv_number: total.send_recv_number, request_number: total.send_request_number },
+        sse: { connection_number: total.sse_connection_number, send_number: total.sse_send_number },
+        tcp: {
+          connection_number: total.tcp_connection_number,
+          recv_number: total.tcp_recv_number,
+          send_number: total.tcp_send_number,
+        },
+        ws: {
+          connection_number: total.ws_connection_number,
+          recv_number: total.ws_recv_number,
+          send_number: total.ws_send_number,
+        },
+      },
       user: {
         connect: total.connect,
         connection_number: total.connection_number,

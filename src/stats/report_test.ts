@@ -52,6 +52,7 @@ const ADDED_KEYS = [
   "auth_unavailable_number",
   "forbidden_number",
   "limited",
+  "transport",
   "user.connection_number",
 ];
 

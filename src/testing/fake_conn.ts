@@ -10,16 +10,19 @@ import type { ClientConn, TransportName } from "../transport/conn.ts";
 /** A connection that records what a session sends and how it is closed. */
 export class FakeConn implements ClientConn {
   readonly transport: TransportName;
+  readonly upstream: boolean;
   /** Every message sent, in order, as JSON text. */
   readonly sent: string[] = [];
-  /** Set by `close`: whether it was graceful. */
+  /** Set by `close`: whether it was graceful, and the reason given. */
   closedGracefully: boolean | undefined;
+  closeReason: string | undefined;
   paused = false;
   /** What `bufferedBytes` answers. */
   buffered = 0;
 
   constructor(transport: TransportName = "tcp") {
     this.transport = transport;
+    this.upstream = transport === "tcp" || transport === "ws";
   }
 
   send(message: string): void {
@@ -39,8 +42,10 @@ export class FakeConn implements ClientConn {
     this.paused = false;
   }
 
-  close(graceful: boolean): void {
-    this.closedGracefully ??= graceful;
+  close(graceful: boolean, reason?: string): void {
+    if (this.closedGracefully !== undefined) return;
+    this.closedGracefully = graceful;
+    this.closeReason = reason;
   }
 
   /** The messages sent so far, parsed, and forgotten. */

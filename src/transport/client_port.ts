@@ -1,21 +1,46 @@
 /**
- * A client port, the front door's and every shard's alike: read and check the request head,
- * then refuse (400/404/405; 429 past a limit; 503 while draining, when the auth backend
- * cannot answer, or when the process has no descriptors to spare), redirect (303 to the
- * owning shard), or let the transport the request asks for answer it and open the client's
- * session (for a shard that owns the uid, once its authenticator allowed it). Every refusal
- * and redirect is closed by the server, whether or not the client closes too.
+ * A client port, the front door's and every shard's alike: read and check each request, then
+ * refuse it (400/403/404/405/411/413; 429 past a limit; 503 while draining, when the auth
+ * backend cannot answer, or when the process has no descriptors to spare), redirect it (303
+ * to the owning shard, 307 for a `/send`), answer a
+ * preflight or an endpoint and read the client's next request (HTTP/1.1 keep-alive), or let
+ * the transport the request asks for answer it and open the client's session (for a shard
+ * that owns the uid, once its authenticator allowed it). Every refusal and redirect is closed by the server, whether or not the
+ * client closes too.
  *
  * @module
  */
 
 import net from "node:net";
 import type { ShardAddress } from "../core/shard_map.ts";
-import { connectLocation, redirectHead, refusal } from "../protocol/handshake.ts";
+import {
+  redirectHead,
+  refusal,
+  response,
+  shardLocation,
+  wantsClose,
+} from "../protocol/handshake.ts";
 import { addressKey, type AddressLimitOptions, AddressLimits } from "./address_limits.ts";
 import type { SocketBudget } from "./budget.ts";
-import type { Admitted, ClientConn, ConnReceiver, StreamTarget, TransportContext } from "./conn.ts";
-import { type HandshakeOptions, HandshakeReader, reachedHost } from "./handshake.ts";
+import type {
+  Admitted,
+  ClientConn,
+  ConnReceiver,
+  StreamTarget,
+  Transport,
+  TransportContext,
+  TransportName,
+} from "./conn.ts";
+import { Cors } from "./cors.ts";
+import { answerEndpoint, ENDPOINTS, type EndpointServices } from "./endpoints.ts";
+import {
+  type Accepted,
+  type HandshakeOptions,
+  HandshakeReader,
+  isTransport,
+  type Outcome,
+  reachedHost,
+} from "./handshake.ts";
 import { closed, closeSoon } from "./linger.ts";
 import { TRANSPORTS } from "./registry.ts";
 
@@ -26,8 +51,10 @@ export interface Opened {
 }
 
 /** What a client port needs. */
-export interface ClientPortOptions {
-  handshake: Omit<HandshakeOptions, "transports" | "redirectFor">;
+export interface ClientPortOptions extends EndpointServices {
+  handshake: Omit<HandshakeOptions, "transports" | "endpoints" | "cors" | "redirectFor">;
+  /** `--cors_origins`. */
+  corsOrigins: string;
   /** Counters, and the per-connection limits of every transport. */
   context: TransportContext;
   /** The process's client sockets: past its limit a new one is refused at once. */
@@ -38,11 +65,19 @@ export interface ClientPortOptions {
   draining(): boolean;
   /** Where `uid` must connect, or null when this server owns it. */
   redirectFor(uid: string): ShardAddress | null;
-  /** Past a limit for `uid` (its connections), the reason to refuse it; null to let it in. */
-  admit(uid: string): string | null;
-  /** Opens the session of a client this server owns (never called at the front door). */
+  /**
+   * Past a limit for the uid (its connections), the reason to refuse a new connection of its
+   * `device` over `transport`; null to let it in.
+   */
+  admit(uid: string, device: string, transport: TransportName): string | null;
+  /**
+   * Opens the session of a client this server owns (never called at the front door),
+   * resuming after its `since` (every `s ≤ since` acknowledged first).
+   */
   open(conn: ClientConn, client: Admitted): Opened;
 }
+
+const EMPTY = new Uint8Array(0);
 
 /**
  * Creates one listening socket's server (not yet listening). Each socket gets its listeners
@@ -53,9 +88,12 @@ export interface ClientPortOptions {
 function createConnectServer(options: ClientPortOptions, limits: AddressLimits): net.Server {
   const { context, budget } = options;
   const { counters } = context;
-  const handshake = {
+  const cors = new Cors(options.corsOrigins);
+  const handshake: HandshakeOptions = {
     ...options.handshake,
     transports: TRANSPORTS,
+    endpoints: ENDPOINTS,
+    cors,
     redirectFor: options.redirectFor,
   };
   return net.createServer({ noDelay: true }, (socket) => {
@@ -74,42 +112,93 @@ function createConnectServer(options: ClientPortOptions, limits: AddressLimits):
       limits.endHandshake(address);
       return shed(503, "server full");
     }
-    let target: StreamTarget = new HandshakeReader(socket, handshake, (result) => {
-      limits.endHandshake(address);
-      if (!result) return;
+    let target: StreamTarget;
+    /** Reads the next request; `rest` is what was read of it already. */
+    const read = (rest: Uint8Array, keptAlive: boolean) => {
+      target = new HandshakeReader(socket, handshake, (result) => {
+        if (!keptAlive) limits.endHandshake(address);
+        if (result) serve(result);
+      }, keptAlive);
+      socket.resume();
+      if (rest.length > 0) target.receive(rest);
+    };
+    const serve = (result: Outcome) => {
       counters.connect_request_number++;
       // Only the front door limits heads, and it never waits on an authenticator.
       if (!limits.takeHead(address)) {
         counters.limit_heads_number++;
-        closeSoon(socket, refusal(429, "too many requests"));
-      } else if ("status" in result) {
+        const cors = "status" in result ? result.headers : result.cors;
+        return closeSoon(socket, refusal(429, "too many requests", undefined, cors));
+      }
+      if ("status" in result) {
         counters[result.counter]++;
-        closeSoon(socket, refusal(result.status, result.reason));
-      } else if (options.draining()) {
-        closeSoon(socket, refusal(503, "draining"));
-      } else if ("redirect" in result) {
+        return closeSoon(socket, refusal(result.status, result.reason, undefined, result.headers));
+      }
+      if (options.draining()) {
+        return closeSoon(socket, refusal(503, "draining", undefined, result.cors));
+      }
+      if ("redirect" in result) {
         counters.redirect_number++;
         const owner = result.redirect;
-        const host = owner.host || reachedHost(socket);
-        closeSoon(socket, redirectHead(connectLocation(host, owner.port, result.query)));
-      } else {
-        const limited = options.admit(result.uid);
-        if (limited !== null) {
-          counters.limit_connections_number++;
-          closeSoon(socket, refusal(429, limited));
-        } else {
-          const conn = result.transport.open(socket, result, context);
-          target = conn;
-          const { receiver, ready } = options.open(conn, result);
-          conn.attach(receiver);
-          // The socket stays paused until the session can take its messages.
-          ready.then(() => {
-            if (result.rest.length > 0) conn.receive(result.rest);
-            conn.resume();
-          });
-        }
+        const location = shardLocation(
+          owner.host || reachedHost(socket),
+          owner.port,
+          result.route.path,
+          result.head.query,
+        );
+        const status = isTransport(result.route) ? 303 : 307;
+        return closeSoon(socket, redirectHead(location, undefined, status, result.cors));
       }
-    });
+      const { route } = result;
+      if (route === "preflight") {
+        const { status, headers } = cors.preflight(result.head.headers);
+        if (status !== 204) return closeSoon(socket, refusal(status, "origin not allowed"));
+        socket.write(response(204, headers + "Connection: keep-alive\r\n", {}));
+        return read(result.rest, true);
+      }
+      if (isTransport(route)) {
+        const limited = options.admit(result.uid, result.device, route.name);
+        if (limited === null) return open(route, result);
+        counters.limit_connections_number++;
+        return closeSoon(socket, refusal(429, limited, undefined, result.cors));
+      }
+      const keepAlive = !wantsClose(result.head.headers);
+      const answered = (answer: Uint8Array) => {
+        if (socket.destroyed) return;
+        if (!keepAlive) return closeSoon(socket, answer);
+        socket.write(answer);
+        read(result.rest, true);
+      };
+      // A bug answers a 500 and closes; it does not take the worker down.
+      const failed = () =>
+        closeSoon(socket, refusal(500, "internal error", undefined, result.cors));
+      answerEndpoint(result, route, options, reachedHost(socket), keepAlive).then(answered, failed);
+    };
+    // Made once a socket, so that a connection holding it (a held poll) holds no request.
+    const next = (rest: Uint8Array) => read(rest, true);
+    const open = (transport: Transport, result: Accepted) => {
+      const admitted: Admitted = {
+        uid: result.uid,
+        device: result.device,
+        codec: result.codec,
+        access: result.access,
+        since: result.since,
+        head: result.head,
+        cors: result.cors,
+        rest: result.rest,
+        next,
+      };
+      const conn = transport.open(socket, admitted, context);
+      target = conn;
+      const { receiver, ready } = options.open(conn, admitted);
+      conn.attach(receiver);
+      // The socket stays paused until the session can take its messages.
+      ready.then(() => {
+        if (result.rest.length > 0) conn.receive(result.rest);
+        conn.resume();
+      });
+    };
+    read(EMPTY, false);
     socket.on("data", (bytes: Uint8Array) => target.receive(bytes));
     socket.on("close", () => {
       budget.release();

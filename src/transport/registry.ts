@@ -6,7 +6,13 @@
  */
 
 import type { Transport } from "./conn.ts";
+import { poll } from "./poll/transport.ts";
+import { sse } from "./sse/transport.ts";
 import { tcp } from "./tcp/transport.ts";
+import { ws } from "./ws/transport.ts";
 
-/** Every transport, in the order a request is matched against them. */
-export const TRANSPORTS: readonly Transport[] = [tcp];
+/**
+ * Every transport, in the order a request is matched against them: a WebSocket upgrade and a
+ * raw client share `GET /connect`, told apart by the WebSocket's `Upgrade` header.
+ */
+export const TRANSPORTS: readonly Transport[] = [ws, tcp, sse, poll];

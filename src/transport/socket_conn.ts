@@ -3,11 +3,13 @@
  * event loop, the slow-consumer rule, and closing with a linger. A transport adds only its
  * framing, in and out.
  *
- * Output: messages written in one pass leave in one socket write, as a string when they are
- * ASCII (the cheap write), otherwise as bytes, so that the socket's `writableLength` stays a
- * byte count. A binary connection (MessagePack) keeps its output as a latin1 string, a byte a
- * character, written as such: as cheap as an ASCII write, measured. A connection whose unsent output passes its limit is dropped as too slow: its
- * stored messages wait for its next connect; nothing acknowledged is lost.
+ * Output: messages written in one pass leave in one socket write. A transport frames either
+ * UTF-8 text (written as a string when it is ASCII, the cheap write, otherwise as bytes) or,
+ * as a WebSocket or a binary (MessagePack) chunk stream does, latin1 strings whose characters
+ * are the bytes, written as such (as cheap as an ASCII write, measured); either way the
+ * socket's `writableLength` stays a byte count. A connection whose unsent output passes its
+ * limit is dropped as too slow: its stored messages wait for its next connect; nothing
+ * acknowledged is lost.
  *
  * @module
  */
@@ -15,7 +17,7 @@
 import type { Socket } from "node:net";
 import { setImmediate } from "node:timers";
 import { utf8Length } from "../protocol/chunk.ts";
-import type { ShardCounters } from "../stats/counters.ts";
+import { type ShardCounters, TRANSPORT_COUNTERS } from "../stats/counters.ts";
 import type { ConnReceiver, OpenedConn, TransportName } from "./conn.ts";
 import { closeSoon } from "./linger.ts";
 
@@ -24,23 +26,24 @@ const encoder = new TextEncoder();
 /** A client connection on a socket of a client port; subclasses frame the messages. */
 export abstract class SocketConn implements OpenedConn {
   abstract readonly transport: TransportName;
+  abstract readonly upstream: boolean;
   protected readonly socket: Socket;
   protected readonly counters: ShardCounters;
   protected receiver: ConnReceiver | null = null;
   #maxOutputBytes: number;
+  /** True when the frames are latin1 strings (a character a byte), not UTF-8 text. */
+  #latin1: boolean;
   /** This pass's framed output; null when there is none. */
   #output: string | null = null;
-  /** Its UTF-8 length. */
+  /** Its length in bytes on the wire. */
   #outputBytes = 0;
   #closed = false;
-  /** Its messages are bytes: output is latin1. */
-  readonly #binary: boolean;
 
-  constructor(socket: Socket, counters: ShardCounters, maxOutputBytes: number, binary = false) {
+  constructor(socket: Socket, counters: ShardCounters, maxOutputBytes: number, latin1 = false) {
     this.socket = socket;
     this.counters = counters;
     this.#maxOutputBytes = maxOutputBytes;
-    this.#binary = binary;
+    this.#latin1 = latin1;
   }
 
   /** Starts feeding `receiver` (the session). */
@@ -51,24 +54,30 @@ export abstract class SocketConn implements OpenedConn {
   /** Bytes read off the socket: decode them into message bodies for the receiver. */
   abstract receive(bytes: Uint8Array): void;
 
-  /** One message, framed by the transport; `bytes` is the frame's UTF-8 length. */
-  protected abstract frame(message: string, bytes: number): string;
+  /**
+   * One message, framed by the transport; `bytes` is the message's UTF-8 length and `seq`
+   * its `s` (0 for one that is not a stored delivery).
+   */
+  protected abstract frame(message: string, bytes: number, seq: number): string;
 
   /** What ends the stream gracefully (a last chunk, a close frame), if anything. */
-  protected abstract lastWords(): string | undefined;
+  protected abstract lastWords(reason?: string): string | undefined;
 
-  send(message: string | Uint8Array): void {
+  send(message: string | Uint8Array, seq = 0): void {
+    if (this.#closed) return;
+    // A binary message is framed as latin1, a character a byte.
     const text = typeof message === "string" ? message : latin1(message);
     const bytes = typeof message === "string" ? utf8Length(message) : message.length;
-    const framed = this.frame(text, bytes);
-    // Framing is ASCII: it adds as many bytes as characters.
-    this.write(framed, bytes + framed.length - text.length);
+    const framed = this.frame(text, bytes, seq);
+    this.counters.total_send_number++;
+    this.counters[TRANSPORT_COUNTERS[this.transport].send]++;
+    // Latin1 frames are their byte count; UTF-8 framing is ASCII around the message.
+    this.write(framed, this.#latin1 ? framed.length : bytes + framed.length - text.length);
   }
 
   /** Queues framed bytes (a control frame, say) for this pass's write. */
   protected write(framed: string, bytes: number): void {
     if (this.#closed) return;
-    this.counters.total_send_number++;
     this.counters.total_send_bytes += bytes;
     this.#outputBytes += bytes;
     if (this.#output !== null) this.#output += framed;
@@ -97,7 +106,7 @@ export abstract class SocketConn implements OpenedConn {
     this.#output = null;
     this.#outputBytes = 0;
     if (output === null || this.#closed) return;
-    if (this.#binary) this.socket.write(output, "latin1");
+    if (this.#latin1) this.socket.write(output, "latin1");
     else this.socket.write(bytes === output.length ? output : encoder.encode(output));
     if (this.socket.writableLength > this.#maxOutputBytes) {
       this.counters.error_number++;
@@ -108,10 +117,10 @@ export abstract class SocketConn implements OpenedConn {
     }
   }
 
-  close(graceful: boolean): void {
+  close(graceful: boolean, reason?: string): void {
     if (this.#closed) return;
     if (graceful) {
-      const last = this.lastWords();
+      const last = this.lastWords(reason);
       if (last !== undefined) this.write(last, last.length);
       this.flush();
     }
@@ -139,7 +148,12 @@ function latin1(bytes: Uint8Array): string {
   return text;
 }
 
-let dirty: SocketConn[] = [];
+/** Something written once a pass: a connection's coalesced output. */
+export interface Flushable {
+  flush(): void;
+}
+
+let dirty: Flushable[] = [];
 
 /**
  * One flush, after this pass of the event loop's I/O callbacks, writes every connection
@@ -147,7 +161,7 @@ let dirty: SocketConn[] = [];
  * write, not only those of one task (measured: 9.3 against 10.5 µs of server CPU a delivered
  * message under unicast load, and 10% more messages/s).
  */
-function scheduleFlush(conn: SocketConn): void {
+export function scheduleFlush(conn: Flushable): void {
   if (dirty.push(conn) > 1) return;
   setImmediate(() => {
     const conns = dirty;

@@ -17,6 +17,7 @@ const LAST_CHUNK = "0\r\n\r\n";
 /** A client on the raw chunk stream. */
 export class ChunkedConn extends SocketConn {
   readonly transport = "tcp" as const;
+  readonly upstream = true;
   #decoder: ChunkDecoder;
   /** What ends a body: a newline for JSON, nothing for MessagePack. */
   #end: string;

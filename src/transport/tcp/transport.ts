@@ -14,6 +14,7 @@ export const tcp: Transport = {
   name: "tcp",
   method: "GET",
   path: "/connect",
+  binary: true,
   open(socket, admitted, context) {
     const binary = admitted.codec.name === "msgpack";
     socket.write(connectedHead(binary ? "application/msgpack" : undefined));
