@@ -162,3 +162,55 @@ Deno.test("msgpack: a raw client connects, receives, acks and sends in MessagePa
     await daemon.stop();
   }
 });
+
+Deno.test("msgpack over WebSocket: binary frames both ways, beside a JSON client; a text frame is 1003", async () => {
+  const daemon = await startDaemon([]);
+  const { body } = await daemon.admin("/shard?uid=mpw");
+  const owner = String(body.result);
+  const open = (query: string) => {
+    const ws = new WebSocket(`ws://${owner}/connect?uid=mpw&password=pw&${query}`);
+    ws.binaryType = "arraybuffer";
+    const messages: unknown[] = [];
+    const waiting: (() => void)[] = [];
+    ws.onmessage = (event) => {
+      messages.push(event.data);
+      waiting.shift()?.();
+    };
+    const next = async () => {
+      if (messages.length === 0) await new Promise<void>((resolve) => waiting.push(resolve));
+      return messages.shift();
+    };
+    const closed = new Promise<CloseEvent>((resolve) => ws.onclose = resolve);
+    return { ws, next, closed, opened: new Promise((resolve) => ws.onopen = resolve) };
+  };
+  const json = await connected(daemon.clientPort, "mpw_json");
+  const binary = open("codec=msgpack&device=tablet");
+  try {
+    await binary.opened;
+    await publish(daemon, "to=mpw", "hello");
+    const delivered = await binary.next();
+    assert.ok(delivered instanceof ArrayBuffer, "a binary frame");
+    assert.deepEqual(unpackr.unpack(new Uint8Array(delivered)), {
+      y: 3,
+      f: "op",
+      t: "mpw",
+      b: "hello",
+      s: 1,
+    });
+    binary.ws.send(packr.pack({ y: 3, t: "mpw_json", b: { n: 7 } }));
+    assert.deepEqual(await json.next(), { y: 3, f: "mpw", t: "mpw_json", b: { n: 7 }, s: 1 });
+    binary.ws.send(packr.pack({ y: 5, s: 1 }));
+    binary.ws.send(packr.pack({ y: 0 }));
+    assert.deepEqual(unpackr.unpack(new Uint8Array(await binary.next() as ArrayBuffer)), { y: 0 });
+    const listed = await daemon.admin("/msg?uid=mpw&device=tablet");
+    assert.deepEqual(listed.body.result, [], "the tablet's ack moved its cursor");
+
+    binary.ws.send('{"y":0}');
+    const closed = await binary.closed;
+    assert.deepEqual([closed.code, closed.reason], [1003, "codec=msgpack takes binary frames"]);
+  } finally {
+    json.close();
+    binary.ws.close();
+    await daemon.stop();
+  }
+});

@@ -5,6 +5,7 @@ import { prng } from "../testing/support.ts";
 import { utf8Length } from "./chunk.ts";
 import {
   acceptKey,
+  binaryFrame,
   closeFrame,
   pongFrame,
   textFrame,
@@ -54,9 +55,14 @@ class Recorder implements WsSink {
 }
 
 /** Feeds `bytes` to a new decoder and returns what it reported, or the error's code. */
-function decode(bytes: Uint8Array, max = 1000, split?: () => number): string[] {
+function decode(
+  bytes: Uint8Array,
+  max = 1000,
+  split?: () => number,
+  binary = false,
+): string[] {
   const recorder = new Recorder();
-  const decoder = new WsDecoder(recorder, max);
+  const decoder = new WsDecoder(recorder, max, binary);
   try {
     for (let i = 0; i < bytes.length;) {
       const n = split ? split() : bytes.length;
@@ -239,4 +245,22 @@ Deno.test("ws: Deno's own WebSocket client talks to the codec", async () => {
   server.close();
   assert.deepEqual([event.code, event.wasClean], [4000, true]);
   assert.deepEqual(echoed, texts);
+});
+
+Deno.test("ws: a binary connection (codec=msgpack) takes binary messages only, not UTF-8 checked", () => {
+  const bytes = new Uint8Array([0x82, 0xa1, 0x79, 0x00, 0xff]);
+  const whole = clientFrame(0x82, bytes);
+  const fragmented = Buffer.concat([
+    clientFrame(0x02, bytes.subarray(0, 2)),
+    clientFrame(0x89, "p"),
+    clientFrame(0x80, bytes.subarray(2)),
+  ]);
+  const latin1 = (payload: Uint8Array) => `text:${decoder.decode(payload)}`;
+  assert.deepEqual(decode(whole, 1000, undefined, true), [latin1(bytes)]);
+  assert.deepEqual(decode(fragmented, 1000, () => 3, true), ["ping:p", latin1(bytes)]);
+  assert.deepEqual(decode(clientFrame(0x81, '{"y":0}'), 1000, undefined, true), ["error:1003"]);
+  assert.deepEqual(decode(clientFrame(0x82, "x".repeat(1001)), 1000, undefined, true), [
+    "error:1009",
+  ]);
+  assert.equal(binaryFrame("\x82\xa1y\x00"), "\x82\x04\x82\xa1y\x00");
 });
