@@ -258,28 +258,33 @@ Deno.test("sse, poll, /send and CORS on the real daemon", async (t) => {
       }]);
     });
 
-    await t.step("every transport refuses a bad password with the same 400", async () => {
-      const port = await ownerPort(daemon, "sse_b");
-      const attempts: [string, string, string][] = [
-        ["tcp", "GET", "/connect?uid=sse_b&password=wrong"],
-        ["sse", "GET", "/sse?uid=sse_b&password=wrong"],
-        ["poll", "GET", "/poll?uid=sse_b&password=wrong&since=0"],
-        ["send", "POST", "/send?uid=sse_b&password=wrong"],
-      ];
-      for (const at of [daemon.clientPort, port]) {
+    await t.step(
+      "every transport refuses a bad password with the same 400, at the owner",
+      async () => {
+        const port = await ownerPort(daemon, "sse_b");
+        const attempts: [string, string, string][] = [
+          ["tcp", "GET", "/connect?uid=sse_b&password=wrong"],
+          ["sse", "GET", "/sse?uid=sse_b&password=wrong"],
+          ["poll", "GET", "/poll?uid=sse_b&password=wrong&since=0"],
+          ["send", "POST", "/send?uid=sse_b&password=wrong"],
+        ];
         for (const [name, method, target] of attempts) {
-          const { status, body, headers } = await request(at, method, target);
+          // The front door only redirects: the owner checks the password, once.
+          const front = await request(daemon.clientPort, method, target);
+          assert.equal(front.status, name === "send" ? 307 : 303, name);
+          assert.equal(new URL(front.headers.get("location")!).port, String(port), name);
+          const { status, body, headers } = await request(port, method, target);
           assert.deepEqual([status, JSON.parse(body)], [400, { error: "invalid password" }], name);
           assert.equal(headers.get("content-type"), "text/json; charset=utf-8");
         }
-        const ws = await WireClient.open(at);
+        const ws = await WireClient.open(port);
         await ws.write(upgradeRequest("/connect?uid=sse_b&password=wrong"));
         const answer = await ws.answer();
         assert.deepEqual([answer.status, JSON.parse(answer.body)], [400, {
           error: "invalid password",
         }], "ws");
-      }
-    });
+      },
+    );
 
     await t.step(
       "one uid over WebSocket, then SSE, then long-poll: no gap, no repeat",

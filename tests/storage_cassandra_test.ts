@@ -95,9 +95,10 @@ Deno.test({
       do message = await client.next(); while (message?.b !== "after");
       // Nothing refused was stored: "during" never arrives, and no seq was handed out twice.
       assert.ok((message.s as number) > 1);
+      const listed = await daemon.admin("/msg?uid=outage1");
+      assert.equal(listed.status, 200, JSON.stringify(listed.body));
       assert.deepEqual(
-        ((await daemon.admin("/msg?uid=outage1")).body.result as string[])
-          .map((text) => JSON.parse(text).b),
+        (listed.body.result as string[]).map((text) => JSON.parse(text).b),
         ["before", "after"],
       );
       client.close();
