@@ -15,7 +15,6 @@ import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
 import type { ShardReport, StatsBook } from "../stats/report.ts";
 import { type ShardAddress, ShardMap } from "../core/shard_map.ts";
 import { ServiceError } from "../core/errors.ts";
-import { freeTurnOf, newWriteTurn } from "../storage/write_turn.ts";
 import { Link } from "../thread/link.ts";
 
 const WORKER_URL = new URL("../../workers/shard.ts", import.meta.url);
@@ -56,8 +55,6 @@ export class ShardPool implements LocalShards {
   #addresses: ShardAddress[];
   #map: ShardMap;
   #stopping = false;
-  /** The shards' turn to write a shared store file; it outlives a shard's restart. */
-  #writeTurn = newWriteTurn();
   #fromShards: FromShards = {
     request: () => Promise.reject(new ServiceError("shards not started", 503)),
     note: () => {},
@@ -178,16 +175,8 @@ export class ShardPool implements LocalShards {
       this.#restart(k);
     };
     const { budget } = this.#options;
-    const writeTurn = this.#writeTurn;
     worker.postMessage(
-      {
-        index,
-        slot: 1 + k,
-        config,
-        shards: this.#addresses,
-        budget,
-        writeTurn,
-      } satisfies ShardInit,
+      { index, slot: 1 + k, config, shards: this.#addresses, budget } satisfies ShardInit,
     );
     const slot: Slot = { worker, link, ready, up: false };
     return slot;
@@ -199,9 +188,8 @@ export class ShardPool implements LocalShards {
     old.up = false;
     old.link.close(new ServiceError("shard restarting", 503));
     old.worker.terminate();
-    // Its sockets went with it, and a write turn it died holding.
+    // Its sockets went with it.
     new SocketBudget(this.#options.budget, 0).clear(1 + k);
-    freeTurnOf(this.#writeTurn, 1 + k);
     stats.retire(k);
     if (this.#stopping) return;
     setTimeout(() => {

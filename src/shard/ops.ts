@@ -19,8 +19,6 @@ export interface ShardInit {
   config: Config;
   shards: ShardAddress[];
   budget: SharedBudget;
-  /** The node's write turn, shared by its shards' stores. */
-  writeTurn: SharedArrayBuffer;
 }
 
 /** Requests from the main thread to a shard: an owner's op, or one about the shard itself. */

@@ -53,7 +53,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
   const counters = newShardCounters();
   const histograms = newShardHistograms();
   const backend = backendOf(config);
-  const watch = new StoreWatch(await backend.open(config, { slot, writeTurn: init.writeTurn }), {
+  const watch = new StoreWatch(await backend.open(config), {
     failed: () => counters.store_errors++,
     committed: (seconds) => histograms.store_commit.observe(seconds),
   });

@@ -9,7 +9,7 @@ import { type FlagSpecs, type FlagValues, oneOf, positive, text } from "../core/
 import { cassandraBackend } from "./cassandra.ts";
 import { memoryBackend } from "./memory.ts";
 import { sqliteBackend } from "./sqlite.ts";
-import type { StoreBackend } from "./store.ts";
+import type { Store, StoreBackend } from "./store.ts";
 
 /** Every backend. */
 const BACKENDS = [sqliteBackend, cassandraBackend, memoryBackend] as const;
@@ -47,4 +47,9 @@ export function backendOf(config: StorageConfig): StoreBackend<FlagSpecs, Storag
 /** Readies the node's store on the main thread, before any shard opens it. */
 export async function prepareStore(config: StorageConfig): Promise<void> {
   await backendOf(config).prepare?.(config);
+}
+
+/** Opens the store of one shard. */
+export function openStore(config: StorageConfig): Promise<Store> {
+  return backendOf(config).open(config);
 }

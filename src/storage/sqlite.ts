@@ -2,10 +2,9 @@
  * The embedded durable store: one SQLite file through Deno's built-in `node:sqlite`.
  *
  * Several shards (Web Workers of one process) may open the same file. Each opens its own
- * connection, and they take turns to write (`write_turn.ts`): a shard waits for its turn
- * without blocking its event loop, so none ever meets SQLite's write lock held by a sibling,
- * whose busy handler would sleep synchronously. SQLite's lock, with `busy_timeout`, still
- * guards the file against anything else that opens it.
+ * connection; SQLite's write lock serialises their transactions and `busy_timeout` makes a
+ * writer wait for it instead of failing. The wait is synchronous, so it stalls that worker's
+ * event loop for at most the length of another worker's transaction (a few milliseconds).
  *
  * Durability: the file runs in WAL mode. With `synchronous: "normal"` (the default) a
  * committed transaction is in the operating system's cache once `append` resolves, so it
@@ -28,7 +27,6 @@ import {
   type StoreBackend,
   type UserState,
 } from "./store.ts";
-import { WriteTurn } from "./write_turn.ts";
 
 /** How a {@linkcode SqliteStore} trades commit latency for durability. */
 export interface SqliteStoreOptions {
@@ -39,8 +37,6 @@ export interface SqliteStoreOptions {
   synchronous?: "normal" | "full";
   /** How long a write waits for another connection's transaction, in milliseconds (5000). */
   busyTimeout?: number;
-  /** The turn to write, shared with the other shards of the process that open this file. */
-  turn?: WriteTurn;
 }
 
 // The messages table keeps its rowid (rows land at the end of the table in append order) and
@@ -189,7 +185,6 @@ export class SqliteStore implements Store {
   #markPurged: StatementSync;
   /** Devices seen before this had gone quiet at the last `compact`. */
   #quietBefore = 0;
-  #turn: WriteTurn | null;
 
   /**
    * Opens (creating if absent) the database at `path`.
@@ -198,7 +193,6 @@ export class SqliteStore implements Store {
    */
   constructor(path: string, options: SqliteStoreOptions = {}) {
     const { synchronous = "normal", busyTimeout = 5000 } = options;
-    this.#turn = options.turn ?? null;
     try {
       // The busy timeout is set at open so that even switching to WAL waits for a sibling
       // worker that is creating the same file.
@@ -274,8 +268,8 @@ export class SqliteStore implements Store {
   }
 
   append(messages: readonly StoredMessage[]): Promise<void> {
-    if (messages.length === 0) return Promise.resolve();
-    return this.#write(() => {
+    return this.#run(() => {
+      if (messages.length === 0) return;
       // The highest seq of the batch per uid: one users upsert per uid, not per message.
       const seqs = new Map<string, number>();
       for (const { uid, seq } of messages) {
@@ -324,7 +318,7 @@ export class SqliteStore implements Store {
   }
 
   updateDevices(updates: readonly DeviceUpdate[]): Promise<void> {
-    return this.#write(() =>
+    return this.#run(() =>
       this.#transaction(() => {
         for (const { uid, device, lastAck, seenAt } of updates) {
           if (lastAck > 0) this.#ackDevice.run(uid, device, lastAck);
@@ -340,11 +334,11 @@ export class SqliteStore implements Store {
   }
 
   subscribe(channel: string, uid: string): Promise<void> {
-    return this.#write(() => void this.#subscribe.run(channel, uid));
+    return this.#run(() => void this.#subscribe.run(channel, uid));
   }
 
   unsubscribe(channel: string, uid: string): Promise<void> {
-    return this.#write(() => void this.#unsubscribe.run(channel, uid));
+    return this.#run(() => void this.#unsubscribe.run(channel, uid));
   }
 
   members(channel: string): Promise<string[]> {
@@ -362,12 +356,12 @@ export class SqliteStore implements Store {
    */
   async compact(now: number, liveSince: number): Promise<number> {
     if (liveSince > this.#quietBefore) {
-      await this.#write(() => this.#markGoneQuiet.run(this.#quietBefore, liveSince));
+      await this.#run(() => this.#markGoneQuiet.run(this.#quietBefore, liveSince));
       this.#quietBefore = liveSince;
     }
     let removed = 0;
     for (;;) {
-      const deleted = await this.#write(() =>
+      const deleted = await this.#run(() =>
         Number(this.#deleteExpired.run(now, COMPACT_CHUNK).changes)
       );
       removed += deleted;
@@ -375,7 +369,7 @@ export class SqliteStore implements Store {
       await nextTask();
     }
     for (;;) {
-      const { deleted, more } = await this.#write(() =>
+      const { deleted, more } = await this.#run(() =>
         this.#transaction(() => this.#purgeAcked(liveSince))
       );
       removed += deleted;
@@ -418,19 +412,6 @@ export class SqliteStore implements Store {
       if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
       throw error;
     }
-  }
-
-  /** Runs a synchronous call that writes: as {@linkcode #run}, in this shard's write turn. */
-  #write<T>(body: () => T): Promise<T> {
-    const turn = this.#turn;
-    if (!turn) return this.#run(body);
-    return turn.take().then(() => {
-      try {
-        return this.#run(body);
-      } finally {
-        turn.give();
-      }
-    });
   }
 
   /** Runs a synchronous engine call, settling as a promise with engine errors mapped. */
@@ -515,12 +496,11 @@ export const sqliteBackend: StoreBackend<typeof SQLITE_FLAGS, SqliteConfig> = {
     await Deno.mkdir(config.data_dir, { recursive: true });
     prepareSqliteFile(`${config.data_dir}/${SQLITE_FILE}`);
   },
-  open(config, { slot, writeTurn }) {
+  open(config) {
     return Promise.resolve(
       new SqliteStore(`${config.data_dir}/${SQLITE_FILE}`, {
         synchronous: config.sqlite_synchronous,
         busyTimeout: config.storage_timeout_ms,
-        turn: new WriteTurn(writeTurn, slot, config.storage_timeout_ms),
       }),
     );
   },

@@ -3,7 +3,6 @@ import { DatabaseSync } from "node:sqlite";
 import { conformance } from "./conformance.ts";
 import { prepareSqliteFile, SqliteStore } from "./sqlite.ts";
 import { StorageUnavailableError, type Store } from "./store.ts";
-import { newWriteTurn, WriteTurn } from "./write_turn.ts";
 import type { StoredMessage } from "../core/messages.ts";
 
 const SQLITE_MODULE = new URL("./sqlite.ts", import.meta.url).href;
@@ -100,29 +99,6 @@ Deno.test("SqliteStore reports a write lock held past busyTimeout as unavailable
       assert.deepEqual(await store.userState("alice"), { lastSeq: 1, devices: new Map() });
     } finally {
       holder.close();
-      await store.close();
-    }
-  });
-});
-
-Deno.test("SqliteStore writes in its shard's turn; reads do not wait for it", async () => {
-  await withTempDir(async (dir) => {
-    const turnCell = newWriteTurn();
-    const store = new SqliteStore(`${dir}/turn.db`, { turn: new WriteTurn(turnCell, 1, 5000) });
-    const sibling = new WriteTurn(turnCell, 2, 5000);
-    try {
-      await store.append([message("alice", 1)]);
-      await sibling.take(); // another shard is writing
-      let appended = false;
-      const append = store.append([message("alice", 2)]).then(() => appended = true);
-      assert.equal((await store.readAfter("alice", 0, 10, NOW)).length, 1, "a read goes ahead");
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      assert.equal(appended, false, "the write waits for the turn");
-      sibling.give();
-      await append;
-      assert.equal((await store.readAfter("alice", 0, 10, NOW)).length, 2);
-      assert.equal(sibling.tryTake(), true, "the store gave the turn back");
-    } finally {
       await store.close();
     }
   });

@@ -111,13 +111,5 @@ export interface StoreBackend<F extends FlagSpecs, C> {
   /** Readies the node's store on the main thread before any shard opens it. */
   prepare?(config: C): Promise<void>;
   /** Opens the store for one shard. */
-  open(config: C, shard: ShardStoreContext): Promise<Store>;
-}
-
-/** What a shard's store may share with the node's other shards. */
-export interface ShardStoreContext {
-  /** The shard's id within the node, from 1. */
-  slot: number;
-  /** The node's write turn (`write_turn.ts`), for a backend whose shards write one file. */
-  writeTurn: SharedArrayBuffer;
+  open(config: C): Promise<Store>;
 }
