@@ -15,13 +15,18 @@ Deno.test("sqlite: every /pub answered ok survives kill -9 with its s; s keeps r
 
 Deno.test("sqlite: an empty or damaged store file stops the start with a reason; s is never reused", async (t) => {
   const first = await startDaemon(["--storage=sqlite"]);
-  const file = `${first.dir}/data/ipush.sqlite`;
   for (let i = 0; i < 3; i++) await publish(first, "to=keeper", `m${i}`);
   assert.equal(await first.stop(), 0);
-  // Everything in the main file, so that damage to it is damage to the data.
-  const db = new DatabaseSync(file);
-  db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-  db.close();
+  // The file of keeper's shard, with everything in it, so that damage to it is damage to data.
+  const file = [0, 1].map((k) => `${first.dir}/data/shard-${k}.sqlite`).find((path) => {
+    const db = new DatabaseSync(path);
+    try {
+      db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+      return db.prepare("SELECT 1 FROM users WHERE uid = 'keeper'").get() !== undefined;
+    } finally {
+      db.close();
+    }
+  })!;
   const bytes = await Deno.readFile(file);
   const startRefused = async (contents: Uint8Array) => {
     await Deno.writeFile(file, contents);
@@ -37,13 +42,13 @@ Deno.test("sqlite: an empty or damaged store file stops the start with a reason;
     // Past the first page: the tables' B-tree pages. Garbage there is what a bad sector leaves.
     for (let i = 4096; i < damaged.length; i++) damaged[i] = (i * 7) & 0xff;
     const refusal = await startRefused(damaged);
-    assert.match(refusal, /ipush\.sqlite is damaged \(quick_check: .+\): refusing to start/);
+    assert.match(refusal, /shard-\d\.sqlite is damaged \(quick_check: .+\): refusing to start/);
     assert.match(refusal, /Restore it from a backup/);
   });
 
   await t.step("a zero-length file", async () => {
     const refusal = await startRefused(new Uint8Array(0));
-    assert.match(refusal, /ipush\.sqlite is empty \(0 bytes\), not an ipush store/);
+    assert.match(refusal, /shard-\d\.sqlite is empty \(0 bytes\), not an ipush store/);
     assert.match(refusal, /move it away to start with an empty store/);
     assert.ok(!await exists(first.pidFile), "a refused start leaves no pid file");
   });
@@ -70,3 +75,35 @@ async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
+
+Deno.test("sqlite: another --workers on the same data moves every uid to its new shard; s goes on", async () => {
+  const uids = Array.from({ length: 12 }, (_, i) => `mover${i}`);
+  const first = await startDaemon(["--storage=sqlite"]);
+  for (const uid of uids) {
+    for (let i = 1; i <= 2; i++) await publish(first, `to=${uid}`, `m${i}`);
+  }
+  assert.equal(await first.stop(), 0);
+  for (const workers of [3, 1]) {
+    const again = await startDaemon(["--storage=sqlite", `--workers=${workers}`], {
+      dir: first.dir,
+    });
+    try {
+      for (const uid of uids) {
+        const listed = (await again.admin(`/msg?uid=${uid}`)).body.result as string[];
+        assert.deepEqual(listed.map((text) => JSON.parse(text).s), [1, 2], `${uid}, ${workers}`);
+      }
+      const names = [...Deno.readDirSync(`${first.dir}/data`)].map((e) => e.name)
+        .filter((name) => name.endsWith(".sqlite")).sort();
+      assert.deepEqual(names, Array.from({ length: workers }, (_, k) => `shard-${k}.sqlite`));
+    } finally {
+      assert.equal(await again.stop(), 0);
+    }
+  }
+  const last = await startDaemon(["--storage=sqlite"], { dir: first.dir });
+  try {
+    const receipt = (await publish(last, `to=${uids[0]}&receipt=1`, "m3")).body.result;
+    assert.equal((receipt as { s: number }).s, 3);
+  } finally {
+    assert.equal(await last.stop(), 0);
+  }
+});

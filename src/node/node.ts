@@ -66,8 +66,9 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
         "(best in a flagfile only the daemon reads), or bind the admin API to loopback",
     );
   }
-  await prepareStore(config);
   const self = shape.self;
+  const local = shape.shards.slice(shape.firstShard, shape.firstShard + self.workers);
+  await prepareStore(config, local.map((shard) => shard.id), log);
   const stats = new StatsBook();
   const budget = SocketBudget.create(
     1 + self.workers,

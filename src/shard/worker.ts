@@ -53,7 +53,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
   const counters = newShardCounters();
   const histograms = newShardHistograms();
   const backend = backendOf(config);
-  const watch = new StoreWatch(await backend.open(config), {
+  const watch = new StoreWatch(await backend.open(config, slot - 1), {
     failed: () => counters.store_errors++,
     committed: (seconds) => histograms.store_commit.observe(seconds),
   });
@@ -156,10 +156,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     }, STATS_INTERVAL_MS),
   ];
   const deviceTtlMs = config.device_ttl_days * DAY_MS;
-  // A store the node's shards share is compacted by its first shard, for all of them.
-  if (!backend.shared || slot === 1) {
-    timers.push(setInterval(() => compact(store, deviceTtlMs, log), COMPACT_INTERVAL_MS));
-  }
+  timers.push(setInterval(() => compact(store, deviceTtlMs, log), COMPACT_INTERVAL_MS));
   link.notify({ type: "ready", port: server.port } satisfies ShardNote);
 
   /** Stops taking clients, ends every session, flushes the journal and closes the store. */

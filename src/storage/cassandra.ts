@@ -473,7 +473,6 @@ type CassandraConfig = FlagValues<typeof CASSANDRA_FLAGS> & { storage_timeout_ms
 export const cassandraBackend: StoreBackend<typeof CASSANDRA_FLAGS, CassandraConfig> = {
   name: "cassandra",
   flags: CASSANDRA_FLAGS,
-  shared: false,
   open: (config) =>
     CassandraStore.open({
       contactPoints: config.cassandra_contact_points.split(",").map((p) => p.trim()),

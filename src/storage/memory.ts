@@ -148,6 +148,5 @@ function deleteFrom(index: Map<string, Set<string>>, key: string, value: string)
 export const memoryBackend: StoreBackend<Record<never, never>, unknown> = {
   name: "memory",
   flags: {},
-  shared: false,
   open: () => Promise.resolve(new MemoryStore()),
 };

@@ -8,8 +8,9 @@
 import { type FlagSpecs, type FlagValues, oneOf, positive, text } from "../core/flag_spec.ts";
 import { cassandraBackend } from "./cassandra.ts";
 import { memoryBackend } from "./memory.ts";
-import { sqliteBackend } from "./sqlite.ts";
-import type { Store, StoreBackend } from "./store.ts";
+import { sqliteBackend } from "./sqlite_backend.ts";
+import type { StoreBackend } from "./store.ts";
+import type { Log } from "../core/log.ts";
 
 /** Every backend. */
 const BACKENDS = [sqliteBackend, cassandraBackend, memoryBackend] as const;
@@ -45,11 +46,10 @@ export function backendOf(config: StorageConfig): StoreBackend<FlagSpecs, Storag
 }
 
 /** Readies the node's store on the main thread, before any shard opens it. */
-export async function prepareStore(config: StorageConfig): Promise<void> {
-  await backendOf(config).prepare?.(config);
-}
-
-/** Opens the store of one shard. */
-export function openStore(config: StorageConfig): Promise<Store> {
-  return backendOf(config).open(config);
+export async function prepareStore(
+  config: StorageConfig,
+  shardIds: readonly string[],
+  log: Log,
+): Promise<void> {
+  await backendOf(config).prepare?.(config, shardIds, log);
 }

@@ -1,10 +1,9 @@
 /**
  * The embedded durable store: one SQLite file through Deno's built-in `node:sqlite`.
  *
- * Several shards (Web Workers of one process) may open the same file. Each opens its own
- * connection; SQLite's write lock serialises their transactions and `busy_timeout` makes a
- * writer wait for it instead of failing. The wait is synchronous, so it stalls that worker's
- * event loop for at most the length of another worker's transaction (a few milliseconds).
+ * The daemon gives each shard a file of its own, opened `exclusive` (`sqlite_backend.ts`).
+ * Several connections may still share one file (the store then relies on SQLite's write
+ * lock: `busy_timeout` makes a writer wait for it, synchronously, instead of failing).
  *
  * Durability: the file runs in WAL mode. With `synchronous: "normal"` (the default) a
  * committed transaction is in the operating system's cache once `append` resolves, so it
@@ -16,7 +15,6 @@
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { type FlagValues, oneOf } from "../core/flag_spec.ts";
 import type { StoredMessage, StoredType } from "../core/messages.ts";
 import {
   compactionFloor,
@@ -24,7 +22,6 @@ import {
   type DeviceUpdate,
   StorageUnavailableError,
   type Store,
-  type StoreBackend,
   type UserState,
 } from "./store.ts";
 
@@ -37,6 +34,13 @@ export interface SqliteStoreOptions {
   synchronous?: "normal" | "full";
   /** How long a write waits for another connection's transaction, in milliseconds (5000). */
   busyTimeout?: number;
+  /**
+   * Keep the file to this connection (`locking_mode = EXCLUSIVE`): what a shard does with its
+   * own file. No other connection can open it meanwhile; in return no transaction takes a
+   * file lock or finds its page cache invalidated by another writer, and the WAL index lives
+   * in the process's memory.
+   */
+  exclusive?: boolean;
 }
 
 // The messages table keeps its rowid (rows land at the end of the table in append order) and
@@ -78,10 +82,14 @@ const SCHEMA = `
     PRIMARY KEY (channel, uid)
   ) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS members_by_uid ON members (uid, channel);
+  CREATE TABLE IF NOT EXISTS home (shards INTEGER NOT NULL);
 `;
 
-/** The schema's version, in `PRAGMA user_version`: 1 since cursors are per device. */
-const SCHEMA_VERSION = 1;
+/**
+ * The schema's version, in `PRAGMA user_version`: 1 since cursors are per device, 2 since a
+ * file records the shard count it is homed for (`home`, `sqlite_backend.ts`).
+ */
+const SCHEMA_VERSION = 2;
 
 /**
  * From a file of version 0 (one `last_ack` per uid, in `users`): each uid's cursor becomes
@@ -201,6 +209,7 @@ export class SqliteStore implements Store {
       throw unavailable(error);
     }
     try {
+      if (options.exclusive) this.#db.exec("PRAGMA locking_mode = EXCLUSIVE");
       this.#db.exec("PRAGMA journal_mode = WAL");
       this.#db.exec(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`);
       // Checkpoint the WAL into the file every ~16 MB rather than every ~4 MB (the default).
@@ -465,43 +474,3 @@ function unavailable(error: unknown): StorageUnavailableError {
 function nextTask(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
-
-/** The flags of `--storage=sqlite`. */
-const SQLITE_FLAGS = {
-  sqlite_synchronous: oneOf(
-    ["normal", "full"],
-    "normal",
-    "sqlite: normal survives a process crash; full (an fsync a commit) also power loss",
-  ),
-};
-
-/** What the sqlite backend reads of the settings. */
-type SqliteConfig = FlagValues<typeof SQLITE_FLAGS> & {
-  data_dir: string;
-  storage_timeout_ms: number;
-};
-
-/** The file every shard of a node shares under `--storage=sqlite`. */
-export const SQLITE_FILE = "ipush.sqlite";
-
-/**
- * `--storage=sqlite`, the embedded durable default: one file under `--data_dir` shared by
- * the node's shards, created or checked by the main thread before they open it.
- */
-export const sqliteBackend: StoreBackend<typeof SQLITE_FLAGS, SqliteConfig> = {
-  name: "sqlite",
-  flags: SQLITE_FLAGS,
-  shared: true,
-  async prepare(config) {
-    await Deno.mkdir(config.data_dir, { recursive: true });
-    prepareSqliteFile(`${config.data_dir}/${SQLITE_FILE}`);
-  },
-  open(config) {
-    return Promise.resolve(
-      new SqliteStore(`${config.data_dir}/${SQLITE_FILE}`, {
-        synchronous: config.sqlite_synchronous,
-        busyTimeout: config.storage_timeout_ms,
-      }),
-    );
-  },
-};

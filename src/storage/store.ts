@@ -14,6 +14,7 @@
 
 import type { FlagSpecs } from "../core/flag_spec.ts";
 import type { StoredMessage } from "../core/messages.ts";
+import type { Log } from "../core/log.ts";
 
 /** One device's cursor. */
 export interface DeviceState {
@@ -104,12 +105,10 @@ export interface StoreBackend<F extends FlagSpecs, C> {
   /** Its flags, by name (`core/flag_spec.ts`). */
   readonly flags: F;
   /**
-   * True when every shard of a node opens the same store (one file): then only the node's
-   * first shard runs compaction, for all of them.
+   * Readies the node's store on the main thread before any shard opens it, for the node's
+   * shards (their map ids, in shard order).
    */
-  readonly shared: boolean;
-  /** Readies the node's store on the main thread before any shard opens it. */
-  prepare?(config: C): Promise<void>;
-  /** Opens the store for one shard. */
-  open(config: C): Promise<Store>;
+  prepare?(config: C, shardIds: readonly string[], log: Log): Promise<void>;
+  /** Opens the store for the node's shard `shard` (0-based). */
+  open(config: C, shard: number): Promise<Store>;
 }
