@@ -454,8 +454,12 @@ Deno.test("load against the daemon: a 503 with Retry-After is a refusal, not a l
     assert.equal(metrics.requests_refused_429, 0);
     assert.equal(metrics.publish_failed, 0, "a refused request is not ten failed lines");
     assert.equal(metrics.published_ok, 10 * (metrics.requests_ok as number));
-    assert.equal(answer_latency.count, metrics.requests_ok);
-    assert.equal(refusal_latency.count, refused);
+    // The latencies cover every answer; the counts, the load window: a request in flight when
+    // the window closed (8 at most) is answered after it, in the latencies only.
+    const ok = metrics.requests_ok as number;
+    const within = (count: number, of: number) => count >= of && count <= of + 8;
+    assert.ok(within(answer_latency.count, ok), `${answer_latency.count} answers, ${ok} ok`);
+    assert.ok(within(refusal_latency.count, refused), `${refusal_latency.count} of ${refused}`);
     assert.ok((metrics.server_rss_kb_max_load as number) > 10_000);
     assert.ok((timeline as unknown as { rss_kb: number }[]).every((e) => e.rss_kb > 0));
     const recovered = metrics.recovered_after_ms as number;
