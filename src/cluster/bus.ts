@@ -88,6 +88,11 @@ export class ClusterBus {
     }
   }
 
+  /** How many other nodes must hear each message (a Redis-managed cluster's members change). */
+  setPeers(peers: number): void {
+    this.#peers = peers;
+  }
+
   /** Leaves the bus. */
   close(): Promise<void> {
     return closeRedis(this.#subscriber);

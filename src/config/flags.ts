@@ -173,6 +173,17 @@ const CORE_FLAGS = {
     "10",
     "a node silent this long (dead) no longer shows its users online",
   ),
+  // Cluster without restarts: membership in Redis, leases, fencing (docs/cluster.md).
+  cluster: oneOf(
+    ["static", "redis"],
+    "static",
+    "static (--cluster_nodes, or a single node) | redis (members register in --redis_url " +
+      "under a lease of --presence_ttl_sec; join and leave without restarts)",
+  ),
+  cluster_name: text(
+    "ipush",
+    "for --cluster=redis: the cluster's name (its Redis keys); nodes of one cluster share it",
+  ),
   drain_timeout_sec: positive(
     "15",
     "on SIGTERM/SIGINT, exit (code 1) if draining takes longer than this",
