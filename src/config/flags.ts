@@ -182,7 +182,12 @@ const CORE_FLAGS = {
   ),
   cluster_name: text(
     "ipush",
-    "for --cluster=redis: the cluster's name (its Redis keys); nodes of one cluster share it",
+    "the cluster's name (its Redis keys: membership, the bus); nodes of one cluster share it",
+  ),
+  bus_retention_sec: positive(
+    "600",
+    "channel messages stay this long in the cluster bus's Redis stream: a node cut off from " +
+      "Redis (or restarted) for less catches up on what was published meanwhile",
   ),
   drain_timeout_sec: positive(
     "15",

@@ -92,19 +92,17 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
   // A Redis-managed member writes only under its lease (closed until it has joined).
   const fence = Fence.create(shape.dynamic ? 0 : Infinity);
   const pool = new ShardPool({ config, topology: shape, stats, log, budget, fence });
-  const bus = redis
-    ? await ClusterBus.join(
-      redis,
-      config.redis_url,
-      self.id,
-      shape.nodes.length - 1,
-      (request) => {
-        pool.publishChannel(request).catch((error) =>
-          log("warn", `channel message to ${request.channel} from the bus: ${error.message}`)
-        );
+  // Only a cluster has other nodes to tell.
+  const bus = redis && shape.clustered
+    ? await ClusterBus.join(redis, config.redis_url, {
+      cluster: config.cluster_name,
+      nodeId: self.id,
+      retentionSec: config.bus_retention_sec,
+      deliver: async (requests) => {
+        await Promise.all(requests.map((request) => pool.publishChannel(request)));
       },
       log,
-    )
+    })
     : undefined;
   const peers = shape.clustered
     ? new Peers(
@@ -240,7 +238,6 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       onMembers: (nodes) => {
         const others = nodes.filter((node) => node.id !== self.id);
         peers?.setNodes(others);
-        bus?.setPeers(others.length);
       },
       counters: stats.frontDoor,
       log,
