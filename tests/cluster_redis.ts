@@ -209,13 +209,17 @@ export class Publishers {
   #loops: Promise<void>[] = [];
   #count = 0;
 
-  /** `timeoutMs`: how long a `/pub` may take before it counts as refused. */
+  /**
+   * `timeoutMs`: how long a `/pub` may take before it counts as refused; `name` starts every
+   * body, which is unique to its publisher set.
+   */
   constructor(
     uids: string[],
     entries: () => Daemon[],
     publishers = 3,
     pauseMs = 20,
     timeoutMs = 15_000,
+    name = "p",
   ) {
     for (let p = 0; p < publishers; p++) {
       this.#loops.push((async () => {
@@ -223,7 +227,7 @@ export class Publishers {
           const uid = uids[Math.floor(Math.random() * uids.length)];
           const nodes = entries();
           const node = nodes[Math.floor(Math.random() * nodes.length)];
-          const body = `p${p}-${this.#count++}`;
+          const body = `${name}${p}-${this.#count++}`;
           try {
             const answer = await node.admin(
               `/pub?to=${uid}&from=op&receipt=1`,

@@ -267,7 +267,7 @@ Deno.test({
       // Publishers enter everywhere, the paused node too: what it acknowledges must hold.
       const publishers = new Publishers(USERS, () => nodes.live(), 6);
       // (Not held up for long by a forward to the stopped node: the others serve it soon.)
-      const toTarget = new Publishers([target], () => [n1], 1, 20, 1000);
+      const toTarget = new Publishers([target], () => [n1], 1, 20, 1000, "target");
       for (const [i, uid] of USERS.entries()) {
         followers.push(new Follower(uid, () => nodes.live()[i % 2]));
       }
