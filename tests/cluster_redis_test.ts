@@ -306,3 +306,35 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster=redis: a member that restarts does not store again what the others stored meanwhile",
+  ...DRIVER_TEST,
+  async fn() {
+    const nodes = await cluster(["n1", "n2"]);
+    try {
+      const n1 = nodes.nodes.get("n1")!;
+      const owned = await owners(nodes);
+      const member = USERS.find((uid) => owned.get(uid) === "n2")!;
+      assert.deepEqual((await n1.admin(`/sub?uid=${member}&cid=news`)).body, { result: "ok" });
+      await nodes.nodes.get("n2")!.stop("SIGKILL");
+      nodes.nodes.delete("n2");
+      await nodes.settled(["n1"]);
+      // n1 serves the member now and stores its copies; n2's group is left behind them.
+      const bodies = ["one", "two", "three"];
+      for (const body of bodies) {
+        const answer = await n1.admin(`/pub?channel=news&from=op`, { method: "POST", body });
+        assert.deepEqual(answer.body, { result: "ok" });
+      }
+      await nodes.start("n2");
+      await nodes.settled(["n1", "n2"]);
+      assert.equal(await nodes.ownerOf(member, n1), "n2");
+      await delay(1000);
+      const listed = (await n1.admin(`/msg?uid=${member}`)).body.result as string[];
+      assert.deepEqual(listed.map((text) => JSON.parse(text).b), bodies, "each copy once");
+    } finally {
+      await nodes.stopAll();
+    }
+  },
+});

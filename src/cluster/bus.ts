@@ -7,7 +7,8 @@
  * - Each node reads its group with `XREADGROUP` and acknowledges an entry (`XACK`) only after
  *   its local shards have stored their members' copies. A node that was cut off from Redis, or
  *   restarted, reads on from its group's position: what was published meanwhile arrives, as
- *   long as it is still within the retention. Entries it had read but not acknowledged (it
+ *   long as it is still within the retention. (A member of a Redis-managed cluster that starts
+ *   again starts at the end instead: the others served its uids meanwhile; `fromNow`.) Entries it had read but not acknowledged (it
  *   crashed, or Redis went away before the `XACK`) are read again first.
  * - Idempotence at the receiver: an entry this process has delivered is remembered (by its
  *   stream id) until its `XACK` is confirmed, so one read again after a reconnect stores
@@ -40,6 +41,12 @@ export interface BusOptions {
   nodeId: string;
   /** How long entries stay in the stream, in seconds: the longest a node may be away. */
   retentionSec: number;
+  /**
+   * Start at the stream's end, dropping what this node's group had not read or acknowledged:
+   * for a member of a Redis-managed cluster, whose uids the others served while it was away
+   * (they stored those copies; catching up would store them again).
+   */
+  fromNow: boolean;
   /**
    * Stores the other nodes' channel messages in the local shards; the entry is acknowledged
    * once it resolves (a rejection leaves it to be read again).
@@ -78,15 +85,21 @@ export class ClusterBus {
     options: BusOptions,
   ): Promise<ClusterBus> {
     const reader = await duplicateRedis(client, redisUrl, options.log);
+    const stream = `ipush:bus:${options.cluster}`;
+    const group = options.nodeId;
     try {
-      await client.xGroupCreate(`ipush:bus:${options.cluster}`, options.nodeId, "$", {
-        MKSTREAM: true,
-      });
-    } catch (error) {
-      if (!String((error as Error).message).includes("BUSYGROUP")) {
-        await closeRedis(reader);
-        throw error;
+      try {
+        await client.xGroupCreate(stream, group, "$", { MKSTREAM: true });
+      } catch (error) {
+        if (!String((error as Error).message).includes("BUSYGROUP")) throw error;
+        if (options.fromNow) {
+          await client.xGroupSetId(stream, group, "$");
+          await client.xGroupDelConsumer(stream, group, group);
+        }
       }
+    } catch (error) {
+      await closeRedis(reader);
+      throw error;
     }
     return new ClusterBus(client, reader, options);
   }

@@ -24,14 +24,10 @@ export interface NodeInfo {
   shardPorts?: number[];
 }
 
-/** Every node and shard, and which of them this process is. */
+/** Every node (its shards: {@linkcode shardsOf}), and which of them this process is. */
 export interface Topology {
   self: NodeInfo;
   nodes: NodeInfo[];
-  /** Every shard of every node, node by node: the input of the shard map. */
-  shards: ShardAddress[];
-  /** Index in `shards` of this node's shard 0. */
-  firstShard: number;
   clustered: boolean;
   /**
    * Members come and go at run time (`--cluster=redis`): `nodes` and `shards` are then only
@@ -60,13 +56,7 @@ export function topology(config: Config): Topology {
   if (clustered && config.redis_url === "") {
     throw new Error("a cluster (--cluster_nodes) needs --redis_url for its bus and presence");
   }
-  const shards: ShardAddress[] = [];
-  let firstShard = 0;
-  for (const node of nodes) {
-    if (node === self) firstShard = shards.length;
-    shards.push(...shardsOf(node));
-  }
-  return { self, nodes, shards, firstShard, clustered, dynamic };
+  return { self, nodes, clustered, dynamic };
 }
 
 /** What `--cluster=redis` needs of the other flags. */

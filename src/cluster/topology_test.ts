@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseFlags } from "../config/flags.ts";
-import { topology } from "./topology.ts";
+import { shardsOf, topology } from "./topology.ts";
 
 const REDIS = [
   "--cluster=redis",
@@ -17,7 +17,8 @@ function shape(flags: string[]) {
 }
 
 Deno.test("topology: --cluster=redis starts as this node alone, its shards a/0 and a/1", () => {
-  const { self, nodes, shards, clustered, dynamic } = shape(REDIS);
+  const { self, nodes, clustered, dynamic } = shape(REDIS);
+  const shards = nodes.flatMap(shardsOf);
   assert.deepEqual([clustered, dynamic, nodes], [true, true, [self]]);
   assert.deepEqual(shards.map((shard) => [shard.id, shard.host]), [
     ["a/0", "10.0.0.5"],
@@ -38,12 +39,13 @@ Deno.test("topology: --cluster=redis refuses what it cannot work with, saying wh
 });
 
 Deno.test("topology: static clusters stay as they were", () => {
-  const { nodes, shards, dynamic } = shape([
+  const { nodes, dynamic } = shape([
     "--node_id=b",
     "--cluster_nodes=a=h:1:2:10:1,b=h:3:4:20:2",
     "--redis_url=redis://r",
   ]);
   assert.equal(dynamic, false);
+  const shards = nodes.flatMap(shardsOf);
   assert.deepEqual(nodes.map((node) => node.id), ["a", "b"]);
   assert.deepEqual(shards.map((shard) => `${shard.id}@${shard.port}`), [
     "a/0@10",

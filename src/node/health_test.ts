@@ -23,8 +23,6 @@ function fixture() {
   const topology = {
     self: nodes[0],
     nodes,
-    shards: [],
-    firstShard: 0,
     clustered: true,
     dynamic: false,
   };

@@ -98,6 +98,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       cluster: config.cluster_name,
       nodeId: self.id,
       retentionSec: config.bus_retention_sec,
+      fromNow: shape.dynamic,
       deliver: async (requests) => {
         await Promise.all(requests.map((request) => pool.publishChannel(request)));
       },
