@@ -160,9 +160,8 @@ export class Shard implements SessionOwner {
   /**
    * A new map (ports known, a shard restarted, a member joined or left): this shard is at
    * `index` of it (-1: in none). Sessions of uids it no longer owns get `{"error":"moved"}`
-   * and their state is forgotten; resolves once that is done (the caller then flushes the
-   * journal, so that what was numbered under the old map is durable before anyone else
-   * reads it).
+   * and their state is forgotten, at once (the caller then flushes the journal, so that what
+   * was numbered under the old map is durable before anyone else reads it).
    */
   setMap(map: ShardMap, index: number, change: MapChange = { hold: false }): void {
     const before = this.#options.map;
