@@ -37,6 +37,8 @@ export interface DaemonOptions {
   nofile?: number;
   /** Start with `--admin_token=` this; `admin()` then sends it. */
   adminToken?: string;
+  /** Run the daemon of another source tree (a benchmark's baseline); this one by default. */
+  root?: URL;
 }
 
 /** Starts the daemon with `conf/default.conf` plus `flags`; resolves once it serves. */
@@ -68,7 +70,7 @@ export async function startDaemon(
       ...(options.adminToken === undefined ? [] : [`--admin_token=${options.adminToken}`]),
       ...flags,
     ],
-    cwd: ROOT,
+    cwd: options.root ?? ROOT,
     env: { MALLOC_ARENA_MAX: "2" },
     stdin: "null",
     stdout: "null",

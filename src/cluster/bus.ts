@@ -1,95 +1,186 @@
 /**
- * The cluster bus: channel messages from one node to every other, over Redis pub/sub. Each
- * message carries its origin so a node ignores its own; the sender learns how many nodes
- * heard it and refuses to call a message delivered when a live node missed it.
+ * The cluster bus: channel messages from one node to every other, at least once, over one
+ * Redis stream per cluster (`ipush:bus:{cluster}`) with a consumer group per node (its id).
+ *
+ * - Sending is one `XADD` (trimmed to `--bus_retention_sec` with `MINID ~`): once Redis has
+ *   it, every node will see it, whether it listens now or later.
+ * - Each node reads its group with `XREADGROUP` and acknowledges an entry (`XACK`) only after
+ *   its local shards have stored their members' copies. A node that was cut off from Redis, or
+ *   restarted, reads on from its group's position: what was published meanwhile arrives, as
+ *   long as it is still within the retention. (A member of a Redis-managed cluster that starts
+ *   again starts at the end instead: the others served its uids meanwhile; `fromNow`.) Entries it had read but not acknowledged (it
+ *   crashed, or Redis went away before the `XACK`) are read again first.
+ * - Idempotence at the receiver: an entry this process has delivered is remembered (by its
+ *   stream id) until its `XACK` is confirmed, so one read again after a reconnect stores
+ *   nothing new. What this does not cover: a process that dies between its shards' store and
+ *   its `XACK` stores that entry's copies again when it restarts (docs/cluster.md).
+ *
+ * Each entry carries its origin so a node skips its own (its shards had it first hand); every
+ * request is checked as `/pub` checks a back end's (anything that can write to Redis can write
+ * here), and an entry that breaks the rules is logged, acknowledged and dropped.
  *
  * @module
  */
 
 import { badRequest, ServiceError } from "../core/errors.ts";
-import { type ChannelRequest, checkChannel, nameOf, objectOf } from "../core/requests.ts";
+import { type ChannelRequest, checkChannel, nameOf } from "../core/requests.ts";
 import type { Log } from "../core/log.ts";
 import { closeRedis, duplicateRedis, type RedisClient } from "./redis.ts";
 
-const CHANNEL_MESSAGES = "ipush:channel-messages";
 /** A channel message's body text is held to the frame size when it is sent: this is a backstop. */
 const BUS_MAX_BODY = 8 << 20;
+/** Entries read at once, and how long a read waits for one. */
+const READ_COUNT = 256;
+const READ_BLOCK_MS = 1_000;
+/** The pause before reading again after a failed read or delivery. */
+const RETRY_MS = 250;
 
-interface Envelope {
-  origin: string;
-  requests: ChannelRequest[];
+/** What a node's bus needs. */
+export interface BusOptions {
+  cluster: string;
+  nodeId: string;
+  /** How long entries stay in the stream, in seconds: the longest a node may be away. */
+  retentionSec: number;
+  /**
+   * Start at the stream's end, dropping what this node's group had not read or acknowledged:
+   * for a member of a Redis-managed cluster, whose uids the others served while it was away
+   * (they stored those copies; catching up would store them again).
+   */
+  fromNow: boolean;
+  /**
+   * Stores the other nodes' channel messages in the local shards; the entry is acknowledged
+   * once it resolves (a rejection leaves it to be read again).
+   */
+  deliver(requests: ChannelRequest[]): Promise<void>;
+  log: Log;
 }
 
 /** Channel messages between nodes. */
 export class ClusterBus {
   #client: RedisClient;
-  #subscriber: RedisClient;
-  #nodeId: string;
-  #peers: number;
+  #reader: RedisClient;
+  #options: BusOptions;
+  #stream: string;
+  /** Entries delivered here whose `XACK` has not been confirmed. */
+  #delivered = new Set<string>();
+  #closed = false;
+  #reading: Promise<void>;
 
-  private constructor(client: RedisClient, subscriber: RedisClient, nodeId: string, peers: number) {
+  private constructor(client: RedisClient, reader: RedisClient, options: BusOptions) {
     this.#client = client;
-    this.#subscriber = subscriber;
-    this.#nodeId = nodeId;
-    this.#peers = peers;
+    this.#reader = reader;
+    this.#options = options;
+    this.#stream = `ipush:bus:${options.cluster}`;
+    this.#reading = this.#read();
   }
 
   /**
-   * Joins the bus; `deliver` gets the channel messages other nodes publish, each checked as
-   * `/pub` checks a back end's (anything that can write to Redis can write here); `reject`
-   * hears of a message that breaks the rules, which is dropped.
+   * Joins the bus: this node's group is created at the stream's end the first time (a new node
+   * owns nothing published before it), and kept across restarts, so a node that comes back
+   * reads what it missed.
    */
   static async join(
     client: RedisClient,
     redisUrl: string,
-    nodeId: string,
-    peers: number,
-    deliver: (request: ChannelRequest) => void,
-    log: Log,
+    options: BusOptions,
   ): Promise<ClusterBus> {
-    const subscriber = await duplicateRedis(client, redisUrl, log);
-    await subscriber.subscribe(CHANNEL_MESSAGES, (text) => {
-      let envelope: Envelope;
+    const reader = await duplicateRedis(client, redisUrl, options.log);
+    const stream = `ipush:bus:${options.cluster}`;
+    const group = options.nodeId;
+    try {
       try {
-        const fields = objectOf(JSON.parse(text), "envelope");
-        if (fields.origin === nodeId) return;
-        if (!Array.isArray(fields.requests)) throw badRequest("no requests");
-        envelope = {
-          origin: nameOf(fields.origin, "origin"),
-          requests: fields.requests.map((request) => checkChannel(request, BUS_MAX_BODY)),
-        };
+        await client.xGroupCreate(stream, group, "$", { MKSTREAM: true });
       } catch (error) {
-        return log("warn", `a cluster bus message was dropped: ${(error as Error).message}`);
+        if (!String((error as Error).message).includes("BUSYGROUP")) throw error;
+        if (options.fromNow) {
+          await client.xGroupSetId(stream, group, "$");
+          await client.xGroupDelConsumer(stream, group, group);
+        }
       }
-      envelope.requests.forEach(deliver);
-    });
-    return new ClusterBus(client, subscriber, nodeId, peers);
+    } catch (error) {
+      await closeRedis(reader);
+      throw error;
+    }
+    return new ClusterBus(client, reader, options);
   }
 
-  /**
-   * Hands channel messages to every other node. Rejects with a 503 when fewer nodes than
-   * the cluster's others were listening.
-   */
+  /** Hands channel messages to every other node (503 if Redis does not take them). */
   async publish(requests: ChannelRequest[]): Promise<void> {
-    const envelope: Envelope = { origin: this.#nodeId, requests };
-    let heard: number;
+    const threshold = Date.now() - this.#options.retentionSec * 1000;
     try {
-      heard = await this.#client.publish(CHANNEL_MESSAGES, JSON.stringify(envelope));
+      await this.#client.xAdd(
+        this.#stream,
+        "*",
+        { o: this.#options.nodeId, r: JSON.stringify(requests) },
+        { TRIM: { strategy: "MINID", strategyModifier: "~", threshold } },
+      );
     } catch (error) {
       throw new ServiceError(`cluster bus unavailable: ${(error as Error).message}`, 503);
     }
-    // Every node (this one included) subscribes once.
-    const others = heard - 1;
-    if (others < this.#peers) {
-      throw new ServiceError(
-        `channel message reached ${others} of ${this.#peers} other nodes`,
-        503,
-      );
+  }
+
+  /** Leaves the bus (its group stays, for the next start). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await closeRedis(this.#reader);
+    await this.#reading;
+  }
+
+  /** Reads this node's group: its pending entries first ("0"), then new ones (">"). */
+  async #read(): Promise<void> {
+    const { nodeId } = this.#options;
+    let from = "0";
+    while (!this.#closed) {
+      try {
+        const reply = await this.#reader.xReadGroup(
+          nodeId,
+          nodeId,
+          { key: this.#stream, id: from },
+          { COUNT: READ_COUNT, BLOCK: READ_BLOCK_MS },
+        ) as { messages: { id: string; message: Record<string, string> }[] }[] | null;
+        const entries = reply?.[0]?.messages ?? [];
+        if (from !== ">") {
+          // Pending entries are read in order from `from`; none left: on to new ones.
+          if (entries.length === 0) from = ">";
+          else from = entries[entries.length - 1].id;
+        }
+        if (entries.length > 0) await this.#handle(entries);
+      } catch (error) {
+        if (this.#closed) return;
+        // Redis gone (the connection logs it), or a delivery failed: read the pending again.
+        if (!String((error as Error).message).includes("closed")) {
+          this.#options.log("debug", `cluster bus: ${(error as Error).message}`);
+        }
+        from = "0";
+        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+      }
     }
   }
 
-  /** Leaves the bus. */
-  close(): Promise<void> {
-    return closeRedis(this.#subscriber);
+  async #handle(entries: { id: string; message: Record<string, string> }[]): Promise<void> {
+    const requests: ChannelRequest[] = [];
+    const fresh: string[] = [];
+    for (const { id, message } of entries) {
+      if (this.#delivered.has(id) || message.o === this.#options.nodeId) continue;
+      try {
+        requests.push(...parseEntry(message));
+        fresh.push(id);
+      } catch (error) {
+        this.#options.log("warn", `a cluster bus entry was dropped: ${(error as Error).message}`);
+      }
+    }
+    if (requests.length > 0) await this.#options.deliver(requests);
+    for (const id of fresh) this.#delivered.add(id);
+    const ids = entries.map((entry) => entry.id);
+    await this.#client.xAck(this.#stream, this.#options.nodeId, ids);
+    for (const id of ids) this.#delivered.delete(id);
   }
+}
+
+/** An entry's channel messages, checked. */
+function parseEntry(message: Record<string, string>): ChannelRequest[] {
+  nameOf(message.o, "origin");
+  const requests = JSON.parse(message.r);
+  if (!Array.isArray(requests)) throw badRequest("no requests");
+  return requests.map((request) => checkChannel(request, BUS_MAX_BODY));
 }

@@ -36,7 +36,10 @@ interface Pending {
 
 /** The sending half: batched request channels to the other nodes. */
 export class Peers {
-  #senders = new Map<string, (pending: Pending) => void>();
+  #senders = new Map<string, { url: string; send: (pending: Pending) => void }>();
+  #headers: Record<string, string> = { "content-type": "application/json" };
+  #timeoutMs: number;
+  #counters: ShardCounters;
 
   /**
    * `adminToken` is sent as a bearer token ("": none); `counters` count the ops sent and
@@ -48,13 +51,27 @@ export class Peers {
     adminToken: string,
     counters: ShardCounters,
   ) {
-    const headers: Record<string, string> = { "content-type": "application/json" };
-    if (adminToken !== "") headers.authorization = `Bearer ${adminToken}`;
+    if (adminToken !== "") this.#headers.authorization = `Bearer ${adminToken}`;
+    this.#timeoutMs = timeoutMs;
+    this.#counters = counters;
+    this.setNodes(nodes);
+  }
+
+  /** The other nodes now (a Redis-managed cluster's members change; one may come back elsewhere). */
+  setNodes(nodes: readonly NodeInfo[]): void {
+    const known = new Map(this.#senders);
+    this.#senders.clear();
     for (const node of nodes) {
       const url = `http://${node.host}:${node.adminPort}${CLUSTER_OPS_PATH}`;
+      const sender = known.get(node.id);
       this.#senders.set(
         node.id,
-        perTurn((batch) => send(node.id, url, headers, batch, timeoutMs, counters)),
+        sender?.url === url ? sender : {
+          url,
+          send: perTurn((batch) =>
+            send(node.id, url, this.#headers, batch, this.#timeoutMs, this.#counters)
+          ),
+        },
       );
     }
   }
@@ -63,7 +80,7 @@ export class Peers {
   request(nodeId: string, op: OwnerOp): Promise<unknown> {
     const sender = this.#senders.get(nodeId);
     if (!sender) return Promise.reject(new ServiceError(`unknown node ${nodeId}`, 500));
-    return new Promise((resolve, reject) => sender({ op, resolve, reject }));
+    return new Promise((resolve, reject) => sender.send({ op, resolve, reject }));
   }
 }
 

@@ -25,6 +25,10 @@ import type { Peers } from "./ops.ts";
 import type { Presence } from "./presence.ts";
 import { nodeOf } from "./topology.ts";
 
+/** How long an op for a uid that is moving is tried again, and how often. */
+const MOVING_RETRY_MS = 5_000;
+const MOVING_PAUSE_MS = 50;
+
 /** This node's shards, as the router reaches them (the worker pool). */
 export interface LocalShards {
   /** The uid → shard map of the whole cluster. */
@@ -125,8 +129,26 @@ export class Router {
     return this.#presence().channel(channel, (uid) => nodeOf(this.shardOf(uid)));
   }
 
-  /** Sends `op` to the shard that owns its uid, wherever it runs. */
-  #toOwner(op: OwnerOp): Promise<unknown> {
+  /**
+   * Sends `op` to the shard that owns its uid, wherever it runs. While the map changes, the
+   * shard asked may already have let the uid go (421): asked again, by the map as it is then,
+   * for a while.
+   */
+  async #toOwner(op: OwnerOp): Promise<unknown> {
+    const deadline = Date.now() + MOVING_RETRY_MS;
+    for (;;) {
+      try {
+        return await this.#toOwnerOnce(op);
+      } catch (error) {
+        if (!(error instanceof ServiceError && error.status === 421) || Date.now() > deadline) {
+          throw error;
+        }
+        await new Promise((resolve) => setTimeout(resolve, MOVING_PAUSE_MS));
+      }
+    }
+  }
+
+  #toOwnerOnce(op: OwnerOp): Promise<unknown> {
     const uid = ownerOf(op);
     const index = this.#local.map.indexOf(uid);
     if (this.#local.isLocal(index)) return this.#local.toShard(index, op);

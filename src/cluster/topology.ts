@@ -20,25 +20,30 @@ export interface NodeInfo {
   /** Shard k of this node listens on shardPortBase + k (0: ephemeral, single node only). */
   shardPortBase: number;
   workers: number;
+  /** Its shards' actual ports, where known (a member of a Redis-managed cluster says them). */
+  shardPorts?: number[];
 }
 
-/** Every node and shard, and which of them this process is. */
+/** Every node (its shards: {@linkcode shardsOf}), and which of them this process is. */
 export interface Topology {
   self: NodeInfo;
   nodes: NodeInfo[];
-  /** Every shard of every node, node by node: the input of the shard map. */
-  shards: ShardAddress[];
-  /** Index in `shards` of this node's shard 0. */
-  firstShard: number;
   clustered: boolean;
+  /**
+   * Members come and go at run time (`--cluster=redis`): `nodes` and `shards` are then only
+   * this node, and the membership (`membership.ts`) gives the rest.
+   */
+  dynamic: boolean;
 }
 
 const NODE = /^([^=]+)=([^:]+):(\d+):(\d+):(\d+):(\d+)$/;
 
 /** Builds the topology from the flags; throws with a message naming what is wrong. */
 export function topology(config: Config): Topology {
-  const clustered = config.cluster_nodes.trim() !== "";
-  const nodes = clustered ? parseNodes(config.cluster_nodes) : [{
+  const dynamic = config.cluster === "redis";
+  if (dynamic) checkDynamic(config);
+  const clustered = dynamic || config.cluster_nodes.trim() !== "";
+  const nodes = clustered && !dynamic ? parseNodes(config.cluster_nodes) : [{
     id: config.node_id,
     host: config.advertise_host,
     clientPort: config.client_port,
@@ -51,19 +56,39 @@ export function topology(config: Config): Topology {
   if (clustered && config.redis_url === "") {
     throw new Error("a cluster (--cluster_nodes) needs --redis_url for its bus and presence");
   }
-  const shards: ShardAddress[] = [];
-  let firstShard = 0;
-  for (const node of nodes) {
-    if (node === self) firstShard = shards.length;
-    for (let k = 0; k < node.workers; k++) {
-      shards.push({
-        id: `${node.id}/${k}`,
-        host: node.host,
-        port: node.shardPortBase === 0 ? 0 : node.shardPortBase + k,
-      });
-    }
+  return { self, nodes, clustered, dynamic };
+}
+
+/** What `--cluster=redis` needs of the other flags. */
+function checkDynamic(config: Config): void {
+  if (config.cluster_nodes.trim() !== "") {
+    throw new Error("--cluster=redis takes its members from Redis: leave --cluster_nodes empty");
   }
-  return { self, nodes, shards, firstShard, clustered };
+  if (config.redis_url === "") throw new Error("--cluster=redis needs --redis_url");
+  if (!isValidName(config.cluster_name)) {
+    throw new Error(`--cluster_name=${config.cluster_name} is not a valid name`);
+  }
+  if (config.advertise_host === "") {
+    throw new Error(
+      "--cluster=redis needs --advertise_host: the other members reach this one there",
+    );
+  }
+  if (config.storage !== "cassandra") {
+    // Until the embedded store's hand-off exists, a uid's new owner would not have its state
+    // and would number its messages from 1 again (docs/cluster.md).
+    throw new Error(
+      "--cluster=redis needs --storage=cassandra: a uid that moves to another node must find " +
+        "its state there (the embedded stores keep it on the node that had it)",
+    );
+  }
+}
+/** A node's shards, in order: `node/0` … `node/(workers-1)`. */
+export function shardsOf(node: NodeInfo): ShardAddress[] {
+  return Array.from({ length: node.workers }, (_, k) => ({
+    id: `${node.id}/${k}`,
+    host: node.host,
+    port: node.shardPorts?.[k] ?? (node.shardPortBase === 0 ? 0 : node.shardPortBase + k),
+  }));
 }
 
 /** The id of the node a shard belongs to. */

@@ -184,6 +184,22 @@ const CORE_FLAGS = {
     "10",
     "a node silent this long (dead) no longer shows its users online",
   ),
+  // Cluster without restarts: membership in Redis, leases, fencing (docs/cluster.md).
+  cluster: oneOf(
+    ["static", "redis"],
+    "static",
+    "static (--cluster_nodes, or a single node) | redis (members register in --redis_url " +
+      "under a lease of --presence_ttl_sec; join and leave without restarts)",
+  ),
+  cluster_name: text(
+    "ipush",
+    "the cluster's name (its Redis keys: membership, the bus); nodes of one cluster share it",
+  ),
+  bus_retention_sec: positive(
+    "600",
+    "channel messages stay this long in the cluster bus's Redis stream: a node cut off from " +
+      "Redis (or restarted) for less catches up on what was published meanwhile",
+  ),
   drain_timeout_sec: positive(
     "15",
     "on SIGTERM/SIGINT, exit (code 1) if draining takes longer than this",

@@ -106,8 +106,11 @@ export class Health {
 
   /** Every node of the cluster: this one as it is now, the others as their last beat said. */
   async members(): Promise<Member[]> {
-    const { topology, presence } = this.#sources;
-    const others = topology.nodes.filter((node) => node !== topology.self);
+    const { topology, presence, pool } = this.#sources;
+    // A Redis-managed cluster's members are those of the map the pool runs by.
+    const nodes = topology.dynamic ? pool.members : topology.nodes;
+    const isSelf = (node: NodeInfo) => node.id === topology.self.id;
+    const others = nodes.filter((node) => !isSelf(node));
     let beats: (NodeBeat | null)[] | undefined;
     let unknown = "";
     if (others.length > 0) {
@@ -120,8 +123,8 @@ export class Health {
     }
     const now = Date.now();
     const reasons = this.notReady();
-    return topology.nodes.map((node) => {
-      if (node === topology.self) {
+    return nodes.map((node) => {
+      if (isSelf(node)) {
         const status = reasons.length === 0 ? "ready" : "not ready";
         return member(node, true, status, reasons, this.#load(), 0);
       }

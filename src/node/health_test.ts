@@ -20,7 +20,12 @@ const node = (id: string): NodeInfo => ({
 /** A node n1 of a cluster n1, n2, n3, its parts as plain fakes the test sets. */
 function fixture() {
   const nodes = [node("n1"), node("n2"), node("n3")];
-  const topology = { self: nodes[0], nodes, shards: [], firstShard: 0, clustered: true };
+  const topology = {
+    self: nodes[0],
+    nodes,
+    clustered: true,
+    dynamic: false,
+  };
   const parts = {
     down: [] as number[],
     redisReady: true,

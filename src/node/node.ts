@@ -11,6 +11,10 @@
  * 3. close the admin API (requests in flight are answered);
  * 4. leave the cluster: the bus, presence, Redis (each bounded: Redis may be gone).
  *
+ * Under `--cluster=redis` a step comes before all of these: leave the membership, so that the
+ * other members take this node's uids while its front door still redirects to them (its shards
+ * tell their sessions `moved` and flush first; docs/cluster.md).
+ *
  * @module
  */
 
@@ -19,13 +23,16 @@ import { adminHandler, type Endpoint } from "../admin/api.ts";
 import { dashboardEndpoints } from "../admin/dashboard.ts";
 import { healthEndpoints } from "../admin/health.ts";
 import { ClusterBus } from "../cluster/bus.ts";
+import { MapKeeper } from "../cluster/map_keeper.ts";
+import { Membership } from "../cluster/membership.ts";
 import { CLUSTER_OPS_PATH, Peers, serveClusterOps } from "../cluster/ops.ts";
 import { Presence } from "../cluster/presence.ts";
-import { closeRedis, connectRedis, type RedisClient } from "../cluster/redis.ts";
+import { closeRedis, connectRedis, duplicateRedis, type RedisClient } from "../cluster/redis.ts";
 import { Router } from "../cluster/router.ts";
-import type { Topology } from "../cluster/topology.ts";
+import { shardsOf, type Topology } from "../cluster/topology.ts";
 import type { Config } from "../config/flags.ts";
 import { badRequest } from "../core/errors.ts";
+import { Fence } from "../core/fence.ts";
 import type { Log } from "../core/log.ts";
 import { isLoopback } from "../core/loopback.ts";
 import type { PresenceChange } from "../core/presence.ts";
@@ -36,6 +43,7 @@ import { prepareStore } from "../storage/registry.ts";
 import { perTurn } from "../thread/batch.ts";
 import { defaultSocketLimit, SocketBudget } from "../transport/budget.ts";
 import { listen } from "../transport/client_port.ts";
+import { clusterEndpoint } from "./cluster_view.ts";
 import { Health } from "./health.ts";
 import { startMallocTrim } from "./malloc_trim.ts";
 import { ShardPool } from "./pool.ts";
@@ -67,8 +75,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     );
   }
   const self = shape.self;
-  const local = shape.shards.slice(shape.firstShard, shape.firstShard + self.workers);
-  await prepareStore(config, local.map((shard) => shard.id), log);
+  await prepareStore(config, shardsOf(self).map((shard) => shard.id), log);
   const stats = new StatsBook();
   const budget = SocketBudget.create(
     1 + self.workers,
@@ -82,24 +89,25 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     presence = new Presence(redis, self.id, config.presence_ttl_sec * 1000);
     await presence.start();
   }
-  const pool = new ShardPool({ config, topology: shape, stats, log, budget });
-  const bus = redis
-    ? await ClusterBus.join(
-      redis,
-      config.redis_url,
-      self.id,
-      shape.nodes.length - 1,
-      (request) => {
-        pool.publishChannel(request).catch((error) =>
-          log("warn", `channel message to ${request.channel} from the bus: ${error.message}`)
-        );
+  // A Redis-managed member writes only under its lease (closed until it has joined).
+  const fence = Fence.create(shape.dynamic ? 0 : Infinity);
+  const pool = new ShardPool({ config, topology: shape, stats, log, budget, fence });
+  // Only a cluster has other nodes to tell.
+  const bus = redis && shape.clustered
+    ? await ClusterBus.join(redis, config.redis_url, {
+      cluster: config.cluster_name,
+      nodeId: self.id,
+      retentionSec: config.bus_retention_sec,
+      fromNow: shape.dynamic,
+      deliver: async (requests) => {
+        await Promise.all(requests.map((request) => pool.publishChannel(request)));
       },
       log,
-    )
+    })
     : undefined;
   const peers = shape.clustered
     ? new Peers(
-      shape.nodes.filter((node) => node !== self),
+      shape.nodes.filter((node) => node.id !== self.id),
       PEER_TIMEOUT_MS,
       config.admin_token,
       stats.frontDoor,
@@ -179,6 +187,9 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     draining: () => draining,
   });
   const dashboard = await dashboardEndpoints();
+  let membership: Membership | undefined;
+  let keeper: MapKeeper | undefined;
+  let changes: RedisClient | undefined;
   const admin = Deno.serve(
     { hostname: config.admin_host, port: self.adminPort, onListen: () => {} },
     adminHandler({
@@ -201,10 +212,45 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
           handle: (request, _url, _options, work) =>
             serveClusterOps(request, { ...limits, run: (op) => router.run(op) }, work.add),
         },
+        ...clusterEndpoint({
+          topology: shape,
+          members: () => pool.members,
+          map: () => pool.map,
+          managed: () => membership && keeper && { membership, keeper },
+        }),
         ...(config.debug_api ? debugEndpoints(pool) : {}),
       },
     }),
   );
+  // Joins once everything listens: the others may send it clients and ops at once.
+  if (shape.dynamic && redis) {
+    membership = new Membership(redis, {
+      cluster: config.cluster_name,
+      // Where the others reach it: the ports it actually listens on.
+      self: {
+        ...self,
+        clientPort: frontDoor.port,
+        adminPort: admin.addr.port,
+        shardPorts: pool.ports,
+      },
+      ttlMs: config.presence_ttl_sec * 1000,
+      fence: new Fence(fence),
+      log,
+    });
+    const members = keeper = new MapKeeper(membership, pool, {
+      selfId: self.id,
+      graceMs: config.storage_timeout_ms,
+      onMembers: (nodes) => {
+        const others = nodes.filter((node) => node.id !== self.id);
+        peers?.setNodes(others);
+      },
+      counters: stats.frontDoor,
+      log,
+    });
+    changes = await duplicateRedis(redis, config.redis_url, log);
+    await changes.subscribe(membership.changes, () => void members.refresh());
+    await keeper.start();
+  }
   const sampler = setInterval(() => {
     stats.sample();
     health.sample();
@@ -214,9 +260,15 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
   return {
     clientPort: frontDoor.port,
     adminPort: admin.addr.port,
-    shardPorts: pool.map.shards.slice(shape.firstShard, shape.firstShard + self.workers)
-      .map((shard) => shard.port),
+    shardPorts: pool.ports,
     async drain() {
+      if (keeper) {
+        // Bounded like the rest: with Redis gone, the lease expires on its own.
+        await keeper.leave().catch((error) =>
+          log("warn", `cluster not left (the lease will expire): ${error.message}`)
+        );
+        keeper.stop();
+      }
       draining = true;
       // The other nodes' /nodes hear of it with the next beat.
       health.sample();
@@ -231,6 +283,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       await presence?.stop().catch((error) =>
         log("warn", `presence not withdrawn: ${error.message}`)
       );
+      if (changes) await closeRedis(changes);
       if (redis) await closeRedis(redis);
     },
   };

@@ -5,8 +5,10 @@
  * @module
  */
 
+import type { MapTarget } from "../cluster/map_keeper.ts";
 import type { LocalShards } from "../cluster/router.ts";
-import type { Topology } from "../cluster/topology.ts";
+import { type NodeInfo, shardsOf, type Topology } from "../cluster/topology.ts";
+import type { SharedFence } from "../core/fence.ts";
 import type { Config } from "../config/flags.ts";
 import type { Log } from "../core/log.ts";
 import { type SharedBudget, SocketBudget } from "../transport/budget.ts";
@@ -37,6 +39,8 @@ export interface PoolOptions {
   log: Log;
   /** The process's client sockets, shared with every worker (slot 1 + k for worker k). */
   budget: SharedBudget;
+  /** The node's write fence, shared with every worker. */
+  fence: SharedFence;
 }
 
 /** Where the shards' own requests and notes go on the main thread. */
@@ -47,13 +51,23 @@ export interface FromShards {
   note(note: ShardNote): void;
 }
 
-/** This process's shard workers: shards `first` to `first + workers - 1` of the map. */
-export class ShardPool implements LocalShards {
+/**
+ * This process's shard workers, `node/0` … `node/(workers-1)` of the map. The map is built
+ * from the cluster's members in order (static: `--cluster_nodes`; `--cluster=redis`: the
+ * membership's sorted list, which {@linkcode setMembers} replaces at run time), with this
+ * node's actual ports.
+ */
+export class ShardPool implements LocalShards, MapTarget {
   #options: PoolOptions;
-  #first: number;
   #slots: Slot[] = [];
-  #addresses: ShardAddress[];
+  /** This node's shards, with their actual ports once they listen. */
+  #own: ShardAddress[];
+  #members: readonly NodeInfo[];
   #map: ShardMap;
+  /** Local shard k of each map index that runs here. */
+  #local = new Map<number, number>();
+  /** A map change is held (new workers start held too). */
+  #held: boolean;
   #stopping = false;
   #fromShards: FromShards = {
     request: () => Promise.reject(new ServiceError("shards not started", 503)),
@@ -62,9 +76,12 @@ export class ShardPool implements LocalShards {
 
   constructor(options: PoolOptions) {
     this.#options = options;
-    this.#first = options.topology.firstShard;
-    this.#addresses = [...options.topology.shards];
-    this.#map = new ShardMap(this.#addresses);
+    const { self, nodes, dynamic } = options.topology;
+    this.#own = shardsOf(self);
+    this.#members = nodes;
+    // A member of a Redis-managed cluster serves nothing until its join is settled.
+    this.#held = dynamic;
+    this.#map = this.#build();
   }
 
   /** The uid → shard map of the whole cluster, with this node's actual ports. */
@@ -74,7 +91,36 @@ export class ShardPool implements LocalShards {
 
   /** True when the shard at `index` of the map runs in this process. */
   isLocal(index: number): boolean {
-    return index >= this.#first && index < this.#first + this.#options.topology.self.workers;
+    return this.#local.has(index);
+  }
+
+  /** This node's shards' client ports. */
+  get ports(): number[] {
+    return this.#own.map((shard) => shard.port);
+  }
+
+  /** The members the map is built from. */
+  get members(): readonly NodeInfo[] {
+    return this.#members;
+  }
+
+  /** A new member list: every shard lets go of the uids it no longer owns, and flushes. */
+  async setMembers(members: readonly NodeInfo[], hold: boolean): Promise<void> {
+    this.#members = members;
+    this.#held ||= hold;
+    await this.#publishMap(hold);
+  }
+
+  /** The held map change is settled: the shards serve the uids it gave them. */
+  async settle(): Promise<void> {
+    this.#held = false;
+    await this.toAll({ op: "settle" });
+  }
+
+  /** Every shard forgets every uid and holds them all (the node was fenced). */
+  async reset(): Promise<void> {
+    this.#held = true;
+    await this.toAll({ op: "map", shards: this.#map.shards.slice(), reset: true });
   }
 
   /** Starts every worker; resolves when all listen. */
@@ -83,12 +129,14 @@ export class ShardPool implements LocalShards {
     const workers = this.#options.topology.self.workers;
     for (let k = 0; k < workers; k++) this.#slots.push(this.#spawn(k));
     await Promise.all(this.#slots.map((slot) => slot.ready));
-    await this.#publishMap();
+    await this.#publishMap(this.#held);
   }
 
   /** Sends `op` to the local shard at `index` of the map. */
   toShard(index: number, op: ShardOp): Promise<unknown> {
-    return this.#slots[index - this.#first].link.request(op);
+    const k = this.#local.get(index);
+    if (k === undefined) return Promise.reject(new ServiceError("not a local shard", 421));
+    return this.#slots[k].link.request(op);
   }
 
   /** A channel message to every shard of this node; each shard's receipt. */
@@ -151,7 +199,6 @@ export class ShardPool implements LocalShards {
   /** Starts the worker for local shard `k` (shard `first + k` of the map). */
   #spawn(k: number): Slot {
     const { config, stats, log } = this.#options;
-    const index = this.#first + k;
     const worker = new Worker(WORKER_URL, { type: "module", name: `shard-${k}` });
     const { promise: ready, resolve, reject } = Promise.withResolvers<void>();
     const link = new Link(
@@ -161,7 +208,7 @@ export class ShardPool implements LocalShards {
         const n = note as ShardNote;
         if (n.type === "stats") stats.update(k, n);
         else if (n.type === "ready") {
-          this.#addresses[index] = { ...this.#addresses[index], port: n.port };
+          this.#own[k] = { ...this.#own[k], port: n.port };
           slot.up = true;
           resolve();
         } else if (n.type === "failed") {
@@ -174,9 +221,18 @@ export class ShardPool implements LocalShards {
       log("error", `shard-${k} crashed: ${event.message}`);
       this.#restart(k);
     };
-    const { budget } = this.#options;
+    const { budget, fence } = this.#options;
     worker.postMessage(
-      { index, slot: 1 + k, config, shards: this.#addresses, budget } satisfies ShardInit,
+      {
+        id: this.#own[k].id,
+        port: this.#own[k].port,
+        slot: 1 + k,
+        config,
+        shards: this.#map.shards.slice(),
+        hold: this.#held,
+        budget,
+        fence,
+      } satisfies ShardInit,
     );
     const slot: Slot = { worker, link, ready, up: false };
     return slot;
@@ -208,9 +264,22 @@ export class ShardPool implements LocalShards {
     }, RESTART_DELAY_MS);
   }
 
-  /** Makes the actual ports known to the map and to every shard (for their 303s). */
-  #publishMap(): Promise<unknown> {
-    this.#map = new ShardMap([...this.#addresses]);
-    return this.toAll({ op: "map", shards: this.#map.shards.slice() });
+  /** Makes the map (and the actual ports) known to the router and to every shard. */
+  async #publishMap(hold = false): Promise<void> {
+    this.#map = this.#build();
+    await this.toAll({ op: "map", shards: this.#map.shards.slice(), hold });
+  }
+
+  /** The map of the members, with this node's actual ports; which of its shards run here. */
+  #build(): ShardMap {
+    const selfId = this.#options.topology.self.id;
+    const shards = this.#members.flatMap((node) => node.id === selfId ? this.#own : shardsOf(node));
+    this.#local = new Map();
+    shards.forEach((shard, index) => {
+      if (shard.id.startsWith(`${selfId}/`)) {
+        this.#local.set(index, Number(shard.id.slice(selfId.length + 1)));
+      }
+    });
+    return new ShardMap(shards);
   }
 }

@@ -8,17 +8,25 @@ import type { PresenceChange } from "../core/presence.ts";
 import type { Config } from "../config/flags.ts";
 import type { ShardAddress } from "../core/shard_map.ts";
 import type { SharedBudget } from "../transport/budget.ts";
+import type { SharedFence } from "../core/fence.ts";
 import type { ShardReport } from "../stats/report.ts";
 import type { ChannelRequest, OwnerOp, UnicastRequest } from "../core/requests.ts";
 
 /** The first message a worker gets: who it is, the map it shards by, the socket budget. */
 export interface ShardInit {
-  index: number;
+  /** This shard's id (`node/k`); its place in `shards` is its index in the map, if there. */
+  id: string;
+  /** This shard's client port (0: ephemeral). */
+  port: number;
   /** This worker's slot in `budget` (1 + its index within the node). */
   slot: number;
   config: Config;
   shards: ShardAddress[];
+  /** The uids `shards` gives this shard wait for `settle` (a node joining a cluster). */
+  hold: boolean;
   budget: SharedBudget;
+  /** The node's write fence (`core/fence.ts`). */
+  fence: SharedFence;
 }
 
 /** Requests from the main thread to a shard: an owner's op, or one about the shard itself. */
@@ -28,8 +36,14 @@ export type ShardOp =
   | { op: "publish_channel"; request: ChannelRequest }
   /** The shard's report now (`/stats` is exact, not a second old). */
   | { op: "stats" }
-  /** The shard addresses changed (a shard started on an ephemeral port, or restarted). */
-  | { op: "map"; shards: ShardAddress[] }
+  /**
+   * The map changed (a shard started on an ephemeral port or restarted, a member joined or
+   * left): uids moved away are let go and the journal flushed before it answers. `hold`: the
+   * uids it gives wait for `settle`; `reset`: forget and hold every uid (the node was fenced).
+   */
+  | { op: "map"; shards: ShardAddress[]; hold?: boolean; reset?: boolean }
+  /** The held map change is settled: serve the uids it gave. */
+  | { op: "settle" }
   | { op: "drain" }
   /** `--debug_api` only: throw from the shard's event loop, as a bug would. */
   | { op: "crash" }

@@ -24,6 +24,13 @@
  * uid holds at most `connectionsPerUid` sessions here and subscribes with y=1 to at most
  * `channelsPerUid` channels. The admin API's requests are held to none of these.
  *
+ * Map changes (docs/cluster.md): when the map moves a uid away, the shard closes its sessions
+ * with `{"error":"moved"}` and forgets its cached state and channel memberships at once, so
+ * that a later re-own reloads from the store; `s` is taken only after a fresh ownership check,
+ * so nothing is numbered here once the map has moved the uid. A uid the map moves *here* while
+ * the change is held (until every former owner has let go) waits: its state is read from the
+ * store only once the change is settled.
+ *
  * @module
  */
 
@@ -41,7 +48,7 @@ import type { Delivery } from "../core/messages.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { encodeListed } from "../protocol/message.ts";
 import type { ShardMap } from "../core/shard_map.ts";
-import { type Journal, StorageBusyError } from "../storage/journal.ts";
+import { FencedError, type Journal, StorageBusyError } from "../storage/journal.ts";
 import { type DeviceState, StorageUnavailableError, type Store } from "../storage/store.ts";
 import type { StoredMessage } from "../core/messages.ts";
 import { type ShardCounters, type ShardHistograms, TRANSPORT_COUNTERS } from "../stats/counters.ts";
@@ -105,10 +112,30 @@ const USER_IDLE_MS = 60_000;
 /** A connect this soon after the same uid's disconnect counts as a reconnect. */
 const RECONNECT_WINDOW_MS = 60_000;
 
+/** How a map change is applied ({@linkcode Shard.setMap}). */
+export interface MapChange {
+  /**
+   * Uids this change gives the shard wait until {@linkcode Shard.settle}: their former owners
+   * may still be writing for them.
+   */
+  hold: boolean;
+  /** Forget every uid and hold all of them (the node was fenced and re-joins). */
+  reset?: boolean;
+}
+
 /** One shard's state and behaviour. */
 export class Shard implements SessionOwner {
   readonly counters: ShardCounters;
   #options: ShardOptions;
+  /**
+   * While a change is held: the maps applied since the last settled one (that one first); a
+   * uid is this shard's without waiting only if every one of them gave it here (after a
+   * reset, none does).
+   */
+  #heldSince: { owns(uid: string): boolean }[] | null = null;
+  #settled = Promise.withResolvers<void>();
+  /** Bumped by every map change: a user state read under an older map is read again. */
+  #generation = 0;
   #users = new Map<string, User>();
   #loadingUsers = new Map<string, Promise<User>>();
   /**
@@ -139,14 +166,57 @@ export class Shard implements SessionOwner {
     return open < this.#options.limits.connectionsPerUid ? null : "too many connections";
   }
 
-  /** The shard addresses changed (ports known, a shard restarted): route by the new map. */
-  setMap(map: ShardMap): void {
+  /**
+   * A new map (ports known, a shard restarted, a member joined or left): this shard is at
+   * `index` of it (-1: in none). Sessions of uids it no longer owns get `{"error":"moved"}`
+   * and their state is forgotten, at once (the caller then flushes the journal, so that what
+   * was numbered under the old map is durable before anyone else reads it).
+   */
+  setMap(map: ShardMap, index: number, change: MapChange = { hold: false }): void {
+    const before = this.#options.map;
+    const beforeIndex = this.#options.index;
     this.#options.map = map;
+    this.#options.index = index;
+    this.#generation++;
+    if (change.reset) this.#heldSince = [{ owns: () => false }];
+    else if (change.hold || this.#heldSince) {
+      // A change while one is held (a port update too) is held with it.
+      this.#heldSince ??= [mapOwnedAt(before, beforeIndex)];
+      this.#heldSince.push(mapOwnedAt(map, index));
+    }
+    const moved = (uid: string) => change.reset || !this.owns(uid);
+    for (const session of [...this.#sessions]) {
+      if (moved(session.uid)) {
+        this.counters.moved_sessions++;
+        session.fail("moved");
+      }
+    }
+    for (const uid of [...this.#users.keys()]) if (moved(uid)) this.#users.delete(uid);
+    // Memberships are cached per channel, filtered by the old map: read them again.
+    this.#channels.clear();
+  }
+
+  /** The held change is settled: the uids it gave this shard are served. */
+  settle(): void {
+    if (this.#heldSince) this.#settle();
+  }
+
+  #settle(): void {
+    this.#heldSince = null;
+    this.#settled.resolve();
+    this.#settled = Promise.withResolvers<void>();
   }
 
   /** True when this shard owns `uid`. */
   owns(uid: string): boolean {
-    return this.#options.map.indexOf(uid) === this.#options.index;
+    return this.#options.index >= 0 && this.#options.map.indexOf(uid) === this.#options.index;
+  }
+
+  /** Resolves once `uid`, owned here, may be served (at once unless a held change gave it). */
+  #ready(uid: string): Promise<void> | undefined {
+    const held = this.#heldSince;
+    if (!held || held.every((owned) => owned.owns(uid))) return undefined;
+    return this.#settled.promise;
   }
 
   /** Open sessions. */
@@ -194,6 +264,12 @@ export class Shard implements SessionOwner {
     for (let i = 0; i < requests.length; i++) {
       const user = users[i];
       if (!user) continue;
+      // The map may have moved it while its state loaded.
+      if (!this.owns(user.uid)) {
+        users[i] = undefined;
+        results[i] = notOwned(user.uid);
+        continue;
+      }
       user.busy++;
       const request = requests[i];
       const message = this.#message(user, 3, request.from, request.body, request.ttlSec, request);
@@ -251,6 +327,13 @@ export class Shard implements SessionOwner {
       }
     }
     try {
+      // Only members still owned here: the map may have moved some while they loaded.
+      const owned = users.filter((user) => this.owns(user.uid));
+      if (owned.length < users.length) {
+        for (const user of users) if (!owned.includes(user)) this.#release(user);
+        users.length = 0;
+        users.push(...owned);
+      }
       const messages = users.map((user) =>
         this.#message(user, 4, request.from, request.body, request.ttlSec, request)
       );
@@ -279,6 +362,7 @@ export class Shard implements SessionOwner {
    */
   async #subscribe(uid: string, channel: string, reserved: boolean): Promise<void> {
     this.#checkOwner(uid);
+    await this.#ready(uid);
     await this.#storage(() => this.#options.store.subscribe(channel, uid));
     await this.#loadingChannels.get(channel);
     this.#channels.get(channel)?.add(uid);
@@ -326,6 +410,7 @@ export class Shard implements SessionOwner {
   /** Deletes the (channel, uid) pair and updates the cached membership. */
   async unsubscribe(uid: string, channel: string): Promise<void> {
     this.#checkOwner(uid);
+    await this.#ready(uid);
     await this.#storage(() => this.#options.store.unsubscribe(channel, uid));
     await this.#loadingChannels.get(channel);
     this.#channels.get(channel)?.delete(uid);
@@ -375,6 +460,10 @@ export class Shard implements SessionOwner {
     }
     // Closed while its state loaded: `onClose` has already been and gone.
     if (!this.#sessions.has(session)) return;
+    if (!this.owns(session.uid)) {
+      this.counters.moved_sessions++;
+      return session.fail("moved");
+    }
     const now = Date.now();
     let device = user.devices.get(session.device);
     if (!device) {
@@ -618,14 +707,27 @@ export class Shard implements SessionOwner {
     if (cached) return Promise.resolve(cached);
     let loading = this.#loadingUsers.get(uid);
     if (!loading) {
-      loading = this.#storage(() => this.#options.store.userState(uid)).then((state) => {
-        const user: User = { uid, ...state, sessions: [], busy: 0, lastUsed: Date.now() };
-        this.#users.set(uid, user);
-        return user;
-      }).finally(() => this.#loadingUsers.delete(uid));
+      loading = this.#load(uid).finally(() => this.#loadingUsers.delete(uid));
       this.#loadingUsers.set(uid, loading);
     }
     return loading;
+  }
+
+  /**
+   * Reads the uid's state once the uid may be served here; read again if the map changed
+   * meanwhile (the state may have been written by another owner since).
+   */
+  async #load(uid: string): Promise<User> {
+    for (;;) {
+      await this.#ready(uid);
+      const generation = this.#generation;
+      const state = await this.#storage(() => this.#options.store.userState(uid));
+      if (generation !== this.#generation) continue;
+      const user: User = { uid, ...state, sessions: [], busy: 0, lastUsed: Date.now() };
+      // Not cached if it is not ours (an admin read of a uid moved away); a later use loads.
+      if (this.owns(uid)) this.#users.set(uid, user);
+      return user;
+    }
   }
 
   #release(user: User): void {
@@ -668,8 +770,12 @@ export class Shard implements SessionOwner {
       if (error instanceof StorageUnavailableError) {
         this.#options.log("warn", `storage: ${error.message}`);
         // Clients and back ends get a stable reason; the engine's detail is in the log.
-        const busy = error instanceof StorageBusyError;
-        throw new ServiceError(busy ? "storage busy" : "storage unavailable", 503);
+        const reason = error instanceof StorageBusyError
+          ? "storage busy"
+          : error instanceof FencedError
+          ? "fenced"
+          : "storage unavailable";
+        throw new ServiceError(reason, 503);
       }
       throw error;
     }
@@ -698,6 +804,11 @@ function liveDevices(user: User, since: number): number {
 }
 const done = (): undefined => undefined;
 const reasonOf = (error: Error): string => error.message;
+
+/** What `map` gives shard `index` (-1: nothing), as a question. */
+function mapOwnedAt(map: ShardMap, index: number): { owns(uid: string): boolean } {
+  return { owns: (uid) => index >= 0 && map.indexOf(uid) === index };
+}
 
 function notOwned(uid: string): { error: string; status: number } {
   return { error: `uid ${uid} is not owned by this shard`, status: 421 };

@@ -460,3 +460,76 @@ Deno.test("Shard: a message's outcome is its refusal's reason (a /send answers i
   })).shard;
   assert.equal(await failing.onMessage(sender, { y: 1, c: "c1" }), "storage unavailable");
 });
+
+/** {@linkcode MAP} with a third shard, and a uid of shard 0 that it moves there. */
+const GROWN = new ShardMap([...MAP.shards, { id: "n/2", host: "", port: 3 }]);
+const MOVING = OWNED.find((uid) => GROWN.indexOf(uid) === 2)!;
+/** A map in which shard 0 gains a uid of shard 1. */
+const GAINED_MAP = new ShardMap([MAP.shards[0], { id: "n/9", host: "", port: 9 }]);
+const GAINED = Array.from({ length: 400 }, (_, i) => `g${i}`).find((uid) =>
+  MAP.indexOf(uid) === 1 && GAINED_MAP.indexOf(uid) === 0
+)!;
+
+Deno.test("Shard: a map change closes a moved uid's sessions with moved and forgets its state", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  const { conn } = await connect(shard, MOVING);
+  const { conn: stays } = await connect(shard, ALICE);
+  assert.deepEqual(await shard.publish(message(MOVING, "before")), { s: 1, online: 1 });
+  conn.take();
+  shard.setMap(GROWN, 0);
+  assert.deepEqual(conn.take(), [{ error: "moved" }]);
+  assert.equal(conn.closedGracefully, true);
+  assert.equal(stays.closedGracefully, undefined, "a uid that stays keeps its session");
+  assert.equal(shard.counters.moved_sessions, 1);
+  const refused = await rejection(shard.publish(message(MOVING, "x")));
+  assert.ok(refused instanceof ServiceError && refused.status === 421);
+  // Its new owner numbers on from the store...
+  await store.append([{
+    uid: MOVING,
+    seq: 2,
+    type: 3,
+    from: "op",
+    body: '"elsewhere"',
+    expiresAt: 0,
+  }]);
+  // ... and when the map gives it back, this shard reads that state again: no reused s.
+  shard.setMap(MAP, 0);
+  assert.deepEqual(await shard.publish(message(MOVING, "back")), { s: 3, online: 0 });
+});
+
+Deno.test("Shard: a uid a held change gives waits for settle, then reads the store", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  shard.setMap(GAINED_MAP, 0, { hold: true });
+  let answered = false;
+  const published = shard.publish(message(GAINED, "new owner")).then((receipt) => {
+    answered = true;
+    return receipt;
+  });
+  // A uid it owned before is served at once meanwhile.
+  assert.deepEqual(await shard.publish(message(ALICE, "still mine")), { s: 1, online: 0 });
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(answered, false, "held until the former owner let go");
+  // The former owner's last writes land before it lets go.
+  await store.append([{ uid: GAINED, seq: 4, type: 3, from: "op", body: '"old"', expiresAt: 0 }]);
+  shard.settle();
+  assert.deepEqual(await published, { s: 5, online: 0 });
+});
+
+Deno.test("Shard: a reset forgets every uid and holds them all until settle", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  const { conn } = await connect(shard, ALICE);
+  await shard.publish(message(ALICE, "one"));
+  conn.take();
+  shard.setMap(MAP, 0, { hold: true, reset: true });
+  assert.deepEqual(conn.take(), [{ error: "moved" }]);
+  let answered = false;
+  const published = shard.publish(message(ALICE, "two")).then((r) => (answered = true, r));
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(answered, false);
+  await store.append([{ uid: ALICE, seq: 2, type: 3, from: "op", body: '"other"', expiresAt: 0 }]);
+  shard.settle();
+  assert.deepEqual(await published, { s: 3, online: 0 });
+});

@@ -10,7 +10,8 @@
 import { createAuthenticator } from "../auth/registry.ts";
 import type { Log } from "../core/log.ts";
 import type { ChannelRequest } from "../core/requests.ts";
-import { ShardMap } from "../core/shard_map.ts";
+import { Fence } from "../core/fence.ts";
+import { type ShardAddress, ShardMap } from "../core/shard_map.ts";
 import { Session, submit } from "../session/session.ts";
 import { newShardCounters, newShardHistograms } from "../stats/counters.ts";
 import type { ShardReport } from "../stats/report.ts";
@@ -48,8 +49,10 @@ export interface RunningShard {
  * its client port listens (it has then told the main thread `ready`).
  */
 export async function startShard(init: ShardInit, link: Link, log: Log): Promise<RunningShard> {
-  const { index, slot, config, budget } = init;
+  const { slot, config, budget } = init;
   let map = new ShardMap(init.shards);
+  const indexIn = (shards: readonly ShardAddress[]) => shards.findIndex((s) => s.id === init.id);
+  const fence = new Fence(init.fence);
   const counters = newShardCounters();
   const histograms = newShardHistograms();
   const backend = backendOf(config);
@@ -62,10 +65,11 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     store,
     config.storage_queue_limit,
     (error) => log("warn", `ack not stored, kept for retry: ${error.message}`),
+    () => fence.open(),
   );
   const bus = new BroadcastChannel(CHANNEL_BUS);
   const shard = new Shard({
-    index,
+    index: indexIn(init.shards),
     map,
     store,
     journal,
@@ -134,8 +138,9 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
       submit: (sender, lines) => submit(shard, sender, lines),
     },
     config.host,
-    init.shards[index].port,
+    init.port,
   );
+  if (init.hold) shard.setMap(map, indexIn(init.shards), { hold: true, reset: true });
   log("info", `listening on ${config.host}:${server.port} (${config.storage} store)`, {
     port: server.port,
     store: config.storage,
@@ -190,7 +195,11 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
           return Promise.resolve(report());
         case "map":
           map = new ShardMap(op.shards);
-          shard.setMap(map);
+          shard.setMap(map, indexIn(op.shards), { hold: op.hold ?? false, reset: op.reset });
+          // What was numbered under the old map is durable before the caller says it let go.
+          return journal.flush();
+        case "settle":
+          shard.settle();
           return Promise.resolve();
         case "drain":
           return drain();

@@ -267,6 +267,23 @@ export const COUNTERS = {
     "messages received by /send (the upstream of SSE and long-poll)",
     transportReceived({ transport: "send" }),
   ),
+  // Cluster without restarts: membership, map changes, fencing (docs/cluster.md).
+  moved_sessions: counter(
+    'sessions closed with {"error":"moved"}: the map gave their uid to another shard',
+    metric("moved_sessions_total"),
+  ),
+  map_changes: nodeCounter(
+    "cluster map versions this node applied",
+    metric("cluster_map_changes_total"),
+  ),
+  map_version: nodeGauge(
+    "the cluster map version this node serves by (0: a static cluster)",
+    metric("cluster_map_version"),
+  ),
+  fenced: nodeCounter(
+    "times this node found its lease lost and re-joined as a new member",
+    metric("cluster_fenced_total"),
+  ),
 } as const;
 
 /** A counter's name. */

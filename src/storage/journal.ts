@@ -13,6 +13,17 @@ import { setImmediate } from "node:timers";
 import { type DeviceUpdate, StorageUnavailableError, type Store } from "./store.ts";
 import type { StoredMessage } from "../core/messages.ts";
 
+/**
+ * Refused because this node's write fence has passed (its cluster lease may have expired, and
+ * another node may own these uids now): nothing of the commit reached the store.
+ */
+export class FencedError extends StorageUnavailableError {
+  constructor() {
+    super("fenced");
+    this.name = "FencedError";
+  }
+}
+
 /** Refused because too many messages are already waiting for the store. */
 export class StorageBusyError extends StorageUnavailableError {
   constructor() {
@@ -39,12 +50,23 @@ export class Journal {
   #committing: Promise<void> | null = null;
   /** Messages of the batch the store is writing now: they count against the limit too. */
   #inFlight = 0;
+  #mayWrite: () => boolean;
 
-  /** `limit`: the most messages waiting at once; `onAckError` hears of updates not stored. */
-  constructor(store: Store, limit: number, onAckError: (error: Error) => void) {
+  /**
+   * `limit`: the most messages waiting at once; `onAckError` hears of updates not stored;
+   * `mayWrite` is asked before every commit (the node's write fence, `core/fence.ts`): while
+   * it says no, appends fail with {@linkcode FencedError} and device updates wait.
+   */
+  constructor(
+    store: Store,
+    limit: number,
+    onAckError: (error: Error) => void,
+    mayWrite: () => boolean = () => true,
+  ) {
     this.#store = store;
     this.#limit = limit;
     this.#onAckError = onAckError;
+    this.#mayWrite = mayWrite;
   }
 
   /** Messages waiting for the store. */
@@ -109,6 +131,15 @@ export class Journal {
     this.#devices = new Map();
     let ackFailed = false;
     try {
+      if (!this.#mayWrite()) {
+        // Checked here, right before the store is asked, so that no write leaves after the
+        // fence has passed (a paused process wakes up and gets here first).
+        const fenced = new FencedError();
+        for (const waiter of waiters) waiter.reject(fenced);
+        ackFailed = true;
+        for (const update of devices.values()) mergeInto(this.#devices, update);
+        return;
+      }
       if (messages.length > 0) {
         this.#inFlight = messages.length;
         try {

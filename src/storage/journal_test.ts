@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
-import { Journal, StorageBusyError } from "./journal.ts";
+import { FencedError, Journal, StorageBusyError } from "./journal.ts";
 import { MemoryStore } from "./memory.ts";
 import { type DeviceUpdate, StorageUnavailableError } from "./store.ts";
 import type { StoredMessage } from "../core/messages.ts";
@@ -396,4 +396,18 @@ Deno.test("Journal: flush() on an idle journal resolves at once", async () => {
   await j.flush();
   assert.equal(store.appends.length, 0);
   assert.equal(store.acks.length, 0);
+});
+
+Deno.test("Journal: past the fence nothing reaches the store; acks wait for it to reopen", async () => {
+  const store = new FakeStore();
+  let open = false;
+  const j = new Journal(store, 1000, () => {}, () => open);
+  j.ack("a", "", 1);
+  await assert.rejects(j.append([message("a", 1)]), FencedError);
+  assert.equal(store.appends.length, 0, "no message written while fenced");
+  assert.equal(store.ackCalls, 0, "no cursor written while fenced");
+  open = true;
+  await j.append([message("a", 2)]);
+  assert.deepEqual(await store.stored("a"), [2]);
+  assert.equal(await store.lastAck("a"), 1, "the held ack went with the next commit");
 });

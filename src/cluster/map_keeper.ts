@@ -1,0 +1,231 @@
+/**
+ * Keeps this node's shards on the cluster's map as members join, leave and expire
+ * (`--cluster=redis`; docs/cluster.md). It reads the membership on every change notice and on
+ * a timer (when the next lease can expire, at the latest every third of a lease), and for each
+ * new version:
+ *
+ * 1. applies the map to the local shards, holding the uids it gives them: the shards close the
+ *    sessions of uids moved away with `{"error":"moved"}`, forget their state and flush their
+ *    journals; then it says so in Redis (`applied`);
+ * 2. settles the held uids only once every node that could still be writing for them has let
+ *    go: each member of the maps since the last settle has applied this version, or is gone —
+ *    having left (it said so), or having expired at least `graceMs` ago (so that a write it
+ *    sent before its fence closed has landed).
+ *
+ * A node that finds itself out of the list without having left (its lease expired: it was
+ * paused, or cut off from Redis) is fenced already (its journal refuses writes); it forgets
+ * every uid, holds them all, and joins again as a new member.
+ *
+ * @module
+ */
+
+import type { Log } from "../core/log.ts";
+import type { ShardCounters } from "../stats/counters.ts";
+import { LEFT, type Membership, type View } from "./membership.ts";
+import type { NodeInfo } from "./topology.ts";
+
+/** The local shards, as the keeper moves them (the worker pool). */
+export interface MapTarget {
+  /** Applies the map of `members` (in order); `hold`: the uids it gives wait for settle. */
+  setMembers(members: readonly NodeInfo[], hold: boolean): Promise<void>;
+  /** The held uids are served. */
+  settle(): Promise<void>;
+  /** Forgets every uid and holds them all (the node was fenced). */
+  reset(): Promise<void>;
+}
+
+/** What the keeper needs besides the membership and the shards. */
+export interface KeeperOptions {
+  selfId: string;
+  /** How long after a member's expiry its uids may be served elsewhere (the store timeout). */
+  graceMs: number;
+  /** Hears every member list applied (for the peers and the bus). */
+  onMembers(members: readonly NodeInfo[]): void;
+  counters: ShardCounters;
+  log: Log;
+}
+
+/** The shortest pause between two timed reads of the membership. */
+const MIN_READ_MS = 50;
+
+/** Follows the membership; one per node. */
+export class MapKeeper {
+  #membership: Membership;
+  #target: MapTarget;
+  #options: KeeperOptions;
+  #view: View | null = null;
+  /** The version the local shards run by (0: none yet). */
+  #version = 0;
+  /** Nodes that must let go before the held uids are served. */
+  #waitFor = new Set<string>();
+  /** When each gone node of `#waitFor` was first seen gone. */
+  #goneSince = new Map<string, number>();
+  #held = false;
+  #leaving = false;
+  #stopped = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #running: Promise<void> | null = null;
+  #again = false;
+  /** Members of the last map applied. */
+  #members: readonly NodeInfo[] = [];
+
+  constructor(membership: Membership, target: MapTarget, options: KeeperOptions) {
+    this.#membership = membership;
+    this.#target = target;
+    this.#options = options;
+  }
+
+  /** The membership as last read, and the version the shards run by. */
+  get state(): { view: View | null; version: number; held: boolean } {
+    return { view: this.#view, version: this.#version, held: this.#held };
+  }
+
+  /** Joins the cluster; resolves once the join's map is applied (its uids may still be held). */
+  async start(): Promise<void> {
+    this.#held = true;
+    await this.#membership.join(() => this.#lost());
+    await this.refresh();
+  }
+
+  /** Reads the membership now (a change notice, the timer); runs one read at a time. */
+  refresh(): Promise<void> {
+    if (this.#running) {
+      this.#again = true;
+      return this.#running;
+    }
+    this.#running = (async () => {
+      do {
+        this.#again = false;
+        try {
+          await this.#step();
+        } catch (error) {
+          this.#options.log("warn", `cluster membership: ${(error as Error).message}`);
+        }
+      } while (this.#again && !this.#stopped);
+    })().finally(() => {
+      this.#running = null;
+      this.#schedule();
+    });
+    return this.#running;
+  }
+
+  /**
+   * Leaves the cluster (SIGTERM): out of the list first, so the others take this node's uids;
+   * its shards let them go (sessions told `moved`, journals flushed); then the lease goes.
+   */
+  async leave(): Promise<void> {
+    this.#leaving = true;
+    await this.#running;
+    await this.#membership.leave();
+    await this.refresh();
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#membership.left();
+  }
+
+  /** Stops following (the lease then expires on its own). */
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#membership.stop();
+  }
+
+  async #step(): Promise<void> {
+    const view = await this.#membership.read();
+    this.#view = view;
+    if (view.version !== this.#version && !await this.#apply(view)) return;
+    if (this.#held && this.#mayServe(view)) {
+      await this.#target.settle();
+      this.#held = false;
+      this.#waitFor.clear();
+      this.#goneSince.clear();
+      this.#options.log("info", `cluster map ${this.#version} settled`);
+    }
+  }
+
+  /** Applies the view's map; false if this node was not in it and joined again instead. */
+  async #apply(view: View): Promise<boolean> {
+    const self = this.#options.selfId;
+    const members = view.members.filter((member) => member.id !== self || !this.#leaving);
+    if (!this.#leaving && !view.members.some((member) => member.id === self)) {
+      await this.#rejoin();
+      return false;
+    }
+    for (const member of [...this.#members, ...members]) {
+      if (member.id !== self) this.#waitFor.add(member.id);
+    }
+    // The last member leaving has no one to hand to: its drain closes its sessions.
+    if (members.length > 0) {
+      await this.#target.setMembers(members, true);
+      this.#members = members;
+      this.#options.onMembers(members);
+    }
+    this.#version = view.version;
+    this.#held = true;
+    this.#options.counters.map_changes++;
+    this.#options.counters.map_version = view.version;
+    await this.#membership.applied(view.version);
+    this.#options.log(
+      "info",
+      `cluster map ${view.version}: ${members.map((m) => m.id).join(",") || "(none)"}`,
+    );
+    return true;
+  }
+
+  /** True once no node that held the held uids can still write for them. */
+  #mayServe(view: View): boolean {
+    const now = Date.now();
+    for (const id of this.#waitFor) {
+      if ((view.applied.get(id) ?? 0) >= this.#version) continue;
+      if (view.members.some((member) => member.id === id)) return false;
+      if (view.applied.get(id) === LEFT) continue;
+      const since = this.#goneSince.get(id) ?? now;
+      this.#goneSince.set(id, since);
+      if (now - since < this.#options.graceMs) return false;
+    }
+    return true;
+  }
+
+  /** The lease was lost: the fence is already closed; forget everything and join again. */
+  #lost(): void {
+    if (this.#stopped || this.#leaving) return;
+    this.refresh();
+  }
+
+  async #rejoin(): Promise<void> {
+    this.#options.counters.fenced++;
+    this.#options.log(
+      "warn",
+      "this node's lease expired (paused, or cut off from Redis): " +
+        "its uids are forgotten and it joins again as a new member",
+    );
+    this.#membership.stop();
+    await this.#target.reset();
+    this.#held = true;
+    for (const member of this.#members) {
+      if (member.id !== this.#options.selfId) {
+        this.#waitFor.add(member.id);
+      }
+    }
+    await this.#membership.join(() => this.#lost());
+    // The join's version is read (and applied) at once.
+    this.#again = true;
+  }
+
+  #schedule(): void {
+    clearTimeout(this.#timer);
+    if (this.#stopped) return;
+    const leaseMs = this.#membership.leaseMs;
+    let wait = leaseMs / 3;
+    for (const left of this.#view?.leaseLeftMs.values() ?? []) {
+      if (left >= 0) wait = Math.min(wait, left + 20);
+    }
+    if (this.#held && this.#goneSince.size > 0) {
+      const now = Date.now();
+      for (const since of this.#goneSince.values()) {
+        wait = Math.min(wait, since + this.#options.graceMs - now + 10);
+      }
+    }
+    this.#timer = setTimeout(() => this.refresh(), Math.max(MIN_READ_MS, wait));
+  }
+}

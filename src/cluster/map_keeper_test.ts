@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import { newShardCounters } from "../stats/counters.ts";
+import { MapKeeper, type MapTarget } from "./map_keeper.ts";
+import { LEFT, type Membership, type View } from "./membership.ts";
+import type { NodeInfo } from "./topology.ts";
+
+const node = (id: string): NodeInfo => ({
+  id,
+  host: "127.0.0.1",
+  clientPort: 1,
+  adminPort: 2,
+  shardPortBase: 0,
+  workers: 1,
+  shardPorts: [3],
+});
+
+/** A membership whose reads answer `view` as it is then; it counts joins and applies. */
+function fakeMembership(view: View) {
+  const fake = {
+    view,
+    joins: 0,
+    appliedVersions: [] as number[],
+    leaseMs: 3000,
+    read: () => Promise.resolve(structuredClone(fake.view)),
+    join: () => (fake.joins++, Promise.resolve(fake.view.version)),
+    applied: (version: number) => (fake.appliedVersions.push(version), Promise.resolve()),
+    stop: () => {},
+  };
+  return fake;
+}
+
+function keeperWith(view: View, graceMs = 1000) {
+  const membership = fakeMembership(view);
+  const calls: string[] = [];
+  const target: MapTarget = {
+    setMembers: (members, hold) => {
+      calls.push(`map ${members.map((m) => m.id).join(",")}${hold ? " held" : ""}`);
+      return Promise.resolve();
+    },
+    settle: () => (calls.push("settle"), Promise.resolve()),
+    reset: () => (calls.push("reset"), Promise.resolve()),
+  };
+  const keeper = new MapKeeper(membership as unknown as Membership, target, {
+    selfId: "a",
+    graceMs,
+    onMembers: () => {},
+    counters: newShardCounters(),
+    log: () => {},
+  });
+  return { keeper, membership, calls };
+}
+
+const viewOf = (version: number, ids: string[], applied: Record<string, number>): View => ({
+  version,
+  members: ids.map(node),
+  leaseLeftMs: new Map(ids.map((id) => [id, 3000])),
+  applied: new Map(Object.entries(applied)),
+});
+
+Deno.test("MapKeeper: a joining node holds what it gains until every member applied its version", async () => {
+  const { keeper, membership, calls } = keeperWith(viewOf(7, ["a", "b"], { a: 0, b: 6 }));
+  await keeper.start();
+  assert.deepEqual(calls, ["map a,b held"]);
+  assert.deepEqual(membership.appliedVersions, [7]);
+  assert.equal(keeper.state.held, true);
+  membership.view = viewOf(7, ["a", "b"], { a: 7, b: 7 });
+  await keeper.refresh();
+  assert.deepEqual(calls, ["map a,b held", "settle"]);
+  assert.equal(keeper.state.held, false);
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: an expired member's uids are served only a grace after it is seen gone", async () => {
+  const { keeper, membership, calls } = keeperWith(viewOf(3, ["a", "c"], { a: 3, c: 3 }), 150);
+  await keeper.start();
+  assert.deepEqual(calls, ["map a,c held", "settle"]);
+  // c's lease expired: the next read removed it.
+  membership.view = viewOf(4, ["a"], {});
+  await keeper.refresh();
+  assert.deepEqual(calls.slice(2), ["map a held"], "not settled at once");
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await keeper.refresh();
+  assert.deepEqual(calls.slice(2), ["map a held", "settle"]);
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: a member that left is not waited for", async () => {
+  const { keeper, membership, calls } = keeperWith(viewOf(3, ["a", "c"], { a: 3, c: 3 }), 60_000);
+  await keeper.start();
+  membership.view = viewOf(4, ["a"], { c: LEFT });
+  await keeper.refresh();
+  assert.deepEqual(calls.slice(2), ["map a held", "settle"]);
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: a node missing from the list (its lease lapsed) forgets all and joins again", async () => {
+  const { keeper, membership, calls } = keeperWith(viewOf(3, ["a", "b"], { a: 3, b: 3 }));
+  await keeper.start();
+  assert.equal(membership.joins, 1);
+  membership.view = viewOf(4, ["b"], { b: 4 });
+  const rejoined = keeper.refresh();
+  // The join puts it back in the list, which the keeper reads at once.
+  membership.view = viewOf(5, ["a", "b"], { a: 0, b: 4 });
+  await rejoined;
+  assert.equal(membership.joins, 2);
+  assert.deepEqual(calls.slice(2), ["reset", "map a,b held"]);
+  assert.equal(keeper.state.held, true, "held until b applies version 5");
+  keeper.stop();
+});

@@ -1,0 +1,248 @@
+/**
+ * Membership of a Redis-managed cluster (`--cluster=redis`), the Redis half: who is in, under
+ * which lease, at which version, and which version each member has applied. No consensus of our
+ * own: every change is one atomic Redis transaction or script, and every node reads the same
+ * versioned list.
+ *
+ * Keys, under `ipush:cluster:{name}:`:
+ * - `members`: hash id → the member's {@linkcode NodeInfo} as JSON (host, ports, workers);
+ * - `lease:{id}`: a key per member with `PX` = the lease; renewed every third of it;
+ * - `version`: incremented by every join, leave and expiry (the map's version);
+ * - `applied`: hash id → the highest version that member has applied (let go of what that
+ *   version took from it, and flushed), {@linkcode LEFT} once it has left for good;
+ * - `changes`: the pub/sub channel on which every change is announced.
+ *
+ * A member whose lease key is gone is removed (and the version bumped) by whichever node reads
+ * the list next ({@linkcode READ_SCRIPT}): the list a node reads holds only members whose lease
+ * was alive at that instant, and the same version always means the same list.
+ *
+ * The lease also fences this node's writes ({@linkcode Fence}): a renewal that Redis confirmed
+ * moves the fence to the moment it was *sent* plus 90% of the lease, which is always before the
+ * key can expire in Redis. A renewal that finds the key gone means the others may have taken
+ * this node's uids: it is reported as lost, never silently re-created.
+ *
+ * @module
+ */
+
+import type { Fence } from "../core/fence.ts";
+import type { Log } from "../core/log.ts";
+import { isValidName } from "../core/names.ts";
+import type { RedisClient } from "./redis.ts";
+import type { NodeInfo } from "./topology.ts";
+
+/** The `applied` value of a member that has left: it holds nothing of any version. */
+export const LEFT = Number.MAX_SAFE_INTEGER;
+/** The share of the lease the fence may use (the rest covers the renewal's trip and skew). */
+const FENCE_SHARE = 0.9;
+
+/** The membership as one read saw it. */
+export interface View {
+  version: number;
+  /** The live members, sorted by id: the input of the shard map. */
+  members: NodeInfo[];
+  /** Milliseconds left of each member's lease. */
+  leaseLeftMs: Map<string, number>;
+  /** The version each member (and each member that left) has applied. */
+  applied: Map<string, number>;
+}
+
+/**
+ * Reaps members whose lease is gone (one version bump for all of them), then reads the
+ * version, the members, what each applied and each lease's time left, in one atomic step.
+ */
+const READ_SCRIPT = `
+local ids = redis.call('HKEYS', KEYS[1])
+local reaped = 0
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 0 then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[3], id)
+    reaped = reaped + 1
+  end
+end
+if reaped > 0 then
+  redis.call('INCR', KEYS[2])
+  redis.call('PUBLISH', ARGV[2], 'expired')
+end
+local members = redis.call('HGETALL', KEYS[1])
+local leases = {}
+for i = 1, #members, 2 do leases[#leases + 1] = redis.call('PTTL', ARGV[1] .. members[i]) end
+return {redis.call('GET', KEYS[2]) or '0', members, redis.call('HGETALL', KEYS[3]), leases}
+`;
+
+/** One node's part in the membership. */
+export class Membership {
+  #client: RedisClient;
+  #self: NodeInfo;
+  #ttlMs: number;
+  #fence: Fence;
+  #log: Log;
+  #keys: { members: string; version: string; applied: string; changes: string; lease: string };
+  #renewer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(
+    client: RedisClient,
+    options: { cluster: string; self: NodeInfo; ttlMs: number; fence: Fence; log: Log },
+  ) {
+    if (!parseMember(options.self.id, JSON.stringify(options.self))) {
+      throw new Error(`cluster member ${JSON.stringify(options.self)} is incomplete`);
+    }
+    this.#client = client;
+    this.#self = options.self;
+    this.#ttlMs = options.ttlMs;
+    this.#fence = options.fence;
+    this.#log = options.log;
+    const prefix = `ipush:cluster:${options.cluster}:`;
+    this.#keys = {
+      members: `${prefix}members`,
+      version: `${prefix}version`,
+      applied: `${prefix}applied`,
+      changes: `${prefix}changes`,
+      lease: `${prefix}lease:`,
+    };
+  }
+
+  /** The pub/sub channel every change is announced on. */
+  get changes(): string {
+    return this.#keys.changes;
+  }
+
+  /** The lease, in milliseconds. */
+  get leaseMs(): number {
+    return this.#ttlMs;
+  }
+
+  /** Reads the membership (removing the members whose lease expired). */
+  async read(): Promise<View> {
+    const k = this.#keys;
+    const reply = await this.#client.eval(READ_SCRIPT, {
+      keys: [k.members, k.version, k.applied],
+      arguments: [k.lease, k.changes],
+    }) as [string, string[], string[], number[]];
+    const [version, flatMembers, flatApplied, leases] = reply;
+    const members: NodeInfo[] = [];
+    const leaseLeftMs = new Map<string, number>();
+    for (let i = 0; i < flatMembers.length; i += 2) {
+      const info = parseMember(flatMembers[i], flatMembers[i + 1]);
+      if (!info) {
+        this.#log("warn", `cluster member ${flatMembers[i]}: unreadable entry ignored`);
+        continue;
+      }
+      members.push(info);
+      leaseLeftMs.set(info.id, Number(leases[i / 2]));
+    }
+    members.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+    const applied = new Map<string, number>();
+    for (let i = 0; i < flatApplied.length; i += 2) {
+      applied.set(flatApplied[i], Number(flatApplied[i + 1]) || 0);
+    }
+    return { version: Number(version) || 0, members, leaseLeftMs, applied };
+  }
+
+  /**
+   * Registers this node (with its lease, a version bump and a notice) and starts renewing the
+   * lease; `lost` hears when a renewal finds the lease gone. Resolves with the new version.
+   */
+  async join(lost: () => void): Promise<number> {
+    const k = this.#keys;
+    const id = this.#self.id;
+    const sentAt = Date.now();
+    const [, , , version] = await this.#client.multi()
+      .hSet(k.members, id, JSON.stringify(this.#self))
+      .set(k.lease + id, String(sentAt), { expiration: { type: "PX", value: this.#ttlMs } })
+      .hSet(k.applied, id, "0")
+      .incr(k.version)
+      .publish(k.changes, `join ${id}`)
+      .exec() as unknown as [number, string, number, number, number];
+    this.#fence.set(sentAt + this.#ttlMs * FENCE_SHARE);
+    clearInterval(this.#renewer);
+    this.#renewer = setInterval(() => this.#renew(lost), this.#ttlMs / 3);
+    return Number(version);
+  }
+
+  /** Says that this node has applied `version` (let go of what it no longer owns, flushed). */
+  async applied(version: number): Promise<void> {
+    const k = this.#keys;
+    await this.#client.multi()
+      .hSet(k.applied, this.#self.id, String(version))
+      .publish(k.changes, `applied ${this.#self.id} ${version}`)
+      .exec();
+  }
+
+  /**
+   * Takes this node out of the list (a version bump and a notice); its lease stays, and is
+   * renewed, until {@linkcode left}. Resolves with the new version.
+   */
+  async leave(): Promise<number> {
+    const k = this.#keys;
+    const [, version] = await this.#client.multi()
+      .hDel(k.members, this.#self.id)
+      .incr(k.version)
+      .publish(k.changes, `leave ${this.#self.id}`)
+      .exec() as unknown as [number, number, number];
+    return Number(version);
+  }
+
+  /** This node holds nothing any more: its lease goes and the others need not wait for it. */
+  async left(): Promise<void> {
+    clearInterval(this.#renewer);
+    const k = this.#keys;
+    await this.#client.multi()
+      .hSet(k.applied, this.#self.id, String(LEFT))
+      .del(k.lease + this.#self.id)
+      .publish(k.changes, `left ${this.#self.id}`)
+      .exec();
+  }
+
+  /** Stops renewing (the lease then expires on its own). */
+  stop(): void {
+    clearInterval(this.#renewer);
+  }
+
+  async #renew(lost: () => void): Promise<void> {
+    const sentAt = Date.now();
+    let answer: string | null;
+    try {
+      answer = await this.#client.set(this.#keys.lease + this.#self.id, String(sentAt), {
+        expiration: { type: "PX", value: this.#ttlMs },
+        condition: "XX",
+      });
+    } catch {
+      // Redis unreachable: the fence closes on its own when this lease share runs out (the
+      // connection logs the outage).
+      return;
+    }
+    if (answer === null) {
+      clearInterval(this.#renewer);
+      this.#fence.set(0);
+      lost();
+      return;
+    }
+    this.#fence.set(sentAt + this.#ttlMs * FENCE_SHARE);
+  }
+}
+
+/** A member's entry, checked (anything that can write to Redis can write here). */
+function parseMember(id: string, text: string): NodeInfo | null {
+  try {
+    const value = JSON.parse(text);
+    const ports = [value.clientPort, value.adminPort, ...(value.shardPorts ?? [])];
+    if (
+      value.id !== id || !isValidName(id) || typeof value.host !== "string" ||
+      !Number.isInteger(value.workers) || value.workers < 1 ||
+      !Array.isArray(value.shardPorts) || value.shardPorts.length !== value.workers ||
+      ports.some((port) => !Number.isInteger(port) || port < 1 || port > 65535)
+    ) return null;
+    return {
+      id,
+      host: value.host,
+      clientPort: value.clientPort,
+      adminPort: value.adminPort,
+      shardPortBase: 0,
+      workers: value.workers,
+      shardPorts: value.shardPorts,
+    };
+  } catch {
+    return null;
+  }
+}
