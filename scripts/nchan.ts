@@ -27,6 +27,8 @@ export interface NchanHandle {
   url: string;
   /** The nginx master's pid, whose worker is the process to measure (RSS, CPU). */
   pid(): Promise<number>;
+  /** The pid of the nginx worker, which holds the subscribers and does the work. */
+  workerPid(): Promise<number>;
   /** Stops nginx, waits for it and deletes its directory. Idempotent. */
   stop(): Promise<void>;
 }
@@ -61,12 +63,22 @@ export async function startNchan(options: { port?: number } = {}): Promise<Nchan
     await stop();
     throw error;
   }
+  const pid = async () => Number((await Deno.readTextFile(`${dir}/nginx.pid`)).trim());
   return {
     port,
     url: `http://${HOST}:${port}`,
-    pid: async () => Number((await Deno.readTextFile(`${dir}/nginx.pid`)).trim()),
+    pid,
+    workerPid: async () => workerOf(await pid()),
     stop,
   };
+}
+
+/** The one worker of the nginx master `master` (the configuration starts one). */
+async function workerOf(master: number): Promise<number> {
+  const children = await Deno.readTextFile(`/proc/${master}/task/${master}/children`);
+  const [worker] = children.trim().split(/\s+/).map(Number);
+  if (!(worker > 0)) throw new Error(`nginx master ${master} has no worker`);
+  return worker;
 }
 
 async function ensureNchan(): Promise<void> {

@@ -45,6 +45,11 @@ export class AdminClient {
     return this.request("POST", `/pub?channel=${enc(channel)}&from=${enc(from)}`, payload);
   }
 
+  /** True when a publish's answer says the server took the message. */
+  accepted(res: AdminResponse): boolean {
+    return isOk(res);
+  }
+
   /** `GET /sub?uid=uid&cid=cid`. */
   sub(uid: string, channel: string): Promise<AdminResponse> {
     return this.request("GET", `/sub?uid=${enc(uid)}&cid=${enc(channel)}`);

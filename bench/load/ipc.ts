@@ -6,6 +6,7 @@
  */
 
 import type { HistogramData } from "./histogram.ts";
+import type { TargetName } from "./target.ts";
 
 /** How a client acknowledges received messages. */
 export type AckMode = "each" | "read" | "none";
@@ -20,6 +21,10 @@ export type Rate = number | "max";
 export interface WorkerConfig {
   /** This child's number, 0-based. */
   index: number;
+  /** The server measured: its clients' streams and its publish requests. */
+  target: TargetName;
+  /** nchan: the channel id every client subscribes to itself (fanout); null: its own uid's. */
+  subscribeTo: string | null;
   host: string;
   clientPort: number;
   adminHost: string;
@@ -132,7 +137,7 @@ export interface Counters {
   pubFailed: number;
   /** Messages in publish requests refused whole at the HTTP level (503 or 429). */
   pubRefused: number;
-  /** Publish requests answered HTTP 200. */
+  /** Publish requests answered HTTP 200 (nchan: 201 or 202). */
   requestsOk: number;
   /** Publish requests refused with HTTP 503. */
   refused503: number;

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { AdminClient, isOk } from "./admin.ts";
+import type { AdminClient } from "./admin.ts";
 import type { LoadOptions } from "./flags.ts";
 import { Histogram, type HistogramData, type LatencySummary } from "./histogram.ts";
 import {
@@ -23,6 +23,7 @@ import { type Metrics, nonZero, progressLine, round, table, type TimelineEntry }
 import { timeToRecover } from "./recovery.ts";
 import { rssKb, serverPid } from "./server_proc.ts";
 import { type Done, Swarm } from "./swarm.ts";
+import { publisherFor } from "./target.ts";
 
 /** Lead time so that all children start a phase at the same instant. */
 const START_LEAD_MS = 200;
@@ -37,6 +38,9 @@ export function workerConfigs(o: LoadOptions, epochMs: number): WorkerConfig[] {
     const first = Math.min(o.connections, index * per);
     return {
       index,
+      target: o.target,
+      // nchan has no membership: a fanout client subscribes to the channel itself.
+      subscribeTo: o.target === "nchan" && o.scenario === "fanout" ? o.channel : null,
       host: o.host,
       clientPort: o.clientPort,
       adminHost: o.adminHost,
@@ -102,7 +106,7 @@ export class Run {
   #statsBefore: unknown = null;
 
   constructor(readonly o: LoadOptions) {
-    this.admin = new AdminClient(o.adminHost, o.adminPort, 3000);
+    this.admin = publisherFor(o.target, o.adminHost, o.adminPort, 3000);
     this.pid = serverPid(o.serverPid, o.pidFile);
     this.configs = workerConfigs(o, this.epochMs);
   }
@@ -117,7 +121,7 @@ export class Run {
     this.#readRss("before");
     console.error(
       `${o.scenario}: ${o.connections} connections over ${o.processes} process(es), ` +
-        `target ${o.host}:${o.clientPort}, admin ${o.adminHost}:${o.adminPort}`,
+        `${o.target} ${o.host}:${o.clientPort}, publishing to ${o.adminHost}:${o.adminPort}`,
     );
     this.swarm = await Swarm.start(this.configs);
     this.#progress = setInterval(() => this.#tick(), 1000);
@@ -153,7 +157,7 @@ export class Run {
         await this.#load(() => ({ kind: "chat", rate: o.rate, maxInFlight: o.concurrency }));
         break;
       case "fanout":
-        await this.#subscribe();
+        if (o.target === "ipush") await this.#subscribe();
         await this.#connect();
         await this.#probe();
         await this.#load((first) =>
@@ -373,7 +377,7 @@ export class Run {
   async #recoveryProbe(): Promise<string> {
     const uid = this.o.uidPrefix + this.configs[0].first;
     const res = await this.admin.pubTo(uid, "load", "recovery probe");
-    return isOk(res) ? "ok" : `HTTP ${res.status}`;
+    return this.admin.accepted(res) ? "ok" : `HTTP ${res.status}`;
   }
 
   #readRss(label: string): void {
