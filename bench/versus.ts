@@ -173,6 +173,8 @@ export interface RunRecord {
   side: Side;
   status: string;
   figure: number | null;
+  /** The server's CPU time over the load, per message delivered. */
+  cpu_us: number | null;
   missing_after_drain: number | null;
   result: string;
 }
@@ -186,6 +188,9 @@ export interface Summary {
   medians: Record<Side, number | null>;
   /** A side's median over nchan's (for "ms" and "KB", less is better). */
   ratios: Record<Side, number | null>;
+  /** Medians of the server's CPU µs a delivery, and their ratios to nchan's. */
+  cpu_medians: Record<Side, number | null>;
+  cpu_ratios: Record<Side, number | null>;
 }
 
 /** Runs the comparison; returns the runs and the summary (also written to `o.out`). */
@@ -210,6 +215,7 @@ export async function versus(
           side,
           status: r.status,
           figure: r.status === "ok" ? spec.figure(r) : null,
+          cpu_us: r.status === "ok" ? numeric(r.metrics.server_cpu_us_per_delivered) : null,
           missing_after_drain: numeric(r.metrics.missing_after_drain),
           result,
         };
@@ -219,25 +225,46 @@ export async function versus(
             record.status === "ok" ? "" : `${r.status} `
           }` +
             `${format(record.figure)} ${spec.unit}` +
+            (record.cpu_us === null ? "" : `, ${format(record.cpu_us)} µs server CPU a delivery`) +
             (record.missing_after_drain ? `, ${record.missing_after_drain} missing` : ""),
         );
       }
     }
-    const medians = {} as Record<Side, number | null>;
-    for (const side of Object.keys(SIDES) as Side[]) {
-      const figures = runs.filter((r) => r.row === row && r.side === side && r.figure !== null);
-      medians[side] = median(figures.map((r) => r.figure!));
-    }
-    const ratios = {} as Record<Side, number | null>;
-    for (const side of Object.keys(SIDES) as Side[]) {
-      const peer = medians.nchan;
-      const own = medians[side];
-      ratios[side] = own === null || !peer ? null : Math.round((own / peer) * 100) / 100;
-    }
-    summary.push({ row, title: spec.title(o, rate), unit: spec.unit, rate, medians, ratios });
+    const [medians, ratios] = compare(runs.filter((r) => r.row === row), (r) => r.figure);
+    const [cpuMedians, cpuRatios] = compare(runs.filter((r) => r.row === row), (r) => r.cpu_us);
+    summary.push({
+      row,
+      title: spec.title(o, rate),
+      unit: spec.unit,
+      rate,
+      medians,
+      ratios,
+      cpu_medians: cpuMedians,
+      cpu_ratios: cpuRatios,
+    });
   }
   writeResult(o.out, { started_at: new Date().toISOString(), options: o, summary, runs });
   return { runs, summary };
+}
+
+/** Each side's median of `value` over `runs`, and its ratio to nchan's median. */
+function compare(
+  runs: RunRecord[],
+  value: (r: RunRecord) => number | null,
+): [Record<Side, number | null>, Record<Side, number | null>] {
+  const medians = {} as Record<Side, number | null>;
+  const ratios = {} as Record<Side, number | null>;
+  for (const side of Object.keys(SIDES) as Side[]) {
+    const values = runs.filter((r) => r.side === side).map(value);
+    medians[side] = median(values.filter((v): v is number => v !== null));
+  }
+  for (const side of Object.keys(SIDES) as Side[]) {
+    const own = medians[side];
+    ratios[side] = own === null || !medians.nchan
+      ? null
+      : Math.round((own / medians.nchan) * 100) / 100;
+  }
+  return [medians, ratios];
 }
 
 /** Half of ipush-sqlite's median maximum measured in this run, else `--rate`. */
@@ -256,12 +283,18 @@ export function summaryTable(summary: Summary[], rounds: number): string {
     ...sides.map((s) => `${s} (median of ${rounds})`),
     ...sides.filter((s) => s !== "nchan").map((s) => `${s} / nchan`),
   ];
-  const lines = summary.map((s) => [
-    `${s.title}, ${s.unit}`,
-    ...sides.map((side) => format(s.medians[side])),
+  const cells = (title: string, medians: Summary["medians"], ratios: Summary["ratios"]) => [
+    title,
+    ...sides.map((side) => format(medians[side])),
     ...sides.filter((side) => side !== "nchan").map((side) =>
-      s.ratios[side] === null ? "-" : `${s.ratios[side]!.toFixed(2)}×`
+      ratios[side] === null ? "-" : `${ratios[side]!.toFixed(2)}×`
     ),
+  ];
+  const lines = summary.flatMap((s) => [
+    cells(`${s.title}, ${s.unit}`, s.medians, s.ratios),
+    ...(s.cpu_medians.nchan === null
+      ? []
+      : [cells(`  server CPU µs a delivery`, s.cpu_medians, s.cpu_ratios)]),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
   const line = (cells: string[]) =>

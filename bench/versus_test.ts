@@ -38,10 +38,16 @@ Deno.test("versus: medians, and ratios to nchan in the table", () => {
     rate: null,
     medians: { "ipush-sqlite": 7000, "ipush-memory": 14800, nchan: 28200 },
     ratios: { "ipush-sqlite": 0.25, "ipush-memory": 0.52, nchan: 1 },
+    cpu_medians: { "ipush-sqlite": 90, "ipush-memory": 60, nchan: 30 },
+    cpu_ratios: { "ipush-sqlite": 3, "ipush-memory": 2, nchan: 1 },
   }];
   const table = summaryTable(summary, 3);
   assert.match(table, /ipush-sqlite \(median of 3\)/);
   assert.match(table, /\|\s+7,000 \|\s+14,800 \|\s+28,200 \|\s+0\.25× \|\s+0\.52× \|/);
+  assert.match(
+    table,
+    /server CPU µs a delivery\s+\|\s+90 \|\s+60 \|\s+30 \|\s+3\.00× \|\s+2\.00× \|/,
+  );
 });
 
 Deno.test("versus: a tiny run, three sides interleaved, each measured and compared", async () => {
@@ -66,6 +72,7 @@ Deno.test("versus: a tiny run, three sides interleaved, each measured and compar
       assert.equal(run.status, "ok", JSON.stringify(run));
       assert.ok(run.figure! > 0, `${run.side} delivered ${run.figure}/s`);
       assert.equal(run.missing_after_drain, 0, `${run.side} lost nothing`);
+      assert.ok(run.cpu_us! > 0, `${run.side}: the server's CPU a delivery, ${run.cpu_us} µs`);
       const result = JSON.parse(await Deno.readTextFile(run.result));
       assert.equal(result.options.target, run.side === "nchan" ? "nchan" : "ipush");
     }

@@ -21,7 +21,7 @@ import {
 import { sourceAddresses } from "./loopback.ts";
 import { type Metrics, nonZero, progressLine, round, table, type TimelineEntry } from "./report.ts";
 import { timeToRecover } from "./recovery.ts";
-import { rssKb, serverPid } from "./server_proc.ts";
+import { cpuSeconds, rssKb, serverPid } from "./server_proc.ts";
 import { type Done, Swarm } from "./swarm.ts";
 import { publisherFor } from "./target.ts";
 
@@ -301,6 +301,7 @@ export class Run {
     const swarm = this.#swarm();
     const online = swarm.totals().open;
     this.#phase = "load";
+    const cpuBefore = this.pid === null ? null : cpuSeconds(this.pid);
     const startAt = nowMs() + START_LEAD_MS;
     const dones = await swarm.phase("run", (i): Command => {
       // Each child gets the share of the rate and in-flight limit that its users are of all.
@@ -334,6 +335,7 @@ export class Run {
       timeToRecover(() => this.#recoveryProbe(), loadEnd, o.recoverSec * 1000),
       swarm.waitFor(() => delivered() >= expected(), o.drainSec * 1000),
     ]);
+    const cpuAfter = this.pid === null ? null : cpuSeconds(this.pid);
     const t = swarm.totals();
     const sentInWindow = sentOf(atEnd) - sentOf(before);
     const d = (key: keyof Counters) => t[key] - before[key];
@@ -362,6 +364,11 @@ export class Run {
       unmatched: t.unmatched - before.unmatched,
       backlog_from_older_runs: t.backlog,
       dropped_connections: t.dropped,
+      // Less moved by other work on a shared machine than msgs/s are, and comparable between
+      // targets: the server's CPU time over the load and drain, per message delivered.
+      server_cpu_us_per_delivered: cpuBefore === null || cpuAfter === null || delivered() === 0
+        ? null
+        : round((cpuAfter - cpuBefore) * 1e6 / delivered()),
       server_rss_kb_max_load: rssLoad.length === 0
         ? null
         : Math.max(...rssLoad.map((e) => e.rss_kb!)),
