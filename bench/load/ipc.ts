@@ -126,6 +126,8 @@ export interface Counters {
   dropped: number;
   /** Open right now (a gauge, summed across children). */
   open: number;
+  /** Publish requests sent and not answered yet (a gauge, summed across children). */
+  pubInFlight: number;
   subOk: number;
   subFailed: number;
   /** Messages published: `/pub` answered ok, or their `/pub/batch` line did. */
@@ -181,6 +183,7 @@ export function newCounters(): Counters {
     redirects: 0,
     dropped: 0,
     open: 0,
+    pubInFlight: 0,
     subOk: 0,
     subFailed: 0,
     pubOk: 0,

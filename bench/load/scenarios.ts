@@ -327,13 +327,15 @@ export class Run {
     const fanout = o.scenario === "fanout" ? online : 1;
     const expected = () => (sentOf(swarm.totals()) - sentOf(before)) * fanout;
     const delivered = () => swarm.totals().received - before.received;
+    // Only once every publish is answered is the count of what should arrive final.
+    const drained = () => swarm.totals().pubInFlight === 0 && delivered() >= expected();
     this.#phase = "drain";
     // Probed from the parent for every scenario with load: whatever the load was, the question
     // is the same (how soon a new request is served normally again), and the drain, which
     // waits for what was sent, does not answer it.
     const [recovered] = await Promise.all([
       timeToRecover(() => this.#recoveryProbe(), loadEnd, o.recoverSec * 1000),
-      swarm.waitFor(() => delivered() >= expected(), o.drainSec * 1000),
+      swarm.waitFor(drained, o.drainSec * 1000),
     ]);
     const cpuAfter = this.pid === null ? null : cpuSeconds(this.pid);
     const t = swarm.totals();
@@ -360,6 +362,9 @@ export class Run {
       delivered_total: delivered(),
       expected_total: expected(),
       missing_after_drain: Math.max(0, expected() - delivered()),
+      unanswered_after_drain: t.pubInFlight,
+      // Deliveries of messages whose publish was not accepted (refused, failed or timed out).
+      beyond_expected: Math.max(0, delivered() - expected()),
       timed_out: t.timedOut - before.timedOut,
       unmatched: t.unmatched - before.unmatched,
       backlog_from_older_runs: t.backlog,

@@ -207,17 +207,16 @@ class Worker {
       await sleep(durationMs);
       return;
     }
-    let inFlight = 0;
     const track = (request: Promise<void>) => {
-      inFlight++;
+      this.counters.pubInFlight++;
       request.finally(() => {
-        inFlight--;
+        this.counters.pubInFlight--;
         this.#pacer?.wake();
       });
     };
     // Every message is stamped with the time it was due, which latency is measured from.
     let issue: (dueMs: number) => number;
-    let outstanding = () => inFlight;
+    let outstanding = () => this.counters.pubInFlight;
     if (load.kind === "unicast" && load.batch > 1) {
       issue = (dueMs) => this.#pubBatch(load.batch, dueMs, track);
     } else if (load.kind === "unicast") {
