@@ -13,7 +13,7 @@
  * Each point is one load run (`bench/versus.ts` `measure`: a fresh server a run), the sides
  * interleaved point by point. `latency` first finds each side's maximum (`--rate=max`), then
  * offers fractions of it, open-loop, latency counted from the scheduled send time. Flags:
- * `--sides=ipush-sqlite,nchan`, `--duration_sec`, `--rounds` (fanout: the median of that many
+ * `--sides=ipush-sqlite,nchan`, `--duration_sec`, `--warmup_sec` (as in `versus.ts`), `--rounds` (fanout: the median of that many
  * runs a point), `--out_dir` (default `docs/plots`); load flags after `--` go to every run.
  *
  * @module
@@ -29,6 +29,7 @@ interface CurveOptions {
   sides: Side[];
   durationSec: number;
   rounds: number;
+  warmupSec: number;
   outDir: string;
   load: string[];
 }
@@ -164,7 +165,7 @@ async function curve(name: string, o: CurveOptions): Promise<void> {
   let n = 0;
   const chart = await sweep(o, async (side, args) => {
     const out = `${results}/${String(++n).padStart(2, "0")}-${side}.json`;
-    const r = await measure(side, [...args, ...o.load], out);
+    const r = await measure(side, [...args, ...o.load], out, o.warmupSec);
     console.log(
       `${name} ${side} ${args.join(" ")}: ${r.status}, ` +
         `${r.metrics.delivered_per_s} delivered/s, p50/p99 ${r.latency.p50_ms}/` +
@@ -190,6 +191,7 @@ if (import.meta.main) {
       sides: { type: "string", default: "ipush-sqlite,nchan" },
       duration_sec: { type: "string", default: "5" },
       rounds: { type: "string", default: "3" },
+      warmup_sec: { type: "string", default: "5" },
       out_dir: { type: "string", default: new URL("../docs/plots", import.meta.url).pathname },
       draw: { type: "boolean", default: false },
     },
@@ -210,6 +212,7 @@ if (import.meta.main) {
     sides: sides as Side[],
     durationSec: Number(values.duration_sec),
     rounds: Number(values.rounds),
+    warmupSec: Number(values.warmup_sec),
     outDir: values.out_dir,
     load: dash < 0 ? [] : Deno.args.slice(dash + 1),
   };

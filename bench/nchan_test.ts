@@ -87,7 +87,7 @@ Deno.test("nchan publisher: a publish to no subscriber is a 202, accepted; an ip
 });
 
 Deno.test("load --target=nchan: a short unicast run, every publish delivered once", async () => {
-  const nchan = await startNchan();
+  // No --url: the run starts its nchan (scripts/nchan.ts) and stops it after.
   const dir = await Deno.makeTempDir({ prefix: "ipush-load-nchan-" });
   try {
     const { code, stderr } = await new Deno.Command(Deno.execPath(), {
@@ -97,8 +97,6 @@ Deno.test("load --target=nchan: a short unicast run, every publish delivered onc
         LOAD,
         "unicast",
         "--target=nchan",
-        `--url=${nchan.url}`,
-        `--server_pid=${await nchan.workerPid()}`,
         "--connections=20",
         "--source_addrs=0",
         "--rate=300",
@@ -109,7 +107,10 @@ Deno.test("load --target=nchan: a short unicast run, every publish delivered onc
       stdout: "null",
     }).output();
     assert.equal(code, 0, new TextDecoder().decode(stderr));
-    const { metrics, latency } = JSON.parse(await Deno.readTextFile(`${dir}/result.json`));
+    const { metrics, latency, options, server } = JSON.parse(
+      await Deno.readTextFile(`${dir}/result.json`),
+    );
+    assert.match(options.url, /^http:\/\/127\.0\.0\.1:\d+$/);
     assert.equal(metrics.connections_ok, 20);
     const published = metrics.published_ok as number;
     assert.ok(published >= 200, `published ${published}`);
@@ -119,8 +120,10 @@ Deno.test("load --target=nchan: a short unicast run, every publish delivered onc
     assert.equal(metrics.unmatched, 0, "none twice, none unasked for");
     assert.equal(latency.count, published, "a latency sample a delivery");
     assert.ok((metrics.server_rss_kb_max_load as number) > 1000, "the worker's RSS is read");
+    assert.ok((metrics.server_cpu_us_per_delivered as number) > 0, "and its CPU time");
+    // The nchan it started is gone with it.
+    assert.throws(() => Deno.statSync(`/proc/${server.pid}`));
   } finally {
     await Deno.remove(dir, { recursive: true });
-    await nchan.stop();
   }
 });

@@ -8,12 +8,15 @@
  *
  * ```sh
  * flock /tmp/ipush-bench.lock deno run -A bench/versus.ts [unicast,fanout,latency|idle] \
- *   [--rounds=3] [--duration_sec=10] [--connections=1000] [--rate=N] [-- load flags ...]
+ *   [--rounds=3] [--duration_sec=10] [--warmup_sec=5] [--connections=1000] [--rate=N] \
+ *   [-- load flags ...]
  * ```
  *
  * Every run gets a fresh server: the daemon as `tests/harness.ts` starts it (the README's
  * flags: `conf/default.conf`, 2 workers, the start task's V8 flags and `MALLOC_ARENA_MAX=2`),
- * or an nchan started by the load generator (`scripts/nchan.ts`). `latency` offers half of
+ * or an nchan (`scripts/nchan.ts`), warmed up by `--warmup_sec` (default 5) of the same load
+ * before the measured run: a fresh daemon's first ~30,000 `/pub`s cost it up to twice what
+ * later ones do (V8 is still compiling). `latency` offers half of
  * ipush-sqlite's median maximum from this run's `unicast` row (or `--rate` when that row is
  * not run) to every side. Load flags after `--` go to every run. The summary goes to
  * `bench/results/versus-<time>.json` (or `--out`), each run's full result beside it in
@@ -24,6 +27,7 @@
 
 import { parseArgs } from "node:util";
 import { startDaemon } from "../tests/harness.ts";
+import { startNchan } from "../scripts/nchan.ts";
 import { defaultOutPath, writeResult } from "./load/report.ts";
 
 /** The servers compared, in the order each round runs them. */
@@ -45,31 +49,67 @@ export interface LoadResult {
 
 const LOAD = new URL("./load.ts", import.meta.url).pathname;
 
-/**
- * One run of the load generator (`args`: the scenario and its flags) against a fresh server
- * of `side`; resolves with its result, whatever its status, and rejects only when it left none.
- */
-export async function measure(side: Side, args: string[], out: string): Promise<LoadResult> {
+/** A server of one side, started for a run. */
+interface Server {
+  /** Load generator flags that point it at the server. */
+  flags: string[];
+  stop(): Promise<unknown>;
+}
+
+async function startSide(side: Side): Promise<Server> {
   const flags = SIDES[side];
-  const daemon = flags === null ? null : await startDaemon([...flags]);
-  try {
-    const at = daemon === null ? ["--target=nchan"] : [
+  if (flags === null) {
+    const nchan = await startNchan();
+    return {
+      flags: ["--target=nchan", `--url=${nchan.url}`, `--server_pid=${await nchan.workerPid()}`],
+      stop: nchan.stop,
+    };
+  }
+  const daemon = await startDaemon([...flags]);
+  return {
+    flags: [
       `--client_port=${daemon.clientPort}`,
       `--admin_port=${daemon.adminPort}`,
       `--pid_file=${daemon.pidFile}`,
-    ];
+    ],
+    stop: () => daemon.stop(),
+  };
+}
+
+/**
+ * One run of the load generator (`args`: the scenario and its flags) against a fresh server
+ * of `side`, after a warm-up of `warmupSec` with the same load (unmeasured: a fresh daemon's
+ * code is not compiled yet, and a server users run has long been running); resolves with the
+ * measured run's result, whatever its status, and rejects only when it left none.
+ */
+export async function measure(
+  side: Side,
+  args: string[],
+  out: string,
+  warmupSec = 0,
+): Promise<LoadResult> {
+  const server = await startSide(side);
+  const load = async (extra: string[], path: string): Promise<LoadResult> => {
     const { stderr } = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", LOAD, ...args, ...at, `--out=${out}`],
+      args: ["run", "--allow-all", LOAD, ...args, ...server.flags, ...extra, `--out=${path}`],
       stdout: "null",
       stderr: "piped",
     }).output();
     try {
-      return JSON.parse(await Deno.readTextFile(out));
+      return JSON.parse(await Deno.readTextFile(path));
     } catch {
       throw new Error(`${side}: no result from the load generator:\n${decode(stderr)}`);
     }
+  };
+  try {
+    if (warmupSec > 0) {
+      const warmup = `${out}.warmup`;
+      await load([`--duration_sec=${warmupSec}`], warmup);
+      await Deno.remove(warmup);
+    }
+    return await load([], out);
   } finally {
-    await daemon?.stop();
+    await server.stop();
   }
 }
 
@@ -88,6 +128,8 @@ export interface VersusOptions {
   rows: RowName[];
   rounds: number;
   durationSec: number;
+  /** Unmeasured load before each measured run, same server (0: none). */
+  warmupSec: number;
   connections: number;
   /** Offered msgs/s of the latency row when the unicast row is not run. */
   rate: number | null;
@@ -208,7 +250,7 @@ export async function versus(
     for (let round = 1; round <= o.rounds; round++) {
       for (const side of Object.keys(SIDES) as Side[]) {
         const result = `${dir}/${row}-${side}-${round}.json`;
-        const r = await measure(side, [...spec.args(o, rate), ...o.load], result);
+        const r = await measure(side, [...spec.args(o, rate), ...o.load], result, o.warmupSec);
         const record: RunRecord = {
           row,
           round,
@@ -327,6 +369,7 @@ export function parseVersus(args: string[]): VersusOptions {
     options: {
       rounds: { type: "string", default: "3" },
       duration_sec: { type: "string", default: "10" },
+      warmup_sec: { type: "string", default: "5" },
       connections: { type: "string", default: "1000" },
       rate: { type: "string" },
       out: { type: "string" },
@@ -351,6 +394,7 @@ export function parseVersus(args: string[]): VersusOptions {
     rows: rows as RowName[],
     rounds: positive("rounds", values.rounds, true),
     durationSec: positive("duration_sec", values.duration_sec, false),
+    warmupSec: values.warmup_sec === "0" ? 0 : positive("warmup_sec", values.warmup_sec, false),
     connections: positive("connections", values.connections, true),
     rate: values.rate === undefined ? null : positive("rate", values.rate, false),
     load: dash < 0 ? [] : args.slice(dash + 1),

@@ -58,6 +58,7 @@ Deno.test("versus: a tiny run, three sides interleaved, each measured and compar
       "unicast",
       "--rounds=1",
       "--duration_sec=1",
+      "--warmup_sec=0.5",
       "--connections=20",
       `--out=${dir}/versus.json`,
       "--",
