@@ -153,7 +153,7 @@ const perS = (r: LoadResult) => numeric(r.metrics.delivered_per_s);
 /** The rows, the issue's "What must be shown" (and the idle figure of its table). */
 export const ROWS = {
   unicast: {
-    title: (o) => `unicast, one /pub a message, ${o.connections} subscribers`,
+    title: (o) => `unicast, one /pub a message, ${format(o.connections)} subscribers`,
     unit: "delivered/s",
     higher: true,
     args: (o) => [
@@ -182,8 +182,9 @@ export const ROWS = {
   },
   latency: {
     title: (o, rate) =>
-      `unicast p99 publish→deliver at ${rate} msgs/s (half ipush-sqlite's max), ` +
-      `${o.connections} subscribers`,
+      `unicast p99 publish→deliver at ${format(rate)} msgs/s (` +
+      (o.rows.includes("unicast") ? "half ipush-sqlite's max in this run" : "--rate") +
+      `), ${format(o.connections)} subscribers`,
     unit: "ms",
     higher: false,
     args: (o, rate) => [
@@ -197,7 +198,7 @@ export const ROWS = {
     figure: (r) => r.latency.p99_ms,
   },
   idle: {
-    title: (o) => `idle RSS a connection, ${o.connections} connections, after a 10 s hold`,
+    title: (o) => `idle RSS a connection, ${format(o.connections)} connections, after a 10 s hold`,
     unit: "KB",
     higher: false,
     args: (o) => ["idle", `--connections=${o.connections}`],
