@@ -150,6 +150,9 @@ interface Row {
 
 const perS = (r: LoadResult) => numeric(r.metrics.delivered_per_s);
 
+/** A row's name. */
+export type RowName = "unicast" | "fanout" | "latency" | "idle";
+
 /** The rows, the issue's "What must be shown" (and the idle figure of its table). */
 export const ROWS = {
   unicast: {
@@ -204,10 +207,7 @@ export const ROWS = {
     args: (o) => ["idle", `--connections=${o.connections}`],
     figure: (r) => numeric(r.metrics.server_rss_per_conn_kb_after_hold),
   },
-} satisfies Record<string, Row>;
-
-/** A row's name. */
-export type RowName = keyof typeof ROWS;
+} satisfies Record<RowName, Row>;
 
 /** One measured run. */
 export interface RunRecord {
