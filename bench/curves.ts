@@ -40,6 +40,8 @@ type Sweep = (
   run: (side: Side, args: string[]) => Promise<LoadResult>,
 ) => Promise<Chart>;
 
+/** A colour a side, in the order of `--sides` (the start of `bench/plot.ts`'s palette). */
+const SIDE_COLOURS = ["#2563eb", "#dc2626", "#059669"];
 const SUBSCRIBERS = [1000, 3000, 10000];
 const CHANNEL_SIZES = [100, 1000, 10000];
 /** Fractions of a side's own maximum offered in the latency sweep. */
@@ -148,9 +150,10 @@ const SWEEPS: Record<string, { file: string; sweep: Sweep }> = {
           "subscribers",
         x: { label: "offered messages/s (10 % … 100 % of each side's own maximum)" },
         y: { label: "ms (log)", log: true },
-        series: o.sides.flatMap((s) => [
-          { label: `${s} p50`, points: points(p50.get(s)!) },
-          { label: `${s} p99`, points: points(p99.get(s)!) },
+        // A side one colour: its p99 solid, its p50 dashed.
+        series: o.sides.flatMap((s, i) => [
+          { label: `${s} p99`, points: points(p99.get(s)!), colour: SIDE_COLOURS[i] },
+          { label: `${s} p50`, points: points(p50.get(s)!), colour: SIDE_COLOURS[i], dash: [6, 4] },
         ]),
       };
     },
