@@ -23,20 +23,11 @@ import {
   ChunkReader,
   encodeFrame,
   encodeWsFrame,
+  type Frame,
   parseHead,
   pollRequest,
   WsReader,
 } from "./wire.ts";
-
-/** A server → client frame, as far as the load generator looks into it. */
-export interface Frame {
-  y?: number;
-  f?: string;
-  t?: string;
-  c?: string;
-  b?: unknown;
-  s?: number;
-}
 
 /** What all clients of a process share. */
 export interface ClientContext {

@@ -7,9 +7,9 @@
  */
 
 import { parseArgs } from "node:util";
-import type { AckMode, ClientTransport, Rate } from "./ipc.ts";
+import { type AckMode, type ClientTransport, type Rate, type TargetName, TARGETS } from "./ipc.ts";
 import { isLoopback } from "./loopback.ts";
-import { NCHAN_ID, type TargetName, TARGETS } from "./target.ts";
+import { NCHAN_ID } from "./target.ts";
 
 /** The scenarios, with what each measures (for `--help`). */
 export const SCENARIOS = {

@@ -6,13 +6,18 @@
  */
 
 import type { HistogramData } from "./histogram.ts";
-import type { TargetName } from "./target.ts";
 
 /** How a client acknowledges received messages. */
 export type AckMode = "each" | "read" | "none";
 
 /** How a client connects: the raw chunk stream, a WebSocket, or long-poll. */
 export type ClientTransport = "tcp" | "ws" | "poll";
+
+/** The servers the generator can measure (`target.ts`). */
+export const TARGETS = ["ipush", "nchan"] as const;
+
+/** A target's name. */
+export type TargetName = typeof TARGETS[number];
 
 /** A target rate in operations per second, or as fast as the in-flight limit allows. */
 export type Rate = number | "max";

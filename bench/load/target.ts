@@ -14,15 +14,8 @@
  */
 
 import { AdminClient, type AdminResponse } from "./admin.ts";
-import type { Frame } from "./client.ts";
-import type { ClientTransport } from "./ipc.ts";
-import { connectPath, connectRequest, pollRequest, upgradeRequest } from "./wire.ts";
-
-/** The servers the generator can measure. */
-export const TARGETS = ["ipush", "nchan"] as const;
-
-/** A target's name. */
-export type TargetName = typeof TARGETS[number];
+import type { ClientTransport, TargetName } from "./ipc.ts";
+import { connectPath, connectRequest, type Frame, pollRequest, upgradeRequest } from "./wire.ts";
 
 /** nchan's channel ids, as `bench/peers/nchan-nginx.conf` matches them (`\w+`). */
 export const NCHAN_ID = /^\w+$/;

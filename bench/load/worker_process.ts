@@ -8,7 +8,7 @@
  */
 
 import { type AdminClient, type AdminResponse, isOk } from "./admin.ts";
-import { Client, type ClientContext, type Frame } from "./client.ts";
+import { Client, type ClientContext } from "./client.ts";
 import { Histogram } from "./histogram.ts";
 import {
   type Command,
@@ -23,6 +23,7 @@ import {
   stamp,
   type WorkerConfig,
 } from "./ipc.ts";
+import type { Frame } from "./wire.ts";
 import { Pacer } from "./pacer.ts";
 import { publisherFor, streamFor } from "./target.ts";
 
