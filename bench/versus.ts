@@ -170,7 +170,7 @@ export const ROWS = {
     figure: perS,
   },
   fanout: {
-    title: (o) => `channel of ${o.connections} subscribers, one /pub a message`,
+    title: (o) => `channel of ${format(o.connections)} subscribers, one /pub a message`,
     unit: "deliveries/s",
     higher: true,
     args: (o) => [
