@@ -14,7 +14,7 @@
  * nginx does not outlive the process that started it (`spawnWatched`, ending it with SIGTERM
  * so that the master stops its worker). CLI, in the foreground until Ctrl-C:
  * `deno run -A scripts/nchan.ts [--port=N] [--workers=N]` (more than 19,000 subscribers need
- * more workers).
+ * more workers), until SIGINT or SIGTERM.
  *
  * @module
  */
@@ -138,5 +138,8 @@ if (import.meta.main) {
     workers: values.workers === undefined ? undefined : Number(values.workers),
   });
   console.log(`nchan on ${nchan.url} (GET /sub/<id> with TE: chunked, POST /pub/<id>)`);
-  Deno.addSignalListener("SIGINT", () => nchan.stop().then(() => Deno.exit(0)));
+  // SIGTERM too: a background job of a non-interactive shell ignores SIGINT.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => nchan.stop().then(() => Deno.exit(0)));
+  }
 }
