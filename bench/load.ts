@@ -5,6 +5,10 @@
  *     deno task load -- <idle|unicast|chat|fanout|storm> [--name=value ...]
  *     deno task load -- --help
  *
+ * `--target=nchan` measures the peer instead, the same way (idle, storm, unicast, fanout): with
+ * `--url` a running nchan, else one started with `scripts/nchan.ts` for the run and stopped
+ * after it.
+ *
  * Only loopback targets are accepted. Each run ends by itself (phase bounds plus a hard
  * `--timeout_sec`), prints a progress line per second and a final table, and writes its
  * result JSON under `bench/results/` (or `--out`).
@@ -15,6 +19,18 @@
 import { helpText, type LoadOptions, parseOptions } from "./load/flags.ts";
 import { defaultOutPath, writeResult } from "./load/report.ts";
 import { Run } from "./load/scenarios.ts";
+import { type NchanHandle, startNchan } from "../scripts/nchan.ts";
+
+/** Starts the nchan a run without `--url` measures, and points the options at it. */
+async function startPeer(o: LoadOptions): Promise<NchanHandle> {
+  const nchan = await startNchan();
+  o.url = nchan.url;
+  o.host = o.adminHost = "127.0.0.1";
+  o.clientPort = o.adminPort = nchan.port;
+  // The worker serves the subscribers and holds their memory; the master only watches it.
+  o.serverPid ??= await nchan.workerPid();
+  return nchan;
+}
 
 /** Writes the result and the table; returns the exit code. */
 async function conclude(run: Run, status: string, out: string): Promise<number> {
@@ -42,8 +58,18 @@ async function main(args: string[]): Promise<number> {
     console.log(helpText());
     return 0;
   }
+  let peer: NchanHandle | null = null;
+  if (o.target === "nchan" && o.url === null) {
+    try {
+      peer = await startPeer(o);
+    } catch (e) {
+      console.error(`load: nchan did not start: ${(e as Error).message}`);
+      return 1;
+    }
+  }
   const run = new Run(o);
-  const out = o.out ?? defaultOutPath(o.scenario, run.startedAt);
+  const out = o.out ??
+    defaultOutPath(`${o.target === "ipush" ? "" : `${o.target}-`}${o.scenario}`, run.startedAt);
   let stopping = false;
   // The hard limit and Ctrl-C both end the run where it stands, keeping what was measured.
   const stop = async (status: string, code: number) => {
@@ -52,6 +78,7 @@ async function main(args: string[]): Promise<number> {
     console.error(`load: ${status}`);
     run.swarm?.kill();
     await conclude(run, status, out).catch(() => {});
+    await peer?.stop();
     Deno.exit(code);
   };
   const hardLimit = setTimeout(() => stop("timeout", 2), o.timeoutSec * 1000);
@@ -67,7 +94,11 @@ async function main(args: string[]): Promise<number> {
   stopping = true;
   clearTimeout(hardLimit);
   if (status !== "ok") console.error(`load: ${status}`);
-  return await conclude(run, status, out);
+  try {
+    return await conclude(run, status, out);
+  } finally {
+    await peer?.stop();
+  }
 }
 
 if (import.meta.main) {

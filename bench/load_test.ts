@@ -21,6 +21,7 @@ import { Client, type ClientContext } from "./load/client.ts";
 import { newCounters, nowMs } from "./load/ipc.ts";
 import { Pacer } from "./load/pacer.ts";
 import { AdminClient } from "./load/admin.ts";
+import { ipushStream } from "./load/target.ts";
 import {
   PROBE_DEADLINE_MS,
   PROBE_EVERY_MS,
@@ -157,6 +158,7 @@ function recordingContext(port: number, transport: ClientContext["transport"] = 
     host: "127.0.0.1",
     port,
     transport,
+    stream: ipushStream(transport),
     ack: "each",
     connectTimeoutMs: 2000,
     maxRedirects: 3,
@@ -378,6 +380,49 @@ Deno.test("admin client: Retry-After is read; 2,000 requests are in flight at on
   } finally {
     admin.close();
     await server.shutdown();
+  }
+});
+
+Deno.test("admin client: keeps a socket alive, leaves it on Connection: close, reads chunked, times out", async () => {
+  // Answers by path, byte for byte, on a node:net server that counts its connections.
+  let connections = 0;
+  const answers: Record<string, string> = {
+    "/ok": 'HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{"result":"ok"}',
+    "/last": "HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 3\r\n\r\nhé",
+    "/chunked":
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+  };
+  const server = net.createServer((socket) => {
+    connections++;
+    let text = "";
+    socket.on("data", (data) => {
+      text += data.toString("latin1");
+      let end;
+      while ((end = text.indexOf("\r\n\r\n")) >= 0) {
+        const head = text.slice(0, end);
+        const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
+        if (text.length < end + 4 + length) return;
+        text = text.slice(end + 4 + length);
+        const answer = answers[head.split(" ")[1]];
+        if (answer) socket.write(Buffer.from(answer, "utf8"));
+      }
+    });
+    socket.on("error", () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const admin = new AdminClient("127.0.0.1", (server.address() as net.AddressInfo).port, 300);
+  try {
+    for (let i = 0; i < 3; i++) assert.equal((await admin.request("POST", "/ok", "x")).status, 200);
+    assert.equal(connections, 1, "one socket for requests one after another");
+    const last = await admin.request("POST", "/last", "x");
+    assert.deepEqual([last.status, last.body], [201, "hé"]);
+    assert.equal((await admin.request("GET", "/ok")).status, 200);
+    assert.equal(connections, 2, "a socket the server closes is not used again");
+    assert.equal((await admin.request("GET", "/chunked")).body, "abcde");
+    await assert.rejects(admin.request("GET", "/never"), /admin request timeout/);
+  } finally {
+    admin.close();
+    await new Promise((r) => server.close(r));
   }
 });
 

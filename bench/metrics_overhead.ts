@@ -17,6 +17,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { cpuSeconds } from "./load/server_proc.ts";
 
 const DEFAULT_LOAD = [
   "--rate=max",
@@ -34,17 +35,6 @@ interface Run {
   scrapes: number;
 }
 
-/** CPU seconds (user and system, every thread) process `pid` used so far. */
-async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  // Fields after the command name, which is in parentheses and may hold spaces.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
-
-/** `sysconf(_SC_CLK_TCK)` on Linux. */
-const CLOCK_TICKS = 100;
-
 async function unicast(
   ports: { client: string; admin: string; pidFile: string },
   durationSec: string,
@@ -53,7 +43,7 @@ async function unicast(
 ): Promise<Run> {
   const out = await Deno.makeTempFile({ suffix: ".json" });
   const pid = Number((await Deno.readTextFile(ports.pidFile)).trim());
-  const cpuBefore = await cpuSeconds(pid);
+  const cpuBefore = cpuSeconds(pid)!;
   let scrapes = 0;
   let scraping = scraped;
   const scraper = (async () => {
@@ -87,7 +77,7 @@ async function unicast(
   }).output();
   scraping = false;
   await scraper;
-  const cpu = await cpuSeconds(pid) - cpuBefore;
+  const cpu = cpuSeconds(pid)! - cpuBefore;
   if (!child.success) throw new Error(`the load generator failed (${child.code})`);
   const result = JSON.parse(await Deno.readTextFile(out));
   await Deno.remove(out);

@@ -8,7 +8,8 @@
  * ```
  *
  * The description: `{"title", "x": {"label", "log"?}, "y": {"label", "log"?},
- * "series": [{"label", "points": [[x, y], ...]}, ...]}`. Series may have different x values;
+ * "series": [{"label", "points": [[x, y], ...], "colour"?, "dash"?}, ...]}`. Series may have
+ * different x values;
  * a missing point is a gap.
  *
  * @module
@@ -28,7 +29,17 @@ export interface Chart {
   title: string;
   x: Axis;
   y: Axis;
-  series: { label: string; points: [number, number][] }[];
+  series: Series[];
+}
+
+/** One line of a chart. */
+export interface Series {
+  label: string;
+  points: [number, number][];
+  /** A CSS colour; by default the next of the palette. */
+  colour?: string;
+  /** Dashed, as uPlot's `dash` (segment lengths in px): e.g. a p50 beside its p99. */
+  dash?: number[];
 }
 
 const UPLOT = new URL("../node_modules/uplot/dist/", import.meta.url);
@@ -51,14 +62,16 @@ function page(chart: Chart): string {
     width: 900,
     height: 500,
     scales: { x: { time: false, distr: chart.x.log ? 3 : 1 }, y: { distr: chart.y.log ? 3 : 1 } },
-    axes: [{ label: chart.x.label }, { label: chart.y.label }],
+    // The y axis wide enough for "100,000" beside its label.
+    axes: [{ label: chart.x.label }, { label: chart.y.label, size: 80 }],
     // A still picture: the legend names the series, without a cursor's values.
     legend: { live: false },
     series: [
       {},
       ...chart.series.map((s, i) => ({
         label: s.label,
-        stroke: COLOURS[i % COLOURS.length],
+        stroke: s.colour ?? COLOURS[i % COLOURS.length],
+        dash: s.dash,
         width: 2,
         points: { show: true, size: 6 },
         spanGaps: true,

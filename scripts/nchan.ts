@@ -1,8 +1,8 @@
 /**
  * nchan, the peer ipush is measured against: Debian's `nginx-light` with
  * `libnginx-mod-nchan` (installed with apt-get when absent), on a free loopback port, with
- * `bench/peers/nchan-nginx.conf` (the configuration of `../shared/peers/`, one worker, no
- * message buffer) in a temp dir.
+ * `bench/peers/nchan-nginx.conf` (the configuration of `../shared/peers/`: one worker unless
+ * `workers` says more, 19,000 connections each, no message buffer) in a temp dir.
  *
  * ```ts
  * const nchan = await startNchan();
@@ -13,11 +13,13 @@
  *
  * nginx does not outlive the process that started it (`spawnWatched`, ending it with SIGTERM
  * so that the master stops its worker). CLI, in the foreground until Ctrl-C:
- * `deno run -A scripts/nchan.ts`.
+ * `deno run -A scripts/nchan.ts [--port=N] [--workers=N]` (more than 19,000 subscribers need
+ * more workers), until SIGINT or SIGTERM.
  *
  * @module
  */
 
+import { parseArgs } from "node:util";
 import { aptInstall, freePorts, spawnWatched, tail } from "./local_server.ts";
 
 /** A running nchan. */
@@ -27,6 +29,8 @@ export interface NchanHandle {
   url: string;
   /** The nginx master's pid, whose worker is the process to measure (RSS, CPU). */
   pid(): Promise<number>;
+  /** The pid of the nginx worker (the first, with `workers`), which holds the subscribers. */
+  workerPid(): Promise<number>;
   /** Stops nginx, waits for it and deletes its directory. Idempotent. */
   stop(): Promise<void>;
 }
@@ -37,13 +41,16 @@ const CONFIG = new URL("../bench/peers/nchan-nginx.conf", import.meta.url);
 const START_TIMEOUT_MS = 10_000;
 
 /** Starts nginx with nchan; resolves once a publisher's status request answers. */
-export async function startNchan(options: { port?: number } = {}): Promise<NchanHandle> {
+export async function startNchan(
+  options: { port?: number; workers?: number } = {},
+): Promise<NchanHandle> {
   await ensureNchan();
   const port = options.port ?? freePorts(1)[0];
   const dir = await Deno.makeTempDir({ prefix: "ipush-nchan-" });
   const config = (await Deno.readTextFile(CONFIG))
     .replaceAll("NCHAN_DIR", dir)
-    .replaceAll("NCHAN_PORT", String(port));
+    .replaceAll("NCHAN_PORT", String(port))
+    .replaceAll("NCHAN_WORKERS", String(options.workers ?? 1));
   await Deno.writeTextFile(`${dir}/nginx.conf`, config);
   const server = spawnWatched(
     ["nginx", "-c", `${dir}/nginx.conf`, "-p", dir, "-g", "daemon off;"],
@@ -61,12 +68,22 @@ export async function startNchan(options: { port?: number } = {}): Promise<Nchan
     await stop();
     throw error;
   }
+  const pid = async () => Number((await Deno.readTextFile(`${dir}/nginx.pid`)).trim());
   return {
     port,
     url: `http://${HOST}:${port}`,
-    pid: async () => Number((await Deno.readTextFile(`${dir}/nginx.pid`)).trim()),
+    pid,
+    workerPid: async () => workerOf(await pid()),
     stop,
   };
+}
+
+/** The first worker of the nginx master `master` (the only one, unless `workers` said more). */
+async function workerOf(master: number): Promise<number> {
+  const children = await Deno.readTextFile(`/proc/${master}/task/${master}/children`);
+  const [worker] = children.trim().split(/\s+/).map(Number);
+  if (!(worker > 0)) throw new Error(`nginx master ${master} has no worker`);
+  return worker;
 }
 
 async function ensureNchan(): Promise<void> {
@@ -113,7 +130,16 @@ async function logTail(dir: string): Promise<string> {
 }
 
 if (import.meta.main) {
-  const nchan = await startNchan();
+  const { values } = parseArgs({
+    options: { port: { type: "string" }, workers: { type: "string" } },
+  });
+  const nchan = await startNchan({
+    port: values.port === undefined ? undefined : Number(values.port),
+    workers: values.workers === undefined ? undefined : Number(values.workers),
+  });
   console.log(`nchan on ${nchan.url} (GET /sub/<id> with TE: chunked, POST /pub/<id>)`);
-  Deno.addSignalListener("SIGINT", () => nchan.stop().then(() => Deno.exit(0)));
+  // SIGTERM too: a background job of a non-interactive shell ignores SIGINT.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => nchan.stop().then(() => Deno.exit(0)));
+  }
 }

@@ -1,8 +1,11 @@
 /**
- * One ipush client on `node:net`: a raw-socket one (PROTOCOL.md §1–2: the `GET /connect`
+ * One client on `node:net`: a raw-socket one (PROTOCOL.md §1–2: the `GET /connect`
  * handshake, following 303s to the owning shard, then the duplex chunk stream with acks), a
  * WebSocket (§6: the same after a 101, in frames), or a long-poll (§6: one poll after
- * another on a kept-alive socket, each acking what the one before returned).
+ * another on a kept-alive socket, each acking what the one before returned). What the first
+ * request is and what a stream message means come from the {@linkcode StreamTarget}, so the
+ * same client is also a peer's subscriber (an nchan http-chunked one: a chunk stream that
+ * only reads).
  *
  * Clients of one process share a {@linkcode ClientContext} (counters, histograms,
  * callbacks) so that each connection costs only its socket and a few fields.
@@ -15,33 +18,24 @@ import { Buffer } from "node:buffer";
 import type { Histogram } from "./histogram.ts";
 import { type AckMode, type ClientTransport, type Counters, nowMs } from "./ipc.ts";
 import { dialAddress, isLoopback } from "./loopback.ts";
+import type { StreamTarget } from "./target.ts";
 import {
   ChunkReader,
-  connectPath,
-  connectRequest,
   encodeFrame,
   encodeWsFrame,
+  type Frame,
   parseHead,
   pollRequest,
-  upgradeRequest,
   WsReader,
 } from "./wire.ts";
-
-/** A server → client frame, as far as the load generator looks into it. */
-export interface Frame {
-  y?: number;
-  f?: string;
-  t?: string;
-  c?: string;
-  b?: unknown;
-  s?: number;
-}
 
 /** What all clients of a process share. */
 export interface ClientContext {
   host: string;
   port: number;
   transport: ClientTransport;
+  /** How a stream opens and what its messages are (ipush over `transport`, or a peer). */
+  stream: StreamTarget;
   ack: AckMode;
   connectTimeoutMs: number;
   maxRedirects: number;
@@ -106,22 +100,19 @@ export class Client {
     this.#startedAt = nowMs();
     this.ctx.counters.attempts++;
     this.#timer = setTimeout(() => this.#fail("connect timeout"), this.ctx.connectTimeoutMs);
-    // A first poll that answers at once says whether polling works; the next ones are held.
-    const path = this.ctx.transport === "poll"
-      ? `${connectPath(this.uid, this.password, "/poll")}&wait=0&since=0`
-      : connectPath(this.uid, this.password);
-    this.#dial(this.ctx.host, this.ctx.port, path, 0);
+    this.#dial(this.ctx.host, this.ctx.port, this.ctx.stream.path(this.uid, this.password), 0);
   }
 
-  /** Sends one frame with the given JSON body (a long-poll client sends nothing). */
+  /** Sends one frame with the given JSON body (a read-only stream sends nothing). */
   send(body: string): void {
-    if (this.ctx.transport !== "poll") this.#socket?.write(this.#frame(body), "latin1");
+    if (this.ctx.stream.duplex) this.#socket?.write(this.#frame(body), "latin1");
   }
 
-  /** Sends a heartbeat; false for a long-poll client, which has no stream to keep. */
+  /** Sends a heartbeat; false for a read-only stream (a long-poll's, a peer's). */
   heartbeat(): boolean {
-    if (this.ctx.transport === "poll") return false;
-    this.#socket?.write(HEARTBEATS[this.ctx.transport], "latin1");
+    const transport = this.ctx.transport;
+    if (!this.ctx.stream.duplex || transport === "poll") return false;
+    this.#socket?.write(HEARTBEATS[transport], "latin1");
     return true;
   }
 
@@ -153,13 +144,7 @@ export class Client {
     this.#socket = socket;
     socket.setNoDelay(true);
     const transport = this.ctx.transport;
-    socket.write(
-      transport === "ws"
-        ? upgradeRequest(path)
-        : transport === "poll"
-        ? pollRequest(path)
-        : connectRequest(path),
-    );
+    socket.write(this.ctx.stream.request(path));
     let head: Buffer | null = null;
     let error = "";
     socket.on("data", (data: Buffer) => {
@@ -314,7 +299,7 @@ export class Client {
   #onFrame = (body: string): void => {
     let frame: Frame;
     try {
-      frame = JSON.parse(body);
+      frame = this.ctx.stream.frame(body);
     } catch {
       this.ctx.counters.badFrames++;
       this.ctx.reason("bad frame: not JSON");

@@ -7,8 +7,9 @@
  */
 
 import { parseArgs } from "node:util";
-import type { AckMode, ClientTransport, Rate } from "./ipc.ts";
+import { type AckMode, type ClientTransport, type Rate, type TargetName, TARGETS } from "./ipc.ts";
 import { isLoopback } from "./loopback.ts";
+import { NCHAN_ID } from "./target.ts";
 
 /** The scenarios, with what each measures (for `--help`). */
 export const SCENARIOS = {
@@ -25,6 +26,9 @@ export type Scenario = keyof typeof SCENARIOS;
 /** Everything a run is configured by. */
 export interface LoadOptions {
   scenario: Scenario;
+  target: TargetName;
+  /** nchan: the running one measured; null: the run starts its own. */
+  url: string | null;
   host: string;
   clientPort: number;
   adminHost: string;
@@ -62,6 +66,18 @@ type Default = string | ((s: Scenario, v: Record<string, string>) => string);
 
 /** Flag name, default (may depend on the scenario and earlier flags), help text. */
 const FLAGS: [string, Default, string][] = [
+  [
+    "target",
+    "ipush",
+    "ipush | nchan (the peer: http-chunked subscribers, one POST /pub/<id> a message; " +
+    "idle, storm, unicast, fanout)",
+  ],
+  [
+    "url",
+    "",
+    "nchan: a running nchan to measure, http://127.0.0.1:PORT (default: start one with " +
+    "scripts/nchan.ts and stop it after)",
+  ],
   ["host", "127.0.0.1", "client front door host (loopback only)"],
   ["client_port", "9000", "client front door port"],
   ["admin_host", (_, v) => v.host, "admin API host (loopback only; default: --host)"],
@@ -118,12 +134,24 @@ const FLAGS: [string, Default, string][] = [
   ],
   ["connect_timeout_sec", "15", "give up a connection (303 hop included) after this long"],
   ["max_redirects", "3", "303 hops to follow at most"],
-  ["heartbeat_sec", "30", 'each client sends {"y":0} this often (0: never)'],
-  ["ack", "each", "ack received messages: each | read (highest s per read) | none"],
+  [
+    "heartbeat_sec",
+    (_, v) => v.target === "nchan" ? "0" : "30",
+    'each client sends {"y":0} this often (0: never; ipush 30, nchan 0)',
+  ],
+  [
+    "ack",
+    (_, v) => v.target === "nchan" ? "none" : "each",
+    "ack received messages: each | read (highest s per read) | none (ipush each, nchan none)",
+  ],
   ["msg_timeout_sec", "10", "a message not delivered within this long counts as lost"],
   ["channel", (_, v) => `${v.uid_prefix}fanout${v.connections}`, "fanout channel id"],
   ["server_pid", "", "server pid for RSS readings (default: from --pid_file)"],
-  ["pid_file", "ipush_server.pid", "the server's pid file"],
+  [
+    "pid_file",
+    (_, v) => v.target === "nchan" ? "" : "ipush_server.pid",
+    "the server's pid file (ipush_server.pid; nchan: none, --server_pid for a running one)",
+  ],
   ["out", "", "result JSON path (default: bench/results/<scenario>-<timestamp>.json)"],
   ["timeout_sec", "", "hard limit for the whole run (default: phases' bounds + 120)"],
 ];
@@ -177,6 +205,16 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
     }
   }
   if (!["each", "read", "none"].includes(v.ack)) throw new Error("--ack must be each|read|none");
+  if (!(TARGETS as readonly string[]).includes(v.target)) {
+    throw new Error(`--target must be ${TARGETS.join("|")}`);
+  }
+  const target = v.target as TargetName;
+  let url: URL | null = null;
+  if (target === "nchan") {
+    url = nchanChecks(scenario, v, (name) => typeof values[name] === "string");
+  } else if (v.url !== "") {
+    throw new Error("--url names a running nchan: give it with --target=nchan");
+  }
   if (!["tcp", "ws", "poll"].includes(v.transport)) {
     throw new Error("--transport must be tcp|ws|poll");
   }
@@ -194,10 +232,13 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
   }
   const opts: LoadOptions = {
     scenario,
-    host: v.host,
-    clientPort: int("client_port", 1),
-    adminHost: v.admin_host,
-    adminPort: int("admin_port", 1),
+    target,
+    url: url === null ? null : url.origin,
+    // nchan serves subscribers and publishers on one port.
+    host: url?.hostname ?? v.host,
+    clientPort: url === null ? int("client_port", 1) : Number(url.port || 80),
+    adminHost: url?.hostname ?? v.admin_host,
+    adminPort: url === null ? int("admin_port", 1) : Number(url.port || 80),
     connections,
     processes,
     maxPerProcess,
@@ -228,6 +269,44 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
   };
   opts.timeoutSec = v.timeout_sec === "" ? defaultTimeout(opts) : num("timeout_sec", 1);
   return opts;
+}
+
+/**
+ * What nchan can be measured with: its own flags, none that would be silently ignored;
+ * returns the parsed `--url` (null: the run starts an nchan).
+ */
+function nchanChecks(
+  scenario: Scenario,
+  v: Record<string, string>,
+  given: (name: string) => boolean,
+): URL | null {
+  if (scenario === "chat") throw new Error("chat: nchan's subscribers cannot send");
+  if (v.transport !== "tcp") {
+    throw new Error("--target=nchan: its subscribers are http-chunked, --transport=tcp");
+  }
+  if (v.batch !== "1") throw new Error("--target=nchan publishes one message a request: --batch=1");
+  if (v.ack !== "none") throw new Error("--target=nchan takes no acks: --ack=none");
+  if (Number(v.heartbeat_sec) !== 0) {
+    throw new Error("--target=nchan: its streams are read-only, --heartbeat_sec=0");
+  }
+  for (const name of ["host", "client_port", "admin_host", "admin_port"]) {
+    if (given(name)) throw new Error(`--target=nchan: give --url instead of --${name}`);
+  }
+  if (!NCHAN_ID.test(`${v.uid_prefix}0`) || !NCHAN_ID.test(v.channel)) {
+    throw new Error("--target=nchan: --uid_prefix and --channel must be word characters (\w)");
+  }
+  if (v.url === "") return null;
+  let url: URL;
+  try {
+    url = new URL(v.url);
+  } catch {
+    throw new Error(`--url=${v.url} is not a URL (http://127.0.0.1:PORT)`);
+  }
+  if (url.protocol !== "http:") throw new Error(`--url=${v.url}: http only`);
+  if (!isLoopback(url.hostname)) {
+    throw new Error(`--url=${v.url} refused: only loopback targets (127.0.0.0/8, ::1)`);
+  }
+  return url;
 }
 
 /** Sum of every phase's own bound, plus slack for process start-up and closing. */

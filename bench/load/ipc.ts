@@ -13,6 +13,12 @@ export type AckMode = "each" | "read" | "none";
 /** How a client connects: the raw chunk stream, a WebSocket, or long-poll. */
 export type ClientTransport = "tcp" | "ws" | "poll";
 
+/** The servers the generator can measure (`target.ts`). */
+export const TARGETS = ["ipush", "nchan"] as const;
+
+/** A target's name. */
+export type TargetName = typeof TARGETS[number];
+
 /** A target rate in operations per second, or as fast as the in-flight limit allows. */
 export type Rate = number | "max";
 
@@ -20,6 +26,10 @@ export type Rate = number | "max";
 export interface WorkerConfig {
   /** This child's number, 0-based. */
   index: number;
+  /** The server measured: its clients' streams and its publish requests. */
+  target: TargetName;
+  /** nchan: the channel id every client subscribes to itself (fanout); null: its own uid's. */
+  subscribeTo: string | null;
   host: string;
   clientPort: number;
   adminHost: string;
@@ -121,6 +131,8 @@ export interface Counters {
   dropped: number;
   /** Open right now (a gauge, summed across children). */
   open: number;
+  /** Publish requests sent and not answered yet (a gauge, summed across children). */
+  pubInFlight: number;
   subOk: number;
   subFailed: number;
   /** Messages published: `/pub` answered ok, or their `/pub/batch` line did. */
@@ -132,7 +144,7 @@ export interface Counters {
   pubFailed: number;
   /** Messages in publish requests refused whole at the HTTP level (503 or 429). */
   pubRefused: number;
-  /** Publish requests answered HTTP 200. */
+  /** Publish requests answered HTTP 200 (nchan: 201 or 202). */
   requestsOk: number;
   /** Publish requests refused with HTTP 503. */
   refused503: number;
@@ -176,6 +188,7 @@ export function newCounters(): Counters {
     redirects: 0,
     dropped: 0,
     open: 0,
+    pubInFlight: 0,
     subOk: 0,
     subFailed: 0,
     pubOk: 0,

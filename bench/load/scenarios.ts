@@ -6,7 +6,7 @@
  * @module
  */
 
-import { AdminClient, isOk } from "./admin.ts";
+import type { AdminClient } from "./admin.ts";
 import type { LoadOptions } from "./flags.ts";
 import { Histogram, type HistogramData, type LatencySummary } from "./histogram.ts";
 import {
@@ -21,8 +21,9 @@ import {
 import { sourceAddresses } from "./loopback.ts";
 import { type Metrics, nonZero, progressLine, round, table, type TimelineEntry } from "./report.ts";
 import { timeToRecover } from "./recovery.ts";
-import { rssKb, serverPid } from "./server_proc.ts";
+import { cpuSeconds, rssKb, serverPid } from "./server_proc.ts";
 import { type Done, Swarm } from "./swarm.ts";
+import { publisherFor } from "./target.ts";
 
 /** Lead time so that all children start a phase at the same instant. */
 const START_LEAD_MS = 200;
@@ -37,6 +38,9 @@ export function workerConfigs(o: LoadOptions, epochMs: number): WorkerConfig[] {
     const first = Math.min(o.connections, index * per);
     return {
       index,
+      target: o.target,
+      // nchan has no membership: a fanout client subscribes to the channel itself.
+      subscribeTo: o.target === "nchan" && o.scenario === "fanout" ? o.channel : null,
       host: o.host,
       clientPort: o.clientPort,
       adminHost: o.adminHost,
@@ -102,7 +106,7 @@ export class Run {
   #statsBefore: unknown = null;
 
   constructor(readonly o: LoadOptions) {
-    this.admin = new AdminClient(o.adminHost, o.adminPort, 3000);
+    this.admin = publisherFor(o.target, o.adminHost, o.adminPort, 3000);
     this.pid = serverPid(o.serverPid, o.pidFile);
     this.configs = workerConfigs(o, this.epochMs);
   }
@@ -117,7 +121,7 @@ export class Run {
     this.#readRss("before");
     console.error(
       `${o.scenario}: ${o.connections} connections over ${o.processes} process(es), ` +
-        `target ${o.host}:${o.clientPort}, admin ${o.adminHost}:${o.adminPort}`,
+        `${o.target} ${o.host}:${o.clientPort}, publishing to ${o.adminHost}:${o.adminPort}`,
     );
     this.swarm = await Swarm.start(this.configs);
     this.#progress = setInterval(() => this.#tick(), 1000);
@@ -153,7 +157,7 @@ export class Run {
         await this.#load(() => ({ kind: "chat", rate: o.rate, maxInFlight: o.concurrency }));
         break;
       case "fanout":
-        await this.#subscribe();
+        if (o.target === "ipush") await this.#subscribe();
         await this.#connect();
         await this.#probe();
         await this.#load((first) =>
@@ -297,6 +301,7 @@ export class Run {
     const swarm = this.#swarm();
     const online = swarm.totals().open;
     this.#phase = "load";
+    const cpuBefore = this.pid === null ? null : cpuSeconds(this.pid);
     const startAt = nowMs() + START_LEAD_MS;
     const dones = await swarm.phase("run", (i): Command => {
       // Each child gets the share of the rate and in-flight limit that its users are of all.
@@ -322,14 +327,17 @@ export class Run {
     const fanout = o.scenario === "fanout" ? online : 1;
     const expected = () => (sentOf(swarm.totals()) - sentOf(before)) * fanout;
     const delivered = () => swarm.totals().received - before.received;
+    // Only once every publish is answered is the count of what should arrive final.
+    const drained = () => swarm.totals().pubInFlight === 0 && delivered() >= expected();
     this.#phase = "drain";
     // Probed from the parent for every scenario with load: whatever the load was, the question
     // is the same (how soon a new request is served normally again), and the drain, which
     // waits for what was sent, does not answer it.
     const [recovered] = await Promise.all([
       timeToRecover(() => this.#recoveryProbe(), loadEnd, o.recoverSec * 1000),
-      swarm.waitFor(() => delivered() >= expected(), o.drainSec * 1000),
+      swarm.waitFor(drained, o.drainSec * 1000),
     ]);
+    const cpuAfter = this.pid === null ? null : cpuSeconds(this.pid);
     const t = swarm.totals();
     const sentInWindow = sentOf(atEnd) - sentOf(before);
     const d = (key: keyof Counters) => t[key] - before[key];
@@ -354,10 +362,18 @@ export class Run {
       delivered_total: delivered(),
       expected_total: expected(),
       missing_after_drain: Math.max(0, expected() - delivered()),
+      unanswered_after_drain: t.pubInFlight,
+      // Deliveries of messages whose publish was not accepted (refused, failed or timed out).
+      beyond_expected: Math.max(0, delivered() - expected()),
       timed_out: t.timedOut - before.timedOut,
       unmatched: t.unmatched - before.unmatched,
       backlog_from_older_runs: t.backlog,
       dropped_connections: t.dropped,
+      // Less moved by other work on a shared machine than msgs/s are, and comparable between
+      // targets: the server's CPU time over the load and drain, per message delivered.
+      server_cpu_us_per_delivered: cpuBefore === null || cpuAfter === null || delivered() === 0
+        ? null
+        : round((cpuAfter - cpuBefore) * 1e6 / delivered()),
       server_rss_kb_max_load: rssLoad.length === 0
         ? null
         : Math.max(...rssLoad.map((e) => e.rss_kb!)),
@@ -373,7 +389,7 @@ export class Run {
   async #recoveryProbe(): Promise<string> {
     const uid = this.o.uidPrefix + this.configs[0].first;
     const res = await this.admin.pubTo(uid, "load", "recovery probe");
-    return isOk(res) ? "ok" : `HTTP ${res.status}`;
+    return this.admin.accepted(res) ? "ok" : `HTTP ${res.status}`;
   }
 
   #readRss(label: string): void {

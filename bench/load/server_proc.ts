@@ -1,7 +1,7 @@
 /**
- * The server process as the load generator sees it from outside: its pid and resident
- * memory (`VmRSS` in `/proc/<pid>/status`; Web Workers share the process, so this is all of
- * the daemon on this node).
+ * The server process as the load generator sees it from outside: its pid, resident memory
+ * (`VmRSS` in `/proc/<pid>/status`) and CPU time (`/proc/<pid>/stat`). Web Workers share the
+ * process, so this is all of the daemon on this node.
  *
  * @module
  */
@@ -24,6 +24,21 @@ export function rssKb(pid: number): number | null {
   try {
     const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
     return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** `sysconf(_SC_CLK_TCK)` on Linux. */
+const CLOCK_TICKS = 100;
+
+/** CPU seconds (user and system, every thread) process `pid` used so far; null if unreadable. */
+export function cpuSeconds(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
   } catch {
     return null;
   }

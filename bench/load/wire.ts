@@ -11,6 +11,16 @@ import { Buffer } from "node:buffer";
 const CRLF = Buffer.from("\r\n");
 const HEAD_END = Buffer.from("\r\n\r\n");
 
+/** A server → client frame, as far as the load generator looks into it. */
+export interface Frame {
+  y?: number;
+  f?: string;
+  t?: string;
+  c?: string;
+  b?: unknown;
+  s?: number;
+}
+
 /** A parsed HTTP response head. */
 export interface ResponseHead {
   status: number;

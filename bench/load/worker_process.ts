@@ -7,8 +7,8 @@
  * @module
  */
 
-import { AdminClient, type AdminResponse, isOk } from "./admin.ts";
-import { Client, type ClientContext, type Frame } from "./client.ts";
+import { type AdminClient, type AdminResponse, isOk } from "./admin.ts";
+import { Client, type ClientContext } from "./client.ts";
 import { Histogram } from "./histogram.ts";
 import {
   type Command,
@@ -23,7 +23,9 @@ import {
   stamp,
   type WorkerConfig,
 } from "./ipc.ts";
+import type { Frame } from "./wire.ts";
 import { Pacer } from "./pacer.ts";
+import { publisherFor, streamFor } from "./target.ts";
 
 const TICK_MS = 500;
 /** How often heartbeats go out; each tick covers its share of the clients. */
@@ -65,11 +67,12 @@ class Worker {
   #hbCredit = 0;
 
   constructor(readonly config: WorkerConfig) {
-    this.admin = new AdminClient(config.adminHost, config.adminPort);
+    this.admin = publisherFor(config.target, config.adminHost, config.adminPort);
     this.ctx = {
       host: config.host,
       port: config.clientPort,
       transport: config.transport,
+      stream: streamFor(config.target, config.transport, config.subscribeTo),
       ack: config.ack,
       connectTimeoutMs: config.connectTimeoutMs,
       maxRedirects: config.maxRedirects,
@@ -189,7 +192,7 @@ class Worker {
   async probe(channel: string): Promise<void> {
     try {
       const res = await this.admin.pubChannel(channel, PUBLISHER, stamp(0));
-      if (isOk(res)) this.counters.pubOk++;
+      if (this.admin.accepted(res)) this.counters.pubOk++;
       else if (!this.#refused(res, 1)) this.#pubFailed(res.status, res.body);
     } catch (e) {
       this.#pubFailed(0, (e as Error).message);
@@ -205,17 +208,16 @@ class Worker {
       await sleep(durationMs);
       return;
     }
-    let inFlight = 0;
     const track = (request: Promise<void>) => {
-      inFlight++;
+      this.counters.pubInFlight++;
       request.finally(() => {
-        inFlight--;
+        this.counters.pubInFlight--;
         this.#pacer?.wake();
       });
     };
     // Every message is stamped with the time it was due, which latency is measured from.
     let issue: (dueMs: number) => number;
-    let outstanding = () => inFlight;
+    let outstanding = () => this.counters.pubInFlight;
     if (load.kind === "unicast" && load.batch > 1) {
       issue = (dueMs) => this.#pubBatch(load.batch, dueMs, track);
     } else if (load.kind === "unicast") {
@@ -253,8 +255,9 @@ class Worker {
   async #pub(request: Promise<AdminResponse>, dueMs: number, id?: number): Promise<void> {
     try {
       const res = await request;
-      if (res.status === 200) this.#answered(dueMs);
-      if (isOk(res)) {
+      const accepted = this.admin.accepted(res);
+      if (accepted || res.status === 200) this.#answered(dueMs);
+      if (accepted) {
         this.counters.pubOk++;
         return;
       }
@@ -314,7 +317,7 @@ class Worker {
     });
   }
 
-  /** A publish request due at `dueMs` was answered HTTP 200. */
+  /** A publish request due at `dueMs` was answered HTTP 200 (nchan: 201 or 202). */
   #answered(dueMs: number): void {
     this.counters.requestsOk++;
     this.answerHist.recordMs(nowMs() - dueMs);
