@@ -537,3 +537,30 @@ Deno.test("load against the daemon: latency runs from the schedule when the gene
     await daemon.stop();
   }
 });
+
+Deno.test("load against the daemon: codec=msgpack over TCP and WebSocket, every delivery matched and acked", async () => {
+  const daemon = await startDaemon();
+  try {
+    for (const transport of ["tcp", "ws"]) {
+      const { metrics } = await load([
+        "unicast",
+        ...against(daemon),
+        "--codec=msgpack",
+        `--transport=${transport}`,
+        "--rate=200",
+        "--duration_sec=1",
+        `--uid_prefix=mp_${transport}_`,
+      ]);
+      const published = metrics.published_ok as number;
+      assert.ok(published > 50, JSON.stringify(metrics));
+      assert.equal(metrics.delivered_total, published, transport);
+      assert.equal(metrics.missing_after_drain, 0, transport);
+      assert.equal(metrics.unmatched, 0, transport);
+    }
+    // Acked as MessagePack: nothing is left for those users.
+    const listed = await daemon.admin("/msg?uid=mp_tcp_0");
+    assert.deepEqual(listed.body.result, []);
+  } finally {
+    await daemon.stop();
+  }
+});

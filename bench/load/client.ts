@@ -56,7 +56,6 @@ export interface ClientContext {
 
 const LAST_CHUNK = "0\r\n\r\n";
 const CLOSE_FRAME = String.fromCharCode(0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8); // 1000, masked
-const HEARTBEATS = { tcp: encodeFrame('{"y":0}'), ws: encodeWsFrame('{"y":0}') };
 /** Larger heads are not what an ipush server sends; stop buffering. */
 const MAX_HEAD = 16384;
 
@@ -82,7 +81,8 @@ export class Client {
     readonly password: string,
     readonly localAddress: string | undefined,
   ) {
-    this.#reader = ctx.transport === "ws" ? new WsReader() : new ChunkReader();
+    const encoding = ctx.stream.binary ? "latin1" : "utf8";
+    this.#reader = ctx.transport === "ws" ? new WsReader(encoding) : new ChunkReader(encoding);
   }
 
   /** True between the 200 and the close. */
@@ -112,7 +112,7 @@ export class Client {
   heartbeat(): boolean {
     const transport = this.ctx.transport;
     if (!this.ctx.stream.duplex || transport === "poll") return false;
-    this.#socket?.write(HEARTBEATS[transport], "latin1");
+    this.#socket?.write(this.#frame(this.ctx.stream.heartbeat), "latin1");
     return true;
   }
 
@@ -302,13 +302,13 @@ export class Client {
       frame = this.ctx.stream.frame(body);
     } catch {
       this.ctx.counters.badFrames++;
-      this.ctx.reason("bad frame: not JSON");
+      this.ctx.reason(`bad frame: not ${this.ctx.stream.binary ? "MessagePack" : "JSON"}`);
       return;
     }
     const s = frame.s;
     if (typeof s === "number" && this.ctx.ack !== "none") {
       if (this.ctx.ack === "each") {
-        this.#acks += this.#frame(`{"y":5,"f":${JSON.stringify(this.uid)},"s":${s}}`);
+        this.#acks += this.#frame(this.ctx.stream.ack(this.uid, s));
         this.ctx.counters.acksOut++;
       } else if (s > this.#maxSeq) {
         this.#maxSeq = s;
@@ -320,7 +320,7 @@ export class Client {
   /** One write per read: every ack of the read (`each`) or the highest seq (`read`). */
   #flushAcks(): void {
     if (this.#maxSeq >= 0) {
-      this.#acks += this.#frame(`{"y":5,"f":${JSON.stringify(this.uid)},"s":${this.#maxSeq}}`);
+      this.#acks += this.#frame(this.ctx.stream.ack(this.uid, this.#maxSeq));
       this.ctx.counters.acksOut++;
       this.#maxSeq = -1;
     }
@@ -332,6 +332,9 @@ export class Client {
 
   /** One message as this client's stream frames it (a WebSocket frame or a chunk). */
   #frame(body: string): string {
-    return this.ctx.transport === "ws" ? encodeWsFrame(body) : encodeFrame(body);
+    const binary = this.ctx.stream.binary;
+    return this.ctx.transport === "ws"
+      ? encodeWsFrame(body, binary ? 2 : 1)
+      : encodeFrame(body, binary ? "latin1" : "utf8");
   }
 }

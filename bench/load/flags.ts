@@ -7,7 +7,14 @@
  */
 
 import { parseArgs } from "node:util";
-import { type AckMode, type ClientTransport, type Rate, type TargetName, TARGETS } from "./ipc.ts";
+import {
+  type AckMode,
+  type ClientCodec,
+  type ClientTransport,
+  type Rate,
+  type TargetName,
+  TARGETS,
+} from "./ipc.ts";
 import { isLoopback } from "./loopback.ts";
 import { NCHAN_ID } from "./target.ts";
 
@@ -38,6 +45,7 @@ export interface LoadOptions {
   maxPerProcess: number;
   sourceAddrs: number;
   transport: ClientTransport;
+  codec: ClientCodec;
   uidPrefix: string;
   password: string;
   passwordFile: string;
@@ -99,6 +107,7 @@ const FLAGS: [string, Default, string][] = [
     "tcp",
     "tcp (the raw chunk stream) | ws (WebSocket) | poll (long-poll: idle, unicast, fanout)",
   ],
+  ["codec", "json", "json | msgpack (codec=msgpack: MessagePack bodies; tcp and ws only)"],
   ["uid_prefix", "load_", "uids are <uid_prefix><n>, n = 0 .. connections-1"],
   ["password", "pwd{n}", "password template; {uid} and {n} are substituted"],
   [
@@ -218,6 +227,13 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
   if (!["tcp", "ws", "poll"].includes(v.transport)) {
     throw new Error("--transport must be tcp|ws|poll");
   }
+  if (!["json", "msgpack"].includes(v.codec)) throw new Error("--codec must be json|msgpack");
+  if (v.codec === "msgpack" && v.transport === "poll") {
+    throw new Error("--codec=msgpack: long-poll carries JSON only (--transport=tcp or ws)");
+  }
+  if (v.codec === "msgpack" && scenario === "chat") {
+    throw new Error("--codec=msgpack: chat's clients write JSON (unicast, fanout, idle, storm)");
+  }
   if (v.transport === "poll" && scenario === "chat") {
     throw new Error(
       "chat sends on the stream: --transport=tcp or ws (a poll client sends by /send)",
@@ -244,6 +260,7 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
     maxPerProcess,
     sourceAddrs: int("source_addrs", 0),
     transport: v.transport as ClientTransport,
+    codec: v.codec as ClientCodec,
     uidPrefix: v.uid_prefix,
     password: v.password,
     passwordFile: v.password_file,
@@ -284,6 +301,7 @@ function nchanChecks(
   if (v.transport !== "tcp") {
     throw new Error("--target=nchan: its subscribers are http-chunked, --transport=tcp");
   }
+  if (v.codec !== "json") throw new Error("--target=nchan: its messages are text, --codec=json");
   if (v.batch !== "1") throw new Error("--target=nchan publishes one message a request: --batch=1");
   if (v.ack !== "none") throw new Error("--target=nchan takes no acks: --ack=none");
   if (Number(v.heartbeat_sec) !== 0) {

@@ -13,6 +13,9 @@ export type AckMode = "each" | "read" | "none";
 /** How a client connects: the raw chunk stream, a WebSocket, or long-poll. */
 export type ClientTransport = "tcp" | "ws" | "poll";
 
+/** How an ipush client's messages are written (`codec=`, PROTOCOL.md §7). */
+export type ClientCodec = "json" | "msgpack";
+
 /** The servers the generator can measure (`target.ts`). */
 export const TARGETS = ["ipush", "nchan"] as const;
 
@@ -45,6 +48,7 @@ export interface WorkerConfig {
   /** Local addresses to bind client sockets to, round-robin; empty: let the kernel pick. */
   sources: string[];
   transport: ClientTransport;
+  codec: ClientCodec;
   heartbeatSec: number;
   ack: AckMode;
   connectTimeoutMs: number;

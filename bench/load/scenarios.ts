@@ -52,6 +52,7 @@ export function workerConfigs(o: LoadOptions, epochMs: number): WorkerConfig[] {
       count: Math.min(per, o.connections - first),
       sources,
       transport: o.transport,
+      codec: o.codec,
       heartbeatSec: o.heartbeatSec,
       ack: o.ack,
       connectTimeoutMs: o.connectTimeoutSec * 1000,

@@ -13,8 +13,10 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
+import { Packr, Unpackr } from "msgpackr";
 import { AdminClient, type AdminResponse } from "./admin.ts";
-import type { ClientTransport, TargetName } from "./ipc.ts";
+import type { ClientCodec, ClientTransport, TargetName } from "./ipc.ts";
 import { connectPath, connectRequest, type Frame, pollRequest, upgradeRequest } from "./wire.ts";
 
 /** nchan's channel ids, as `bench/peers/nchan-nginx.conf` matches them (`\w+`). */
@@ -26,27 +28,45 @@ export interface StreamTarget {
   path(uid: string, password: string): string;
   /** The head of a request for `path`. */
   request(path: string): string;
-  /** The frame one stream message stands for; throws a SyntaxError when it is none. */
+  /** The frame one stream message stands for; throws when it is none. */
   frame(body: string): Frame;
   /** Whether the client may write on its stream (acks, heartbeats). */
   duplex: boolean;
+  /** Whether messages are bytes (`codec=msgpack`), carried as latin1 strings, or UTF-8 text. */
+  binary: boolean;
+  /** The body of an ack of every `s` up to `seq`. */
+  ack(uid: string, seq: number): string;
+  /** The body of a heartbeat. */
+  heartbeat: string;
 }
 
-/** An ipush client's stream over `transport` (PROTOCOL.md §1–2, §6). */
-export function ipushStream(transport: ClientTransport): StreamTarget {
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+/** A MessagePack map as a latin1 string, a character a byte. */
+const packed = (value: unknown) => Buffer.from(packr.pack(value)).toString("latin1");
+
+/** An ipush client's stream over `transport`, in `codec` (PROTOCOL.md §1–2, §6, §7). */
+export function ipushStream(transport: ClientTransport, codec: ClientCodec = "json"): StreamTarget {
+  const binary = codec === "msgpack";
   return {
     // A first poll that answers at once says whether polling works; the next ones are held.
     path: (uid, password) =>
       transport === "poll"
         ? `${connectPath(uid, password, "/poll")}&wait=0&since=0`
-        : connectPath(uid, password),
+        : connectPath(uid, password) + (binary ? "&codec=msgpack" : ""),
     request: transport === "ws"
       ? upgradeRequest
       : transport === "poll"
       ? pollRequest
       : connectRequest,
-    frame: (body) => JSON.parse(body),
+    frame: binary ? (body) => unpackr.unpack(Buffer.from(body, "latin1")) : JSON.parse,
     duplex: transport !== "poll",
+    binary,
+    ack: binary
+      ? (uid, seq) => packed({ y: 5, f: uid, s: seq })
+      : (uid, seq) => `{"y":5,"f":${JSON.stringify(uid)},"s":${seq}}`,
+    heartbeat: binary ? packed({ y: 0 }) : '{"y":0}',
   };
 }
 
@@ -63,6 +83,11 @@ export function nchanStream(channel: string | null): StreamTarget {
     request: (path) => `GET ${path} HTTP/1.1\r\nHost: nchan\r\nTE: chunked\r\n\r\n`,
     frame: (body) => ({ y, b: body }),
     duplex: false,
+    binary: false,
+    ack: () => {
+      throw new Error("nchan takes no acks");
+    },
+    heartbeat: "",
   };
 }
 
@@ -105,9 +130,10 @@ export class NchanPublisher extends AdminClient {
 export function streamFor(
   target: TargetName,
   transport: ClientTransport,
+  codec: ClientCodec,
   channel: string | null,
 ): StreamTarget {
-  return target === "nchan" ? nchanStream(channel) : ipushStream(transport);
+  return target === "nchan" ? nchanStream(channel) : ipushStream(transport, codec);
 }
 
 /** The back end's client of `target` at `host:port`. */

@@ -94,9 +94,16 @@ export function encodeWsFrame(body: string, opcode = 1): string {
  */
 export class WsReader {
   #pending: Buffer | null = null;
+  /** How a payload becomes a string: UTF-8 text, or bytes as latin1 (`codec=msgpack`). */
+  #encoding: "utf8" | "latin1";
+
+  constructor(encoding: "utf8" | "latin1" = "utf8") {
+    this.#encoding = encoding;
+  }
 
   /**
-   * Feeds one read. Calls `onFrame` with each text frame's payload (UTF-8 decoded), in order;
+   * Feeds one read. Calls `onFrame` with each data frame's payload (decoded as the reader's
+   * encoding), in order;
    * control frames other than close are skipped. Returns true on a close frame. Throws on a
    * frame ipush never sends.
    */
@@ -120,7 +127,9 @@ export class WsReader {
       const opcode = b0 & 0x0f;
       if (!(b0 & 0x80) || opcode === 0) throw new Error("fragmented frame from the server");
       if (opcode === 8) return true;
-      if (opcode === 1) onFrame(buf.toString("utf8", start, start + length));
+      if (opcode === 1 || opcode === 2) {
+        onFrame(buf.toString(this.#encoding, start, start + length));
+      }
       pos = start + length;
     }
     if (pos < buf.length) {
@@ -132,8 +141,8 @@ export class WsReader {
 }
 
 /** One chunk frame: lowercase hex byte length, CRLF, body, CRLF. */
-export function encodeFrame(body: string): string {
-  return `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n`;
+export function encodeFrame(body: string, encoding: "utf8" | "latin1" = "utf8"): string {
+  return `${Buffer.byteLength(body, encoding).toString(16)}\r\n${body}\r\n`;
 }
 
 /**
@@ -143,9 +152,16 @@ export function encodeFrame(body: string): string {
  */
 export class ChunkReader {
   #pending: Buffer | null = null;
+  /** How a body becomes a string: UTF-8 text, or bytes as latin1 (`codec=msgpack`). */
+  #encoding: "utf8" | "latin1";
+
+  constructor(encoding: "utf8" | "latin1" = "utf8") {
+    this.#encoding = encoding;
+  }
 
   /**
-   * Feeds one read. Calls `onFrame` with each complete body (UTF-8 decoded) in order.
+   * Feeds one read. Calls `onFrame` with each complete body (decoded as the reader's encoding)
+   * in order.
    * Returns true when the server sent the terminating `0\r\n\r\n` (a graceful close).
    * Throws on malformed framing; the connection is unusable after that.
    */
@@ -167,7 +183,7 @@ export class ChunkReader {
       if (buf[bodyEnd] !== 13 || buf[bodyEnd + 1] !== 10) {
         throw new Error(`chunk of ${size} bytes not followed by CRLF`);
       }
-      onFrame(buf.toString("utf8", bodyStart, bodyEnd));
+      onFrame(buf.toString(this.#encoding, bodyStart, bodyEnd));
       pos = bodyEnd + 2;
     }
     if (pos < buf.length) {

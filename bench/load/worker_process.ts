@@ -72,7 +72,7 @@ class Worker {
       host: config.host,
       port: config.clientPort,
       transport: config.transport,
-      stream: streamFor(config.target, config.transport, config.subscribeTo),
+      stream: streamFor(config.target, config.transport, config.codec, config.subscribeTo),
       ack: config.ack,
       connectTimeoutMs: config.connectTimeoutMs,
       maxRedirects: config.maxRedirects,
