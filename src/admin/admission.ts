@@ -18,6 +18,11 @@
  *   (open-loop `/pub/batch` at 2× capacity: accepted p99 1.2–7.8 s, 0.5–1.1 s since).
  * - **Memory bound**: the messages in flight reached their limit.
  *
+ * While overloaded, one request an interval is let through all the same, as a probe: its answer
+ * is what can end the verdict. Without it, work that is stuck rather than queued (a request
+ * waiting on a node that woke from a pause) kept a node refusing everything for good: no
+ * answer came, so every interval read as a stall.
+ *
  * @module
  */
 
@@ -42,6 +47,8 @@ export class Admission {
   #intervalStart = performance.now();
   /** The fastest answer of the current interval; Infinity while none. */
   #fastest = Infinity;
+  /** This interval's probe went through (only counts while overloaded). */
+  #probed = false;
 
   constructor(options: AdmissionOptions) {
     this.#options = options;
@@ -63,8 +70,13 @@ export class Admission {
         : this.#fastest > this.#options.targetMs;
       this.#intervalStart = now;
       this.#fastest = Infinity;
+      this.#probed = false;
     }
-    return !this.#overloaded && this.#inFlight < this.#options.maxInFlight;
+    if (this.#inFlight >= this.#options.maxInFlight) return false;
+    if (!this.#overloaded) return true;
+    if (this.#probed) return false;
+    this.#probed = true;
+    return true;
   }
 
   /** A request starts: count its messages with `add` once they are known, `done` once answered. */

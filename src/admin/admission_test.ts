@@ -3,6 +3,9 @@ import { Admission, INTERVAL_MS } from "./admission.ts";
 
 const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Refusing: this interval's one probe goes through, the request after it does not. */
+const refusing = (admission: Admission) => admission.admit() && !admission.admit();
+
 Deno.test("Admission: past the in-flight limit, new work waits for old work to finish", () => {
   const admission = new Admission({ targetMs: 10_000, maxInFlight: 100 });
   assert.ok(admission.admit());
@@ -27,7 +30,7 @@ Deno.test("Admission: refuses while even the fastest answers take longer than th
   await wait(40);
   for (const request of slow) request.done();
   await wait(INTERVAL_MS);
-  assert.equal(admission.admit(), false, "refused after an interval of slow answers");
+  assert.ok(refusing(admission), "refused after an interval of slow answers");
   // One fast answer in the next interval is enough to let work in again.
   const fast = admission.start();
   fast.done();
@@ -40,11 +43,11 @@ Deno.test("Admission: an interval with work under way and nothing answered is a 
   const stuck = admission.start();
   stuck.add(1);
   await wait(INTERVAL_MS + 30);
-  assert.equal(admission.admit(), false);
+  assert.ok(refusing(admission));
   stuck.done();
   // Its interval's one answer was slow: still refused. The interval after, idle, lets work in.
   await wait(INTERVAL_MS);
-  assert.equal(admission.admit(), false);
+  assert.ok(refusing(admission));
   await wait(INTERVAL_MS);
   assert.ok(admission.admit(), "admitted once the queue has drained");
 });
@@ -59,14 +62,29 @@ Deno.test("Admission: an overload stands for a whole target, answered or not", a
   slower.add(1);
   await wait(300);
   slow.done();
-  assert.equal(admission.admit(), false, "the fastest answer took 300 ms");
+  assert.ok(refusing(admission), "the fastest answer took 300 ms");
   await wait(INTERVAL_MS + 20);
   assert.equal(admission.admit(), false, "100 ms later, with nothing answered since");
   await wait(250);
-  assert.equal(admission.admit(), false, "a target with work in flight and no answer: a stall");
+  assert.ok(refusing(admission), "a target with work in flight and no answer: a stall");
   slower.done();
   await wait(250);
-  assert.equal(admission.admit(), false, "its one answer was slow");
+  assert.ok(refusing(admission), "its one answer was slow");
   await wait(250);
   assert.ok(admission.admit(), "admitted once nothing is in flight");
+});
+
+Deno.test("Admission: work stuck for good does not refuse for good: a probe's fast answer ends it", async () => {
+  const admission = new Admission({ targetMs: 20, maxInFlight: 1_000_000 });
+  admission.start().add(1); // never answered
+  await wait(INTERVAL_MS + 30);
+  assert.ok(admission.admit(), "the interval's probe");
+  const probe = admission.start();
+  assert.equal(admission.admit(), false, "only one");
+  probe.done();
+  await wait(INTERVAL_MS);
+  assert.ok(
+    admission.admit() && admission.admit(),
+    "admitted again, the stuck work still in flight",
+  );
 });
