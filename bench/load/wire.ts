@@ -88,23 +88,25 @@ export function encodeWsFrame(body: string, opcode = 1): string {
   return String.fromCharCode(0x80 | opcode) + length + "\0\0\0\0" + body;
 }
 
+/** What a reader of a server's stream decodes its messages as. */
+abstract class StreamReader {
+  /**
+   * @param encoding how a message becomes a string: UTF-8 text, or its bytes as latin1
+   *   (`codec=msgpack`)
+   */
+  constructor(protected readonly encoding: "utf8" | "latin1" = "utf8") {}
+}
+
 /**
  * Incremental parser of the server's WebSocket frames (unmasked, unfragmented, as ipush
  * sends them). Only an unfinished frame is kept between reads.
  */
-export class WsReader {
+export class WsReader extends StreamReader {
   #pending: Buffer | null = null;
-  /** How a payload becomes a string: UTF-8 text, or bytes as latin1 (`codec=msgpack`). */
-  #encoding: "utf8" | "latin1";
-
-  constructor(encoding: "utf8" | "latin1" = "utf8") {
-    this.#encoding = encoding;
-  }
 
   /**
    * Feeds one read. Calls `onFrame` with each data frame's payload (decoded as the reader's
-   * encoding), in order;
-   * control frames other than close are skipped. Returns true on a close frame. Throws on a
+   * encoding), in order; control frames other than close are skipped. Returns true on a close frame. Throws on a
    * frame ipush never sends.
    */
   push(data: Buffer, onFrame: (body: string) => void): boolean {
@@ -128,7 +130,7 @@ export class WsReader {
       if (!(b0 & 0x80) || opcode === 0) throw new Error("fragmented frame from the server");
       if (opcode === 8) return true;
       if (opcode === 1 || opcode === 2) {
-        onFrame(buf.toString(this.#encoding, start, start + length));
+        onFrame(buf.toString(this.encoding, start, start + length));
       }
       pos = start + length;
     }
@@ -150,14 +152,8 @@ export function encodeFrame(body: string, encoding: "utf8" | "latin1" = "utf8"):
  * one read; only the unfinished tail is kept between reads, so an idle connection holds no
  * buffer at all.
  */
-export class ChunkReader {
+export class ChunkReader extends StreamReader {
   #pending: Buffer | null = null;
-  /** How a body becomes a string: UTF-8 text, or bytes as latin1 (`codec=msgpack`). */
-  #encoding: "utf8" | "latin1";
-
-  constructor(encoding: "utf8" | "latin1" = "utf8") {
-    this.#encoding = encoding;
-  }
 
   /**
    * Feeds one read. Calls `onFrame` with each complete body (decoded as the reader's encoding)
@@ -183,7 +179,7 @@ export class ChunkReader {
       if (buf[bodyEnd] !== 13 || buf[bodyEnd + 1] !== 10) {
         throw new Error(`chunk of ${size} bytes not followed by CRLF`);
       }
-      onFrame(buf.toString(this.#encoding, bodyStart, bodyEnd));
+      onFrame(buf.toString(this.encoding, bodyStart, bodyEnd));
       pos = bodyEnd + 2;
     }
     if (pos < buf.length) {
