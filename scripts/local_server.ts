@@ -149,6 +149,31 @@ export function spawnWatched(command: string[], options: WatchOptions = {}): Wat
   };
 }
 
+/**
+ * Waits for a watched server in its own temp `dir` to be `ready`; resolves with its stop
+ * (kill it, then delete `dir`; idempotent). A server that never gets ready is stopped and the
+ * error rethrown, so a failed start leaves nothing behind.
+ */
+export async function whenReady(
+  server: WatchedProcess,
+  dir: string,
+  ready: () => Promise<void>,
+): Promise<() => Promise<void>> {
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    stopped ??= (async () => {
+      await server.kill();
+      await Deno.remove(dir, { recursive: true });
+    })();
+  try {
+    await ready();
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return stop;
+}
+
 /** The JSON state a CLI command left in `path`, or undefined if there is none. */
 export async function readState<T>(path: string): Promise<T | undefined> {
   try {

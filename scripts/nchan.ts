@@ -20,7 +20,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { aptInstall, freePorts, spawnWatched, tail } from "./local_server.ts";
+import { aptInstall, freePorts, spawnWatched, tail, whenReady } from "./local_server.ts";
 
 /** A running nchan. */
 export interface NchanHandle {
@@ -56,18 +56,7 @@ export async function startNchan(
     ["nginx", "-c", `${dir}/nginx.conf`, "-p", dir, "-g", "daemon off;"],
     { logFile: `${dir}/stderr.log`, exitSignal: "SIGTERM" },
   );
-  let stopped: Promise<void> | undefined;
-  const stop = () =>
-    stopped ??= (async () => {
-      await server.kill();
-      await Deno.remove(dir, { recursive: true });
-    })();
-  try {
-    await waitForNchan(port, dir, server.status);
-  } catch (error) {
-    await stop();
-    throw error;
-  }
+  const stop = await whenReady(server, dir, () => waitForNchan(port, dir, server.status));
   const pid = async () => Number((await Deno.readTextFile(`${dir}/nginx.pid`)).trim());
   return {
     port,

@@ -29,6 +29,7 @@ import {
   runCli,
   spawnWatched,
   tail,
+  whenReady,
 } from "./local_server.ts";
 
 /** A running Redis server. */
@@ -56,18 +57,7 @@ export async function startRedis(options: { port?: number } = {}): Promise<Redis
   const port = options.port ?? freePorts(1)[0];
   const dir = await Deno.makeTempDir({ prefix: "ipush-redis-" });
   const server = spawnWatched(["redis-server", ...serverArgs(dir, port)]);
-  let stopped: Promise<void> | undefined;
-  const stop = () =>
-    stopped ??= (async () => {
-      await server.kill();
-      await Deno.remove(dir, { recursive: true });
-    })();
-  try {
-    await waitForPing(port, dir, server.status);
-  } catch (error) {
-    await stop();
-    throw error;
-  }
+  const stop = await whenReady(server, dir, () => waitForPing(port, dir, server.status));
   return { host: HOST, port, url: `redis://${HOST}:${port}`, stop };
 }
 
