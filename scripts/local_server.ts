@@ -7,15 +7,40 @@
  * @module
  */
 
-/** Distinct free loopback ports: all are held open at once so the kernel cannot repeat one. */
+/**
+ * `count` consecutive free loopback ports, for servers told their port before they bind it.
+ * They are drawn from below the kernel's ephemeral range: a port from inside it can be taken by
+ * any outgoing connection (a Redis client, a test's own socket) between this check and the
+ * server's bind, which CI saw as a shard's EADDRINUSE.
+ */
 export function freePorts(count: number): number[] {
-  const listeners = Array.from(
-    { length: count },
-    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
-  );
-  const ports = listeners.map((listener) => (listener.addr as Deno.NetAddr).port);
-  for (const listener of listeners) listener.close();
-  return ports;
+  const low = 10_000;
+  const high = Math.max(ephemeralPortsFrom(), low + 10_000) - count;
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const base = low + Math.floor(Math.random() * (high - low));
+    const listeners: Deno.Listener[] = [];
+    try {
+      for (let i = 0; i < count; i++) {
+        listeners.push(Deno.listen({ hostname: "127.0.0.1", port: base + i }));
+      }
+      return listeners.map((_, i) => base + i);
+    } catch {
+      continue;
+    } finally {
+      for (const listener of listeners) listener.close();
+    }
+  }
+  throw new Error(`no run of ${count} free ports`);
+}
+
+/** The first port the kernel hands to outgoing connections (Linux; 32768 where unreadable). */
+function ephemeralPortsFrom(): number {
+  try {
+    const range = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range");
+    return Number(range.trim().split(/\s+/)[0]) || 32_768;
+  } catch {
+    return 32_768;
+  }
 }
 
 /** The last `lines` lines of `text`. */

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { freePorts } from "../scripts/local_server.ts";
+
 const ROOT = new URL("../", import.meta.url);
 const READY = /clients on [^:]+:(\d+), admin on [^:]+:(\d+), shards on ports ([\d,]+)/;
 
@@ -177,19 +179,5 @@ export function publish(
 
 /** A run of `length` consecutive free loopback ports (for a node's shard ports). */
 export function freePortRun(length: number): number {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 40_000);
-    const listeners: Deno.Listener[] = [];
-    try {
-      for (let i = 0; i < length; i++) {
-        listeners.push(Deno.listen({ hostname: "127.0.0.1", port: base + i }));
-      }
-      return base;
-    } catch {
-      continue;
-    } finally {
-      for (const listener of listeners) listener.close();
-    }
-  }
-  throw new Error(`no run of ${length} free ports`);
+  return freePorts(length)[0];
 }
