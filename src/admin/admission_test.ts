@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Admission, INTERVAL_MS } from "./admission.ts";
+import { Admission, INTERVAL_MS, MIN_QUEUE } from "./admission.ts";
 
 const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -87,4 +87,32 @@ Deno.test("Admission: work stuck for good does not refuse for good: a probe's fa
     admission.admit() && admission.admit(),
     "admitted again, the stuck work still in flight",
   );
+});
+
+Deno.test("Admission: work past the target at the last interval's answer rate waits", async () => {
+  const admission = new Admission({ targetMs: 20, maxInFlight: 1_000_000 });
+  // 200,000 messages answered fast in an interval of at least 100 ms: at most 2,000 a ms, so
+  // the queue that drains in 20 ms is at most 40,000 messages.
+  const answered = admission.start();
+  answered.add(200_000);
+  answered.done();
+  await wait(INTERVAL_MS);
+  assert.ok(admission.admit());
+  admission.start().add(12_000);
+  assert.ok(admission.admit(), "12,000 in flight drain within the bound");
+  admission.start().add(40_000);
+  assert.ok(refusing(admission), "52,000 do not: one probe, then refused");
+});
+
+Deno.test("Admission: after a trickle the queue bound is never below MIN_QUEUE", async () => {
+  const admission = new Admission({ targetMs: 20, maxInFlight: 1_000_000 });
+  const one = admission.start();
+  one.add(1);
+  one.done();
+  await wait(INTERVAL_MS);
+  assert.ok(admission.admit());
+  admission.start().add(MIN_QUEUE - 1);
+  assert.ok(admission.admit(), "a burst after quiet is let in");
+  admission.start().add(1);
+  assert.ok(refusing(admission), "up to MIN_QUEUE");
 });

@@ -73,8 +73,8 @@ const CORE_FLAGS = {
   ),
   msg_limit: positive("1000", "most messages /msg lists at once"),
   overload_ms: positive(
-    "250",
-    "admin work is refused (503, Retry-After) while even its fastest requests take longer",
+    "150",
+    "admin work is refused (503, Retry-After) while even its fastest requests take longer, or its queue twice as long to drain",
   ),
   max_inflight: positive(
     "200000",
