@@ -6,11 +6,16 @@
  *
  * 1. applies the map to the local shards, holding the uids it gives them: the shards close the
  *    sessions of uids moved away with `{"error":"moved"}`, forget their state and flush their
- *    journals; then it says so in Redis (`applied`);
+ *    journals; with an embedded store they then hand the state of every uid they hold but no
+ *    longer own to its new owner (and delete it here once that owner took it). Only when
+ *    nothing is left to hand off does it say so in Redis (`applied`); a hand-off that fails
+ *    (the new owner unreachable) is tried again every {@linkcode HAND_OFF_RETRY_MS}, with the
+ *    map as it is then, and until it succeeds the new owners keep those uids held;
  * 2. settles the held uids only once every node that could still be writing for them has let
  *    go: each member of the maps since the last settle has applied this version, or is gone —
- *    having left (it said so), or having expired at least `graceMs` ago (so that a write it
- *    sent before its fence closed has landed).
+ *    having left (it said so), or having lost its lease at least `graceMs` ago (so that a write
+ *    it sent before its fence closed has landed). A member that is leaving keeps its lease
+ *    while it hands off: it is waited for as long as it has one.
  *
  * A node that finds itself out of the list without having left (its lease expired: it was
  * paused, or cut off from Redis) is fenced already (its journal refuses writes); it forgets
@@ -30,6 +35,11 @@ export interface MapTarget {
   setMembers(members: readonly NodeInfo[], hold: boolean): Promise<void>;
   /** The held uids are served. */
   settle(): Promise<void>;
+  /**
+   * Hands the state of the uids the shards hold but no longer own to their owners; resolves
+   * with how many are left (not handed off: tried again later).
+   */
+  handOff(): Promise<number>;
   /** Forgets every uid and holds them all (the node was fenced). */
   reset(): Promise<void>;
 }
@@ -47,6 +57,8 @@ export interface KeeperOptions {
 
 /** The shortest pause between two timed reads of the membership. */
 const MIN_READ_MS = 50;
+/** How soon a hand-off that left uids behind is tried again. */
+export const HAND_OFF_RETRY_MS = 500;
 
 /** Follows the membership; one per node. */
 export class MapKeeper {
@@ -56,6 +68,8 @@ export class MapKeeper {
   #view: View | null = null;
   /** The version the local shards run by (0: none yet). */
   #version = 0;
+  /** The version this node said it applied (below `#version` while a hand-off is left). */
+  #applied = 0;
   /** Nodes that must let go before the held uids are served. */
   #waitFor = new Set<string>();
   /** When each gone node of `#waitFor` was first seen gone. */
@@ -111,13 +125,19 @@ export class MapKeeper {
 
   /**
    * Leaves the cluster (SIGTERM): out of the list first, so the others take this node's uids;
-   * its shards let them go (sessions told `moved`, journals flushed); then the lease goes.
+   * its shards let them go (sessions told `moved`, journals flushed, state handed off); then
+   * the lease goes. A hand-off that fails is tried again until it succeeds: the caller bounds
+   * the wait (the drain timeout), and this node's lease keeps the others waiting meanwhile.
    */
   async leave(): Promise<void> {
     this.#leaving = true;
     await this.#running;
-    await this.#membership.leave();
+    const version = await this.#membership.leave();
     await this.refresh();
+    while (this.#applied < version) {
+      await new Promise((resolve) => setTimeout(resolve, HAND_OFF_RETRY_MS));
+      await this.refresh();
+    }
     this.#stopped = true;
     clearTimeout(this.#timer);
     await this.#membership.left();
@@ -134,6 +154,7 @@ export class MapKeeper {
     const view = await this.#membership.read();
     this.#view = view;
     if (view.version !== this.#version && !await this.#apply(view)) return;
+    if (this.#applied !== this.#version) await this.#handOff();
     if (this.#held && this.#mayServe(view)) {
       await this.#target.settle();
       this.#held = false;
@@ -164,12 +185,27 @@ export class MapKeeper {
     this.#held = true;
     this.#options.counters.map_changes++;
     this.#options.counters.map_version = view.version;
-    await this.#membership.applied(view.version);
     this.#options.log(
       "info",
       `cluster map ${view.version}: ${members.map((m) => m.id).join(",") || "(none)"}`,
     );
     return true;
+  }
+
+  /** Hands off what the shards no longer own; says `applied` once nothing is left. */
+  async #handOff(): Promise<void> {
+    const version = this.#version;
+    const left = await this.#target.handOff();
+    if (left > 0) {
+      this.#options.log(
+        "warn",
+        `cluster map ${version}: ${left} uids not handed off to their new owners (kept here, ` +
+          `tried again in ${HAND_OFF_RETRY_MS} ms); not applied until they are`,
+      );
+      return;
+    }
+    await this.#membership.applied(version);
+    this.#applied = version;
   }
 
   /** True once no node that held the held uids can still write for them. */
@@ -179,6 +215,8 @@ export class MapKeeper {
       if ((view.applied.get(id) ?? 0) >= this.#version) continue;
       if (view.members.some((member) => member.id === id)) return false;
       if (view.applied.get(id) === LEFT) continue;
+      // Leaving: out of the list, still handing off under its lease.
+      if ((view.leaseLeftMs.get(id) ?? -2) > 0) return false;
       const since = this.#goneSince.get(id) ?? now;
       this.#goneSince.set(id, since);
       if (now - since < this.#options.graceMs) return false;
@@ -220,6 +258,7 @@ export class MapKeeper {
     for (const left of this.#view?.leaseLeftMs.values() ?? []) {
       if (left >= 0) wait = Math.min(wait, left + 20);
     }
+    if (this.#applied !== this.#version) wait = Math.min(wait, HAND_OFF_RETRY_MS);
     if (this.#held && this.#goneSince.size > 0) {
       const now = Date.now();
       for (const since of this.#goneSince.values()) {

@@ -32,6 +32,8 @@ function fakeMembership(view: View) {
 function keeperWith(view: View, graceMs = 1000) {
   const membership = fakeMembership(view);
   const calls: string[] = [];
+  /** What the next hand-offs leave behind (nothing once empty). */
+  const handOffsLeft: number[] = [];
   const target: MapTarget = {
     setMembers: (members, hold) => {
       calls.push(`map ${members.map((m) => m.id).join(",")}${hold ? " held" : ""}`);
@@ -39,6 +41,7 @@ function keeperWith(view: View, graceMs = 1000) {
     },
     settle: () => (calls.push("settle"), Promise.resolve()),
     reset: () => (calls.push("reset"), Promise.resolve()),
+    handOff: () => Promise.resolve(handOffsLeft.shift() ?? 0),
   };
   const keeper = new MapKeeper(membership as unknown as Membership, target, {
     selfId: "a",
@@ -47,7 +50,7 @@ function keeperWith(view: View, graceMs = 1000) {
     counters: newShardCounters(),
     log: () => {},
   });
-  return { keeper, membership, calls };
+  return { keeper, membership, calls, handOffsLeft };
 }
 
 const viewOf = (version: number, ids: string[], applied: Record<string, number>): View => ({
@@ -105,5 +108,36 @@ Deno.test("MapKeeper: a node missing from the list (its lease lapsed) forgets al
   assert.equal(membership.joins, 2);
   assert.deepEqual(calls.slice(2), ["reset", "map a,b held"]);
   assert.equal(keeper.state.held, true, "held until b applies version 5");
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: applied is said only once the hand-off left nothing behind", async () => {
+  const { keeper, membership, handOffsLeft } = keeperWith(viewOf(3, ["a", "b"], { a: 3, b: 3 }));
+  await keeper.start();
+  assert.deepEqual(membership.appliedVersions, [3]);
+  handOffsLeft.push(2, 1);
+  membership.view = viewOf(4, ["a", "b", "c"], { a: 3, b: 4, c: 0 });
+  await keeper.refresh();
+  await keeper.refresh();
+  assert.deepEqual(membership.appliedVersions, [3], "uids left: not applied");
+  await keeper.refresh();
+  assert.deepEqual(membership.appliedVersions, [3, 4]);
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: a leaving member is waited for while it has its lease, past the grace", async () => {
+  const { keeper, membership, calls } = keeperWith(viewOf(3, ["a", "c"], { a: 3, c: 3 }), 50);
+  await keeper.start();
+  // c is out of the list, handing off under its lease.
+  const leaving = viewOf(4, ["a"], { a: 4, c: 3 });
+  leaving.leaseLeftMs.set("c", 1500);
+  membership.view = leaving;
+  await keeper.refresh();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await keeper.refresh();
+  assert.deepEqual(calls.slice(2), ["map a held"], "not settled while c hands off");
+  membership.view = viewOf(4, ["a"], { a: 4, c: 4 });
+  await keeper.refresh();
+  assert.deepEqual(calls.slice(2), ["map a held", "settle"]);
   keeper.stop();
 });

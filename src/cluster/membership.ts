@@ -40,7 +40,10 @@ export interface View {
   version: number;
   /** The live members, sorted by id: the input of the shard map. */
   members: NodeInfo[];
-  /** Milliseconds left of each member's lease. */
+  /**
+   * Milliseconds left of each member's lease, and of each leaving one's (out of the list,
+   * handing off its uids, not yet left); negative once gone.
+   */
   leaseLeftMs: Map<string, number>;
   /** The version each member (and each member that left) has applied. */
   applied: Map<string, number>;
@@ -49,6 +52,8 @@ export interface View {
 /**
  * Reaps members whose lease is gone (one version bump for all of them), then reads the
  * version, the members, what each applied and each lease's time left, in one atomic step.
+ * The leases of those in `applied` are read too: a member that is leaving (out of the list,
+ * not yet left) still has one while it hands off its uids.
  */
 const READ_SCRIPT = `
 local ids = redis.call('HKEYS', KEYS[1])
@@ -67,7 +72,12 @@ end
 local members = redis.call('HGETALL', KEYS[1])
 local leases = {}
 for i = 1, #members, 2 do leases[#leases + 1] = redis.call('PTTL', ARGV[1] .. members[i]) end
-return {redis.call('GET', KEYS[2]) or '0', members, redis.call('HGETALL', KEYS[3]), leases}
+local applied = redis.call('HGETALL', KEYS[3])
+local appliedLeases = {}
+for i = 1, #applied, 2 do
+  appliedLeases[#appliedLeases + 1] = redis.call('PTTL', ARGV[1] .. applied[i])
+end
+return {redis.call('GET', KEYS[2]) or '0', members, applied, leases, appliedLeases}
 `;
 
 /** One node's part in the membership. */
@@ -118,8 +128,8 @@ export class Membership {
     const reply = await this.#client.eval(READ_SCRIPT, {
       keys: [k.members, k.version, k.applied],
       arguments: [k.lease, k.changes],
-    }) as [string, string[], string[], number[]];
-    const [version, flatMembers, flatApplied, leases] = reply;
+    }) as [string, string[], string[], number[], number[]];
+    const [version, flatMembers, flatApplied, leases, appliedLeases] = reply;
     const members: NodeInfo[] = [];
     const leaseLeftMs = new Map<string, number>();
     for (let i = 0; i < flatMembers.length; i += 2) {
@@ -135,6 +145,9 @@ export class Membership {
     const applied = new Map<string, number>();
     for (let i = 0; i < flatApplied.length; i += 2) {
       applied.set(flatApplied[i], Number(flatApplied[i + 1]) || 0);
+      if (!leaseLeftMs.has(flatApplied[i])) {
+        leaseLeftMs.set(flatApplied[i], Number(appliedLeases[i / 2]));
+      }
     }
     return { version: Number(version) || 0, members, leaseLeftMs, applied };
   }

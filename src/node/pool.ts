@@ -17,6 +17,7 @@ import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
 import type { ShardReport, StatsBook } from "../stats/report.ts";
 import { type ShardAddress, ShardMap } from "../core/shard_map.ts";
 import { ServiceError } from "../core/errors.ts";
+import { backendOf } from "../storage/registry.ts";
 import { Link } from "../thread/link.ts";
 
 const WORKER_URL = new URL("../../workers/shard.ts", import.meta.url);
@@ -115,6 +116,16 @@ export class ShardPool implements LocalShards, MapTarget {
   async settle(): Promise<void> {
     this.#held = false;
     await this.toAll({ op: "settle" });
+  }
+
+  /**
+   * Every shard hands off the uids it no longer owns; how many are left. Nothing to do with a
+   * store every node shares (the new owner reads the same data).
+   */
+  async handOff(): Promise<number> {
+    if (backendOf(this.#options.config).shared) return 0;
+    const left = await this.toAll({ op: "hand_off" }) as number[];
+    return left.reduce((sum, n) => sum + n, 0);
   }
 
   /** Every shard forgets every uid and holds them all (the node was fenced). */

@@ -10,6 +10,7 @@ import type { ShardAddress } from "../core/shard_map.ts";
 import type { SharedBudget } from "../transport/budget.ts";
 import type { SharedFence } from "../core/fence.ts";
 import type { ShardReport } from "../stats/report.ts";
+import type { HandedUser } from "../core/messages.ts";
 import type { ChannelRequest, OwnerOp, UnicastRequest } from "../core/requests.ts";
 
 /** The first message a worker gets: who it is, the map it shards by, the socket budget. */
@@ -44,14 +45,24 @@ export type ShardOp =
   | { op: "map"; shards: ShardAddress[]; hold?: boolean; reset?: boolean }
   /** The held map change is settled: serve the uids it gave. */
   | { op: "settle" }
+  /**
+   * Hand the state of the uids the store holds but the map no longer gives this shard to
+   * their owners (an embedded store); answers how many are left.
+   */
+  | { op: "hand_off" }
   | { op: "drain" }
   /** `--debug_api` only: throw from the shard's event loop, as a bug would. */
   | { op: "crash" }
   /** `--debug_api` only: compact the store now; answers how many messages went. */
   | { op: "compact" };
 
-/** Requests from a shard to the main thread: a client's message for a uid owned elsewhere. */
-export type MainOp = { op: "publish"; request: UnicastRequest };
+/**
+ * Requests from a shard to the main thread: a client's message for a uid owned elsewhere, and
+ * a hand-off's batch for the shard that owns `uid` (and every uid of `users`).
+ */
+export type MainOp =
+  | { op: "publish"; request: UnicastRequest }
+  | { op: "import"; uid: string; users: HandedUser[] };
 
 /** Notes from a shard: listening (on `port`) or failed to start, its report once a second, presence changes. */
 export type ShardNote =

@@ -31,6 +31,11 @@
  * the change is held (until every former owner has let go) waits: its state is read from the
  * store only once the change is settled.
  *
+ * Hand-off (an embedded store, docs/cluster.md): {@linkcode Shard.handOff} sends the state of
+ * every uid its store holds but the map no longer gives it to the uid's owner, and deletes it
+ * here only once that owner took it; {@linkcode Shard.importUsers} takes such state, only for
+ * uids it holds (a uid it has served throughout keeps its own state: the handed one is stale).
+ *
  * @module
  */
 
@@ -44,12 +49,17 @@ import type {
   Receipt,
   UnicastRequest,
 } from "../core/requests.ts";
-import type { Delivery } from "../core/messages.ts";
+import type { Delivery, HandedUser } from "../core/messages.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { encodeListed } from "../protocol/message.ts";
 import type { ShardMap } from "../core/shard_map.ts";
 import { FencedError, type Journal, StorageBusyError } from "../storage/journal.ts";
-import { type DeviceState, StorageUnavailableError, type Store } from "../storage/store.ts";
+import {
+  compactionFloor,
+  type DeviceState,
+  StorageUnavailableError,
+  type Store,
+} from "../storage/store.ts";
 import type { StoredMessage } from "../core/messages.ts";
 import { type ShardCounters, type ShardHistograms, TRANSPORT_COUNTERS } from "../stats/counters.ts";
 import type { Outcome, Session, SessionOwner } from "../session/session.ts";
@@ -81,6 +91,11 @@ export interface ShardOptions {
   forward(request: UnicastRequest): Promise<unknown>;
   /** A client's y=4, for every other shard. */
   broadcast(request: ChannelRequest): void;
+  /**
+   * Hands `users` (of one shard, another) to their owner; resolves with the uids it kept its
+   * own state of (see {@linkcode Shard.importUsers}).
+   */
+  handOff(users: HandedUser[]): Promise<string[]>;
   /** Hears connection counts and channel joins of online uids; absent without presence. */
   presence?: (change: PresenceChange) => void;
   log(level: "debug" | "info" | "warn" | "error", message: string): void;
@@ -111,6 +126,10 @@ interface User {
 const USER_IDLE_MS = 60_000;
 /** A connect this soon after the same uid's disconnect counts as a reconnect. */
 const RECONNECT_WINDOW_MS = 60_000;
+
+/** Most uids in one hand-off request, and about the most bytes of their messages. */
+const HAND_OFF_USERS = 500;
+const HAND_OFF_BYTES = 4 << 20;
 
 /** How a map change is applied ({@linkcode Shard.setMap}). */
 export interface MapChange {
@@ -217,6 +236,102 @@ export class Shard implements SessionOwner {
     const held = this.#heldSince;
     if (!held || held.every((owned) => owned.owns(uid))) return undefined;
     return this.#settled.promise;
+  }
+
+  /**
+   * Hands the state of every uid the store holds but the map no longer gives this shard to
+   * the uid's owner, a batch at a time per owning shard, and deletes it here once the owner
+   * took it (or kept its own, newer state). A batch that fails is kept here, whole, and so
+   * is the rest for that shard. Resolves with how many uids are left.
+   */
+  async handOff(): Promise<number> {
+    const store = this.#options.store;
+    const byOwner = new Map<number, string[]>();
+    for (const uid of await this.#storage(() => store.uids())) {
+      if (this.owns(uid)) continue;
+      const owner = this.#options.map.indexOf(uid);
+      byOwner.set(owner, [...byOwner.get(owner) ?? [], uid]);
+    }
+    let left = 0;
+    for (const uids of byOwner.values()) {
+      let next = 0;
+      /** Uids handed off (or found stale) and deleted here. */
+      let done = 0;
+      try {
+        while (next < uids.length) {
+          const batch: HandedUser[] = [];
+          let bytes = 0;
+          while (next < uids.length && batch.length < HAND_OFF_USERS && bytes < HAND_OFF_BYTES) {
+            const user = await this.#export(uids[next++]);
+            batch.push(user);
+            for (const message of user.messages) bytes += 64 + message.body.length;
+          }
+          const kept = await this.#options.handOff(batch);
+          if (kept.length > 0) {
+            this.#options.log(
+              "warn",
+              `hand-off: ${kept.length} uids (${kept.slice(0, 5).join(", ")}) have been served ` +
+                "by their owner throughout: the copies here were stale and are deleted",
+            );
+          }
+          // A uid the map gave back meanwhile is left alone: its owner hands it back.
+          const gone = batch.map((user) => user.uid).filter((uid) => !this.owns(uid));
+          await this.#storage(() => store.deleteUsers(gone));
+          this.counters.handed_off_uids += gone.length;
+          done = next;
+        }
+      } catch (error) {
+        left += uids.length - done;
+        this.#options.log(
+          "warn",
+          `hand-off of ${uids.length} uids (${uids[0]}, ...) to their owner: ` +
+            `${(error as Error).message}; kept here`,
+        );
+      }
+    }
+    return left;
+  }
+
+  /** The uid's state as a hand-off carries it: messages above its compaction floor. */
+  async #export(uid: string): Promise<HandedUser> {
+    const store = this.#options.store;
+    const now = Date.now();
+    const { lastSeq, devices } = await this.#storage(() => store.userState(uid));
+    const messages: StoredMessage[] = [];
+    let after = compactionFloor(devices.values(), now - this.#options.deviceTtlMs);
+    for (;;) {
+      const page = await this.#storage(() =>
+        store.readAfter(uid, after, this.#options.replayPage, now)
+      );
+      messages.push(...page);
+      if (page.length < this.#options.replayPage) break;
+      after = page[page.length - 1].seq;
+    }
+    return {
+      uid,
+      lastSeq,
+      devices: [...devices].map(([device, state]) => ({ device, ...state })),
+      messages,
+      channels: await this.#storage(() => store.channels(uid)),
+    };
+  }
+
+  /**
+   * Takes the state of uids handed off by their old owner: only for uids this shard owns and
+   * holds (not served yet: the change that gave them is not settled). A uid it has served
+   * throughout keeps its own state, which is newer; those uids are answered.
+   */
+  async importUsers(users: readonly HandedUser[]): Promise<string[]> {
+    for (const user of users) this.#checkOwner(user.uid);
+    const kept = users.filter((user) => this.#ready(user.uid) === undefined);
+    const taken = users.filter((user) => !kept.includes(user));
+    await this.#storage(() => this.#options.store.importUsers(taken));
+    for (const user of taken) {
+      // Cached memberships were read without it.
+      for (const channel of user.channels) this.#channels.delete(channel);
+    }
+    this.counters.imported_uids += taken.length;
+    return kept.map((user) => user.uid);
   }
 
   /** Open sessions. */
@@ -659,6 +774,8 @@ export class Shard implements SessionOwner {
    * reason it cannot, if so.
    */
   #ack(user: User, device: string, seq: number): string | undefined {
+    // A late ack of a uid moved away would write a cursor here after its state was handed off.
+    if (!this.owns(user.uid)) return "moved";
     if (seq > user.lastSeq) return "ack beyond last seq";
     const cursor = user.devices.get(device);
     if (!cursor) return "unknown device";
