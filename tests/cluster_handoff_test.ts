@@ -1,0 +1,140 @@
+/**
+ * End to end: a Redis-managed cluster (`--cluster=redis`) whose nodes each keep their own
+ * sqlite files, three nodes × two workers on loopback with a real Redis, under continuous
+ * publishing to many uids. A fourth node joins (about a quarter of the uids move to it), then
+ * a node leaves on SIGTERM: each moving uid's state is handed to its new owner (docs/cluster.md,
+ * "The embedded store"), so every acknowledged message is listed once, `s` keeps increasing
+ * and is never numbered again after a move, and each device's cursor moves with its uid.
+ * Heavy on two cores: run this file alone.
+ */
+
+import assert from "node:assert/strict";
+import { startRedis } from "../scripts/redis.ts";
+import { connected, settle } from "./client.ts";
+import {
+  assertAllStoredOnce,
+  assertMovedOnce,
+  Follower,
+  membershipFlags,
+  Publishers,
+  TestCluster,
+} from "./cluster_redis.ts";
+import { type Daemon, delay, freePortRun } from "./harness.ts";
+
+// At module level: Redis outlives single tests, not the file (nor the process).
+const redis = await startRedis();
+const USERS = Array.from({ length: 60 }, (_, i) => `user${i}`);
+/** The device whose cursor each uid's state must carry across the moves. */
+const TABLET = "tablet";
+
+/** Starts node `id` of `nodes` on shard ports nothing else was told of. */
+function start(nodes: TestCluster, id: string): Promise<Daemon> {
+  return nodes.start(id, [`--shard_port_base=${freePortRun(2)}`]);
+}
+
+async function owners(nodes: TestCluster, via: Daemon): Promise<Map<string, string>> {
+  return new Map(
+    await Promise.all(USERS.map(async (uid) => [uid, await nodes.ownerOf(uid, via)] as const)),
+  );
+}
+
+/** Connects the uid's tablet, acks everything it is given, and goes; the cursor it left. */
+async function ackOnTablet(entry: Daemon, uid: string): Promise<number> {
+  const tablet = await connected(entry.clientPort, uid, TABLET);
+  try {
+    const seqs = (await settle(tablet)).map((m) => m.s).filter((s) => typeof s === "number");
+    const cursor = Math.max(0, ...seqs as number[]);
+    if (cursor > 0) await tablet.send({ y: 5, s: cursor });
+    // The ack is taken before the heartbeat after it is answered.
+    await settle(tablet);
+    return cursor;
+  } finally {
+    tablet.close();
+  }
+}
+
+/** `/msg` of the uid's `device` on `via`: the `s` it lists. */
+async function listed(via: Daemon, uid: string, device = ""): Promise<number[]> {
+  const answer = await via.admin(`/msg?uid=${uid}${device ? `&device=${device}` : ""}`);
+  assert.equal(answer.status, 200, `/msg ${uid} ${device}: ${JSON.stringify(answer.body)}`);
+  return (answer.body.result as string[]).map((text) => JSON.parse(text).s as number);
+}
+
+/** A counter summed over a node's shards, from its `/metrics`. */
+async function metric(node: Daemon, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${node.adminPort}/metrics`)).text();
+  const lines = text.split("\n").filter((line) => line.startsWith(`${name}{`));
+  return lines.reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
+}
+
+Deno.test("cluster=redis with sqlite: a join and a SIGTERM leave hand each moving uid's state over", async () => {
+  const nodes = new TestCluster([...membershipFlags("h1", redis.url), "--storage=sqlite"]);
+  const followers: Follower[] = [];
+  let publishers: Publishers | undefined;
+  const startedAt = Date.now();
+  try {
+    for (const id of ["n1", "n2", "n3"]) await start(nodes, id);
+    await nodes.settled(["n1", "n2", "n3"]);
+    const [n1, n2, n3] = ["n1", "n2", "n3"].map((id) => nodes.nodes.get(id)!);
+    // Clients enter by the two nodes that stay; publishers by every node that serves.
+    for (const [i, uid] of USERS.entries()) {
+      followers.push(new Follower(uid, () => [n1, n3][i % 2]));
+    }
+    await Promise.all(followers.map((f) => f.start()));
+    publishers = new Publishers(USERS, () => nodes.live());
+    await delay(1500);
+    const cursors = new Map(
+      await Promise.all(USERS.map(async (uid) => [uid, await ackOnTablet(n1, uid)] as const)),
+    );
+    assert.ok([...cursors.values()].some((cursor) => cursor > 0), "some tablet acked");
+    await delay(500);
+
+    // A fourth node joins: about a quarter of the uids move to it, with their state.
+    const beforeJoin = await owners(nodes, n1);
+    for (const follower of followers) follower.mark();
+    const n4 = await start(nodes, "n4");
+    await nodes.settled(["n1", "n2", "n3", "n4"]);
+    await delay(1500);
+    const afterJoin = await owners(nodes, n1);
+    const joined = USERS.filter((uid) => beforeJoin.get(uid) !== afterJoin.get(uid));
+    assert.ok(joined.every((uid) => afterJoin.get(uid) === "n4"), "only to the new node");
+    assert.ok(joined.length >= 6 && joined.length <= 30, `about a quarter: ${joined.length}`);
+    await assertMovedOnce(followers, joined);
+
+    // n2 leaves on SIGTERM: its uids go to the others, with their state.
+    const leaving = USERS.filter((uid) => afterJoin.get(uid) === "n2");
+    assert.ok(leaving.length >= 5, `n2's uids: ${leaving.length}`);
+    for (const follower of followers) follower.mark();
+    nodes.nodes.delete("n2");
+    assert.equal(await n2.stop("SIGTERM"), 0, n2.log());
+    await nodes.settled(["n1", "n3", "n4"]);
+    await delay(1500);
+    await publishers.stop();
+    await assertMovedOnce(followers, leaving);
+
+    // Every acknowledged message once, under its s; s never numbered twice for a uid.
+    assert.ok(publishers.acked.length > 300, `published ${publishers.acked.length}`);
+    for (const uid of USERS) {
+      const seqs: number[] = publishers.of(uid).map((a) => a.s);
+      assert.equal(new Set(seqs).size, seqs.length, `${uid}: an s acknowledged twice: ${seqs}`);
+    }
+    await assertAllStoredOnce(n3, USERS, publishers.acked);
+    // Each tablet's cursor came along: it is given exactly what it had not acked.
+    for (const uid of USERS) {
+      const all = await listed(n4, uid);
+      const cursor = cursors.get(uid)!;
+      assert.deepEqual(await listed(n4, uid, TABLET), all.filter((s) => s > cursor), uid);
+    }
+    // ... because their state was handed over (not read from anywhere else).
+    assert.equal(await metric(n4, "ipush_cluster_imported_uids_total"), joined.length);
+    console.log(
+      `hand-off: ${joined.length} uids to n4, ${leaving.length} from n2; ` +
+        `${publishers.acked.length} acknowledged, ${publishers.refused} refused; ` +
+        `${Date.now() - startedAt} ms`,
+    );
+  } finally {
+    await publishers?.stop();
+    await Promise.all(followers.map((f) => f.stop()));
+    await nodes.stopAll();
+  }
+});
