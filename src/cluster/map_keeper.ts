@@ -17,6 +17,12 @@
  *    it sent before its fence closed has landed). A member that is leaving keeps its lease
  *    while it hands off: it is waited for as long as it has one.
  *
+ * With an embedded store (`localState`), a member whose lease went without its hand-off (it
+ * died) took its uids' state with it: before settling, the keeper records it as lost in Redis,
+ * with the map it died in, and the shards refuse those of its uids they have no state for
+ * (`503 {"error":"state lost"}`) rather than number them from 1 again, until it joins again
+ * and has handed on what its files held (its `applied` clears the record).
+ *
  * A node that finds itself out of the list without having left (its lease expired: it was
  * paused, or cut off from Redis) is fenced already (its journal refuses writes); it forgets
  * every uid, holds them all, and joins again as a new member.
@@ -25,9 +31,10 @@
  */
 
 import type { Log } from "../core/log.ts";
+import type { LostNode } from "../core/shard_map.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import { LEFT, type Membership, type View } from "./membership.ts";
-import type { NodeInfo } from "./topology.ts";
+import { type NodeInfo, shardsOf } from "./topology.ts";
 
 /** The local shards, as the keeper moves them (the worker pool). */
 export interface MapTarget {
@@ -42,6 +49,8 @@ export interface MapTarget {
   handOff(): Promise<number>;
   /** Forgets every uid and holds them all (the node was fenced). */
   reset(): Promise<void>;
+  /** The members lost with their uids' state: the shards refuse those uids without state. */
+  setLost(lost: LostNode[]): Promise<void>;
 }
 
 /** What the keeper needs besides the membership and the shards. */
@@ -49,6 +58,11 @@ export interface KeeperOptions {
   selfId: string;
   /** How long after a member's expiry its uids may be served elsewhere (the store timeout). */
   graceMs: number;
+  /**
+   * Each node keeps its own uids' state (an embedded store): a member that dies without
+   * handing off is recorded as lost, and the shards follow the lost records.
+   */
+  localState: boolean;
   /** Hears every member list applied (for the peers and the bus). */
   onMembers(members: readonly NodeInfo[]): void;
   counters: ShardCounters;
@@ -82,6 +96,10 @@ export class MapKeeper {
   #again = false;
   /** Members of the last map applied. */
   #members: readonly NodeInfo[] = [];
+  /** The last member list applied that had each member in it: the uids it held. */
+  #lastMapOf = new Map<string, readonly NodeInfo[]>();
+  /** The lost records the shards have, as JSON ("": none given yet). */
+  #lostGiven = "";
 
   constructor(membership: Membership, target: MapTarget, options: KeeperOptions) {
     this.#membership = membership;
@@ -155,11 +173,16 @@ export class MapKeeper {
     this.#view = view;
     if (view.version !== this.#version && !await this.#apply(view)) return;
     if (this.#applied !== this.#version) await this.#handOff();
+    if (this.#options.localState) await this.#giveLost(view.lost);
     if (this.#held && this.#mayServe(view)) {
+      if (this.#options.localState) await this.#recordLost(view);
       await this.#target.settle();
       this.#held = false;
       this.#waitFor.clear();
       this.#goneSince.clear();
+      for (const id of this.#lastMapOf.keys()) {
+        if (!this.#members.some((member) => member.id === id)) this.#lastMapOf.delete(id);
+      }
       this.#options.log("info", `cluster map ${this.#version} settled`);
     }
   }
@@ -179,6 +202,7 @@ export class MapKeeper {
     if (members.length > 0) {
       await this.#target.setMembers(members, true);
       this.#members = members;
+      for (const member of members) this.#lastMapOf.set(member.id, members);
       this.#options.onMembers(members);
     }
     this.#version = view.version;
@@ -206,6 +230,39 @@ export class MapKeeper {
     }
     await this.#membership.applied(version);
     this.#applied = version;
+  }
+
+  /**
+   * Records each member the held change waited for that is gone without having applied it or
+   * left — its lease lapsed: it handed nothing off — as lost, with the map it held its uids in,
+   * and gives the shards the records before they serve those uids.
+   */
+  async #recordLost(view: View): Promise<void> {
+    const lost = [...view.lost];
+    for (const id of this.#waitFor) {
+      const applied = view.applied.get(id) ?? 0;
+      if (applied >= this.#version || applied === LEFT) continue;
+      const map = this.#lastMapOf.get(id);
+      if (!map || lost.some((entry) => entry.node === id)) continue;
+      const entry = { node: id, shards: map.flatMap(shardsOf).map((shard) => shard.id) };
+      this.#options.log(
+        "warn",
+        `cluster member ${id} is gone without handing off its uids' state: those uids are ` +
+          `refused with 503 state lost where there is no state for them, until ${id} joins ` +
+          "again with its files and applies a map (docs/cluster.md)",
+      );
+      await this.#membership.markLost(entry);
+      lost.push(entry);
+    }
+    await this.#giveLost(lost);
+  }
+
+  /** Gives the shards the lost records, if they changed. */
+  async #giveLost(lost: LostNode[]): Promise<void> {
+    const text = JSON.stringify(lost.toSorted((a, b) => a.node < b.node ? -1 : 1));
+    if (text === this.#lostGiven) return;
+    await this.#target.setLost(lost);
+    this.#lostGiven = text;
   }
 
   /** True once no node that held the held uids can still write for them. */

@@ -3,6 +3,7 @@ import { newShardCounters } from "../stats/counters.ts";
 import { MapKeeper, type MapTarget } from "./map_keeper.ts";
 import { LEFT, type Membership, type View } from "./membership.ts";
 import type { NodeInfo } from "./topology.ts";
+import type { LostNode } from "../core/shard_map.ts";
 
 const node = (id: string): NodeInfo => ({
   id,
@@ -24,12 +25,18 @@ function fakeMembership(view: View) {
     read: () => Promise.resolve(structuredClone(fake.view)),
     join: () => (fake.joins++, Promise.resolve(fake.view.version)),
     applied: (version: number) => (fake.appliedVersions.push(version), Promise.resolve()),
+    marked: [] as LostNode[],
+    markLost: (lost: LostNode) => {
+      fake.marked.push(lost);
+      fake.view.lost.push(lost);
+      return Promise.resolve();
+    },
     stop: () => {},
   };
   return fake;
 }
 
-function keeperWith(view: View, graceMs = 1000) {
+function keeperWith(view: View, graceMs = 1000, localState = false) {
   const membership = fakeMembership(view);
   const calls: string[] = [];
   /** What the next hand-offs leave behind (nothing once empty). */
@@ -42,10 +49,12 @@ function keeperWith(view: View, graceMs = 1000) {
     settle: () => (calls.push("settle"), Promise.resolve()),
     reset: () => (calls.push("reset"), Promise.resolve()),
     handOff: () => Promise.resolve(handOffsLeft.shift() ?? 0),
+    setLost: (lost) => (calls.push(`lost ${lost.map((l) => l.node).join(",")}`), Promise.resolve()),
   };
   const keeper = new MapKeeper(membership as unknown as Membership, target, {
     selfId: "a",
     graceMs,
+    localState,
     onMembers: () => {},
     counters: newShardCounters(),
     log: () => {},
@@ -58,6 +67,7 @@ const viewOf = (version: number, ids: string[], applied: Record<string, number>)
   members: ids.map(node),
   leaseLeftMs: new Map(ids.map((id) => [id, 3000])),
   applied: new Map(Object.entries(applied)),
+  lost: [],
 });
 
 Deno.test("MapKeeper: a joining node holds what it gains until every member applied its version", async () => {
@@ -139,5 +149,40 @@ Deno.test("MapKeeper: a leaving member is waited for while it has its lease, pas
   membership.view = viewOf(4, ["a"], { a: 4, c: 4 });
   await keeper.refresh();
   assert.deepEqual(calls.slice(2), ["map a held", "settle"]);
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: with local state, a member gone without its hand-off is recorded lost before settle", async () => {
+  const { keeper, membership, calls } = keeperWith(
+    viewOf(3, ["a", "c"], { a: 3, c: 3 }),
+    50,
+    true,
+  );
+  await keeper.start();
+  assert.deepEqual(calls, ["map a,c held", "lost ", "settle"]);
+  // c's lease lapsed (a crash): after the grace, its uids are served without their state.
+  membership.view = viewOf(4, ["a"], { a: 4 });
+  await keeper.refresh();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await keeper.refresh();
+  assert.deepEqual(membership.marked, [{ node: "c", shards: ["a/0", "c/0"] }]);
+  assert.deepEqual(calls.slice(3), ["map a held", "lost c", "settle"], "the shards know first");
+  // c is back: the join cleared its record; the shards hear it.
+  membership.view = viewOf(5, ["a", "c"], { a: 4, c: 5 });
+  await keeper.refresh();
+  assert.deepEqual(calls.slice(6, 8), ["map a,c held", "lost "]);
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: a member that left or applied is not recorded lost", async () => {
+  const { keeper, membership } = keeperWith(
+    viewOf(3, ["a", "b", "c"], { a: 3, b: 3, c: 3 }),
+    10,
+    true,
+  );
+  await keeper.start();
+  membership.view = viewOf(4, ["a"], { a: 4, b: LEFT, c: 4 });
+  await keeper.refresh();
+  assert.deepEqual(membership.marked, []);
   keeper.stop();
 });

@@ -80,9 +80,9 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       "warn",
       `--storage=${config.storage} under --cluster=redis: a planned join or leave hands each ` +
         "moving uid's state to its new owner, but a node that dies (kill -9, a crash, a lost " +
-        "lease) keeps its uids' state: the survivors serve them without it and number their " +
-        "messages from 1 again (docs/cluster.md). For failover, use --storage=cassandra" +
-        (config.storage === "memory" ? "; memory also loses everything at a restart" : ""),
+        "lease) keeps its uids' state: the others refuse those uids (503 state lost) until it " +
+        "is back with its files (docs/cluster.md). For failover, use --storage=cassandra" +
+        (config.storage === "memory" ? "; memory loses everything when the process dies" : ""),
     );
   }
   await prepareStore(config, shardsOf(self).map((shard) => shard.id), log);
@@ -251,6 +251,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     const members = keeper = new MapKeeper(membership, pool, {
       selfId: self.id,
       graceMs: config.storage_timeout_ms,
+      localState: !backendOf(config).shared,
       onMembers: (nodes) => {
         const others = nodes.filter((node) => node.id !== self.id);
         peers?.setNodes(others);

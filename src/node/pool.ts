@@ -15,7 +15,7 @@ import { type SharedBudget, SocketBudget } from "../transport/budget.ts";
 import type { ChannelReceipt, ChannelRequest } from "../core/requests.ts";
 import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
 import type { ShardReport, StatsBook } from "../stats/report.ts";
-import { type ShardAddress, ShardMap } from "../core/shard_map.ts";
+import { type LostNode, type ShardAddress, ShardMap } from "../core/shard_map.ts";
 import { ServiceError } from "../core/errors.ts";
 import { backendOf } from "../storage/registry.ts";
 import { Link } from "../thread/link.ts";
@@ -69,6 +69,8 @@ export class ShardPool implements LocalShards, MapTarget {
   #local = new Map<number, number>();
   /** A map change is held (new workers start held too). */
   #held: boolean;
+  /** The other members lost with their uids' state (new workers get them too). */
+  #lost: LostNode[] = [];
   #stopping = false;
   #fromShards: FromShards = {
     request: () => Promise.reject(new ServiceError("shards not started", 503)),
@@ -126,6 +128,13 @@ export class ShardPool implements LocalShards, MapTarget {
     if (backendOf(this.#options.config).shared) return 0;
     const left = await this.toAll({ op: "hand_off" }) as number[];
     return left.reduce((sum, n) => sum + n, 0);
+  }
+
+  /** The members lost with their uids' state, for every shard (this node's own records aside). */
+  async setLost(lost: LostNode[]): Promise<void> {
+    const selfId = this.#options.topology.self.id;
+    this.#lost = lost.filter((entry) => entry.node !== selfId);
+    await this.toAll({ op: "lost", lost: this.#lost });
   }
 
   /** Every shard forgets every uid and holds them all (the node was fenced). */
@@ -241,6 +250,7 @@ export class ShardPool implements LocalShards, MapTarget {
         config,
         shards: this.#map.shards.slice(),
         hold: this.#held,
+        lost: this.#lost,
         budget,
         fence,
       } satisfies ShardInit,

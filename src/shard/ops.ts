@@ -6,7 +6,7 @@
 
 import type { PresenceChange } from "../core/presence.ts";
 import type { Config } from "../config/flags.ts";
-import type { ShardAddress } from "../core/shard_map.ts";
+import type { LostNode, ShardAddress } from "../core/shard_map.ts";
 import type { SharedBudget } from "../transport/budget.ts";
 import type { SharedFence } from "../core/fence.ts";
 import type { ShardReport } from "../stats/report.ts";
@@ -25,6 +25,8 @@ export interface ShardInit {
   shards: ShardAddress[];
   /** The uids `shards` gives this shard wait for `settle` (a node joining a cluster). */
   hold: boolean;
+  /** The members lost with their uids' state (`lost`): those uids without state are refused. */
+  lost: LostNode[];
   budget: SharedBudget;
   /** The node's write fence (`core/fence.ts`). */
   fence: SharedFence;
@@ -50,6 +52,8 @@ export type ShardOp =
    * their owners (an embedded store); answers how many are left.
    */
   | { op: "hand_off" }
+  /** The members lost with their uids' state now (replaces the last list). */
+  | { op: "lost"; lost: LostNode[] }
   | { op: "drain" }
   /** `--debug_api` only: throw from the shard's event loop, as a bug would. */
   | { op: "crash" }

@@ -52,13 +52,14 @@ import type {
 import type { Delivery, HandedUser } from "../core/messages.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { encodeListed } from "../protocol/message.ts";
-import type { ShardMap } from "../core/shard_map.ts";
+import { lostMaps, type LostNode, lostWith, type ShardMap } from "../core/shard_map.ts";
 import { FencedError, type Journal, StorageBusyError } from "../storage/journal.ts";
 import {
   compactionFloor,
   type DeviceState,
   StorageUnavailableError,
   type Store,
+  type UserState,
 } from "../storage/store.ts";
 import type { StoredMessage } from "../core/messages.ts";
 import { type ShardCounters, type ShardHistograms, TRANSPORT_COUNTERS } from "../stats/counters.ts";
@@ -169,6 +170,8 @@ export class Shard implements SessionOwner {
   /** Open sessions per uid, counted from the moment a session is taken. */
   #connections = new Map<string, number>();
   #recentlyLeft = new Map<string, number>();
+  /** Members lost with their uids' state: their uids without state here are refused. */
+  #lost: ReturnType<typeof lostMaps> = [];
 
   constructor(options: ShardOptions) {
     this.#options = options;
@@ -213,6 +216,15 @@ export class Shard implements SessionOwner {
     for (const uid of [...this.#users.keys()]) if (moved(uid)) this.#users.delete(uid);
     // Memberships are cached per channel, filtered by the old map: read them again.
     this.#channels.clear();
+  }
+
+  /**
+   * The members lost with their uids' state (they died without handing it off): a uid one of
+   * them held that has no state here is refused with `503 {"error":"state lost"}` rather than
+   * numbered from 1 again, which would reuse the `s` that member gave.
+   */
+  setLost(lost: readonly LostNode[]): void {
+    this.#lost = lostMaps(lost);
   }
 
   /** The held change is settled: the uids it gave this shard are served. */
@@ -317,13 +329,21 @@ export class Shard implements SessionOwner {
   }
 
   /**
-   * Takes the state of uids handed off by their old owner: only for uids this shard owns and
-   * holds (not served yet: the change that gave them is not settled). A uid it has served
-   * throughout keeps its own state, which is newer; those uids are answered.
+   * Takes the state of uids handed off by their old owner: for uids this shard owns and holds
+   * (not served yet: the change that gave them is not settled), and for those it has refused
+   * as lost throughout (no state here: a lost member came back with its files and hands them
+   * on). Any other uid it has served throughout keeps its own state, which is newer; those
+   * uids are answered.
    */
   async importUsers(users: readonly HandedUser[]): Promise<string[]> {
     for (const user of users) this.#checkOwner(user.uid);
-    const kept = users.filter((user) => this.#ready(user.uid) === undefined);
+    const kept: HandedUser[] = [];
+    for (const user of users) {
+      if (this.#ready(user.uid) !== undefined) continue;
+      // Refused while it has no state: nothing is numbered for it meanwhile.
+      if (lostWith(this.#lost, user.uid) && isEmpty(await this.#state(user.uid))) continue;
+      kept.push(user);
+    }
     const taken = users.filter((user) => !kept.includes(user));
     await this.#storage(() => this.#options.store.importUsers(taken));
     for (const user of taken) {
@@ -478,6 +498,7 @@ export class Shard implements SessionOwner {
   async #subscribe(uid: string, channel: string, reserved: boolean): Promise<void> {
     this.#checkOwner(uid);
     await this.#ready(uid);
+    await this.#checkNotLost(uid);
     await this.#storage(() => this.#options.store.subscribe(channel, uid));
     await this.#loadingChannels.get(channel);
     this.#channels.get(channel)?.add(uid);
@@ -526,6 +547,7 @@ export class Shard implements SessionOwner {
   async unsubscribe(uid: string, channel: string): Promise<void> {
     this.#checkOwner(uid);
     await this.#ready(uid);
+    await this.#checkNotLost(uid);
     await this.#storage(() => this.#options.store.unsubscribe(channel, uid));
     await this.#loadingChannels.get(channel);
     this.#channels.get(channel)?.delete(uid);
@@ -570,8 +592,8 @@ export class Shard implements SessionOwner {
     let user: User;
     try {
       user = await this.#user(session.uid);
-    } catch {
-      return session.fail("storage unavailable");
+    } catch (error) {
+      return session.fail(error instanceof ServiceError ? error.message : "storage unavailable");
     }
     // Closed while its state loaded: `onClose` has already been and gone.
     if (!this.#sessions.has(session)) return;
@@ -838,13 +860,18 @@ export class Shard implements SessionOwner {
     for (;;) {
       await this.#ready(uid);
       const generation = this.#generation;
-      const state = await this.#storage(() => this.#options.store.userState(uid));
+      const state = await this.#state(uid);
       if (generation !== this.#generation) continue;
+      if (isEmpty(state) && lostWith(this.#lost, uid)) throw new ServiceError("state lost", 503);
       const user: User = { uid, ...state, sessions: [], busy: 0, lastUsed: Date.now() };
       // Not cached if it is not ours (an admin read of a uid moved away); a later use loads.
       if (this.owns(uid)) this.#users.set(uid, user);
       return user;
     }
+  }
+
+  #state(uid: string): Promise<UserState> {
+    return this.#storage(() => this.#options.store.userState(uid));
   }
 
   #release(user: User): void {
@@ -898,12 +925,25 @@ export class Shard implements SessionOwner {
     }
   }
 
+  /**
+   * Refuses a membership change of a uid lost with its state: stored here, it would be handed
+   * on as the uid's state, and replace the real one when the lost member comes back.
+   */
+  async #checkNotLost(uid: string): Promise<void> {
+    if (lostWith(this.#lost, uid)) await this.#user(uid);
+  }
+
   #checkOwner(uid: string): void {
     if (!this.owns(uid)) {
       const { error, status } = notOwned(uid);
       throw new ServiceError(error, status);
     }
   }
+}
+
+/** True for the state of a uid never numbered nor seen here. */
+function isEmpty(state: UserState): boolean {
+  return state.lastSeq === 0 && state.devices.size === 0;
 }
 
 /** How many of the uid's devices have a session open. */

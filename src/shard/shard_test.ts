@@ -589,3 +589,27 @@ Deno.test("Shard: an import for a uid it served throughout is refused as stale",
   const refused = await rejection(shard.importUsers([{ ...stale, uid: FOREIGN }]));
   assert.ok(refused instanceof ServiceError && refused.status === 421);
 });
+
+Deno.test("Shard: a uid a lost member held is refused as state lost, unless there is state for it", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  const lostMap = new ShardMap([{ id: "n/0", host: "", port: 1 }, {
+    id: "x/0",
+    host: "",
+    port: 2,
+  }]);
+  const [lost, handed] = OWNED.filter((uid) => lostMap.indexOf(uid) === 1);
+  const kept = OWNED.find((uid) => lostMap.indexOf(uid) === 0)!;
+  shard.setLost([{ node: "x", shards: ["n/0", "x/0"] }]);
+  const refused = await rejection(shard.publish(message(lost, "one")));
+  assert.ok(refused instanceof ServiceError && refused.status === 503, String(refused));
+  assert.equal(refused.message, "state lost");
+  const { conn } = await connect(shard, lost);
+  assert.deepEqual(conn.take(), [{ error: "state lost" }]);
+  assert.deepEqual(await shard.publish(message(kept, "one")), { s: 1, online: 0 });
+  // Handed off before its owner died: its state is here.
+  await store.importUsers([{ uid: handed, lastSeq: 4, devices: [], messages: [], channels: [] }]);
+  assert.deepEqual(await shard.publish(message(handed, "five")), { s: 5, online: 0 });
+  shard.setLost([]);
+  assert.deepEqual(await shard.publish(message(lost, "one")), { s: 1, online: 0 });
+});

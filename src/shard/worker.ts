@@ -143,6 +143,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     init.port,
   );
   if (init.hold) shard.setMap(map, indexIn(init.shards), { hold: true, reset: true });
+  shard.setLost(init.lost);
   log("info", `listening on ${config.host}:${server.port} (${config.storage} store)`, {
     port: server.port,
     store: config.storage,
@@ -197,6 +198,9 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
           return shard.importUsers(op.users);
         case "hand_off":
           return shard.handOff();
+        case "lost":
+          shard.setLost(op.lost);
+          return Promise.resolve();
         case "stats":
           return Promise.resolve(report());
         case "map":
