@@ -4,13 +4,14 @@
  * publishing to many uids. A fourth node joins (about a quarter of the uids move to it), then
  * a node leaves on SIGTERM: each moving uid's state is handed to its new owner (docs/cluster.md,
  * "The embedded store"), so every acknowledged message is listed once, `s` keeps increasing
- * and is never numbered again after a move, and each device's cursor moves with its uid.
- * Heavy on two cores: run this file alone.
+ * and is never numbered again after a move, and each device's cursor moves with its uid. And a
+ * node killed with -9 hands nothing off: its uids are refused as `state lost`, never numbered
+ * from 1 again, until it is back with its files. Heavy on two cores: run this file alone.
  */
 
 import assert from "node:assert/strict";
 import { startRedis } from "../scripts/redis.ts";
-import { connected, settle } from "./client.ts";
+import { connected, RawClient, settle } from "./client.ts";
 import {
   assertAllStoredOnce,
   assertMovedOnce,
@@ -19,7 +20,7 @@ import {
   Publishers,
   TestCluster,
 } from "./cluster_redis.ts";
-import { type Daemon, delay, freePortRun } from "./harness.ts";
+import { type Daemon, delay, eventually, freePortRun } from "./harness.ts";
 
 // At module level: Redis outlives single tests, not the file (nor the process).
 const redis = await startRedis();
@@ -27,9 +28,9 @@ const USERS = Array.from({ length: 60 }, (_, i) => `user${i}`);
 /** The device whose cursor each uid's state must carry across the moves. */
 const TABLET = "tablet";
 
-/** Starts node `id` of `nodes` on shard ports nothing else was told of. */
-function start(nodes: TestCluster, id: string): Promise<Daemon> {
-  return nodes.start(id, [`--shard_port_base=${freePortRun(2)}`]);
+/** Starts node `id` of `nodes` on shard ports nothing else was told of (in `dir`: a restart). */
+function start(nodes: TestCluster, id: string, dir?: string): Promise<Daemon> {
+  return nodes.start(id, [`--shard_port_base=${freePortRun(2)}`], { dir });
 }
 
 async function owners(nodes: TestCluster, via: Daemon): Promise<Map<string, string>> {
@@ -100,6 +101,7 @@ Deno.test("cluster=redis with sqlite: a join and a SIGTERM leave hand each movin
     assert.ok(joined.every((uid) => afterJoin.get(uid) === "n4"), "only to the new node");
     assert.ok(joined.length >= 6 && joined.length <= 30, `about a quarter: ${joined.length}`);
     await assertMovedOnce(followers, joined);
+    const importedByJoin = await metric(n4, "ipush_cluster_imported_uids_total");
 
     // n2 leaves on SIGTERM: its uids go to the others, with their state.
     const leaving = USERS.filter((uid) => afterJoin.get(uid) === "n2");
@@ -126,7 +128,7 @@ Deno.test("cluster=redis with sqlite: a join and a SIGTERM leave hand each movin
       assert.deepEqual(await listed(n4, uid, TABLET), all.filter((s) => s > cursor), uid);
     }
     // ... because their state was handed over (not read from anywhere else).
-    assert.equal(await metric(n4, "ipush_cluster_imported_uids_total"), joined.length);
+    assert.equal(importedByJoin, joined.length);
     console.log(
       `hand-off: ${joined.length} uids to n4, ${leaving.length} from n2; ` +
         `${publishers.acked.length} acknowledged, ${publishers.refused} refused; ` +
@@ -135,6 +137,62 @@ Deno.test("cluster=redis with sqlite: a join and a SIGTERM leave hand each movin
   } finally {
     await publishers?.stop();
     await Promise.all(followers.map((f) => f.stop()));
+    await nodes.stopAll();
+  }
+});
+
+Deno.test("cluster=redis with sqlite: a killed node's uids are refused as state lost until it is back", async () => {
+  const nodes = new TestCluster([...membershipFlags("h2", redis.url), "--storage=sqlite"]);
+  let publishers: Publishers | undefined;
+  try {
+    for (const id of ["n1", "n2", "n3"]) await start(nodes, id);
+    await nodes.settled(["n1", "n2", "n3"]);
+    const [n1, n2, n3] = ["n1", "n2", "n3"].map((id) => nodes.nodes.get(id)!);
+    const before = await owners(nodes, n1);
+    const victims = USERS.filter((uid) => before.get(uid) === "n3");
+    assert.ok(victims.length >= 10, `n3's uids: ${victims.length}`);
+    publishers = new Publishers(USERS, () => [n1, n2]);
+    await delay(1500);
+    nodes.nodes.delete("n3");
+    await n3.stop("SIGKILL");
+    await nodes.settled(["n1", "n2"]);
+    // Each victim: refused, first as unreachable, then as lost; never an s numbered afresh.
+    const pub = (uid: string) =>
+      n1.admin(`/pub?to=${uid}&from=op&receipt=1`, { method: "POST", body: '"probe"' });
+    for (const uid of victims) {
+      let answer = await pub(uid);
+      assert.ok(
+        await eventually(async () => {
+          answer = await pub(uid);
+          assert.notEqual(answer.status, 200, `${uid} numbered without its state`);
+          return answer.body.error === "state lost";
+        }, 10_000),
+        `${uid}: ${JSON.stringify(answer)}`,
+      );
+      assert.equal(answer.status, 503);
+    }
+    const other = USERS.find((uid) => before.get(uid) !== "n3")!;
+    assert.equal((await pub(other)).status, 200);
+    const { client, answer } = await RawClient.connect(n1.clientPort, victims[0]);
+    assert.equal(answer.status, 200);
+    assert.deepEqual(await client.next(), { error: "state lost" });
+    client.close();
+
+    // Back with its files: it takes its uids back and numbers on from its own state.
+    const ackedBefore = new Map(victims.map((uid) => [uid, publishers!.of(uid).map((a) => a.s)]));
+    await start(nodes, "n3", n3.dir);
+    await nodes.settled(["n1", "n2", "n3"]);
+    for (const uid of victims) {
+      const answer = await pub(uid);
+      assert.equal(answer.status, 200, `${uid}: ${JSON.stringify(answer.body)}`);
+      const s = (answer.body.result as { s: number }).s;
+      assert.ok(s > Math.max(0, ...ackedBefore.get(uid)!), `${uid}: s ${s} after the restart`);
+    }
+    await delay(1000);
+    await publishers.stop();
+    await assertAllStoredOnce(n1, USERS, publishers.acked);
+  } finally {
+    await publishers?.stop();
     await nodes.stopAll();
   }
 });

@@ -11,7 +11,7 @@
 
 import assert from "node:assert/strict";
 import { RawClient } from "./client.ts";
-import { type Daemon, delay, eventually, startDaemon } from "./harness.ts";
+import { type Daemon, type DaemonOptions, delay, eventually, startDaemon } from "./harness.ts";
 
 export const LEASE_SEC = 2;
 /** Also the grace after a lease's expiry before the others serve its uids. */
@@ -56,9 +56,9 @@ export class TestCluster {
     this.#flags = flags;
   }
 
-  /** Starts node `id` with the cluster's flags and `flags`. */
-  async start(id: string, flags: string[] = []): Promise<Daemon> {
-    const daemon = await startDaemon([...this.#flags, `--node_id=${id}`, ...flags]);
+  /** Starts node `id` with the cluster's flags and `flags` (in `options.dir`: a restart). */
+  async start(id: string, flags: string[] = [], options: DaemonOptions = {}): Promise<Daemon> {
+    const daemon = await startDaemon([...this.#flags, `--node_id=${id}`, ...flags], options);
     this.nodes.set(id, daemon);
     return daemon;
   }
