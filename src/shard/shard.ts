@@ -262,7 +262,9 @@ export class Shard implements SessionOwner {
     for (const uid of await this.#storage(() => store.uids())) {
       if (this.owns(uid)) continue;
       const owner = this.#options.map.indexOf(uid);
-      byOwner.set(owner, [...byOwner.get(owner) ?? [], uid]);
+      const uids = byOwner.get(owner);
+      if (uids) uids.push(uid);
+      else byOwner.set(owner, [uid]);
     }
     let left = 0;
     for (const uids of byOwner.values()) {
