@@ -6,7 +6,8 @@
  * "The embedded store"), so every acknowledged message is listed once, `s` keeps increasing
  * and is never numbered again after a move, and each device's cursor moves with its uid. And a
  * node killed with -9 hands nothing off: its uids are refused as `state lost`, never numbered
- * from 1 again, until it is back with its files. Heavy on two cores: run this file alone.
+ * from 1 again, until it is back with its files. And a hand-off the new owner refuses is kept,
+ * tried again, and not said applied. Heavy on two cores: run this file alone.
  */
 
 import assert from "node:assert/strict";
@@ -15,12 +16,13 @@ import { connected, RawClient, settle } from "./client.ts";
 import {
   assertAllStoredOnce,
   assertMovedOnce,
+  type ClusterView,
   Follower,
   membershipFlags,
   Publishers,
   TestCluster,
 } from "./cluster_redis.ts";
-import { type Daemon, delay, eventually, freePortRun } from "./harness.ts";
+import { type Daemon, type DaemonOptions, delay, eventually, freePortRun } from "./harness.ts";
 
 // At module level: Redis outlives single tests, not the file (nor the process).
 const redis = await startRedis();
@@ -28,9 +30,9 @@ const USERS = Array.from({ length: 60 }, (_, i) => `user${i}`);
 /** The device whose cursor each uid's state must carry across the moves. */
 const TABLET = "tablet";
 
-/** Starts node `id` of `nodes` on shard ports nothing else was told of (in `dir`: a restart). */
-function start(nodes: TestCluster, id: string, dir?: string): Promise<Daemon> {
-  return nodes.start(id, [`--shard_port_base=${freePortRun(2)}`], { dir });
+/** Starts node `id` of `nodes` on shard ports nothing else was told of (`dir`: a restart). */
+function start(nodes: TestCluster, id: string, options: DaemonOptions = {}): Promise<Daemon> {
+  return nodes.start(id, [`--shard_port_base=${freePortRun(2)}`], options);
 }
 
 async function owners(nodes: TestCluster, via: Daemon): Promise<Map<string, string>> {
@@ -180,7 +182,7 @@ Deno.test("cluster=redis with sqlite: a killed node's uids are refused as state 
 
     // Back with its files: it takes its uids back and numbers on from its own state.
     const ackedBefore = new Map(victims.map((uid) => [uid, publishers!.of(uid).map((a) => a.s)]));
-    await start(nodes, "n3", n3.dir);
+    await start(nodes, "n3", { dir: n3.dir });
     await nodes.settled(["n1", "n2", "n3"]);
     for (const uid of victims) {
       const answer = await pub(uid);
@@ -190,6 +192,46 @@ Deno.test("cluster=redis with sqlite: a killed node's uids are refused as state 
     }
     await delay(1000);
     await publishers.stop();
+    await assertAllStoredOnce(n1, USERS, publishers.acked);
+  } finally {
+    await publishers?.stop();
+    await nodes.stopAll();
+  }
+});
+
+Deno.test("cluster=redis with sqlite: a hand-off the new owner refuses is kept and tried again, not applied", async () => {
+  const nodes = new TestCluster([...membershipFlags("h3", redis.url), "--storage=sqlite"]);
+  let publishers: Publishers | undefined;
+  try {
+    for (const id of ["n1", "n2", "n3"]) await start(nodes, id);
+    await nodes.settled(["n1", "n2", "n3"]);
+    const [n1, n2, n3] = ["n1", "n2", "n3"].map((id) => nodes.nodes.get(id)!);
+    publishers = new Publishers(USERS, () => [n1, n2, n3]);
+    await delay(1500);
+    // A new node that asks for a token the others do not send: every import to it is a 401.
+    const n4 = await start(nodes, "n4", { adminToken: "not-the-cluster-s" });
+    await delay(3000);
+    const view = (await n1.admin("/cluster")).body.result as ClusterView;
+    assert.deepEqual(view.members.map((m) => m.id), ["n1", "n2", "n3", "n4"]);
+    // n4 has nothing to hand off; each of the others has uids for it, and has not applied.
+    for (const member of view.members.filter((m) => m.id !== "n4")) {
+      assert.ok(member.applied < view.latest, `${member.id} applied ${member.applied}`);
+    }
+    assert.equal(((await n4.admin("/cluster")).body.result as ClusterView).held, true);
+    for (const node of [n1, n2, n3]) {
+      assert.match(node.log(), /uids not handed off to their new owners \(kept here/);
+    }
+    // It goes again: the uids are where they were, with everything acknowledged meanwhile.
+    nodes.nodes.delete("n4");
+    assert.equal(await n4.stop("SIGTERM"), 0, n4.log());
+    await nodes.settled(["n1", "n2", "n3"]);
+    await delay(1000);
+    await publishers.stop();
+    assert.ok(publishers.acked.length > 100, `published ${publishers.acked.length}`);
+    for (const uid of USERS) {
+      const seqs: number[] = publishers.of(uid).map((a) => a.s);
+      assert.equal(new Set(seqs).size, seqs.length, `${uid}: an s acknowledged twice: ${seqs}`);
+    }
     await assertAllStoredOnce(n1, USERS, publishers.acked);
   } finally {
     await publishers?.stop();

@@ -109,7 +109,13 @@ export interface ClusterView {
   version: number;
   latest: number;
   held: boolean;
-  members: { id: string; lease_age_ms: number | null; shards: { id: string }[] }[];
+  members: {
+    id: string;
+    lease_age_ms: number | null;
+    /** The highest version it said it applied. */
+    applied: number;
+    shards: { id: string }[];
+  }[];
 }
 
 /** How one reconnect went. */
