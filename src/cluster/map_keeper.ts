@@ -31,6 +31,7 @@
  */
 
 import type { Log } from "../core/log.ts";
+import type { HandOffOutcome } from "../core/messages.ts";
 import type { LostNode } from "../core/shard_map.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import { LEFT, type Membership, type View } from "./membership.ts";
@@ -44,9 +45,9 @@ export interface MapTarget {
   settle(): Promise<void>;
   /**
    * Hands the state of the uids the shards hold but no longer own to their owners; resolves
-   * with how many are left (not handed off: tried again later).
+   * with how many are left (not handed off: tried again later), and why.
    */
-  handOff(): Promise<number>;
+  handOff(): Promise<HandOffOutcome>;
   /** Forgets every uid and holds them all (the node was fenced). */
   reset(): Promise<void>;
   /** The members lost with their uids' state: the shards refuse those uids without state. */
@@ -73,6 +74,8 @@ export interface KeeperOptions {
 const MIN_READ_MS = 50;
 /** How soon a hand-off that left uids behind is tried again. */
 export const HAND_OFF_RETRY_MS = 500;
+/** How often a hand-off that keeps failing the same way is logged again. */
+const HAND_OFF_LOG_MS = 10_000;
 
 /** Follows the membership; one per node. */
 export class MapKeeper {
@@ -84,6 +87,8 @@ export class MapKeeper {
   #version = 0;
   /** The version this node said it applied (below `#version` while a hand-off is left). */
   #applied = 0;
+  /** The last failed hand-off logged: what it said, and when. */
+  #handOffLogged = { text: "", at: 0 };
   /** Nodes that must let go before the held uids are served. */
   #waitFor = new Set<string>();
   /** When each gone node of `#waitFor` was first seen gone. */
@@ -219,13 +224,16 @@ export class MapKeeper {
   /** Hands off what the shards no longer own; says `applied` once nothing is left. */
   async #handOff(): Promise<void> {
     const version = this.#version;
-    const left = await this.#target.handOff();
+    const { left, reason } = await this.#target.handOff();
     if (left > 0) {
-      this.#options.log(
-        "warn",
-        `cluster map ${version}: ${left} uids not handed off to their new owners (kept here, ` +
-          `tried again in ${HAND_OFF_RETRY_MS} ms); not applied until they are`,
-      );
+      const text = `cluster map ${version}: ${left} uids not handed off to their new owners ` +
+        `(${reason}); kept here, tried again every ${HAND_OFF_RETRY_MS} ms, not applied until ` +
+        "they are";
+      const now = Date.now();
+      if (text !== this.#handOffLogged.text || now - this.#handOffLogged.at >= HAND_OFF_LOG_MS) {
+        this.#options.log("warn", text);
+        this.#handOffLogged = { text, at: now };
+      }
       return;
     }
     await this.#membership.applied(version);

@@ -48,7 +48,7 @@ function keeperWith(view: View, graceMs = 1000, localState = false) {
     },
     settle: () => (calls.push("settle"), Promise.resolve()),
     reset: () => (calls.push("reset"), Promise.resolve()),
-    handOff: () => Promise.resolve(handOffsLeft.shift() ?? 0),
+    handOff: () => Promise.resolve({ left: handOffsLeft.shift() ?? 0, reason: "unreachable" }),
     setLost: (lost) => (calls.push(`lost ${lost.map((l) => l.node).join(",")}`), Promise.resolve()),
   };
   const keeper = new MapKeeper(membership as unknown as Membership, target, {

@@ -39,5 +39,11 @@ export interface HandedUser {
   channels: string[];
 }
 
+/** What a hand-off attempt left behind: how many uids, and the first failure's reason. */
+export interface HandOffOutcome {
+  left: number;
+  reason?: string;
+}
+
 /** A message on its way to one recipient: stored (with `seq`) or volatile (`seq` 0). */
 export type Delivery = Omit<StoredMessage, "expiresAt">;

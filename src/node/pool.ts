@@ -17,6 +17,7 @@ import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
 import type { ShardReport, StatsBook } from "../stats/report.ts";
 import { type LostNode, type ShardAddress, ShardMap } from "../core/shard_map.ts";
 import { ServiceError } from "../core/errors.ts";
+import type { HandOffOutcome } from "../core/messages.ts";
 import { backendOf } from "../storage/registry.ts";
 import { Link } from "../thread/link.ts";
 
@@ -124,10 +125,13 @@ export class ShardPool implements LocalShards, MapTarget {
    * Every shard hands off the uids it no longer owns; how many are left. Nothing to do with a
    * store every node shares (the new owner reads the same data).
    */
-  async handOff(): Promise<number> {
-    if (backendOf(this.#options.config).shared) return 0;
-    const left = await this.toAll({ op: "hand_off" }) as number[];
-    return left.reduce((sum, n) => sum + n, 0);
+  async handOff(): Promise<HandOffOutcome> {
+    if (backendOf(this.#options.config).shared) return { left: 0 };
+    const outcomes = await this.toAll({ op: "hand_off" }) as HandOffOutcome[];
+    return {
+      left: outcomes.reduce((sum, outcome) => sum + outcome.left, 0),
+      reason: outcomes.find((outcome) => outcome.reason)?.reason,
+    };
   }
 
   /** The members lost with their uids' state, for every shard (this node's own records aside). */

@@ -49,7 +49,7 @@ export type ShardOp =
   | { op: "settle" }
   /**
    * Hand the state of the uids the store holds but the map no longer gives this shard to
-   * their owners (an embedded store); answers how many are left.
+   * their owners (an embedded store); answers how many are left, and why.
    */
   | { op: "hand_off" }
   /** The members lost with their uids' state now (replaces the last list). */

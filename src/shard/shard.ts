@@ -49,7 +49,7 @@ import type {
   Receipt,
   UnicastRequest,
 } from "../core/requests.ts";
-import type { Delivery, HandedUser } from "../core/messages.ts";
+import type { Delivery, HandedUser, HandOffOutcome } from "../core/messages.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { encodeListed } from "../protocol/message.ts";
 import { lostMaps, type LostNode, lostWith, type ShardMap } from "../core/shard_map.ts";
@@ -254,9 +254,9 @@ export class Shard implements SessionOwner {
    * Hands the state of every uid the store holds but the map no longer gives this shard to
    * the uid's owner, a batch at a time per owning shard, and deletes it here once the owner
    * took it (or kept its own, newer state). A batch that fails is kept here, whole, and so
-   * is the rest for that shard. Resolves with how many uids are left.
+   * is the rest for that shard. Resolves with how many uids are left, and why.
    */
-  async handOff(): Promise<number> {
+  async handOff(): Promise<HandOffOutcome> {
     const store = this.#options.store;
     const byOwner = new Map<number, string[]>();
     for (const uid of await this.#storage(() => store.uids())) {
@@ -266,7 +266,7 @@ export class Shard implements SessionOwner {
       if (uids) uids.push(uid);
       else byOwner.set(owner, [uid]);
     }
-    let left = 0;
+    const outcome: HandOffOutcome = { left: 0 };
     for (const uids of byOwner.values()) {
       let next = 0;
       /** Uids handed off (or found stale) and deleted here. */
@@ -295,15 +295,12 @@ export class Shard implements SessionOwner {
           done = next;
         }
       } catch (error) {
-        left += uids.length - done;
-        this.#options.log(
-          "warn",
-          `hand-off of ${uids.length} uids (${uids[0]}, ...) to their owner: ` +
-            `${(error as Error).message}; kept here`,
-        );
+        // Said by the map keeper, with the others' (once, not once an attempt).
+        outcome.left += uids.length - done;
+        outcome.reason ??= (error as Error).message;
       }
     }
-    return left;
+    return outcome;
   }
 
   /** The uid's state as a hand-off carries it: messages above its compaction floor. */

@@ -556,7 +556,7 @@ Deno.test("Shard: a hand-off moves a uid's seq, cursors, messages and channels; 
   await old.publish(message(ALICE, "stays"));
   old.setMap(GROWN, 0);
   await new Promise((resolve) => setTimeout(resolve, 10)); // the journal's commit
-  assert.equal(await old.handOff(), 0);
+  assert.deepEqual(await old.handOff(), { left: 0 });
   assert.deepEqual(await oldStore.uids(), [ALICE], "deleted once the new owner took it");
   assert.equal(old.counters.handed_off_uids, 1);
   next.settle();
@@ -572,10 +572,10 @@ Deno.test("Shard: a hand-off that fails keeps everything; one found stale is del
   const { shard } = shardWith(store, {}, { handOff: () => answer() });
   await shard.publish(message(MOVING, "one"));
   shard.setMap(GROWN, 0);
-  assert.equal(await shard.handOff(), 1);
+  assert.deepEqual(await shard.handOff(), { left: 1, reason: "unreachable" });
   assert.equal((await store.userState(MOVING)).lastSeq, 1, "kept");
   answer = () => Promise.resolve([MOVING]);
-  assert.equal(await shard.handOff(), 0);
+  assert.deepEqual(await shard.handOff(), { left: 0 });
   assert.deepEqual(await store.uids(), []);
 });
 
