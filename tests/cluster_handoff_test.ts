@@ -5,8 +5,8 @@
  * a node leaves on SIGTERM: each moving uid's state is handed to its new owner (docs/cluster.md,
  * "The embedded store"), so every acknowledged message is listed once, `s` keeps increasing
  * and is never numbered again after a move, and each device's cursor moves with its uid. And a
- * node killed with -9 hands nothing off: its uids are refused as `state lost`, never numbered
- * from 1 again, until it is back with its files. And a hand-off the new owner refuses is kept,
+ * node killed with -9, or paused past its lease, hands nothing off: its uids are refused as
+ * `state lost`, never numbered from 1 again, until it is back with its files. And a hand-off the new owner refuses is kept,
  * tried again, and not said applied. Heavy on two cores: run this file alone.
  */
 
@@ -143,61 +143,101 @@ Deno.test("cluster=redis with sqlite: a join and a SIGTERM leave hand each movin
   }
 });
 
-Deno.test("cluster=redis with sqlite: a killed node's uids are refused as state lost until it is back", async () => {
-  const nodes = new TestCluster([...membershipFlags("h2", redis.url), "--storage=sqlite"]);
-  let publishers: Publishers | undefined;
-  try {
-    for (const id of ["n1", "n2", "n3"]) await start(nodes, id);
-    await nodes.settled(["n1", "n2", "n3"]);
-    const [n1, n2, n3] = ["n1", "n2", "n3"].map((id) => nodes.nodes.get(id)!);
-    const before = await owners(nodes, n1);
-    const victims = USERS.filter((uid) => before.get(uid) === "n3");
-    assert.ok(victims.length >= 10, `n3's uids: ${victims.length}`);
-    publishers = new Publishers(USERS, () => [n1, n2]);
-    await delay(1500);
-    nodes.nodes.delete("n3");
-    await n3.stop("SIGKILL");
-    await nodes.settled(["n1", "n2"]);
-    // Each victim: refused, first as unreachable, then as lost; never an s numbered afresh.
-    const pub = (uid: string) =>
-      n1.admin(`/pub?to=${uid}&from=op&receipt=1`, { method: "POST", body: '"probe"' });
-    for (const uid of victims) {
-      let answer = await pub(uid);
-      assert.ok(
-        await eventually(async () => {
-          answer = await pub(uid);
-          assert.notEqual(answer.status, 200, `${uid} numbered without its state`);
-          return answer.body.error === "state lost";
-        }, 10_000),
-        `${uid}: ${JSON.stringify(answer)}`,
-      );
-      assert.equal(answer.status, 503);
-    }
-    const other = USERS.find((uid) => before.get(uid) !== "n3")!;
-    assert.equal((await pub(other)).status, 200);
-    const { client, answer } = await RawClient.connect(n1.clientPort, victims[0]);
-    assert.equal(answer.status, 200);
-    assert.deepEqual(await client.next(), { error: "state lost" });
-    client.close();
+/** How a node is lost with its state, and how it comes back with its files. */
+interface Loss {
+  name: string;
+  lose(node: Daemon): Promise<void>;
+  /** Brings it back; resolves with the node as it runs then. */
+  revive(nodes: TestCluster, node: Daemon): Promise<Daemon>;
+}
 
-    // Back with its files: it takes its uids back and numbers on from its own state.
-    const ackedBefore = new Map(victims.map((uid) => [uid, publishers!.of(uid).map((a) => a.s)]));
-    await start(nodes, "n3", { dir: n3.dir });
-    await nodes.settled(["n1", "n2", "n3"]);
-    for (const uid of victims) {
-      const answer = await pub(uid);
-      assert.equal(answer.status, 200, `${uid}: ${JSON.stringify(answer.body)}`);
-      const s = (answer.body.result as { s: number }).s;
-      assert.ok(s > Math.max(0, ...ackedBefore.get(uid)!), `${uid}: s ${s} after the restart`);
+const LOSSES: Loss[] = [
+  {
+    name: "killed with -9, restarted on its files",
+    lose: async (node) => void await node.stop("SIGKILL"),
+    revive: (nodes, node) => start(nodes, "n3", { dir: node.dir }),
+  },
+  {
+    name: "paused past its lease (SIGSTOP), then woken",
+    lose: (node) => Promise.resolve(Deno.kill(node.pid, "SIGSTOP")),
+    revive: (nodes, node) => {
+      Deno.kill(node.pid, "SIGCONT");
+      // It finds its lease gone, forgets every uid, joins again and takes its uids back.
+      nodes.nodes.set("n3", node);
+      return Promise.resolve(node);
+    },
+  },
+];
+
+for (const loss of LOSSES) {
+  Deno.test(`cluster=redis with sqlite: a node ${loss.name}: its uids are refused as state lost until it is back`, async () => {
+    const nodes = new TestCluster([
+      ...membershipFlags(`lost${LOSSES.indexOf(loss)}`, redis.url),
+      "--storage=sqlite",
+    ]);
+    let publishers: Publishers | undefined;
+    let lost: Daemon | undefined;
+    try {
+      for (const id of ["n1", "n2", "n3"]) await start(nodes, id);
+      await nodes.settled(["n1", "n2", "n3"]);
+      const [n1, n2, n3] = ["n1", "n2", "n3"].map((id) => nodes.nodes.get(id)!);
+      const before = await owners(nodes, n1);
+      const victims = USERS.filter((uid) => before.get(uid) === "n3");
+      assert.ok(victims.length >= 10, `n3's uids: ${victims.length}`);
+      publishers = new Publishers(USERS, () => [n1, n2]);
+      await delay(1500);
+      nodes.nodes.delete("n3");
+      lost = n3;
+      await loss.lose(n3);
+      await nodes.settled(["n1", "n2"]);
+      // Each victim: refused, first as unreachable, then as lost; never an s numbered afresh.
+      const pub = (uid: string) =>
+        n1.admin(`/pub?to=${uid}&from=op&receipt=1`, { method: "POST", body: '"probe"' });
+      for (const uid of victims) {
+        let answer = await pub(uid);
+        assert.ok(
+          await eventually(async () => {
+            answer = await pub(uid);
+            assert.notEqual(answer.status, 200, `${uid} numbered without its state`);
+            return answer.body.error === "state lost";
+          }, 10_000),
+          `${uid}: ${JSON.stringify(answer)}`,
+        );
+        assert.equal(answer.status, 503);
+      }
+      const other = USERS.find((uid) => before.get(uid) !== "n3")!;
+      assert.equal((await pub(other)).status, 200);
+      const { client, answer } = await RawClient.connect(n1.clientPort, victims[0]);
+      assert.equal(answer.status, 200);
+      assert.deepEqual(await client.next(), { error: "state lost" });
+      client.close();
+
+      // Back with its files: it takes its uids back and numbers on from its own state.
+      const ackedBefore = new Map(victims.map((uid) => [uid, publishers!.of(uid).map((a) => a.s)]));
+      await loss.revive(nodes, n3);
+      lost = undefined;
+      await nodes.settled(["n1", "n2", "n3"], 20_000);
+      for (const uid of victims) {
+        const answer = await pub(uid);
+        assert.equal(answer.status, 200, `${uid}: ${JSON.stringify(answer.body)}`);
+        const s = (answer.body.result as { s: number }).s;
+        assert.ok(s > Math.max(0, ...ackedBefore.get(uid)!), `${uid}: s ${s} once it is back`);
+      }
+      await delay(1000);
+      await publishers.stop();
+      await assertAllStoredOnce(n1, USERS, publishers.acked);
+    } finally {
+      await publishers?.stop();
+      if (lost) {
+        try {
+          Deno.kill(lost.pid, "SIGCONT");
+        } catch { /* gone */ }
+        await lost.stop("SIGKILL");
+      }
+      await nodes.stopAll();
     }
-    await delay(1000);
-    await publishers.stop();
-    await assertAllStoredOnce(n1, USERS, publishers.acked);
-  } finally {
-    await publishers?.stop();
-    await nodes.stopAll();
-  }
-});
+  });
+}
 
 Deno.test("cluster=redis with sqlite: a hand-off the new owner refuses is kept and tried again, not applied", async () => {
   const nodes = new TestCluster([...membershipFlags("h3", redis.url), "--storage=sqlite"]);
