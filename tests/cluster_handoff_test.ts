@@ -6,8 +6,9 @@
  * "The embedded store"), so every acknowledged message is listed once, `s` keeps increasing
  * and is never numbered again after a move, and each device's cursor moves with its uid. And a
  * node killed with -9, or paused past its lease, hands nothing off: its uids are refused as
- * `state lost`, never numbered from 1 again, until it is back with its files. And a hand-off the new owner refuses is kept,
- * tried again, and not said applied. Heavy on two cores: run this file alone.
+ * `state lost`, never numbered from 1 again, until it is back with its files. And a hand-off
+ * the new owner refuses is kept, tried again, and not said applied. Heavy on two cores: run
+ * this file alone.
  */
 
 import assert from "node:assert/strict";
