@@ -1,6 +1,7 @@
 /**
  * Helpers for the end-to-end tests of a Redis-managed cluster (`--cluster=redis`): nodes on
- * loopback sharing a real Redis and a real Cassandra keyspace, clients that follow their uid
+ * loopback sharing a real Redis (and a real Cassandra keyspace, or each its sqlite files),
+ * clients that follow their uid
  * across map changes (reconnecting on `{"error":"moved"}` or a lost connection, and recording
  * how each reconnect went), publishers that keep `/pub` busy and record what was acknowledged,
  * and the check that every acknowledged message is stored exactly once.
@@ -10,13 +11,26 @@
 
 import assert from "node:assert/strict";
 import { RawClient } from "./client.ts";
-import { type Daemon, delay, eventually, startDaemon } from "./harness.ts";
+import { type Daemon, type DaemonOptions, delay, eventually, startDaemon } from "./harness.ts";
 
 export const LEASE_SEC = 2;
 /** Also the grace after a lease's expiry before the others serve its uids. */
 export const STORAGE_TIMEOUT_MS = 1000;
 
-/** The flags every node of `cluster` gets. */
+/** The flags every node of `cluster` gets, whatever its store. */
+export function membershipFlags(cluster: string, redisUrl: string): string[] {
+  return [
+    "--cluster=redis",
+    `--cluster_name=${cluster}`,
+    `--redis_url=${redisUrl}`,
+    "--advertise_host=127.0.0.1",
+    `--presence_ttl_sec=${LEASE_SEC}`,
+    `--storage_timeout_ms=${STORAGE_TIMEOUT_MS}`,
+    "--client_msg_rate=1000",
+  ];
+}
+
+/** The flags every node of `cluster` gets, sharing a Cassandra keyspace. */
 export function clusterFlags(
   cluster: string,
   redisUrl: string,
@@ -24,18 +38,12 @@ export function clusterFlags(
   keyspace: string,
 ): string[] {
   return [
-    "--cluster=redis",
-    `--cluster_name=${cluster}`,
-    `--redis_url=${redisUrl}`,
-    "--advertise_host=127.0.0.1",
-    `--presence_ttl_sec=${LEASE_SEC}`,
+    ...membershipFlags(cluster, redisUrl),
     "--storage=cassandra",
     `--cassandra_contact_points=${cassandra.contactPoint}`,
     `--cassandra_local_dc=${cassandra.localDataCenter}`,
     `--cassandra_keyspace=${keyspace}`,
     "--cassandra_consistency=ONE",
-    `--storage_timeout_ms=${STORAGE_TIMEOUT_MS}`,
-    "--client_msg_rate=1000",
   ];
 }
 
@@ -48,8 +56,9 @@ export class TestCluster {
     this.#flags = flags;
   }
 
-  async start(id: string): Promise<Daemon> {
-    const daemon = await startDaemon([...this.#flags, `--node_id=${id}`]);
+  /** Starts node `id` with the cluster's flags and `flags` (in `options.dir`: a restart). */
+  async start(id: string, flags: string[] = [], options: DaemonOptions = {}): Promise<Daemon> {
+    const daemon = await startDaemon([...this.#flags, `--node_id=${id}`, ...flags], options);
     this.nodes.set(id, daemon);
     return daemon;
   }
@@ -100,7 +109,13 @@ export interface ClusterView {
   version: number;
   latest: number;
   held: boolean;
-  members: { id: string; lease_age_ms: number | null; shards: { id: string }[] }[];
+  members: {
+    id: string;
+    lease_age_ms: number | null;
+    /** The highest version it said it applied. */
+    applied: number;
+    shards: { id: string }[];
+  }[];
 }
 
 /** How one reconnect went. */
@@ -141,9 +156,25 @@ export class Follower {
     this.#done = this.#follow();
   }
 
-  /** Resolves once it has connected again `times` times (false after `ms`). */
+  /** Where the counts of {@linkcode sinceMark} start (0 until marked). */
+  #mark = { moved: 0, reconnects: 0 };
+
+  /** Starts counting moves and reconnects afresh, for the next map change. */
+  mark(): void {
+    this.#mark = { moved: this.moved, reconnects: this.reconnects.length };
+  }
+
+  /** The `moved` errors and the reconnects since the last {@linkcode mark}. */
+  sinceMark(): { moved: number; reconnects: Reconnect[] } {
+    return {
+      moved: this.moved - this.#mark.moved,
+      reconnects: this.reconnects.slice(this.#mark.reconnects),
+    };
+  }
+
+  /** Resolves once it has connected again `times` times since the mark (false after `ms`). */
   async reconnected(times = 1, ms = 30_000): Promise<boolean> {
-    return await eventually(() => this.reconnects.length >= times, ms);
+    return await eventually(() => this.sinceMark().reconnects.length >= times, ms);
   }
 
   async stop(): Promise<void> {
@@ -289,5 +320,26 @@ export async function assertAllStoredOnce(
         `${uid}: acknowledged s=${a.s} (${a.body}) is stored as ${bySeq.get(a.s)}`,
       );
     }
+  }
+}
+
+/**
+ * Each moved uid's client was told `moved` once and came back with one 303 (since its last
+ * mark); the others were left alone.
+ */
+export async function assertMovedOnce(followers: Follower[], moved: string[]): Promise<void> {
+  for (const follower of followers) {
+    if (moved.includes(follower.uid)) assert.ok(await follower.reconnected(), follower.uid);
+  }
+  for (const follower of followers) {
+    const moves = moved.includes(follower.uid);
+    const since = follower.sinceMark();
+    assert.equal(since.moved, moves ? 1 : 0, `${follower.uid} told moved`);
+    assert.deepEqual(
+      since.reconnects.map((r) => [r.status, r.redirected]),
+      moves ? [[200, true]] : [],
+      `${follower.uid}: ${JSON.stringify(follower.failures)}`,
+    );
+    assert.deepEqual(follower.failures, []);
   }
 }

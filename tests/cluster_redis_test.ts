@@ -14,6 +14,7 @@ import { applySchema } from "../src/storage/cassandra_schema.ts";
 import { RawClient } from "./client.ts";
 import {
   assertAllStoredOnce,
+  assertMovedOnce,
   clusterFlags,
   type ClusterView,
   Follower,
@@ -320,23 +321,3 @@ Deno.test({
     }
   },
 });
-
-/**
- * Each moved uid's client was told `moved` once and came back with one 303; the others were
- * left alone.
- */
-async function assertMovedOnce(followers: Follower[], moved: string[]): Promise<void> {
-  for (const follower of followers) {
-    if (moved.includes(follower.uid)) assert.ok(await follower.reconnected(), follower.uid);
-  }
-  for (const follower of followers) {
-    const moves = moved.includes(follower.uid);
-    assert.equal(follower.moved, moves ? 1 : 0, `${follower.uid} told moved`);
-    assert.deepEqual(
-      follower.reconnects.map((r) => [r.status, r.redirected]),
-      moves ? [[200, true]] : [],
-      `${follower.uid}: ${JSON.stringify(follower.failures)}`,
-    );
-    assert.deepEqual(follower.failures, []);
-  }
-}

@@ -6,11 +6,22 @@
  *
  * 1. applies the map to the local shards, holding the uids it gives them: the shards close the
  *    sessions of uids moved away with `{"error":"moved"}`, forget their state and flush their
- *    journals; then it says so in Redis (`applied`);
+ *    journals; with an embedded store they then hand the state of every uid they hold but no
+ *    longer own to its new owner (and delete it here once that owner took it). Only when
+ *    nothing is left to hand off does it say so in Redis (`applied`); a hand-off that fails
+ *    (the new owner unreachable) is tried again every {@linkcode HAND_OFF_RETRY_MS}, with the
+ *    map as it is then, and until it succeeds the new owners keep those uids held;
  * 2. settles the held uids only once every node that could still be writing for them has let
  *    go: each member of the maps since the last settle has applied this version, or is gone —
- *    having left (it said so), or having expired at least `graceMs` ago (so that a write it
- *    sent before its fence closed has landed).
+ *    having left (it said so), or having lost its lease at least `graceMs` ago (so that a write
+ *    it sent before its fence closed has landed). A member that is leaving keeps its lease
+ *    while it hands off: it is waited for as long as it has one.
+ *
+ * With an embedded store (`localState`), a member whose lease went without its hand-off (it
+ * died) took its uids' state with it: before settling, the keeper records it as lost in Redis,
+ * with the map it died in, and the shards refuse those of its uids they have no state for
+ * (`503 {"error":"state lost"}`) rather than number them from 1 again, until it joins again
+ * and has handed on what its files held (its `applied` clears the record).
  *
  * A node that finds itself out of the list without having left (its lease expired: it was
  * paused, or cut off from Redis) is fenced already (its journal refuses writes); it forgets
@@ -20,9 +31,11 @@
  */
 
 import type { Log } from "../core/log.ts";
+import type { HandOffOutcome } from "../core/messages.ts";
+import type { LostNode } from "../core/shard_map.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import { LEFT, type Membership, type View } from "./membership.ts";
-import type { NodeInfo } from "./topology.ts";
+import { type NodeInfo, shardsOf } from "./topology.ts";
 
 /** The local shards, as the keeper moves them (the worker pool). */
 export interface MapTarget {
@@ -30,8 +43,15 @@ export interface MapTarget {
   setMembers(members: readonly NodeInfo[], hold: boolean): Promise<void>;
   /** The held uids are served. */
   settle(): Promise<void>;
+  /**
+   * Hands the state of the uids the shards hold but no longer own to their owners; resolves
+   * with how many are left (not handed off: tried again later), and why.
+   */
+  handOff(): Promise<HandOffOutcome>;
   /** Forgets every uid and holds them all (the node was fenced). */
   reset(): Promise<void>;
+  /** The members lost with their uids' state: the shards refuse those uids without state. */
+  setLost(lost: LostNode[]): Promise<void>;
 }
 
 /** What the keeper needs besides the membership and the shards. */
@@ -39,6 +59,11 @@ export interface KeeperOptions {
   selfId: string;
   /** How long after a member's expiry its uids may be served elsewhere (the store timeout). */
   graceMs: number;
+  /**
+   * Each node keeps its own uids' state (an embedded store): a member that dies without
+   * handing off is recorded as lost, and the shards follow the lost records.
+   */
+  localState: boolean;
   /** Hears every member list applied (for the peers and the bus). */
   onMembers(members: readonly NodeInfo[]): void;
   counters: ShardCounters;
@@ -47,6 +72,10 @@ export interface KeeperOptions {
 
 /** The shortest pause between two timed reads of the membership. */
 const MIN_READ_MS = 50;
+/** How soon a hand-off that left uids behind is tried again. */
+export const HAND_OFF_RETRY_MS = 500;
+/** How often a hand-off that keeps failing the same way is logged again. */
+const HAND_OFF_LOG_MS = 10_000;
 
 /** Follows the membership; one per node. */
 export class MapKeeper {
@@ -56,6 +85,10 @@ export class MapKeeper {
   #view: View | null = null;
   /** The version the local shards run by (0: none yet). */
   #version = 0;
+  /** The version this node said it applied (below `#version` while a hand-off is left). */
+  #applied = 0;
+  /** The last failed hand-off logged: what it said, and when. */
+  #handOffLogged = { text: "", at: 0 };
   /** Nodes that must let go before the held uids are served. */
   #waitFor = new Set<string>();
   /** When each gone node of `#waitFor` was first seen gone. */
@@ -68,6 +101,10 @@ export class MapKeeper {
   #again = false;
   /** Members of the last map applied. */
   #members: readonly NodeInfo[] = [];
+  /** The last member list applied that had each member in it: the uids it held. */
+  #lastMapOf = new Map<string, readonly NodeInfo[]>();
+  /** The lost records the shards have, as JSON ("": none given yet). */
+  #lostGiven = "";
 
   constructor(membership: Membership, target: MapTarget, options: KeeperOptions) {
     this.#membership = membership;
@@ -111,13 +148,19 @@ export class MapKeeper {
 
   /**
    * Leaves the cluster (SIGTERM): out of the list first, so the others take this node's uids;
-   * its shards let them go (sessions told `moved`, journals flushed); then the lease goes.
+   * its shards let them go (sessions told `moved`, journals flushed, state handed off); then
+   * the lease goes. A hand-off that fails is tried again until it succeeds: the caller bounds
+   * the wait (the drain timeout), and this node's lease keeps the others waiting meanwhile.
    */
   async leave(): Promise<void> {
     this.#leaving = true;
     await this.#running;
-    await this.#membership.leave();
+    const version = await this.#membership.leave();
     await this.refresh();
+    while (this.#applied < version) {
+      await new Promise((resolve) => setTimeout(resolve, HAND_OFF_RETRY_MS));
+      await this.refresh();
+    }
     this.#stopped = true;
     clearTimeout(this.#timer);
     await this.#membership.left();
@@ -134,11 +177,17 @@ export class MapKeeper {
     const view = await this.#membership.read();
     this.#view = view;
     if (view.version !== this.#version && !await this.#apply(view)) return;
+    if (this.#applied !== this.#version) await this.#handOff();
+    if (this.#options.localState) await this.#giveLost(view.lost);
     if (this.#held && this.#mayServe(view)) {
+      if (this.#options.localState) await this.#recordLost(view);
       await this.#target.settle();
       this.#held = false;
       this.#waitFor.clear();
       this.#goneSince.clear();
+      for (const id of this.#lastMapOf.keys()) {
+        if (!this.#members.some((member) => member.id === id)) this.#lastMapOf.delete(id);
+      }
       this.#options.log("info", `cluster map ${this.#version} settled`);
     }
   }
@@ -158,18 +207,70 @@ export class MapKeeper {
     if (members.length > 0) {
       await this.#target.setMembers(members, true);
       this.#members = members;
+      for (const member of members) this.#lastMapOf.set(member.id, members);
       this.#options.onMembers(members);
     }
     this.#version = view.version;
     this.#held = true;
     this.#options.counters.map_changes++;
     this.#options.counters.map_version = view.version;
-    await this.#membership.applied(view.version);
     this.#options.log(
       "info",
       `cluster map ${view.version}: ${members.map((m) => m.id).join(",") || "(none)"}`,
     );
     return true;
+  }
+
+  /** Hands off what the shards no longer own; says `applied` once nothing is left. */
+  async #handOff(): Promise<void> {
+    const version = this.#version;
+    const { left, reason } = await this.#target.handOff();
+    if (left > 0) {
+      const text = `cluster map ${version}: ${left} uids not handed off to their new owners ` +
+        `(${reason}); kept here, tried again every ${HAND_OFF_RETRY_MS} ms, not applied until ` +
+        "they are";
+      const now = Date.now();
+      if (text !== this.#handOffLogged.text || now - this.#handOffLogged.at >= HAND_OFF_LOG_MS) {
+        this.#options.log("warn", text);
+        this.#handOffLogged = { text, at: now };
+      }
+      return;
+    }
+    await this.#membership.applied(version);
+    this.#applied = version;
+  }
+
+  /**
+   * Records each member the held change waited for that is gone without having applied it or
+   * left — its lease lapsed: it handed nothing off — as lost, with the map it held its uids in,
+   * and gives the shards the records before they serve those uids.
+   */
+  async #recordLost(view: View): Promise<void> {
+    const lost = [...view.lost];
+    for (const id of this.#waitFor) {
+      const applied = view.applied.get(id) ?? 0;
+      if (applied >= this.#version || applied === LEFT) continue;
+      const map = this.#lastMapOf.get(id);
+      if (!map || lost.some((entry) => entry.node === id)) continue;
+      const entry = { node: id, shards: map.flatMap(shardsOf).map((shard) => shard.id) };
+      this.#options.log(
+        "warn",
+        `cluster member ${id} is gone without handing off its uids' state: those uids are ` +
+          `refused with 503 state lost where there is no state for them, until ${id} joins ` +
+          "again with its files and applies a map (docs/cluster.md)",
+      );
+      await this.#membership.markLost(entry);
+      lost.push(entry);
+    }
+    await this.#giveLost(lost);
+  }
+
+  /** Gives the shards the lost records, if they changed. */
+  async #giveLost(lost: LostNode[]): Promise<void> {
+    const text = JSON.stringify(lost.toSorted((a, b) => a.node < b.node ? -1 : 1));
+    if (text === this.#lostGiven) return;
+    await this.#target.setLost(lost);
+    this.#lostGiven = text;
   }
 
   /** True once no node that held the held uids can still write for them. */
@@ -179,6 +280,8 @@ export class MapKeeper {
       if ((view.applied.get(id) ?? 0) >= this.#version) continue;
       if (view.members.some((member) => member.id === id)) return false;
       if (view.applied.get(id) === LEFT) continue;
+      // Leaving: out of the list, still handing off under its lease.
+      if ((view.leaseLeftMs.get(id) ?? -2) > 0) return false;
       const since = this.#goneSince.get(id) ?? now;
       this.#goneSince.set(id, since);
       if (now - since < this.#options.graceMs) return false;
@@ -220,6 +323,7 @@ export class MapKeeper {
     for (const left of this.#view?.leaseLeftMs.values() ?? []) {
       if (left >= 0) wait = Math.min(wait, left + 20);
     }
+    if (this.#applied !== this.#version) wait = Math.min(wait, HAND_OFF_RETRY_MS);
     if (this.#held && this.#goneSince.size > 0) {
       const now = Date.now();
       for (const since of this.#goneSince.values()) {

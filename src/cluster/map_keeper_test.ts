@@ -3,6 +3,7 @@ import { newShardCounters } from "../stats/counters.ts";
 import { MapKeeper, type MapTarget } from "./map_keeper.ts";
 import { LEFT, type Membership, type View } from "./membership.ts";
 import type { NodeInfo } from "./topology.ts";
+import type { LostNode } from "../core/shard_map.ts";
 
 const node = (id: string): NodeInfo => ({
   id,
@@ -24,14 +25,22 @@ function fakeMembership(view: View) {
     read: () => Promise.resolve(structuredClone(fake.view)),
     join: () => (fake.joins++, Promise.resolve(fake.view.version)),
     applied: (version: number) => (fake.appliedVersions.push(version), Promise.resolve()),
+    marked: [] as LostNode[],
+    markLost: (lost: LostNode) => {
+      fake.marked.push(lost);
+      fake.view.lost.push(lost);
+      return Promise.resolve();
+    },
     stop: () => {},
   };
   return fake;
 }
 
-function keeperWith(view: View, graceMs = 1000) {
+function keeperWith(view: View, graceMs = 1000, localState = false) {
   const membership = fakeMembership(view);
   const calls: string[] = [];
+  /** What the next hand-offs leave behind (nothing once empty). */
+  const handOffsLeft: number[] = [];
   const target: MapTarget = {
     setMembers: (members, hold) => {
       calls.push(`map ${members.map((m) => m.id).join(",")}${hold ? " held" : ""}`);
@@ -39,15 +48,18 @@ function keeperWith(view: View, graceMs = 1000) {
     },
     settle: () => (calls.push("settle"), Promise.resolve()),
     reset: () => (calls.push("reset"), Promise.resolve()),
+    handOff: () => Promise.resolve({ left: handOffsLeft.shift() ?? 0, reason: "unreachable" }),
+    setLost: (lost) => (calls.push(`lost ${lost.map((l) => l.node).join(",")}`), Promise.resolve()),
   };
   const keeper = new MapKeeper(membership as unknown as Membership, target, {
     selfId: "a",
     graceMs,
+    localState,
     onMembers: () => {},
     counters: newShardCounters(),
     log: () => {},
   });
-  return { keeper, membership, calls };
+  return { keeper, membership, calls, handOffsLeft };
 }
 
 const viewOf = (version: number, ids: string[], applied: Record<string, number>): View => ({
@@ -55,6 +67,7 @@ const viewOf = (version: number, ids: string[], applied: Record<string, number>)
   members: ids.map(node),
   leaseLeftMs: new Map(ids.map((id) => [id, 3000])),
   applied: new Map(Object.entries(applied)),
+  lost: [],
 });
 
 Deno.test("MapKeeper: a joining node holds what it gains until every member applied its version", async () => {
@@ -105,5 +118,71 @@ Deno.test("MapKeeper: a node missing from the list (its lease lapsed) forgets al
   assert.equal(membership.joins, 2);
   assert.deepEqual(calls.slice(2), ["reset", "map a,b held"]);
   assert.equal(keeper.state.held, true, "held until b applies version 5");
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: applied is said only once the hand-off left nothing behind", async () => {
+  const { keeper, membership, handOffsLeft } = keeperWith(viewOf(3, ["a", "b"], { a: 3, b: 3 }));
+  await keeper.start();
+  assert.deepEqual(membership.appliedVersions, [3]);
+  handOffsLeft.push(2, 1);
+  membership.view = viewOf(4, ["a", "b", "c"], { a: 3, b: 4, c: 0 });
+  await keeper.refresh();
+  await keeper.refresh();
+  assert.deepEqual(membership.appliedVersions, [3], "uids left: not applied");
+  await keeper.refresh();
+  assert.deepEqual(membership.appliedVersions, [3, 4]);
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: a leaving member is waited for while it has its lease, past the grace", async () => {
+  const { keeper, membership, calls } = keeperWith(viewOf(3, ["a", "c"], { a: 3, c: 3 }), 50);
+  await keeper.start();
+  // c is out of the list, handing off under its lease.
+  const leaving = viewOf(4, ["a"], { a: 4, c: 3 });
+  leaving.leaseLeftMs.set("c", 1500);
+  membership.view = leaving;
+  await keeper.refresh();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await keeper.refresh();
+  assert.deepEqual(calls.slice(2), ["map a held"], "not settled while c hands off");
+  membership.view = viewOf(4, ["a"], { a: 4, c: 4 });
+  await keeper.refresh();
+  assert.deepEqual(calls.slice(2), ["map a held", "settle"]);
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: with local state, a member gone without its hand-off is recorded lost before settle", async () => {
+  const { keeper, membership, calls } = keeperWith(
+    viewOf(3, ["a", "c"], { a: 3, c: 3 }),
+    50,
+    true,
+  );
+  await keeper.start();
+  assert.deepEqual(calls, ["map a,c held", "lost ", "settle"]);
+  // c's lease lapsed (a crash): after the grace, its uids are served without their state.
+  membership.view = viewOf(4, ["a"], { a: 4 });
+  await keeper.refresh();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await keeper.refresh();
+  assert.deepEqual(membership.marked, [{ node: "c", shards: ["a/0", "c/0"] }]);
+  assert.deepEqual(calls.slice(3), ["map a held", "lost c", "settle"], "the shards know first");
+  // c is back: the join cleared its record; the shards hear it.
+  membership.view = viewOf(5, ["a", "c"], { a: 4, c: 5 });
+  await keeper.refresh();
+  assert.deepEqual(calls.slice(6, 8), ["map a,c held", "lost "]);
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: a member that left or applied is not recorded lost", async () => {
+  const { keeper, membership } = keeperWith(
+    viewOf(3, ["a", "b", "c"], { a: 3, b: 3, c: 3 }),
+    10,
+    true,
+  );
+  await keeper.start();
+  membership.view = viewOf(4, ["a"], { a: 4, b: LEFT, c: 4 });
+  await keeper.refresh();
+  assert.deepEqual(membership.marked, []);
   keeper.stop();
 });

@@ -10,6 +10,9 @@
  * - `version`: incremented by every join, leave and expiry (the map's version);
  * - `applied`: hash id → the highest version that member has applied (let go of what that
  *   version took from it, and flushed), {@linkcode LEFT} once it has left for good;
+ * - `lost`: hash id → the shard ids of the map a member died in without handing off its uids'
+ *   state (an embedded store): those uids have no state anywhere else, and are refused until it
+ *   joins again (with its files) and applies a map, or an operator deletes the entry;
  * - `changes`: the pub/sub channel on which every change is announced.
  *
  * A member whose lease key is gone is removed (and the version bumped) by whichever node reads
@@ -26,6 +29,7 @@
 
 import type { Fence } from "../core/fence.ts";
 import type { Log } from "../core/log.ts";
+import type { LostNode } from "../core/shard_map.ts";
 import { isValidName } from "../core/names.ts";
 import type { RedisClient } from "./redis.ts";
 import type { NodeInfo } from "./topology.ts";
@@ -40,15 +44,22 @@ export interface View {
   version: number;
   /** The live members, sorted by id: the input of the shard map. */
   members: NodeInfo[];
-  /** Milliseconds left of each member's lease. */
+  /**
+   * Milliseconds left of each member's lease, and of each leaving one's (out of the list,
+   * handing off its uids, not yet left); negative once gone.
+   */
   leaseLeftMs: Map<string, number>;
   /** The version each member (and each member that left) has applied. */
   applied: Map<string, number>;
+  /** The members lost with their uids' state (`lost`), by id. */
+  lost: LostNode[];
 }
 
 /**
  * Reaps members whose lease is gone (one version bump for all of them), then reads the
  * version, the members, what each applied and each lease's time left, in one atomic step.
+ * The leases of those in `applied` are read too: a member that is leaving (out of the list,
+ * not yet left) still has one while it hands off its uids.
  */
 const READ_SCRIPT = `
 local ids = redis.call('HKEYS', KEYS[1])
@@ -67,7 +78,13 @@ end
 local members = redis.call('HGETALL', KEYS[1])
 local leases = {}
 for i = 1, #members, 2 do leases[#leases + 1] = redis.call('PTTL', ARGV[1] .. members[i]) end
-return {redis.call('GET', KEYS[2]) or '0', members, redis.call('HGETALL', KEYS[3]), leases}
+local applied = redis.call('HGETALL', KEYS[3])
+local appliedLeases = {}
+for i = 1, #applied, 2 do
+  appliedLeases[#appliedLeases + 1] = redis.call('PTTL', ARGV[1] .. applied[i])
+end
+return {redis.call('GET', KEYS[2]) or '0', members, applied, leases, appliedLeases,
+  redis.call('HGETALL', KEYS[4])}
 `;
 
 /** One node's part in the membership. */
@@ -77,7 +94,14 @@ export class Membership {
   #ttlMs: number;
   #fence: Fence;
   #log: Log;
-  #keys: { members: string; version: string; applied: string; changes: string; lease: string };
+  #keys: {
+    members: string;
+    version: string;
+    applied: string;
+    changes: string;
+    lease: string;
+    lost: string;
+  };
   #renewer: ReturnType<typeof setInterval> | undefined;
 
   constructor(
@@ -99,6 +123,7 @@ export class Membership {
       applied: `${prefix}applied`,
       changes: `${prefix}changes`,
       lease: `${prefix}lease:`,
+      lost: `${prefix}lost`,
     };
   }
 
@@ -116,10 +141,10 @@ export class Membership {
   async read(): Promise<View> {
     const k = this.#keys;
     const reply = await this.#client.eval(READ_SCRIPT, {
-      keys: [k.members, k.version, k.applied],
+      keys: [k.members, k.version, k.applied, k.lost],
       arguments: [k.lease, k.changes],
-    }) as [string, string[], string[], number[]];
-    const [version, flatMembers, flatApplied, leases] = reply;
+    }) as [string, string[], string[], number[], number[], string[]];
+    const [version, flatMembers, flatApplied, leases, appliedLeases, flatLost] = reply;
     const members: NodeInfo[] = [];
     const leaseLeftMs = new Map<string, number>();
     for (let i = 0; i < flatMembers.length; i += 2) {
@@ -135,8 +160,29 @@ export class Membership {
     const applied = new Map<string, number>();
     for (let i = 0; i < flatApplied.length; i += 2) {
       applied.set(flatApplied[i], Number(flatApplied[i + 1]) || 0);
+      if (!leaseLeftMs.has(flatApplied[i])) {
+        leaseLeftMs.set(flatApplied[i], Number(appliedLeases[i / 2]));
+      }
     }
-    return { version: Number(version) || 0, members, leaseLeftMs, applied };
+    const lost: LostNode[] = [];
+    for (let i = 0; i < flatLost.length; i += 2) {
+      const entry = parseLost(flatLost[i], flatLost[i + 1]);
+      if (entry) lost.push(entry);
+      else this.#log("warn", `cluster lost entry ${flatLost[i]}: unreadable, ignored`);
+    }
+    return { version: Number(version) || 0, members, leaseLeftMs, applied, lost };
+  }
+
+  /**
+   * Records that `lost.node` died without handing off its uids' state (the first record of it
+   * stays), and announces it. Cleared when that node, joined again, has applied a map.
+   */
+  async markLost(lost: LostNode): Promise<void> {
+    const k = this.#keys;
+    await this.#client.multi()
+      .hSetNX(k.lost, lost.node, JSON.stringify(lost.shards))
+      .publish(k.changes, `lost ${lost.node}`)
+      .exec();
   }
 
   /**
@@ -160,11 +206,15 @@ export class Membership {
     return Number(version);
   }
 
-  /** Says that this node has applied `version` (let go of what it no longer owns, flushed). */
+  /**
+   * Says that this node has applied `version` (let go of what it no longer owns, flushed, handed
+   * off). A record of it as lost goes: back with its files, it has handed on what it held.
+   */
   async applied(version: number): Promise<void> {
     const k = this.#keys;
     await this.#client.multi()
       .hSet(k.applied, this.#self.id, String(version))
+      .hDel(k.lost, this.#self.id)
       .publish(k.changes, `applied ${this.#self.id} ${version}`)
       .exec();
   }
@@ -219,6 +269,20 @@ export class Membership {
       return;
     }
     this.#fence.set(sentAt + this.#ttlMs * FENCE_SHARE);
+  }
+}
+
+/** A `lost` entry, checked as a member's is. */
+function parseLost(node: string, text: string): LostNode | null {
+  try {
+    const shards = JSON.parse(text);
+    if (
+      !isValidName(node) || !Array.isArray(shards) || shards.length === 0 ||
+      !shards.every((id) => typeof id === "string")
+    ) return null;
+    return { node, shards };
+  } catch {
+    return null;
   }
 }
 

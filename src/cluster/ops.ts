@@ -128,6 +128,13 @@ async function send(
   });
 }
 
+/** How much work an op is, for admission control: its messages (a hand-off: its uids). */
+function sizeOf(op: OwnerOp): number {
+  if (op.op === "publish_many") return op.requests.length;
+  if (op.op === "import") return op.users.length;
+  return 1;
+}
+
 /** What the receiving half needs: this node's limits, and a way to run an op here. */
 export interface OpsServer {
   maxBodyBytes: number;
@@ -156,7 +163,7 @@ export async function serveClusterOps(
     throw badRequest(`expected a json array of at most ${MAX_OPS} ops`);
   }
   const ops = value.map((op) => checkOwnerOp(op, server.maxBodyBytes, server.msgLimit));
-  count(ops.reduce((sum, op) => sum + (op.op === "publish_many" ? op.requests.length : 1), 0));
+  count(ops.reduce((sum, op) => sum + sizeOf(op), 0));
   return await Promise.all(ops.map((op) =>
     server.run(op).then(
       (value): OpResult => ({ value }),

@@ -9,6 +9,7 @@
 
 import { ServiceError } from "../core/errors.ts";
 import type { UserPresence } from "../core/presence.ts";
+import type { HandedUser } from "../core/messages.ts";
 import {
   type ChannelReceipt,
   type ChannelRequest,
@@ -102,6 +103,14 @@ export class Router {
   /** The offline messages of the uid's `device`, in the `/msg` form. */
   async offline(uid: string, device: string, limit: number): Promise<string[]> {
     return await this.#toOwner({ op: "offline", uid, device, limit }) as string[];
+  }
+
+  /**
+   * A hand-off's batch to the shard that owns `uid` (and every uid of `users`), wherever it
+   * runs; resolves with the uids it kept its own state of.
+   */
+  async importUsers(uid: string, users: HandedUser[]): Promise<string[]> {
+    return await this.#toOwner({ op: "import", uid, users }) as string[];
   }
 
   /** Runs an op another node forwarded: its uid must be owned here. */

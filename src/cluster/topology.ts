@@ -73,14 +73,6 @@ function checkDynamic(config: Config): void {
       "--cluster=redis needs --advertise_host: the other members reach this one there",
     );
   }
-  if (config.storage !== "cassandra") {
-    // Until the embedded store's hand-off exists, a uid's new owner would not have its state
-    // and would number its messages from 1 again (docs/cluster.md).
-    throw new Error(
-      "--cluster=redis needs --storage=cassandra: a uid that moves to another node must find " +
-        "its state there (the embedded stores keep it on the node that had it)",
-    );
-  }
 }
 /** A node's shards, in order: `node/0` … `node/(workers-1)`. */
 export function shardsOf(node: NodeInfo): ShardAddress[] {

@@ -30,8 +30,6 @@ Deno.test("topology: --cluster=redis refuses what it cannot work with, saying wh
   const without = (name: string) => REDIS.filter((flag) => !flag.startsWith(`--${name}=`));
   assert.throws(() => shape(without("redis_url")), /needs --redis_url/);
   assert.throws(() => shape(without("advertise_host")), /needs --advertise_host/);
-  // The embedded stores keep a uid's state on its former owner's disk.
-  assert.throws(() => shape([...REDIS, "--storage=sqlite"]), /needs --storage=cassandra/);
   assert.throws(
     () => shape([...REDIS, "--cluster_nodes=a=h:1:2:3:1"]),
     /leave --cluster_nodes empty/,

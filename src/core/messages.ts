@@ -25,5 +25,25 @@ export interface StoredMessage {
   expiresAt: number;
 }
 
+/**
+ * One uid's whole state as a planned hand-off carries it from the shard that lets it go to
+ * the one the map gives it to (docs/cluster.md, "The embedded store"): its `lastSeq` (which
+ * may be above every message left), each device's cursor, its messages above the compaction
+ * floor, in seq order, and its channels.
+ */
+export interface HandedUser {
+  uid: string;
+  lastSeq: number;
+  devices: { device: string; lastAck: number; seenAt: number }[];
+  messages: StoredMessage[];
+  channels: string[];
+}
+
+/** What a hand-off attempt left behind: how many uids, and the first failure's reason. */
+export interface HandOffOutcome {
+  left: number;
+  reason?: string;
+}
+
 /** A message on its way to one recipient: stored (with `seq`) or volatile (`seq` 0). */
 export type Delivery = Omit<StoredMessage, "expiresAt">;

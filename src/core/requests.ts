@@ -8,6 +8,7 @@
  */
 
 import { badRequest, type ErrorAnswer, ServiceError } from "./errors.ts";
+import type { HandedUser, StoredMessage } from "./messages.ts";
 import { isValidName } from "./names.ts";
 
 /** A message for one uid, as the admin API or another shard hands it over. */
@@ -143,7 +144,13 @@ export type OwnerOp =
   | { op: "publish_many"; uid: string; requests: UnicastRequest[] }
   | { op: "subscribe" | "unsubscribe"; uid: string; channel: string }
   /** The offline messages of the uid's `device`, in the `/msg` form. */
-  | { op: "offline"; uid: string; device: string; limit: number };
+  | { op: "offline"; uid: string; device: string; limit: number }
+  /**
+   * The state of uids of one shard (`uid`, the routing key, is one of them) that a map change
+   * moved there, handed off by their old owner (docs/cluster.md); answers the uids that shard
+   * kept its own state of, because it served them throughout (the handed copy is stale).
+   */
+  | { op: "import"; uid: string; users: HandedUser[] };
 
 /** The uid an {@linkcode OwnerOp} is for: where it is routed. */
 export function ownerOf(op: OwnerOp): string {
@@ -191,7 +198,76 @@ export function checkOwnerOp(value: unknown, maxBodyBytes: number, msgLimit: num
         limit: limit as number,
       };
     }
+    case "import": {
+      const { users } = fields;
+      if (!Array.isArray(users) || users.length === 0 || users.length > BATCH_MAX_ITEMS) {
+        throw badRequest(`invalid users (1 to ${BATCH_MAX_ITEMS})`);
+      }
+      return {
+        op: "import",
+        uid: nameOf(fields.uid, "uid"),
+        users: users.map((user) => checkHandedUser(user, maxBody)),
+      };
+    }
     default:
-      throw badRequest("unknown op (publish, publish_many, subscribe, unsubscribe or offline)");
+      throw badRequest(
+        "unknown op (publish, publish_many, subscribe, unsubscribe, offline or import)",
+      );
   }
+}
+
+/** A count, seq or time: a safe integer from 0. */
+function countOf(value: unknown, field: string): number {
+  if (!Number.isSafeInteger(value) || (value as number) < 0) throw badRequest(`invalid ${field}`);
+  return value as number;
+}
+
+/** An array field, or a 400 naming it. */
+function arrayOf(value: unknown, field: string): unknown[] {
+  if (!Array.isArray(value)) throw badRequest(`invalid ${field}`);
+  return value;
+}
+
+/**
+ * Checks a {@linkcode HandedUser} from another node: names valid, no cursor past `lastSeq`,
+ * messages of this uid in strictly increasing `s` up to `lastSeq`, each as `/pub` would take
+ * it, no device or channel twice. The 400 names the uid and the rule.
+ */
+function checkHandedUser(value: unknown, maxBodyText: number): HandedUser {
+  const fields = objectOf(value, "user");
+  const uid = nameOf(fields.uid, "uid");
+  const wrong = (what: string) => badRequest(`user ${uid}: ${what}`);
+  const lastSeq = countOf(fields.lastSeq, "lastSeq");
+  const devices = arrayOf(fields.devices, "devices").map((item) => {
+    const device = objectOf(item, "device");
+    const id = device.device === "" ? "" : nameOf(device.device, "device");
+    const lastAck = countOf(device.lastAck, "lastAck");
+    if (lastAck > lastSeq) throw wrong(`device ${id || '""'} acked past lastSeq`);
+    return { device: id, lastAck, seenAt: countOf(device.seenAt, "seenAt") };
+  });
+  if (new Set(devices.map((d) => d.device)).size !== devices.length) throw wrong("a device twice");
+  let previous = 0;
+  const messages = arrayOf(fields.messages, "messages").map((item): StoredMessage => {
+    const message = objectOf(item, "message");
+    if (message.uid !== uid) throw wrong("a message of another uid");
+    const seq = countOf(message.seq, "seq");
+    if (seq <= previous || seq > lastSeq) throw wrong("seq not increasing up to lastSeq");
+    previous = seq;
+    const { type } = message;
+    if (type !== 3 && type !== 4) throw wrong("invalid type");
+    const stored: StoredMessage = {
+      uid,
+      seq,
+      type,
+      from: nameOf(message.from, "from"),
+      body: jsonText(message.body, maxBodyText),
+      expiresAt: countOf(message.expiresAt, "expiresAt"),
+    };
+    if (type === 4) stored.channel = nameOf(message.channel, "channel");
+    else if (message.channel !== undefined) throw wrong("a channel on a type 3 message");
+    return stored;
+  });
+  const channels = arrayOf(fields.channels, "channels").map((c) => nameOf(c, "channel"));
+  if (new Set(channels).size !== channels.length) throw wrong("a channel twice");
+  return { uid, lastSeq, devices, messages, channels };
 }

@@ -50,6 +50,28 @@ export class ShardMap {
   }
 }
 
+/**
+ * A node lost with the state of its uids (it died without handing them off, with an embedded
+ * store): its id, and the shard ids of the map it died in, which say which uids it held.
+ */
+export interface LostNode {
+  node: string;
+  shards: string[];
+}
+
+/** Whether `uid` was held by one of `lost` when it was lost: its state went with it. */
+export function lostWith(lost: readonly { node: string; map: ShardMap }[], uid: string): boolean {
+  return lost.some(({ node, map }) => map.shardOf(uid).id.startsWith(`${node}/`));
+}
+
+/** The maps of `lost`, for {@linkcode lostWith}. */
+export function lostMaps(lost: readonly LostNode[]): { node: string; map: ShardMap }[] {
+  return lost.map(({ node, shards }) => ({
+    node,
+    map: new ShardMap(shards.map((id) => ({ id, host: "", port: 0 }))),
+  }));
+}
+
 /** FNV-1a over UTF-16 code units, finished with {@linkcode mix32} for avalanche. */
 export function hash32(text: string): number {
   let h = 0x811c9dc5;

@@ -39,7 +39,7 @@ import type { PresenceChange } from "../core/presence.ts";
 import type { ChannelRequest } from "../core/requests.ts";
 import { CHANNEL_BUS } from "../shard/ops.ts";
 import { StatsBook } from "../stats/report.ts";
-import { prepareStore } from "../storage/registry.ts";
+import { backendOf, prepareStore } from "../storage/registry.ts";
 import { perTurn } from "../thread/batch.ts";
 import { defaultSocketLimit, SocketBudget } from "../transport/budget.ts";
 import { listen } from "../transport/client_port.ts";
@@ -75,6 +75,16 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     );
   }
   const self = shape.self;
+  if (shape.dynamic && !backendOf(config).shared) {
+    log(
+      "warn",
+      `--storage=${config.storage} under --cluster=redis: a planned join or leave hands each ` +
+        "moving uid's state to its new owner, but a node that dies (kill -9, a crash, a lost " +
+        "lease) keeps its uids' state: the others refuse those uids (503 state lost) until it " +
+        "is back with its files (docs/cluster.md). For failover, use --storage=cassandra" +
+        (config.storage === "memory" ? "; memory loses everything when the process dies" : ""),
+    );
+  }
   await prepareStore(config, shardsOf(self).map((shard) => shard.id), log);
   const stats = new StatsBook();
   const budget = SocketBudget.create(
@@ -122,7 +132,8 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     })
   );
   await pool.start({
-    request: (op) => router.publish(op.request),
+    request: (op) =>
+      op.op === "publish" ? router.publish(op.request) : router.importUsers(op.uid, op.users),
     note: (note) => {
       if (note.type === "presence" || note.type === "presence-channel") recordPresence(note);
     },
@@ -240,6 +251,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     const members = keeper = new MapKeeper(membership, pool, {
       selfId: self.id,
       graceMs: config.storage_timeout_ms,
+      localState: !backendOf(config).shared,
       onMembers: (nodes) => {
         const others = nodes.filter((node) => node.id !== self.id);
         peers?.setNodes(others);

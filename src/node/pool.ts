@@ -15,8 +15,10 @@ import { type SharedBudget, SocketBudget } from "../transport/budget.ts";
 import type { ChannelReceipt, ChannelRequest } from "../core/requests.ts";
 import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
 import type { ShardReport, StatsBook } from "../stats/report.ts";
-import { type ShardAddress, ShardMap } from "../core/shard_map.ts";
+import { type LostNode, type ShardAddress, ShardMap } from "../core/shard_map.ts";
 import { ServiceError } from "../core/errors.ts";
+import type { HandOffOutcome } from "../core/messages.ts";
+import { backendOf } from "../storage/registry.ts";
 import { Link } from "../thread/link.ts";
 
 const WORKER_URL = new URL("../../workers/shard.ts", import.meta.url);
@@ -68,6 +70,8 @@ export class ShardPool implements LocalShards, MapTarget {
   #local = new Map<number, number>();
   /** A map change is held (new workers start held too). */
   #held: boolean;
+  /** The other members lost with their uids' state (new workers get them too). */
+  #lost: LostNode[] = [];
   #stopping = false;
   #fromShards: FromShards = {
     request: () => Promise.reject(new ServiceError("shards not started", 503)),
@@ -115,6 +119,26 @@ export class ShardPool implements LocalShards, MapTarget {
   async settle(): Promise<void> {
     this.#held = false;
     await this.toAll({ op: "settle" });
+  }
+
+  /**
+   * Every shard hands off the uids it no longer owns; how many are left. Nothing to do with a
+   * store every node shares (the new owner reads the same data).
+   */
+  async handOff(): Promise<HandOffOutcome> {
+    if (backendOf(this.#options.config).shared) return { left: 0 };
+    const outcomes = await this.toAll({ op: "hand_off" }) as HandOffOutcome[];
+    return {
+      left: outcomes.reduce((sum, outcome) => sum + outcome.left, 0),
+      reason: outcomes.find((outcome) => outcome.reason)?.reason,
+    };
+  }
+
+  /** The members lost with their uids' state, for every shard (this node's own records aside). */
+  async setLost(lost: LostNode[]): Promise<void> {
+    const selfId = this.#options.topology.self.id;
+    this.#lost = lost.filter((entry) => entry.node !== selfId);
+    await this.toAll({ op: "lost", lost: this.#lost });
   }
 
   /** Every shard forgets every uid and holds them all (the node was fenced). */
@@ -230,6 +254,7 @@ export class ShardPool implements LocalShards, MapTarget {
         config,
         shards: this.#map.shards.slice(),
         hold: this.#held,
+        lost: this.#lost,
         budget,
         fence,
       } satisfies ShardInit,

@@ -6,10 +6,11 @@
 
 import type { PresenceChange } from "../core/presence.ts";
 import type { Config } from "../config/flags.ts";
-import type { ShardAddress } from "../core/shard_map.ts";
+import type { LostNode, ShardAddress } from "../core/shard_map.ts";
 import type { SharedBudget } from "../transport/budget.ts";
 import type { SharedFence } from "../core/fence.ts";
 import type { ShardReport } from "../stats/report.ts";
+import type { HandedUser } from "../core/messages.ts";
 import type { ChannelRequest, OwnerOp, UnicastRequest } from "../core/requests.ts";
 
 /** The first message a worker gets: who it is, the map it shards by, the socket budget. */
@@ -24,6 +25,8 @@ export interface ShardInit {
   shards: ShardAddress[];
   /** The uids `shards` gives this shard wait for `settle` (a node joining a cluster). */
   hold: boolean;
+  /** The members lost with their uids' state (`lost`): those uids without state are refused. */
+  lost: LostNode[];
   budget: SharedBudget;
   /** The node's write fence (`core/fence.ts`). */
   fence: SharedFence;
@@ -44,14 +47,26 @@ export type ShardOp =
   | { op: "map"; shards: ShardAddress[]; hold?: boolean; reset?: boolean }
   /** The held map change is settled: serve the uids it gave. */
   | { op: "settle" }
+  /**
+   * Hand the state of the uids the store holds but the map no longer gives this shard to
+   * their owners (an embedded store); answers how many are left, and why.
+   */
+  | { op: "hand_off" }
+  /** The members lost with their uids' state now (replaces the last list). */
+  | { op: "lost"; lost: LostNode[] }
   | { op: "drain" }
   /** `--debug_api` only: throw from the shard's event loop, as a bug would. */
   | { op: "crash" }
   /** `--debug_api` only: compact the store now; answers how many messages went. */
   | { op: "compact" };
 
-/** Requests from a shard to the main thread: a client's message for a uid owned elsewhere. */
-export type MainOp = { op: "publish"; request: UnicastRequest };
+/**
+ * Requests from a shard to the main thread: a client's message for a uid owned elsewhere, and
+ * a hand-off's batch for the shard that owns `uid` (and every uid of `users`).
+ */
+export type MainOp =
+  | { op: "publish"; request: UnicastRequest }
+  | { op: "import"; uid: string; users: HandedUser[] };
 
 /** Notes from a shard: listening (on `port`) or failed to start, its report once a second, presence changes. */
 export type ShardNote =

@@ -31,6 +31,11 @@
  * the change is held (until every former owner has let go) waits: its state is read from the
  * store only once the change is settled.
  *
+ * Hand-off (an embedded store, docs/cluster.md): {@linkcode Shard.handOff} sends the state of
+ * every uid its store holds but the map no longer gives it to the uid's owner, and deletes it
+ * here only once that owner took it; {@linkcode Shard.importUsers} takes such state, only for
+ * uids it holds (a uid it has served throughout keeps its own state: the handed one is stale).
+ *
  * @module
  */
 
@@ -44,12 +49,18 @@ import type {
   Receipt,
   UnicastRequest,
 } from "../core/requests.ts";
-import type { Delivery } from "../core/messages.ts";
+import type { Delivery, HandedUser, HandOffOutcome } from "../core/messages.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { encodeListed } from "../protocol/message.ts";
-import type { ShardMap } from "../core/shard_map.ts";
+import { lostMaps, type LostNode, lostWith, type ShardMap } from "../core/shard_map.ts";
 import { FencedError, type Journal, StorageBusyError } from "../storage/journal.ts";
-import { type DeviceState, StorageUnavailableError, type Store } from "../storage/store.ts";
+import {
+  compactionFloor,
+  type DeviceState,
+  StorageUnavailableError,
+  type Store,
+  type UserState,
+} from "../storage/store.ts";
 import type { StoredMessage } from "../core/messages.ts";
 import { type ShardCounters, type ShardHistograms, TRANSPORT_COUNTERS } from "../stats/counters.ts";
 import type { Outcome, Session, SessionOwner } from "../session/session.ts";
@@ -81,6 +92,11 @@ export interface ShardOptions {
   forward(request: UnicastRequest): Promise<unknown>;
   /** A client's y=4, for every other shard. */
   broadcast(request: ChannelRequest): void;
+  /**
+   * Hands `users` (of one shard, another) to their owner; resolves with the uids it kept its
+   * own state of (see {@linkcode Shard.importUsers}).
+   */
+  handOff(users: HandedUser[]): Promise<string[]>;
   /** Hears connection counts and channel joins of online uids; absent without presence. */
   presence?: (change: PresenceChange) => void;
   log(level: "debug" | "info" | "warn" | "error", message: string): void;
@@ -111,6 +127,10 @@ interface User {
 const USER_IDLE_MS = 60_000;
 /** A connect this soon after the same uid's disconnect counts as a reconnect. */
 const RECONNECT_WINDOW_MS = 60_000;
+
+/** Most uids in one hand-off request, and about the most bytes of their messages. */
+const HAND_OFF_USERS = 500;
+const HAND_OFF_BYTES = 4 << 20;
 
 /** How a map change is applied ({@linkcode Shard.setMap}). */
 export interface MapChange {
@@ -150,6 +170,8 @@ export class Shard implements SessionOwner {
   /** Open sessions per uid, counted from the moment a session is taken. */
   #connections = new Map<string, number>();
   #recentlyLeft = new Map<string, number>();
+  /** Members lost with their uids' state: their uids without state here are refused. */
+  #lost: ReturnType<typeof lostMaps> = [];
 
   constructor(options: ShardOptions) {
     this.#options = options;
@@ -196,6 +218,15 @@ export class Shard implements SessionOwner {
     this.#channels.clear();
   }
 
+  /**
+   * The members lost with their uids' state (they died without handing it off): a uid one of
+   * them held that has no state here is refused with `503 {"error":"state lost"}` rather than
+   * numbered from 1 again, which would reuse the `s` that member gave.
+   */
+  setLost(lost: readonly LostNode[]): void {
+    this.#lost = lostMaps(lost);
+  }
+
   /** The held change is settled: the uids it gave this shard are served. */
   settle(): void {
     if (this.#heldSince) this.#settle();
@@ -217,6 +248,109 @@ export class Shard implements SessionOwner {
     const held = this.#heldSince;
     if (!held || held.every((owned) => owned.owns(uid))) return undefined;
     return this.#settled.promise;
+  }
+
+  /**
+   * Hands the state of every uid the store holds but the map no longer gives this shard to
+   * the uid's owner, a batch at a time per owning shard, and deletes it here once the owner
+   * took it (or kept its own, newer state). A batch that fails is kept here, whole, and so
+   * is the rest for that shard. Resolves with how many uids are left, and why.
+   */
+  async handOff(): Promise<HandOffOutcome> {
+    const store = this.#options.store;
+    const byOwner = new Map<number, string[]>();
+    for (const uid of await this.#storage(() => store.uids())) {
+      if (this.owns(uid)) continue;
+      const owner = this.#options.map.indexOf(uid);
+      const uids = byOwner.get(owner);
+      if (uids) uids.push(uid);
+      else byOwner.set(owner, [uid]);
+    }
+    const outcome: HandOffOutcome = { left: 0 };
+    for (const uids of byOwner.values()) {
+      let next = 0;
+      /** Uids handed off (or found stale) and deleted here. */
+      let done = 0;
+      try {
+        while (next < uids.length) {
+          const batch: HandedUser[] = [];
+          let bytes = 0;
+          while (next < uids.length && batch.length < HAND_OFF_USERS && bytes < HAND_OFF_BYTES) {
+            const user = await this.#export(uids[next++]);
+            batch.push(user);
+            for (const message of user.messages) bytes += 64 + message.body.length;
+          }
+          const kept = await this.#options.handOff(batch);
+          if (kept.length > 0) {
+            this.#options.log(
+              "warn",
+              `hand-off: ${kept.length} uids (${kept.slice(0, 5).join(", ")}) have been served ` +
+                "by their owner throughout: the copies here were stale and are deleted",
+            );
+          }
+          // A uid the map gave back meanwhile is left alone: its owner hands it back.
+          const gone = batch.map((user) => user.uid).filter((uid) => !this.owns(uid));
+          await this.#storage(() => store.deleteUsers(gone));
+          this.counters.handed_off_uids += gone.length;
+          done = next;
+        }
+      } catch (error) {
+        // Said by the map keeper, with the others' (once, not once an attempt).
+        outcome.left += uids.length - done;
+        outcome.reason ??= (error as Error).message;
+      }
+    }
+    return outcome;
+  }
+
+  /** The uid's state as a hand-off carries it: messages above its compaction floor. */
+  async #export(uid: string): Promise<HandedUser> {
+    const store = this.#options.store;
+    const now = Date.now();
+    const { lastSeq, devices } = await this.#storage(() => store.userState(uid));
+    const messages: StoredMessage[] = [];
+    let after = compactionFloor(devices.values(), now - this.#options.deviceTtlMs);
+    for (;;) {
+      const page = await this.#storage(() =>
+        store.readAfter(uid, after, this.#options.replayPage, now)
+      );
+      messages.push(...page);
+      if (page.length < this.#options.replayPage) break;
+      after = page[page.length - 1].seq;
+    }
+    return {
+      uid,
+      lastSeq,
+      devices: [...devices].map(([device, state]) => ({ device, ...state })),
+      messages,
+      channels: await this.#storage(() => store.channels(uid)),
+    };
+  }
+
+  /**
+   * Takes the state of uids handed off by their old owner: for uids this shard owns and holds
+   * (not served yet: the change that gave them is not settled), and for those it has refused
+   * as lost throughout (no state here: a lost member came back with its files and hands them
+   * on). Any other uid it has served throughout keeps its own state, which is newer; those
+   * uids are answered.
+   */
+  async importUsers(users: readonly HandedUser[]): Promise<string[]> {
+    for (const user of users) this.#checkOwner(user.uid);
+    const kept: HandedUser[] = [];
+    for (const user of users) {
+      if (this.#ready(user.uid) !== undefined) continue;
+      // Refused while it has no state: nothing is numbered for it meanwhile.
+      if (lostWith(this.#lost, user.uid) && isEmpty(await this.#state(user.uid))) continue;
+      kept.push(user);
+    }
+    const taken = users.filter((user) => !kept.includes(user));
+    await this.#storage(() => this.#options.store.importUsers(taken));
+    for (const user of taken) {
+      // Cached memberships were read without it.
+      for (const channel of user.channels) this.#channels.delete(channel);
+    }
+    this.counters.imported_uids += taken.length;
+    return kept.map((user) => user.uid);
   }
 
   /** Open sessions. */
@@ -363,6 +497,7 @@ export class Shard implements SessionOwner {
   async #subscribe(uid: string, channel: string, reserved: boolean): Promise<void> {
     this.#checkOwner(uid);
     await this.#ready(uid);
+    await this.#checkNotLost(uid);
     await this.#storage(() => this.#options.store.subscribe(channel, uid));
     await this.#loadingChannels.get(channel);
     this.#channels.get(channel)?.add(uid);
@@ -411,6 +546,7 @@ export class Shard implements SessionOwner {
   async unsubscribe(uid: string, channel: string): Promise<void> {
     this.#checkOwner(uid);
     await this.#ready(uid);
+    await this.#checkNotLost(uid);
     await this.#storage(() => this.#options.store.unsubscribe(channel, uid));
     await this.#loadingChannels.get(channel);
     this.#channels.get(channel)?.delete(uid);
@@ -455,8 +591,8 @@ export class Shard implements SessionOwner {
     let user: User;
     try {
       user = await this.#user(session.uid);
-    } catch {
-      return session.fail("storage unavailable");
+    } catch (error) {
+      return session.fail(error instanceof ServiceError ? error.message : "storage unavailable");
     }
     // Closed while its state loaded: `onClose` has already been and gone.
     if (!this.#sessions.has(session)) return;
@@ -659,6 +795,8 @@ export class Shard implements SessionOwner {
    * reason it cannot, if so.
    */
   #ack(user: User, device: string, seq: number): string | undefined {
+    // A late ack of a uid moved away would write a cursor here after its state was handed off.
+    if (!this.owns(user.uid)) return "moved";
     if (seq > user.lastSeq) return "ack beyond last seq";
     const cursor = user.devices.get(device);
     if (!cursor) return "unknown device";
@@ -721,13 +859,18 @@ export class Shard implements SessionOwner {
     for (;;) {
       await this.#ready(uid);
       const generation = this.#generation;
-      const state = await this.#storage(() => this.#options.store.userState(uid));
+      const state = await this.#state(uid);
       if (generation !== this.#generation) continue;
+      if (isEmpty(state) && lostWith(this.#lost, uid)) throw new ServiceError("state lost", 503);
       const user: User = { uid, ...state, sessions: [], busy: 0, lastUsed: Date.now() };
       // Not cached if it is not ours (an admin read of a uid moved away); a later use loads.
       if (this.owns(uid)) this.#users.set(uid, user);
       return user;
     }
+  }
+
+  #state(uid: string): Promise<UserState> {
+    return this.#storage(() => this.#options.store.userState(uid));
   }
 
   #release(user: User): void {
@@ -781,12 +924,25 @@ export class Shard implements SessionOwner {
     }
   }
 
+  /**
+   * Refuses a membership change of a uid lost with its state: stored here, it would be handed
+   * on as the uid's state, and replace the real one when the lost member comes back.
+   */
+  async #checkNotLost(uid: string): Promise<void> {
+    if (lostWith(this.#lost, uid)) await this.#user(uid);
+  }
+
   #checkOwner(uid: string): void {
     if (!this.owns(uid)) {
       const { error, status } = notOwned(uid);
       throw new ServiceError(error, status);
     }
   }
+}
+
+/** True for the state of a uid never numbered nor seen here. */
+function isEmpty(state: UserState): boolean {
+  return state.lastSeq === 0 && state.devices.size === 0;
 }
 
 /** How many of the uid's devices have a session open. */

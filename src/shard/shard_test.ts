@@ -11,7 +11,7 @@ import { StorageUnavailableError, type Store } from "../storage/store.ts";
 import { FakeConn } from "../testing/fake_conn.ts";
 import type { TransportName } from "../transport/conn.ts";
 import { rejection } from "../testing/support.ts";
-import { Shard, type ShardLimits } from "./shard.ts";
+import { Shard, type ShardLimits, type ShardOptions } from "./shard.ts";
 
 const MAP = new ShardMap([{ id: "n/0", host: "", port: 1 }, { id: "n/1", host: "", port: 2 }]);
 
@@ -31,7 +31,11 @@ const LIMITS: ShardLimits = {
   messageRate: { perSec: 10_000, burst: 10_000 },
 };
 
-function shardWith(store: Store = new MemoryStore(), limits: Partial<ShardLimits> = {}) {
+function shardWith(
+  store: Store = new MemoryStore(),
+  limits: Partial<ShardLimits> = {},
+  place: Partial<Pick<ShardOptions, "index" | "map" | "handOff">> = {},
+) {
   const forwarded: UnicastRequest[] = [];
   const histograms = newShardHistograms();
   const broadcast: ChannelRequest[] = [];
@@ -50,7 +54,9 @@ function shardWith(store: Store = new MemoryStore(), limits: Partial<ShardLimits
     sessionWaitMs: 30_000,
     forward: (request) => (forwarded.push(request), Promise.resolve()),
     broadcast: (request) => broadcast.push(request),
+    handOff: () => Promise.reject(new Error("no hand-off in this test")),
     log: () => {},
+    ...place,
   });
   return { shard, forwarded, broadcast, histograms };
 }
@@ -532,4 +538,78 @@ Deno.test("Shard: a reset forgets every uid and holds them all until settle", as
   await store.append([{ uid: ALICE, seq: 2, type: 3, from: "op", body: '"other"', expiresAt: 0 }]);
   shard.settle();
   assert.deepEqual(await published, { s: 3, online: 0 });
+});
+
+Deno.test("Shard: a hand-off moves a uid's seq, cursors, messages and channels; deleted once taken", async () => {
+  const oldStore = new MemoryStore();
+  const newStore = new MemoryStore();
+  const { shard: next } = shardWith(newStore, {}, { index: 2, map: GROWN });
+  next.setMap(GROWN, 2, { hold: true, reset: true });
+  const { shard: old } = shardWith(oldStore, {}, {
+    handOff: (users) => next.importUsers(users),
+  });
+  await connect(old, MOVING, { device: "phone" });
+  await old.subscribe(MOVING, "news");
+  for (const body of ["one", "two", "three"]) await old.publish(message(MOVING, body));
+  const phone = { uid: MOVING, device: "phone", access: null };
+  assert.equal(await old.onMessage(phone, { y: 5, s: 1 }), undefined);
+  await old.publish(message(ALICE, "stays"));
+  old.setMap(GROWN, 0);
+  await new Promise((resolve) => setTimeout(resolve, 10)); // the journal's commit
+  assert.deepEqual(await old.handOff(), { left: 0 });
+  assert.deepEqual(await oldStore.uids(), [ALICE], "deleted once the new owner took it");
+  assert.equal(old.counters.handed_off_uids, 1);
+  next.settle();
+  assert.deepEqual(await next.publish(message(MOVING, "four")), { s: 4, online: 0 });
+  assert.deepEqual(await newStore.channels(MOVING), ["news"]);
+  const listed = await next.offline(MOVING, "phone", 10);
+  assert.deepEqual(listed.map((text) => JSON.parse(text).s), [2, 3, 4], "the phone's cursor");
+});
+
+Deno.test("Shard: a hand-off that fails keeps everything; one found stale is deleted", async () => {
+  const store = new MemoryStore();
+  let answer: () => Promise<string[]> = () => Promise.reject(new Error("unreachable"));
+  const { shard } = shardWith(store, {}, { handOff: () => answer() });
+  await shard.publish(message(MOVING, "one"));
+  shard.setMap(GROWN, 0);
+  assert.deepEqual(await shard.handOff(), { left: 1, reason: "unreachable" });
+  assert.equal((await store.userState(MOVING)).lastSeq, 1, "kept");
+  answer = () => Promise.resolve([MOVING]);
+  assert.deepEqual(await shard.handOff(), { left: 0 });
+  assert.deepEqual(await store.uids(), []);
+});
+
+Deno.test("Shard: an import for a uid it served throughout is refused as stale", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  await shard.publish(message(ALICE, "mine"));
+  const stale = { uid: ALICE, lastSeq: 9, devices: [], messages: [], channels: [] };
+  assert.deepEqual(await shard.importUsers([stale]), [ALICE]);
+  assert.equal((await store.userState(ALICE)).lastSeq, 1);
+  const refused = await rejection(shard.importUsers([{ ...stale, uid: FOREIGN }]));
+  assert.ok(refused instanceof ServiceError && refused.status === 421);
+});
+
+Deno.test("Shard: a uid a lost member held is refused as state lost, unless there is state for it", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  const lostMap = new ShardMap([{ id: "n/0", host: "", port: 1 }, {
+    id: "x/0",
+    host: "",
+    port: 2,
+  }]);
+  const [lost, handed] = OWNED.filter((uid) => lostMap.indexOf(uid) === 1);
+  const kept = OWNED.find((uid) => lostMap.indexOf(uid) === 0)!;
+  shard.setLost([{ node: "x", shards: ["n/0", "x/0"] }]);
+  const refused = await rejection(shard.publish(message(lost, "one")));
+  assert.ok(refused instanceof ServiceError && refused.status === 503, String(refused));
+  assert.equal(refused.message, "state lost");
+  const { conn } = await connect(shard, lost);
+  assert.deepEqual(conn.take(), [{ error: "state lost" }]);
+  assert.deepEqual(await shard.publish(message(kept, "one")), { s: 1, online: 0 });
+  // Handed off before its owner died: its state is here.
+  await store.importUsers([{ uid: handed, lastSeq: 4, devices: [], messages: [], channels: [] }]);
+  assert.deepEqual(await shard.publish(message(handed, "five")), { s: 5, online: 0 });
+  shard.setLost([]);
+  assert.deepEqual(await shard.publish(message(lost, "one")), { s: 1, online: 0 });
 });

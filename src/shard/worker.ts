@@ -86,6 +86,8 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     },
     sessionWaitMs: config.session_wait_sec * 1000,
     forward: (request) => link.request({ op: "publish", request } satisfies MainOp),
+    handOff: async (users) =>
+      await link.request({ op: "import", uid: users[0].uid, users } satisfies MainOp) as string[],
     // A BroadcastChannel does not echo to its sender: the shard delivers its own part.
     broadcast: perTurn<ChannelRequest>((requests) => bus.postMessage(requests)),
     presence: config.redis_url === ""
@@ -141,6 +143,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     init.port,
   );
   if (init.hold) shard.setMap(map, indexIn(init.shards), { hold: true, reset: true });
+  shard.setLost(init.lost);
   log("info", `listening on ${config.host}:${server.port} (${config.storage} store)`, {
     port: server.port,
     store: config.storage,
@@ -191,6 +194,13 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
           return shard.unsubscribe(op.uid, op.channel);
         case "offline":
           return shard.offline(op.uid, op.device, op.limit);
+        case "import":
+          return shard.importUsers(op.users);
+        case "hand_off":
+          return shard.handOff();
+        case "lost":
+          shard.setLost(op.lost);
+          return Promise.resolve();
         case "stats":
           return Promise.resolve(report());
         case "map":

@@ -272,6 +272,14 @@ export const COUNTERS = {
     'sessions closed with {"error":"moved"}: the map gave their uid to another shard',
     metric("moved_sessions_total"),
   ),
+  handed_off_uids: counter(
+    "uids whose state this shard handed to their new owner in a map change (embedded stores)",
+    metric("cluster_handed_off_uids_total"),
+  ),
+  imported_uids: counter(
+    "uids whose state this shard took from their old owner in a map change (embedded stores)",
+    metric("cluster_imported_uids_total"),
+  ),
   map_changes: nodeCounter(
     "cluster map versions this node applied",
     metric("cluster_map_changes_total"),

@@ -46,7 +46,7 @@ import {
   type StoreBackend,
   type UserState,
 } from "./store.ts";
-import type { StoredMessage, StoredType } from "../core/messages.ts";
+import type { HandedUser, StoredMessage, StoredType } from "../core/messages.ts";
 
 /** Consistency levels by their CQL names. */
 const CONSISTENCIES = ["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL", "EACH_QUORUM"] as const;
@@ -102,6 +102,17 @@ const CQL = {
   removeChannel: "DELETE FROM user_channels WHERE uid = ? AND channel = ?",
   members: "SELECT uid FROM channel_members WHERE channel = ?",
   channels: "SELECT channel FROM user_channels WHERE uid = ?",
+  // Every partition of each table a uid keys: a scan of the whole keyspace.
+  uids: ["messages", "user_state", "device_cursors", "user_channels"].map((table) =>
+    `SELECT DISTINCT uid FROM ${table}`
+  ),
+  deleteMessages: "DELETE FROM messages WHERE uid = ?",
+  deleteUserState: "DELETE FROM user_state USING TIMESTAMP ? WHERE uid = ?",
+  deleteDeviceAck:
+    "DELETE last_ack FROM device_cursors USING TIMESTAMP ? WHERE uid = ? AND device = ?",
+  deleteDeviceSeen:
+    "DELETE seen_at FROM device_cursors USING TIMESTAMP ? WHERE uid = ? AND device = ?",
+  deleteChannels: "DELETE FROM user_channels WHERE uid = ?",
 };
 
 /** A {@linkcode Store} in a Cassandra keyspace. */
@@ -288,6 +299,59 @@ export class CassandraStore implements Store {
     return removed;
   }
 
+  /**
+   * Never needed by the daemon (the keyspace is shared: nothing is handed off), and a scan of
+   * every partition; here so that the store keeps the whole contract.
+   */
+  async uids(): Promise<string[]> {
+    const found = new Set<string>();
+    for (const query of CQL.uids) {
+      for (const row of await this.#all(query, [])) found.add(row.uid);
+    }
+    return [...found];
+  }
+
+  /**
+   * As the contract says, with Cassandra's registers: `last_seq` and the cursors are
+   * max-registers already, and the uid's messages and memberships are deleted before the
+   * handed ones are written (later client timestamps, so the writes win).
+   */
+  async importUsers(users: readonly HandedUser[]): Promise<void> {
+    await Promise.all(users.map(async ({ uid, lastSeq, devices, messages, channels }) => {
+      await this.#deleteMessagesAndChannels(uid);
+      await this.append(messages);
+      await this.#execute(CQL.lastSeq, [lastSeq, lastSeq, uid]);
+      await this.updateDevices(devices.map((device) => ({ uid, ...device })));
+      await Promise.all(channels.map((channel) => this.subscribe(channel, uid)));
+    }));
+  }
+
+  /**
+   * The max-registers are deleted at their own value as timestamp: a later write of a larger
+   * value (a seq never goes back) still lands, a smaller one stays shadowed.
+   */
+  async deleteUsers(uids: readonly string[]): Promise<void> {
+    await Promise.all(uids.map(async (uid) => {
+      const { lastSeq, devices } = await this.userState(uid);
+      await this.#deleteMessagesAndChannels(uid);
+      const queries = [{ query: CQL.deleteUserState, params: [lastSeq, uid] }];
+      for (const [device, { lastAck, seenAt }] of devices) {
+        queries.push({ query: CQL.deleteDeviceAck, params: [lastAck, uid, device] });
+        queries.push({ query: CQL.deleteDeviceSeen, params: [seenAt, uid, device] });
+      }
+      await this.#batch(queries, false);
+    }));
+  }
+
+  async #deleteMessagesAndChannels(uid: string): Promise<void> {
+    const channels = await this.channels(uid);
+    await this.#batch([
+      { query: CQL.deleteMessages, params: [uid] },
+      { query: CQL.deleteChannels, params: [uid] },
+      ...channels.map((channel) => ({ query: CQL.removeMember, params: [channel, uid] })),
+    ]);
+  }
+
   async close(): Promise<void> {
     await this.#client.shutdown();
   }
@@ -472,6 +536,7 @@ type CassandraConfig = FlagValues<typeof CASSANDRA_FLAGS> & { storage_timeout_ms
 /** `--storage=cassandra`: a client per shard to one keyspace shared by every node. */
 export const cassandraBackend: StoreBackend<typeof CASSANDRA_FLAGS, CassandraConfig> = {
   name: "cassandra",
+  shared: true,
   flags: CASSANDRA_FLAGS,
   open: (config) =>
     CassandraStore.open({

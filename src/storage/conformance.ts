@@ -13,7 +13,7 @@
 
 import assert from "node:assert/strict";
 import type { DeviceUpdate, Store } from "./store.ts";
-import type { StoredMessage } from "../core/messages.ts";
+import type { HandedUser, StoredMessage } from "../core/messages.ts";
 
 /** How the suite gets stores to test. */
 export interface StoreFactory {
@@ -104,6 +104,16 @@ async function devicesOf(store: Store, uid: string): Promise<Record<string, [num
 
 async function lastSeqOf(store: Store, uid: string): Promise<number> {
   return (await store.userState(uid)).lastSeq;
+}
+
+/** A hand-off of `uid` with `lastSeq`, the messages `from`..`to` and the given rest. */
+function handed(
+  uid: string,
+  lastSeq: number,
+  [from, to]: [number, number],
+  fields: Partial<HandedUser> = {},
+): HandedUser {
+  return { uid, lastSeq, devices: [], messages: messages(uid, from, to), channels: [], ...fields };
 }
 
 const cases: Record<string, Case> = {
@@ -338,6 +348,80 @@ const cases: Record<string, Case> = {
     assert.deepEqual(await store.channels("alice"), []);
   },
 
+  "importUsers sets lastSeq even with no message left, and cursors and channels": async (
+    { store },
+  ) => {
+    await store.importUsers([
+      handed("alice", 40, [1, 0], {
+        devices: [{ device: "phone", lastAck: 40, seenAt: NOW }],
+        channels: ["news", "sport"],
+      }),
+      handed("bob", 9, [7, 9], { devices: [{ device: "", lastAck: 6, seenAt: NOW - 5 }] }),
+    ]);
+    assert.equal(await lastSeqOf(store, "alice"), 40);
+    assert.deepEqual(await store.readAfter("alice", 0, 100, NOW), []);
+    assert.deepEqual(await devicesOf(store, "alice"), { phone: [40, NOW] });
+    assert.deepEqual(sorted(await store.channels("alice")), ["news", "sport"]);
+    assert.deepEqual(await store.members("sport"), ["alice"]);
+    assert.equal(await lastSeqOf(store, "bob"), 9);
+    assert.deepEqual(await store.readAfter("bob", 0, 100, NOW), messages("bob", 7, 9));
+    assert.deepEqual(await devicesOf(store, "bob"), { "": [6, NOW - 5] });
+    // Numbering goes on from the imported lastSeq.
+    await store.append(messages("alice", 41, 41));
+    assert.equal(await lastSeqOf(store, "alice"), 41);
+  },
+
+  "importUsers replaces stale messages and channels, never lowers seq or cursors": async (
+    { store },
+  ) => {
+    await store.append([...messages("alice", 1, 30), ...messages("bob", 1, 2)]);
+    await store.updateDevices([ack("alice", 25), seen("alice", "", NOW), ack("alice", 3, "tab")]);
+    await store.subscribe("news", "alice");
+    await store.subscribe("news", "bob");
+    await store.importUsers([
+      handed("alice", 28, [26, 28], {
+        devices: [{ device: "", lastAck: 10, seenAt: NOW - 9 }, {
+          device: "tab",
+          lastAck: 11,
+          seenAt: NOW - 1,
+        }],
+        channels: ["sport"],
+      }),
+    ]);
+    assert.equal(await lastSeqOf(store, "alice"), 30);
+    assert.deepEqual(await devicesOf(store, "alice"), { "": [25, NOW], tab: [11, NOW - 1] });
+    assert.deepEqual(await store.readAfter("alice", 0, 100, NOW), messages("alice", 26, 28));
+    assert.deepEqual(await store.channels("alice"), ["sport"]);
+    assert.deepEqual(await store.members("news"), ["bob"]);
+    assert.deepEqual(seqsOf(await store.readAfter("bob", 0, 100, NOW)), [1, 2]);
+  },
+
+  "uids lists every uid with a message, a cursor or a membership": async ({ store }) => {
+    assert.deepEqual(await store.uids(), []);
+    await store.append(messages("alice", 1, 2));
+    await store.updateDevices([seen("bob", "phone", NOW)]);
+    await store.subscribe("news", "carol");
+    await store.importUsers([handed("dave", 5, [1, 0])]);
+    assert.deepEqual(sorted(await store.uids()), ["alice", "bob", "carol", "dave"]);
+  },
+
+  "deleteUsers removes everything of those uids and nothing else": async ({ store }) => {
+    await store.append([...messages("alice", 1, 3), ...messages("bob", 1, 2)]);
+    await store.updateDevices([ack("alice", 1), seen("alice", "phone", NOW), seen("bob", "", NOW)]);
+    await store.subscribe("news", "alice");
+    await store.subscribe("news", "bob");
+    await store.subscribe("sport", "carol");
+    await store.deleteUsers(["alice", "carol"]);
+    assert.deepEqual(await store.uids(), ["bob"]);
+    assert.deepEqual(await store.userState("alice"), { lastSeq: 0, devices: new Map() });
+    assert.deepEqual(await store.readAfter("alice", 0, 100, NOW), []);
+    assert.deepEqual(await store.channels("alice"), []);
+    assert.deepEqual(await store.members("news"), ["bob"]);
+    assert.deepEqual(await store.members("sport"), []);
+    assert.deepEqual(seqsOf(await store.readAfter("bob", 0, 100, NOW)), [1, 2]);
+    assert.deepEqual(await devicesOf(store, "bob"), { "": [0, NOW] });
+  },
+
   "a batch of 5,000 messages is stored whole": async ({ store }) => {
     const batch: StoredMessage[] = [];
     for (let i = 0; i < 50; i++) batch.push(...messages(`user${i}`, 1, 100));
@@ -387,6 +471,13 @@ function restartCases(reopen: (store: Store) => Promise<Store>): Record<string, 
       assert.deepEqual(await devicesOf(subject.store, "alice"), { phone: [1, NOW] });
       assert.deepEqual(await subject.store.members("news"), ["alice"]);
       assert.deepEqual(await subject.store.channels("alice"), ["news"]);
+    },
+
+    "an imported lastSeq survives a reopen": async (subject) => {
+      await subject.store.importUsers([handed("alice", 17, [16, 17])]);
+      subject.store = await reopen(subject.store);
+      assert.equal(await lastSeqOf(subject.store, "alice"), 17);
+      assert.deepEqual(seqsOf(await subject.store.readAfter("alice", 0, 100, NOW)), [16, 17]);
     },
 
     "lastSeq survives compaction and a reopen, so no seq is reused": async (subject) => {

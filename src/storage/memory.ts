@@ -14,7 +14,7 @@ import {
   type StoreBackend,
   type UserState,
 } from "./store.ts";
-import type { StoredMessage } from "../core/messages.ts";
+import type { HandedUser, StoredMessage } from "../core/messages.ts";
 
 interface UserRecord extends UserState {
   /** Messages not yet acked by every device, in seq order. */
@@ -126,6 +126,35 @@ export class MemoryStore implements Store {
     this.#released += count;
   }
 
+  uids(): Promise<string[]> {
+    return Promise.resolve([...new Set([...this.#users.keys(), ...this.#channels.keys()])]);
+  }
+
+  async importUsers(users: readonly HandedUser[]): Promise<void> {
+    for (const { uid, lastSeq, devices, messages, channels } of users) {
+      const user = this.#user(uid);
+      if (lastSeq > user.lastSeq) user.lastSeq = lastSeq;
+      user.messages = messages.map((message) => ({ ...message }));
+      await this.updateDevices(devices.map((device) => ({ uid, ...device })));
+      this.#leaveChannels(uid);
+      for (const channel of channels) await this.subscribe(channel, uid);
+    }
+  }
+
+  deleteUsers(uids: readonly string[]): Promise<void> {
+    for (const uid of uids) {
+      this.#users.delete(uid);
+      this.#leaveChannels(uid);
+    }
+    return Promise.resolve();
+  }
+
+  /** Takes `uid` out of every channel. */
+  #leaveChannels(uid: string): void {
+    for (const channel of this.#channels.get(uid) ?? []) deleteFrom(this.#members, channel, uid);
+    this.#channels.delete(uid);
+  }
+
   close(): Promise<void> {
     return Promise.resolve();
   }
@@ -147,6 +176,7 @@ function deleteFrom(index: Map<string, Set<string>>, key: string, value: string)
 /** `--storage=memory`: a store per shard, lost on restart. */
 export const memoryBackend: StoreBackend<Record<never, never>, unknown> = {
   name: "memory",
+  shared: false,
   flags: {},
   open: () => Promise.resolve(new MemoryStore()),
 };

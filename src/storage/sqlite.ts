@@ -15,7 +15,7 @@
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import type { StoredMessage, StoredType } from "../core/messages.ts";
+import type { HandedUser, StoredMessage, StoredType } from "../core/messages.ts";
 import {
   compactionFloor,
   type DeviceState,
@@ -191,6 +191,11 @@ export class SqliteStore implements Store {
   #usersToPurge: StatementSync;
   #deleteAcked: StatementSync;
   #markPurged: StatementSync;
+  #uids: StatementSync;
+  #deleteMessages: StatementSync;
+  #deleteMemberships: StatementSync;
+  #deleteUser: StatementSync;
+  #deleteDevices: StatementSync;
   /** Devices seen before this had gone quiet at the last `compact`. */
   #quietBefore = 0;
 
@@ -270,6 +275,14 @@ export class SqliteStore implements Store {
              SELECT seq FROM messages WHERE uid = ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3))`,
       );
       this.#markPurged = this.#db.prepare("UPDATE devices SET purged_ack = last_ack WHERE uid = ?");
+      this.#uids = this.#db.prepare(
+        `SELECT uid FROM users UNION SELECT uid FROM devices UNION SELECT uid FROM members
+         UNION SELECT DISTINCT uid FROM messages`,
+      );
+      this.#deleteMessages = this.#db.prepare("DELETE FROM messages WHERE uid = ?");
+      this.#deleteMemberships = this.#db.prepare("DELETE FROM members WHERE uid = ?");
+      this.#deleteUser = this.#db.prepare("DELETE FROM users WHERE uid = ?");
+      this.#deleteDevices = this.#db.prepare("DELETE FROM devices WHERE uid = ?");
     } catch (error) {
       this.#db.close();
       throw unavailable(error);
@@ -285,20 +298,16 @@ export class SqliteStore implements Store {
         if (seq > (seqs.get(uid) ?? 0)) seqs.set(uid, seq);
       }
       this.#transaction(() => {
-        for (const m of messages) {
-          this.#insertMessage.run(
-            m.uid,
-            m.seq,
-            m.type,
-            m.from,
-            m.channel ?? null,
-            m.body,
-            m.expiresAt,
-          );
-        }
+        this.#insertMessages(messages);
         for (const [uid, high] of seqs) this.#raiseLastSeq.run(uid, high);
       });
     });
+  }
+
+  #insertMessages(messages: readonly StoredMessage[]): void {
+    for (const m of messages) {
+      this.#insertMessage.run(m.uid, m.seq, m.type, m.from, m.channel ?? null, m.body, m.expiresAt);
+    }
   }
 
   readAfter(uid: string, afterSeq: number, limit: number, now: number): Promise<StoredMessage[]> {
@@ -400,6 +409,42 @@ export class SqliteStore implements Store {
       this.#markPurged.run(uid);
     }
     return { deleted: COMPACT_CHUNK - budget, more: users.length === COMPACT_CHUNK };
+  }
+
+  uids(): Promise<string[]> {
+    return this.#run(() => this.#uids.all().map((row) => row.uid as string));
+  }
+
+  /** One transaction for the whole batch: a uid is then either taken over whole or not. */
+  importUsers(users: readonly HandedUser[]): Promise<void> {
+    return this.#run(() =>
+      this.#transaction(() => {
+        for (const { uid, lastSeq, devices, messages, channels } of users) {
+          this.#deleteMessages.run(uid);
+          this.#deleteMemberships.run(uid);
+          this.#insertMessages(messages);
+          this.#raiseLastSeq.run(uid, lastSeq);
+          for (const { device, lastAck, seenAt } of devices) {
+            this.#ackDevice.run(uid, device, lastAck);
+            this.#seeDevice.run(uid, device, seenAt);
+          }
+          for (const channel of channels) this.#subscribe.run(channel, uid);
+        }
+      })
+    );
+  }
+
+  deleteUsers(uids: readonly string[]): Promise<void> {
+    return this.#run(() =>
+      this.#transaction(() => {
+        for (const uid of uids) {
+          this.#deleteMessages.run(uid);
+          this.#deleteMemberships.run(uid);
+          this.#deleteUser.run(uid);
+          this.#deleteDevices.run(uid);
+        }
+      })
+    );
   }
 
   close(): Promise<void> {

@@ -205,6 +205,7 @@ type SqliteConfig = FlagValues<typeof SQLITE_FLAGS> & {
 /** `--storage=sqlite`: a file per shard under `--data_dir`, readied by the main thread. */
 export const sqliteBackend: StoreBackend<typeof SQLITE_FLAGS, SqliteConfig> = {
   name: "sqlite",
+  shared: false,
   flags: SQLITE_FLAGS,
   async prepare(config, shardIds, log) {
     await Deno.mkdir(config.data_dir, { recursive: true });

@@ -13,7 +13,7 @@
  */
 
 import type { FlagSpecs } from "../core/flag_spec.ts";
-import type { StoredMessage } from "../core/messages.ts";
+import type { HandedUser, StoredMessage } from "../core/messages.ts";
 import type { Log } from "../core/log.ts";
 
 /** One device's cursor. */
@@ -92,6 +92,21 @@ export interface Store {
    * (devices not seen since `liveSince` hold nothing back); returns how many went.
    */
   compact(now: number, liveSince: number): Promise<number>;
+  /**
+   * Every uid the store holds anything of (a message, a cursor, a membership): what a shard
+   * looks through for the uids a map change took from it.
+   */
+  uids(): Promise<string[]>;
+  /**
+   * Takes over uids handed off by another node, atomically per uid where the engine allows:
+   * each uid's `lastSeq` and device cursors are raised to the handed ones (never lowered,
+   * and `lastSeq` even when no message is left, so that no `s` is numbered again), and its
+   * messages and channel memberships become exactly the handed ones (what was stored here
+   * of an earlier ownership is stale). Resolves once durable.
+   */
+  importUsers(users: readonly HandedUser[]): Promise<void>;
+  /** Deletes everything of these uids: messages, state, cursors, memberships both ways. */
+  deleteUsers(uids: readonly string[]): Promise<void>;
   /** Flushes and releases the engine. */
   close(): Promise<void>;
 }
@@ -102,6 +117,12 @@ export interface Store {
  */
 export interface StoreBackend<F extends FlagSpecs, C> {
   readonly name: string;
+  /**
+   * Every node reads and writes the same data (Cassandra): a uid that moves finds its state
+   * at its new owner, and nothing is handed off. False: each node keeps the state of the uids
+   * it owns (sqlite, memory), and a planned map change hands it to the new owner.
+   */
+  readonly shared: boolean;
   /** Its flags, by name (`core/flag_spec.ts`). */
   readonly flags: F;
   /**

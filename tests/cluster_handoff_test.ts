@@ -1,0 +1,281 @@
+/**
+ * End to end: a Redis-managed cluster (`--cluster=redis`) whose nodes each keep their own
+ * sqlite files, three nodes × two workers on loopback with a real Redis, under continuous
+ * publishing to many uids. A fourth node joins (about a quarter of the uids move to it), then
+ * a node leaves on SIGTERM: each moving uid's state is handed to its new owner (docs/cluster.md,
+ * "The embedded store"), so every acknowledged message is listed once, `s` keeps increasing
+ * and is never numbered again after a move, and each device's cursor moves with its uid. And a
+ * node killed with -9, or paused past its lease, hands nothing off: its uids are refused as
+ * `state lost`, never numbered from 1 again, until it is back with its files. And a hand-off
+ * the new owner refuses is kept, tried again, and not said applied. Heavy on two cores: run
+ * this file alone.
+ */
+
+import assert from "node:assert/strict";
+import { startRedis } from "../scripts/redis.ts";
+import { connected, RawClient, settle } from "./client.ts";
+import {
+  assertAllStoredOnce,
+  assertMovedOnce,
+  type ClusterView,
+  Follower,
+  membershipFlags,
+  Publishers,
+  TestCluster,
+} from "./cluster_redis.ts";
+import { type Daemon, type DaemonOptions, delay, eventually, freePortRun } from "./harness.ts";
+
+// At module level: Redis outlives single tests, not the file (nor the process).
+const redis = await startRedis();
+const USERS = Array.from({ length: 60 }, (_, i) => `user${i}`);
+/** The device whose cursor each uid's state must carry across the moves. */
+const TABLET = "tablet";
+
+/** Starts node `id` of `nodes` on shard ports nothing else was told of (`dir`: a restart). */
+function start(nodes: TestCluster, id: string, options: DaemonOptions = {}): Promise<Daemon> {
+  return nodes.start(id, [`--shard_port_base=${freePortRun(2)}`], options);
+}
+
+async function owners(nodes: TestCluster, via: Daemon): Promise<Map<string, string>> {
+  return new Map(
+    await Promise.all(USERS.map(async (uid) => [uid, await nodes.ownerOf(uid, via)] as const)),
+  );
+}
+
+/** Connects the uid's tablet, acks everything it is given, and goes; the cursor it left. */
+async function ackOnTablet(entry: Daemon, uid: string): Promise<number> {
+  const tablet = await connected(entry.clientPort, uid, TABLET);
+  try {
+    const seqs = (await settle(tablet)).map((m) => m.s).filter((s) => typeof s === "number");
+    const cursor = Math.max(0, ...seqs as number[]);
+    if (cursor > 0) await tablet.send({ y: 5, s: cursor });
+    // The ack is taken before the heartbeat after it is answered.
+    await settle(tablet);
+    return cursor;
+  } finally {
+    tablet.close();
+  }
+}
+
+/** `/msg` of the uid's `device` on `via`: the `s` it lists. */
+async function listed(via: Daemon, uid: string, device = ""): Promise<number[]> {
+  const answer = await via.admin(`/msg?uid=${uid}${device ? `&device=${device}` : ""}`);
+  assert.equal(answer.status, 200, `/msg ${uid} ${device}: ${JSON.stringify(answer.body)}`);
+  return (answer.body.result as string[]).map((text) => JSON.parse(text).s as number);
+}
+
+/** A counter summed over a node's shards, from its `/metrics`. */
+async function metric(node: Daemon, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${node.adminPort}/metrics`)).text();
+  const lines = text.split("\n").filter((line) => line.startsWith(`${name}{`));
+  return lines.reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
+}
+
+Deno.test("cluster=redis with sqlite: a join and a SIGTERM leave hand each moving uid's state over", async () => {
+  const nodes = new TestCluster([...membershipFlags("h1", redis.url), "--storage=sqlite"]);
+  const followers: Follower[] = [];
+  let publishers: Publishers | undefined;
+  const startedAt = Date.now();
+  try {
+    for (const id of ["n1", "n2", "n3"]) await start(nodes, id);
+    await nodes.settled(["n1", "n2", "n3"]);
+    const [n1, n2, n3] = ["n1", "n2", "n3"].map((id) => nodes.nodes.get(id)!);
+    // Clients enter by the two nodes that stay; publishers by every node that serves.
+    for (const [i, uid] of USERS.entries()) {
+      followers.push(new Follower(uid, () => [n1, n3][i % 2]));
+    }
+    await Promise.all(followers.map((f) => f.start()));
+    publishers = new Publishers(USERS, () => nodes.live());
+    await delay(1500);
+    const cursors = new Map(
+      await Promise.all(USERS.map(async (uid) => [uid, await ackOnTablet(n1, uid)] as const)),
+    );
+    assert.ok([...cursors.values()].some((cursor) => cursor > 0), "some tablet acked");
+    await delay(500);
+
+    // A fourth node joins: about a quarter of the uids move to it, with their state.
+    const beforeJoin = await owners(nodes, n1);
+    for (const follower of followers) follower.mark();
+    const n4 = await start(nodes, "n4");
+    await nodes.settled(["n1", "n2", "n3", "n4"]);
+    await delay(1500);
+    const afterJoin = await owners(nodes, n1);
+    const joined = USERS.filter((uid) => beforeJoin.get(uid) !== afterJoin.get(uid));
+    assert.ok(joined.every((uid) => afterJoin.get(uid) === "n4"), "only to the new node");
+    assert.ok(joined.length >= 6 && joined.length <= 30, `about a quarter: ${joined.length}`);
+    await assertMovedOnce(followers, joined);
+    const importedByJoin = await metric(n4, "ipush_cluster_imported_uids_total");
+
+    // n2 leaves on SIGTERM: its uids go to the others, with their state.
+    const leaving = USERS.filter((uid) => afterJoin.get(uid) === "n2");
+    assert.ok(leaving.length >= 5, `n2's uids: ${leaving.length}`);
+    for (const follower of followers) follower.mark();
+    nodes.nodes.delete("n2");
+    assert.equal(await n2.stop("SIGTERM"), 0, n2.log());
+    await nodes.settled(["n1", "n3", "n4"]);
+    await delay(1500);
+    await publishers.stop();
+    await assertMovedOnce(followers, leaving);
+
+    // Every acknowledged message once, under its s; s never numbered twice for a uid.
+    assert.ok(publishers.acked.length > 300, `published ${publishers.acked.length}`);
+    for (const uid of USERS) {
+      const seqs: number[] = publishers.of(uid).map((a) => a.s);
+      assert.equal(new Set(seqs).size, seqs.length, `${uid}: an s acknowledged twice: ${seqs}`);
+    }
+    await assertAllStoredOnce(n3, USERS, publishers.acked);
+    // Each tablet's cursor came along: it is given exactly what it had not acked.
+    for (const uid of USERS) {
+      const all = await listed(n4, uid);
+      const cursor = cursors.get(uid)!;
+      assert.deepEqual(await listed(n4, uid, TABLET), all.filter((s) => s > cursor), uid);
+    }
+    // ... because their state was handed over (not read from anywhere else).
+    assert.equal(importedByJoin, joined.length);
+    console.log(
+      `hand-off: ${joined.length} uids to n4, ${leaving.length} from n2; ` +
+        `${publishers.acked.length} acknowledged, ${publishers.refused} refused; ` +
+        `${Date.now() - startedAt} ms`,
+    );
+  } finally {
+    await publishers?.stop();
+    await Promise.all(followers.map((f) => f.stop()));
+    await nodes.stopAll();
+  }
+});
+
+/** How a node is lost with its state, and how it comes back with its files. */
+interface Loss {
+  name: string;
+  lose(node: Daemon): Promise<void>;
+  /** Brings it back; resolves with the node as it runs then. */
+  revive(nodes: TestCluster, node: Daemon): Promise<Daemon>;
+}
+
+const LOSSES: Loss[] = [
+  {
+    name: "killed with -9, restarted on its files",
+    lose: async (node) => void await node.stop("SIGKILL"),
+    revive: (nodes, node) => start(nodes, "n3", { dir: node.dir }),
+  },
+  {
+    name: "paused past its lease (SIGSTOP), then woken",
+    lose: (node) => Promise.resolve(Deno.kill(node.pid, "SIGSTOP")),
+    revive: (nodes, node) => {
+      Deno.kill(node.pid, "SIGCONT");
+      // It finds its lease gone, forgets every uid, joins again and takes its uids back.
+      nodes.nodes.set("n3", node);
+      return Promise.resolve(node);
+    },
+  },
+];
+
+for (const loss of LOSSES) {
+  Deno.test(`cluster=redis with sqlite: a node ${loss.name}: its uids are refused as state lost until it is back`, async () => {
+    const nodes = new TestCluster([
+      ...membershipFlags(`lost${LOSSES.indexOf(loss)}`, redis.url),
+      "--storage=sqlite",
+    ]);
+    let publishers: Publishers | undefined;
+    let lost: Daemon | undefined;
+    try {
+      for (const id of ["n1", "n2", "n3"]) await start(nodes, id);
+      await nodes.settled(["n1", "n2", "n3"]);
+      const [n1, n2, n3] = ["n1", "n2", "n3"].map((id) => nodes.nodes.get(id)!);
+      const before = await owners(nodes, n1);
+      const victims = USERS.filter((uid) => before.get(uid) === "n3");
+      assert.ok(victims.length >= 10, `n3's uids: ${victims.length}`);
+      publishers = new Publishers(USERS, () => [n1, n2]);
+      await delay(1500);
+      nodes.nodes.delete("n3");
+      lost = n3;
+      await loss.lose(n3);
+      await nodes.settled(["n1", "n2"]);
+      // Each victim: refused, first as unreachable, then as lost; never an s numbered afresh.
+      const pub = (uid: string) =>
+        n1.admin(`/pub?to=${uid}&from=op&receipt=1`, { method: "POST", body: '"probe"' });
+      for (const uid of victims) {
+        let answer = await pub(uid);
+        assert.ok(
+          await eventually(async () => {
+            answer = await pub(uid);
+            assert.notEqual(answer.status, 200, `${uid} numbered without its state`);
+            return answer.body.error === "state lost";
+          }, 10_000),
+          `${uid}: ${JSON.stringify(answer)}`,
+        );
+        assert.equal(answer.status, 503);
+      }
+      const other = USERS.find((uid) => before.get(uid) !== "n3")!;
+      assert.equal((await pub(other)).status, 200);
+      const { client, answer } = await RawClient.connect(n1.clientPort, victims[0]);
+      assert.equal(answer.status, 200);
+      assert.deepEqual(await client.next(), { error: "state lost" });
+      client.close();
+
+      // Back with its files: it takes its uids back and numbers on from its own state.
+      const ackedBefore = new Map(victims.map((uid) => [uid, publishers!.of(uid).map((a) => a.s)]));
+      await loss.revive(nodes, n3);
+      lost = undefined;
+      await nodes.settled(["n1", "n2", "n3"], 20_000);
+      for (const uid of victims) {
+        const answer = await pub(uid);
+        assert.equal(answer.status, 200, `${uid}: ${JSON.stringify(answer.body)}`);
+        const s = (answer.body.result as { s: number }).s;
+        assert.ok(s > Math.max(0, ...ackedBefore.get(uid)!), `${uid}: s ${s} once it is back`);
+      }
+      await delay(1000);
+      await publishers.stop();
+      await assertAllStoredOnce(n1, USERS, publishers.acked);
+    } finally {
+      await publishers?.stop();
+      if (lost) {
+        try {
+          Deno.kill(lost.pid, "SIGCONT");
+        } catch { /* gone */ }
+        await lost.stop("SIGKILL");
+      }
+      await nodes.stopAll();
+    }
+  });
+}
+
+Deno.test("cluster=redis with sqlite: a hand-off the new owner refuses is kept and tried again, not applied", async () => {
+  const nodes = new TestCluster([...membershipFlags("h3", redis.url), "--storage=sqlite"]);
+  let publishers: Publishers | undefined;
+  try {
+    for (const id of ["n1", "n2", "n3"]) await start(nodes, id);
+    await nodes.settled(["n1", "n2", "n3"]);
+    const [n1, n2, n3] = ["n1", "n2", "n3"].map((id) => nodes.nodes.get(id)!);
+    publishers = new Publishers(USERS, () => [n1, n2, n3]);
+    await delay(1500);
+    // A new node that asks for a token the others do not send: every import to it is a 401.
+    const n4 = await start(nodes, "n4", { adminToken: "not-the-cluster-s" });
+    await delay(3000);
+    const view = (await n1.admin("/cluster")).body.result as ClusterView;
+    assert.deepEqual(view.members.map((m) => m.id), ["n1", "n2", "n3", "n4"]);
+    // n4 has nothing to hand off; each of the others has uids for it, and has not applied.
+    for (const member of view.members.filter((m) => m.id !== "n4")) {
+      assert.ok(member.applied < view.latest, `${member.id} applied ${member.applied}`);
+    }
+    assert.equal(((await n4.admin("/cluster")).body.result as ClusterView).held, true);
+    for (const node of [n1, n2, n3]) {
+      assert.match(node.log(), /uids not handed off to their new owners \(node n4 unreachable/);
+    }
+    // It goes again: the uids are where they were, with everything acknowledged meanwhile.
+    nodes.nodes.delete("n4");
+    assert.equal(await n4.stop("SIGTERM"), 0, n4.log());
+    await nodes.settled(["n1", "n2", "n3"]);
+    await delay(1000);
+    await publishers.stop();
+    assert.ok(publishers.acked.length > 100, `published ${publishers.acked.length}`);
+    for (const uid of USERS) {
+      const seqs: number[] = publishers.of(uid).map((a) => a.s);
+      assert.equal(new Set(seqs).size, seqs.length, `${uid}: an s acknowledged twice: ${seqs}`);
+    }
+    await assertAllStoredOnce(n1, USERS, publishers.acked);
+  } finally {
+    await publishers?.stop();
+    await nodes.stopAll();
+  }
+});
