@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ServiceError } from "../core/errors.ts";
+import { errorAnswer, ServiceError } from "../core/errors.ts";
 import type { UserPresence } from "../core/presence.ts";
 import type { HandedUser } from "../core/messages.ts";
 import {
@@ -70,9 +70,36 @@ export class Router {
     return await this.#toOwner({ op: "publish", request }) as Receipt;
   }
 
-  /** Many messages for uids of one shard (that of `uid`), stored in one journal batch. */
+  /**
+   * Many messages for uids of one shard (that of `uid`), stored in one journal batch. A line
+   * the shard answered 421 (its uid moved away while the batch travelled; nothing of it was
+   * stored) is sent again to its owner by the map as it is then, as a single op would be.
+   */
   async publishMany(uid: string, requests: UnicastRequest[]): Promise<PubResult[]> {
-    return await this.#toOwner({ op: "publish_many", uid, requests }) as PubResult[];
+    const deadline = Date.now() + MOVING_RETRY_MS;
+    const results = await this.#toOwner({ op: "publish_many", uid, requests }) as PubResult[];
+    for (;;) {
+      const moved = results.flatMap((result, i) => isMoved(result) ? [i] : []);
+      if (moved.length === 0 || Date.now() > deadline) return results;
+      await new Promise((resolve) => setTimeout(resolve, MOVING_PAUSE_MS));
+      const byShard = new Map<string, number[]>();
+      for (const i of moved) {
+        const shard = this.shardOf(requests[i].to).id;
+        const group = byShard.get(shard);
+        if (group) group.push(i);
+        else byShard.set(shard, [i]);
+      }
+      await Promise.all([...byShard.values()].map(async (group) => {
+        const again = group.map((i) => requests[i]);
+        const answers = await this.#toOwner({
+          op: "publish_many",
+          uid: again[0].to,
+          requests: again,
+        })
+          .then((value) => value as PubResult[], (error) => again.map(() => errorAnswer(error)));
+        group.forEach((i, k) => results[i] = answers[k]);
+      }));
+    }
   }
 
   /**
@@ -184,4 +211,9 @@ export class Router {
     if (!this.#cluster.presence) throw new ServiceError("presence needs --redis_url", 503);
     return this.#cluster.presence;
   }
+}
+
+/** A line its shard no longer owns: not stored, to be asked of the owner. */
+function isMoved(result: PubResult): boolean {
+  return "error" in result && result.status === 421;
 }
