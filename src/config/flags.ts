@@ -147,7 +147,7 @@ const CORE_FLAGS = {
   ),
   client_msg_rate: positive(
     "100",
-    "messages a second one connection may send, acks aside (past it: too many messages)",
+    "messages a second one connection (or one device's /sends) may send, acks aside (past it: too many messages)",
   ),
   client_msg_burst: int(
     1,

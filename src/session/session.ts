@@ -21,7 +21,9 @@
  * second bucket of the same size, emptied at the same rate: a client refused a whole burst
  * more than the rate forgives (one that keeps sending at over twice the rate, or a burst
  * after being told) is closed with `rate limit exceeded`. One that slows to the rate is
- * served again and never closed.
+ * served again and never closed. The `/send`s of a uid's device spend from one bucket of the
+ * same size that their owner keeps between requests; a line past it is answered
+ * `{"error":"too many messages"}` (there is no stream to close).
  *
  * Kept small on purpose: an idle session is this object and its connection.
  *
@@ -39,6 +41,7 @@ import {
   TRANSPORT_COUNTERS,
 } from "../stats/counters.ts";
 import type { ClientConn, ConnReceiver, TransportName } from "../transport/conn.ts";
+import { type MessageRate, TokenBucket } from "./rate.ts";
 
 /**
  * What became of a client message: done (undefined), refused (the reason), or work under way
@@ -50,7 +53,12 @@ export type Outcome = string | undefined | Promise<string | undefined>;
 export interface SessionOwner {
   readonly counters: ShardCounters;
   /** How fast its clients may send: messages a second, and how many at once. */
-  readonly messageRate: { perSec: number; burst: number };
+  readonly messageRate: MessageRate;
+  /**
+   * What the `/send`s of `sender`'s uid and device spend from: a bucket that outlives the
+   * request, as a stream's lives as long as its session.
+   */
+  sendAllowance(sender: Sender, now: number): TokenBucket;
   /** A valid message other than a heartbeat, from `sender`. */
   onMessage(sender: Sender, message: Exclude<ClientMessage, { y: 0 }>): Outcome;
   /** The session is over (called once). */
@@ -73,11 +81,11 @@ export interface SessionOptions {
  */
 const MAX_FRAMES_IN_FLIGHT = 256;
 
-/** What a message costs in the rate limit's buckets: thousandths, so levels stay integers. */
-const MESSAGE_COST = 1000;
-
 /** The answer to a `/send` line that went through. */
 const OK = '"ok"';
+
+/** Why a message past the rate limit is refused. */
+const TOO_MANY = "too many messages";
 
 /** One client's session. */
 export class Session implements ConnReceiver, Sender {
@@ -104,12 +112,10 @@ export class Session implements ConnReceiver, Sender {
   #inFlight = 0;
   /** Heartbeats received during replay: answered when it ends, so an answer means caught up. */
   #heldHeartbeats = 0;
-  /** Messages it may send now, in thousandths. */
-  #allowance: number;
-  /** Refusals it may still be answered before it is closed, in thousandths. */
-  #forbearance: number;
-  /** When the buckets were last filled. */
-  #filledAt = Date.now();
+  /** Messages it may send now. */
+  #allowance: TokenBucket;
+  /** Refusals it may still be answered before it is closed. */
+  #forbearance: TokenBucket;
 
   constructor(
     conn: ClientConn,
@@ -125,7 +131,8 @@ export class Session implements ConnReceiver, Sender {
     this.#conn = conn;
     this.#owner = owner;
     this.#codec = options.codec ?? JSON_CODEC;
-    this.#allowance = this.#forbearance = owner.messageRate.burst * MESSAGE_COST;
+    this.#allowance = new TokenBucket(owner.messageRate);
+    this.#forbearance = new TokenBucket(owner.messageRate);
   }
 
   /** The connection carrying this session; null while it waits for one. */
@@ -138,7 +145,8 @@ export class Session implements ConnReceiver, Sender {
     if (this.#closed) return;
     const now = Date.now();
     this.lastSeen = now;
-    this.#refill(now);
+    this.#allowance.fill(now);
+    this.#forbearance.fill(now);
     const counters = this.#owner.counters;
     const recv: CounterName | undefined = TRANSPORT_COUNTERS[this.transport].recv;
     if (recv) counters[recv]++;
@@ -172,31 +180,15 @@ export class Session implements ConnReceiver, Sender {
     this.lastSeen = Date.now();
   }
 
-  /** Adds what the time since the last fill earned to both buckets, up to a burst. */
-  #refill(now: number): void {
-    const { perSec, burst } = this.#owner.messageRate;
-    // perSec messages a second are perSec thousandths a millisecond; a clock set back earns
-    // nothing (and takes nothing).
-    const earned = Math.max(0, now - this.#filledAt) * perSec;
-    this.#filledAt = now;
-    const full = burst * MESSAGE_COST;
-    this.#allowance = Math.min(full, this.#allowance + earned);
-    this.#forbearance = Math.min(full, this.#forbearance + earned);
-  }
-
   /**
    * Takes one message from the allowance; false when there was none, after answering the
    * client (or closing it, when it has used up the forbearance too).
    */
   #spend(): boolean {
-    if (this.#allowance >= MESSAGE_COST) {
-      this.#allowance -= MESSAGE_COST;
-      return true;
-    }
+    if (this.#allowance.take()) return true;
     this.#owner.counters.limit_messages_number++;
-    this.#forbearance -= MESSAGE_COST;
-    if (this.#forbearance < 0) this.fail("rate limit exceeded");
-    else this.sendError("too many messages");
+    if (this.#forbearance.take()) this.sendError(TOO_MANY);
+    else this.fail("rate limit exceeded");
     return false;
   }
 
@@ -315,6 +307,13 @@ export function submit(
     counters.error_number++;
     return encodeError(reason);
   };
+  const allowance = owner.sendAllowance(sender, Date.now());
+  // Held to the rate a stream is: every line but an ack spends, a bad one included.
+  const spend = () => {
+    if (allowance.take()) return true;
+    counters.limit_messages_number++;
+    return false;
+  };
   return Promise.all(lines.map((line) => {
     counters.send_recv_number++;
     let message: ClientMessage;
@@ -322,8 +321,9 @@ export function submit(
       message = readMessage(counters, JSON_CODEC, line);
     } catch (error) {
       if (!(error instanceof MessageError)) throw error;
-      return refused(error.reason);
+      return refused(spend() ? error.reason : TOO_MANY);
     }
+    if (message.y !== 5 && !spend()) return refused(TOO_MANY);
     if (message.y === 0) return OK;
     const outcome = owner.onMessage(sender, message);
     if (outcome === undefined) return OK;

@@ -3,6 +3,7 @@ import type { Delivery } from "../core/messages.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { newShardCounters } from "../stats/counters.ts";
 import { FakeConn } from "../testing/fake_conn.ts";
+import { Allowances } from "./rate.ts";
 import { type Outcome, Session, type SessionOwner, submit } from "./session.ts";
 
 const encoder = new TextEncoder();
@@ -15,9 +16,11 @@ const body = (text: string) => encoder.encode(text);
 function owner(work?: () => Outcome, rate = { perSec: 100, burst: 500 }) {
   const messages: Exclude<ClientMessage, { y: 0 }>[] = [];
   let closes = 0;
+  const allowances = new Allowances(rate);
   const me: SessionOwner & { messages: typeof messages; closes: () => number } = {
     counters: newShardCounters(),
     messageRate: rate,
+    sendAllowance: (sender, now) => allowances.of(sender.uid, sender.device, now),
     onMessage(_session, message) {
       messages.push(message);
       return work?.();
@@ -317,4 +320,19 @@ Deno.test("submit: a /send's lines are answered in order, a bad one not stopping
     [c.send_request_number, c.send_recv_number, c.total_recv_number, c.error_number],
     [1, 7, 7, 4],
   );
+});
+
+Deno.test("submit: a device's /sends are held to the rate across requests; acks are free", async () => {
+  const o = owner(undefined, { perSec: 1, burst: 3 });
+  const tablet = { uid: "u1", device: "tab", access: null };
+  const send = async (sender: typeof tablet, ...lines: string[]) =>
+    (await submit(o, sender, lines.map(body))).map((a) => JSON.parse(a));
+  const pub = '{"y":3,"t":"u2","b":"hi"}';
+  const tooMany = { error: "too many messages" };
+  assert.deepEqual(await send(tablet, pub, '{"y":5,"s":1}', pub), ["ok", "ok", "ok"]);
+  assert.deepEqual(await send(tablet, pub, pub, "not json"), ["ok", tooMany, tooMany]);
+  assert.deepEqual(await send(tablet, '{"y":5,"s":2}'), ["ok"], "an ack past the rate");
+  assert.deepEqual(await send({ ...tablet, device: "phone" }, pub), ["ok"], "its own bucket");
+  assert.equal(o.counters.limit_messages_number, 2);
+  assert.deepEqual(o.messages.map((m) => m.y), [3, 5, 3, 3, 5, 3]);
 });

@@ -64,6 +64,7 @@ import {
 import type { StoredMessage } from "../core/messages.ts";
 import { type ShardCounters, type ShardHistograms, TRANSPORT_COUNTERS } from "../stats/counters.ts";
 import type { Outcome, Session, SessionOwner } from "../session/session.ts";
+import { Allowances, type MessageRate, type TokenBucket } from "../session/rate.ts";
 import type { ClientConn, TransportName } from "../transport/conn.ts";
 
 /** What a shard needs from its surroundings. */
@@ -107,7 +108,7 @@ export interface ShardLimits {
   connectionsPerUid: number;
   channelsPerUid: number;
   /** Client messages a second per connection, and how many at once. */
-  messageRate: { perSec: number; burst: number };
+  messageRate: MessageRate;
 }
 
 interface User {
@@ -172,14 +173,21 @@ export class Shard implements SessionOwner {
   #recentlyLeft = new Map<string, number>();
   /** Members lost with their uids' state: their uids without state here are refused. */
   #lost: ReturnType<typeof lostMaps> = [];
+  /** The `/send` allowance of each uid's device that has spent from it lately. */
+  #sendAllowances: Allowances;
 
   constructor(options: ShardOptions) {
     this.#options = options;
     this.counters = options.counters;
+    this.#sendAllowances = new Allowances(options.limits.messageRate);
   }
 
   get messageRate(): ShardLimits["messageRate"] {
     return this.#options.limits.messageRate;
+  }
+
+  sendAllowance(sender: Sender, now: number): TokenBucket {
+    return this.#sendAllowances.of(sender.uid, sender.device, now);
   }
 
   /** Why a new session of `uid` is refused (its connections are at the limit), or null. */
@@ -788,6 +796,7 @@ export class Shard implements SessionOwner {
     for (const [uid, at] of this.#recentlyLeft) {
       if (now - at > RECONNECT_WINDOW_MS) this.#recentlyLeft.delete(uid);
     }
+    this.#sendAllowances.sweep(now);
   }
 
   /**
