@@ -90,7 +90,7 @@ export const TRANSPORTS = /** @type {const} */ (["ws", "sse", "poll"]);
 export class IpushError extends Error {
   /**
    * @param {string} message
-   * @param {{ status?: number, fatal?: boolean }} [details]
+   * @param {{ status?: number, fatal?: boolean, retryAfterMs?: number }} [details]
    */
   constructor(message, details = {}) {
     super(message);
@@ -98,6 +98,8 @@ export class IpushError extends Error {
     /** The HTTP status of a refusal, if it was one. */
     this.status = details.status;
     this.fatal = details.fatal ?? false;
+    /** How long the server asked to wait before trying again (its `Retry-After`), if it did. */
+    this.retryAfterMs = details.retryAfterMs;
   }
 }
 
@@ -350,7 +352,10 @@ export class IpushClient {
       if (error instanceof IpushError && error.fatal) {
         return this.#setState({ state: "failed", error });
       }
-      const delayMs = backoffDelay(attempt++, this.#options.backoff, this.#options.random);
+      const delayMs = Math.max(
+        backoffDelay(attempt++, this.#options.backoff, this.#options.random),
+        error instanceof IpushError ? error.retryAfterMs ?? 0 : 0,
+      );
       this.#setState({ state: "reconnecting", delayMs, error });
       await new Promise((resolve) => {
         const timer = setTimeout(resolve, delayMs);
@@ -587,6 +592,9 @@ function defaultUrl() {
 /**
  * The error a refused request carries: the server's `{"error"}` and its status. A 4xx is
  * fatal: trying again gets the same answer (a wrong password, a bad uid, an origin not let in).
+ * But not a 429: a limit (too many connections of the uid, too many handshakes from an
+ * address) that waiting can clear; it is tried again after the backoff, or the `Retry-After`
+ * when that is longer.
  * @param {Response} response
  */
 async function refusalOf(response) {
@@ -597,8 +605,10 @@ async function refusalOf(response) {
   } catch {
     // No JSON: the status says it.
   }
-  const fatal = response.status >= 400 && response.status < 500;
-  return new IpushError(reason, { status: response.status, fatal });
+  const fatal = response.status >= 400 && response.status < 500 && response.status !== 429;
+  const retryAfter = Number(response.headers.get("retry-after") ?? "");
+  const retryAfterMs = Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : 0;
+  return new IpushError(reason, { status: response.status, fatal, retryAfterMs });
 }
 
 /** A promise and its resolvers (`Promise.withResolvers` is newer than Node 20). */

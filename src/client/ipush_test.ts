@@ -283,3 +283,26 @@ Deno.test("client: the shard is looked up once, and again after every transport 
   assert.equal(requests.filter((r) => r.url.pathname === "/shard").length, 2);
   c.close();
 });
+
+Deno.test("client: a 429 is a limit, not a verdict: tried again, after its Retry-After", async () => {
+  /** A fetch whose first connect is refused 429 (with `headers`), the next ones streamed. */
+  const refusedOnce = (headers: Record<string, string>) => {
+    let refusals = 0;
+    return fakeFetch((url) =>
+      url.pathname === "/shard"
+        ? shard()
+        : refusals++ === 0
+        ? new Response('{"error":"too many connections"}', { status: 429, headers })
+        : eventStream().response()
+    ).impl;
+  };
+  const plain = client({ fetch: refusedOnce({}), transports: ["sse"] });
+  await until(() => plain.c.state === "open", "open after the refusal");
+  const retried = plain.states.find((event) => event.state === "reconnecting")!;
+  assert.equal(retried.error?.message, "too many connections");
+  plain.c.close();
+  const told = client({ fetch: refusedOnce({ "retry-after": "2" }), transports: ["sse"] });
+  await until(() => told.c.state === "reconnecting", "reconnecting");
+  assert.equal(told.states.at(-1)!.delayMs, 2000, "the Retry-After, past the 1-4 ms backoff");
+  told.c.close();
+});
