@@ -193,7 +193,7 @@ const CORE_FLAGS = {
   ),
   cluster_name: text(
     "ipush",
-    "the cluster's name (its Redis keys: membership, the bus); nodes of one cluster share it",
+    "the cluster's name (its Redis keys: membership, the bus, presence); nodes of one cluster share it",
   ),
   bus_retention_sec: positive(
     "600",

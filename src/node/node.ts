@@ -96,7 +96,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
   if (config.redis_url !== "") {
     redis = await connectRedis(config.redis_url, log);
     redis.on("error", () => stats.frontDoor.redis_errors++);
-    presence = new Presence(redis, self.id, config.presence_ttl_sec * 1000);
+    presence = new Presence(redis, config.cluster_name, self.id, config.presence_ttl_sec * 1000);
     await presence.start();
   }
   // A Redis-managed member writes only under its lease (closed until it has joined).
