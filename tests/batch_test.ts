@@ -6,7 +6,13 @@
 import assert from "node:assert/strict";
 import { startRedis } from "../scripts/redis.ts";
 import { connected, settle } from "./client.ts";
-import { type Daemon, freePortRun, startDaemon, uidsOnDistinctShards } from "./harness.ts";
+import {
+  type Daemon,
+  startDaemon,
+  startStaticCluster,
+  uidsOnDistinctShards,
+  uidsOwnedBy,
+} from "./harness.ts";
 
 /** POSTs `lines` (objects are JSON-encoded, strings sent as they are) to `/pub/batch`. */
 async function batch(
@@ -151,33 +157,12 @@ Deno.test("pub batch: many messages per request, an answer per line", async (t) 
 
 Deno.test("pub batch: lines for uids of another node are forwarded there", async () => {
   const redis = await startRedis();
-  const bases = [freePortRun(4), freePortRun(4)];
-  const clusterNodes = bases.map((base, i) =>
-    `node${i + 1}=127.0.0.1:${base}:${base + 1}:${base + 2}:2`
-  ).join(",");
   const nodes: Daemon[] = [];
   try {
-    for (const id of ["node1", "node2"]) {
-      nodes.push(
-        await startDaemon([
-          `--node_id=${id}`,
-          `--cluster_nodes=${clusterNodes}`,
-          `--redis_url=${redis.url}`,
-        ]),
-      );
-    }
+    nodes.push(...await startStaticCluster(["node1", "node2"], () => [`--redis_url=${redis.url}`]));
     const [n1, n2] = nodes;
-    /** Uids with `prefix` owned by `node`, as /shard says. */
-    const ownedBy = async (node: Daemon, prefix: string, count: number): Promise<string[]> => {
-      const found: string[] = [];
-      for (let i = 0; found.length < count; i++) {
-        const shard = String((await n1.admin(`/shard?uid=${prefix}${i}`)).body.result);
-        if (node.shardPorts.some((port) => shard.endsWith(`:${port}`))) found.push(`${prefix}${i}`);
-      }
-      return found;
-    };
-    const [local] = await ownedBy(n1, "here", 1);
-    const [remote, remoteOffline] = await ownedBy(n2, "there", 2);
+    const [local] = await uidsOwnedBy(n1, n1, "here");
+    const [remote, remoteOffline] = await uidsOwnedBy(n1, n2, "there", 2);
     const client = await connected(n2.clientPort, remote);
     const answer = await batch(n1, [
       { to: remote, from: "op", body: "r1" },

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { startRedis } from "../scripts/redis.ts";
-import { type Daemon, delay, eventually, freePortRun, publish, startDaemon } from "./harness.ts";
+import { type Daemon, delay, eventually, publish, startStaticCluster } from "./harness.ts";
 
 const NODES = ["node1", "node2", "node3"];
 
@@ -80,24 +80,15 @@ Deno.test({
   async fn() {
     const redis = await startRedis();
     const proxy = new CuttableProxy(redis.port);
-    const bases = NODES.map(() => freePortRun(4));
-    const clusterNodes = NODES.map((id, i) =>
-      `${id}=127.0.0.1:${bases[i]}:${bases[i] + 1}:${bases[i] + 2}:2`
-    ).join(",");
     const nodes: Daemon[] = [];
     const cluster = `bus${Date.now()}`;
     try {
-      for (const [i, id] of NODES.entries()) {
-        const url = i === 2 ? `redis://127.0.0.1:${proxy.port}` : redis.url;
-        nodes.push(
-          await startDaemon([
-            `--node_id=${id}`,
-            `--cluster_nodes=${clusterNodes}`,
-            `--redis_url=${url}`,
-            `--cluster_name=${cluster}`,
-          ]),
-        );
-      }
+      nodes.push(
+        ...await startStaticCluster(NODES, (_, i) => [
+          `--redis_url=${i === 2 ? `redis://127.0.0.1:${proxy.port}` : redis.url}`,
+          `--cluster_name=${cluster}`,
+        ]),
+      );
       const [n1, , n3] = nodes;
       /** A few uids of each node, subscribed (through node1) to the channel. */
       const members = new Map<number, string[]>();

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { startRedis } from "../scripts/redis.ts";
 import { connected, RawClient, settle } from "./client.ts";
-import { type Daemon, delay, freePortRun, publish, startDaemon } from "./harness.ts";
+import { type Daemon, delay, publish, startStaticCluster, uidsOwnedBy } from "./harness.ts";
 
 const NODES = ["node1", "node2", "node3"];
 const PRESENCE_TTL_SEC = 2;
@@ -15,33 +15,17 @@ const ADMIN_TOKEN = "cluster-admin-token";
 
 Deno.test("cluster: 3 nodes × 2 workers with Redis and an admin token", async (t) => {
   const redis = await startRedis();
-  const ports = NODES.map(() => ({ base: freePortRun(4) }));
-  const clusterNodes = NODES.map((id, i) => {
-    const base = ports[i].base;
-    return `${id}=127.0.0.1:${base}:${base + 1}:${base + 2}:2`;
-  }).join(",");
   const nodes: Daemon[] = [];
   try {
-    for (const id of NODES) {
-      nodes.push(
-        await startDaemon([
-          `--node_id=${id}`,
-          `--cluster_nodes=${clusterNodes}`,
-          `--redis_url=${redis.url}`,
-          `--presence_ttl_sec=${PRESENCE_TTL_SEC}`,
-        ], { adminToken: ADMIN_TOKEN }),
-      );
-    }
+    nodes.push(
+      ...await startStaticCluster(NODES, () => [
+        `--redis_url=${redis.url}`,
+        `--presence_ttl_sec=${PRESENCE_TTL_SEC}`,
+      ], { adminToken: ADMIN_TOKEN }),
+    );
     const [n1, n2, n3] = nodes;
-    /** A uid owned by node `k`, as /shard says (the shard ports tell the node). */
-    const ownedBy = async (k: number, prefix: string): Promise<string> => {
-      for (let i = 0;; i++) {
-        const uid = `${prefix}${i}`;
-        const shard = String((await n1.admin(`/shard?uid=${uid}`)).body.result);
-        if (nodes[k].shardPorts.some((port) => shard.endsWith(`:${port}`))) return uid;
-      }
-    };
-    const users = [await ownedBy(0, "u"), await ownedBy(1, "u"), await ownedBy(2, "u")];
+    const users: string[] = [];
+    for (const node of nodes) users.push(...await uidsOwnedBy(n1, node, "u"));
 
     await t.step("without the token every node answers 401, /cluster/ops too", async () => {
       for (const node of nodes) {

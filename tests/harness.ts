@@ -177,6 +177,54 @@ export function publish(
   return daemon.admin(`/pub?${target}&from=op${extra}`, { method: "POST", body });
 }
 
+/**
+ * A static cluster on loopback: a daemon a node of `ids`, 2 workers each, every one told of all
+ * (`--cluster_nodes`), started in order with `flags(id, index)` too. If one cannot start, those
+ * started already are stopped.
+ */
+export async function startStaticCluster(
+  ids: readonly string[],
+  flags: (id: string, index: number) => string[],
+  options: DaemonOptions = {},
+): Promise<Daemon[]> {
+  const bases = ids.map(() => freePortRun(4));
+  const clusterNodes = ids.map((id, i) =>
+    `${id}=127.0.0.1:${bases[i]}:${bases[i] + 1}:${bases[i] + 2}:2`
+  ).join(",");
+  const nodes: Daemon[] = [];
+  try {
+    for (const [i, id] of ids.entries()) {
+      nodes.push(
+        await startDaemon([
+          `--node_id=${id}`,
+          `--cluster_nodes=${clusterNodes}`,
+          ...flags(id, i),
+        ], options),
+      );
+    }
+    return nodes;
+  } catch (error) {
+    for (const node of nodes) await node.stop("SIGKILL");
+    throw error;
+  }
+}
+
+/** `count` uids of `prefix` + a number that `owner` owns, as `asked`'s `/shard` says. */
+export async function uidsOwnedBy(
+  asked: Daemon,
+  owner: Daemon,
+  prefix: string,
+  count = 1,
+): Promise<string[]> {
+  const found: string[] = [];
+  for (let i = 0; found.length < count; i++) {
+    if (i > 10_000) throw new Error(`no ${count} uids of ${prefix}* on that node`);
+    const shard = String((await asked.admin(`/shard?uid=${prefix}${i}`)).body.result);
+    if (owner.shardPorts.some((port) => shard.endsWith(`:${port}`))) found.push(`${prefix}${i}`);
+  }
+  return found;
+}
+
 /** A run of `length` consecutive free loopback ports (for a node's shard ports). */
 export function freePortRun(length: number): number {
   return freePorts(length)[0];

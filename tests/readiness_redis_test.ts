@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { startRedis } from "../scripts/redis.ts";
-import { type Daemon, eventually, freePortRun, startDaemon } from "./harness.ts";
+import { type Daemon, eventually, startStaticCluster } from "./harness.ts";
 
 interface Member {
   id: string;
@@ -22,22 +22,14 @@ async function members(node: Daemon): Promise<Record<string, Member>> {
 
 Deno.test("readyz: a cluster node is 503 while Redis is killed and 200 when it is back; /nodes tells each member's health", async () => {
   let redis = await startRedis();
-  const bases = [freePortRun(4), freePortRun(4)];
-  const clusterNodes = bases.map((base, i) =>
-    `n${i + 1}=127.0.0.1:${base}:${base + 1}:${base + 2}:2`
-  ).join(",");
   const nodes: Daemon[] = [];
   try {
-    for (const id of ["n1", "n2"]) {
-      nodes.push(
-        await startDaemon([
-          `--node_id=${id}`,
-          `--cluster_nodes=${clusterNodes}`,
-          `--redis_url=${redis.url}`,
-          "--presence_ttl_sec=3",
-        ]),
-      );
-    }
+    nodes.push(
+      ...await startStaticCluster(["n1", "n2"], () => [
+        `--redis_url=${redis.url}`,
+        "--presence_ttl_sec=3",
+      ]),
+    );
     const [n1, n2] = nodes;
     for (const node of nodes) {
       assert.deepEqual(await node.admin("/readyz"), { status: 200, body: { result: "ready" } });

@@ -6,30 +6,21 @@
 import assert from "node:assert/strict";
 import { startRedis } from "../scripts/redis.ts";
 import { connected } from "./client.ts";
-import { type Daemon, eventually, freePortRun, startDaemon } from "./harness.ts";
+import { type Daemon, eventually, startStaticCluster } from "./harness.ts";
 
 /** How long a SIGTERM may take with Redis gone: each Redis close waits at most 2 s. */
 const STOP_BOUND_MS = 8_000;
 
 Deno.test("redis outage: the node logs it, and SIGTERM still ends it in bounded time", async () => {
   const redis = await startRedis();
-  const bases = [freePortRun(4), freePortRun(4)];
-  const clusterNodes = bases.map((base, i) =>
-    `n${i + 1}=127.0.0.1:${base}:${base + 1}:${base + 2}:2`
-  )
-    .join(",");
   const nodes: Daemon[] = [];
   try {
-    for (const id of ["n1", "n2"]) {
-      nodes.push(
-        await startDaemon([
-          `--node_id=${id}`,
-          `--cluster_nodes=${clusterNodes}`,
-          `--redis_url=${redis.url}`,
-          "--presence_ttl_sec=2",
-        ]),
-      );
-    }
+    nodes.push(
+      ...await startStaticCluster(["n1", "n2"], () => [
+        `--redis_url=${redis.url}`,
+        "--presence_ttl_sec=2",
+      ]),
+    );
     const client = await connected(nodes[0].clientPort, "during-outage");
     await redis.stop();
     assert.ok(
