@@ -37,6 +37,7 @@
 
 import cassandra from "cassandra-driver";
 import {
+  exists,
   freePorts,
   readState,
   runCli,
@@ -375,16 +376,6 @@ async function logTail(node: Node): Promise<string> {
     return `last lines of ${file}:\n${tail(await Deno.readTextFile(file), 40)}`;
   } catch {
     return `no log at ${file}`;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
   }
 }
 

@@ -28,7 +28,7 @@
  */
 
 import { type Browser, chromium, type Page } from "playwright-core";
-import { aptInstall } from "./local_server.ts";
+import { aptInstall, exists } from "./local_server.ts";
 
 /** Where Debian's `chromium` package puts its launcher. */
 export const CHROMIUM_PATH = "/usr/bin/chromium";
@@ -83,16 +83,6 @@ export function collectErrors(page: Page): string[] {
   });
   page.on("pageerror", (error) => errors.push(`uncaught: ${error.message}`));
   return errors;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

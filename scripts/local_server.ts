@@ -48,6 +48,17 @@ export function tail(text: string, lines: number): string {
   return text.trimEnd().split("\n").slice(-lines).join("\n");
 }
 
+/** Whether a file or directory is at `path`. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
 /** Whether `name` is a command on PATH. */
 export async function onPath(name: string): Promise<boolean> {
   const which = await new Deno.Command("sh", {
