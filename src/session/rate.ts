@@ -1,7 +1,9 @@
 /**
- * The token bucket behind `--client_msg_rate` and `--client_msg_burst`: a level of messages,
- * earned at `perSec` a second up to `burst`, one taken a message. Levels are kept in
- * thousandths of a message so that they stay integers however the milliseconds fall.
+ * What `--client_msg_rate` and `--client_msg_burst` let a client send: two token buckets filled
+ * together at `perSec` messages a second up to `burst` — the allowance, one taken a message,
+ * and the forbearance, one taken a refusal (a client that has used both up is closed). Levels
+ * are kept in thousandths of a message so that they stay integers however the milliseconds
+ * fall. One object a session: an idle session is small on purpose.
  *
  * @module
  */
@@ -15,75 +17,86 @@ export interface MessageRate {
 /** What one message costs, in thousandths. */
 const MESSAGE_COST = 1000;
 
-/** One bucket, full when made. */
-export class TokenBucket {
+/** One client's two buckets, full when made. */
+export class MessageBudget {
   #rate: MessageRate;
-  #level: number;
+  #allowance: number;
+  #forbearance: number;
   #filledAt: number;
 
   constructor(rate: MessageRate, now = Date.now()) {
     this.#rate = rate;
-    this.#level = rate.burst * MESSAGE_COST;
+    this.#allowance = this.#forbearance = rate.burst * MESSAGE_COST;
     this.#filledAt = now;
   }
 
-  /** Adds what the time since the last fill earned, up to a burst. */
+  /** Adds what the time since the last fill earned to both buckets, up to a burst. */
   fill(now: number): void {
     // perSec messages a second are perSec thousandths a millisecond; a clock set back earns
     // nothing (and takes nothing).
     const earned = Math.max(0, now - this.#filledAt) * this.#rate.perSec;
     this.#filledAt = now;
-    this.#level = Math.min(this.#rate.burst * MESSAGE_COST, this.#level + earned);
+    const full = this.#rate.burst * MESSAGE_COST;
+    this.#allowance = Math.min(full, this.#allowance + earned);
+    this.#forbearance = Math.min(full, this.#forbearance + earned);
   }
 
-  /** Takes one message; false (and nothing taken) when there is less than one. */
+  /** Takes one message from the allowance; false (and nothing taken) when there is none. */
   take(): boolean {
-    if (this.#level < MESSAGE_COST) return false;
-    this.#level -= MESSAGE_COST;
+    if (this.#allowance < MESSAGE_COST) return false;
+    this.#allowance -= MESSAGE_COST;
     return true;
   }
 
-  /** Whether it is at a full burst: then it holds nothing a new bucket would not. */
+  /** Takes one refusal from the forbearance; false when there is none: time to close. */
+  forgive(): boolean {
+    if (this.#forbearance < MESSAGE_COST) return false;
+    this.#forbearance -= MESSAGE_COST;
+    return true;
+  }
+
+  /** Whether both are at a full burst: then it holds nothing a new budget would not. */
   get full(): boolean {
-    return this.#level >= this.#rate.burst * MESSAGE_COST;
+    const full = this.#rate.burst * MESSAGE_COST;
+    return this.#allowance >= full && this.#forbearance >= full;
   }
 }
 
 /**
- * Buckets kept between requests, one a uid's device (the `/send`s of one client): made full
- * on first use and forgotten by {@linkcode sweep} once full again.
+ * Budgets kept between requests, one a uid's device (the `/send`s of one client): made full on
+ * first use and forgotten by {@linkcode sweep} once full again.
  */
 export class Allowances {
   #rate: MessageRate;
-  #buckets = new Map<string, TokenBucket>();
+  #budgets = new Map<string, MessageBudget>();
 
   constructor(rate: MessageRate) {
     this.#rate = rate;
   }
 
-  /** The bucket of `uid`'s `device`, filled to `now`. */
-  of(uid: string, device: string, now: number): TokenBucket {
+  /** The budget of `uid`'s `device`, filled to `now`. */
+  of(uid: string, device: string, now: number): MessageBudget {
     const key = `${uid}\n${device}`;
-    const bucket = this.#buckets.get(key);
-    if (!bucket) {
-      const made = new TokenBucket(this.#rate, now);
-      this.#buckets.set(key, made);
+    const budget = this.#budgets.get(key);
+    if (!budget) {
+      const made = new MessageBudget(this.#rate, now);
+      this.#budgets.set(key, made);
       return made;
     }
-    bucket.fill(now);
-    return bucket;
+    budget.fill(now);
+    return budget;
   }
 
-  /** Forgets the buckets that are full by `now`: they hold nothing a new one would not. */
+  /** Forgets the budgets that are full by `now`. */
   sweep(now: number): void {
-    for (const [key, bucket] of this.#buckets) {
-      bucket.fill(now);
-      if (bucket.full) this.#buckets.delete(key);
+    for (const [key, budget] of this.#budgets) {
+      budget.fill(now);
+      if (budget.full) this.#budgets.delete(key);
     }
   }
 
-  /** Buckets kept now. */
+  /** Budgets kept now. */
   get size(): number {
-    return this.#buckets.size;
+    return this.#budgets.size;
   }
 }

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { Allowances, TokenBucket } from "./rate.ts";
+import { Allowances, MessageBudget } from "./rate.ts";
 
-Deno.test("TokenBucket: a burst at once, then the rate", () => {
-  const bucket = new TokenBucket({ perSec: 10, burst: 2 }, 0);
+Deno.test("MessageBudget: a burst at once, then the rate", () => {
+  const bucket = new MessageBudget({ perSec: 10, burst: 2 }, 0);
   assert.ok(bucket.take() && bucket.take());
   assert.equal(bucket.take(), false, "the burst is spent");
   bucket.fill(99);
@@ -11,6 +11,7 @@ Deno.test("TokenBucket: a burst at once, then the rate", () => {
   assert.ok(bucket.take(), "100 ms earn one");
   bucket.fill(10_000);
   assert.ok(bucket.full && bucket.take() && bucket.take() && !bucket.take(), "never past a burst");
+  assert.ok(bucket.forgive() && bucket.forgive() && !bucket.forgive(), "refusals: a burst too");
   bucket.fill(5_000);
   assert.equal(bucket.take(), false, "a clock set back earns nothing");
 });

@@ -41,7 +41,7 @@ import {
   TRANSPORT_COUNTERS,
 } from "../stats/counters.ts";
 import type { ClientConn, ConnReceiver, TransportName } from "../transport/conn.ts";
-import { type MessageRate, TokenBucket } from "./rate.ts";
+import { MessageBudget, type MessageRate } from "./rate.ts";
 
 /**
  * What became of a client message: done (undefined), refused (the reason), or work under way
@@ -58,7 +58,7 @@ export interface SessionOwner {
    * What the `/send`s of `sender`'s uid and device spend from: a bucket that outlives the
    * request, as a stream's lives as long as its session.
    */
-  sendAllowance(sender: Sender, now: number): TokenBucket;
+  sendAllowance(sender: Sender, now: number): MessageBudget;
   /** A valid message other than a heartbeat, from `sender`. */
   onMessage(sender: Sender, message: Exclude<ClientMessage, { y: 0 }>): Outcome;
   /** The session is over (called once). */
@@ -112,10 +112,8 @@ export class Session implements ConnReceiver, Sender {
   #inFlight = 0;
   /** Heartbeats received during replay: answered when it ends, so an answer means caught up. */
   #heldHeartbeats = 0;
-  /** Messages it may send now. */
-  #allowance: TokenBucket;
-  /** Refusals it may still be answered before it is closed. */
-  #forbearance: TokenBucket;
+  /** Messages it may send now, and refusals it may still be answered before it is closed. */
+  #budget: MessageBudget;
 
   constructor(
     conn: ClientConn,
@@ -131,8 +129,7 @@ export class Session implements ConnReceiver, Sender {
     this.#conn = conn;
     this.#owner = owner;
     this.#codec = options.codec ?? JSON_CODEC;
-    this.#allowance = new TokenBucket(owner.messageRate);
-    this.#forbearance = new TokenBucket(owner.messageRate);
+    this.#budget = new MessageBudget(owner.messageRate);
   }
 
   /** The connection carrying this session; null while it waits for one. */
@@ -145,8 +142,7 @@ export class Session implements ConnReceiver, Sender {
     if (this.#closed) return;
     const now = Date.now();
     this.lastSeen = now;
-    this.#allowance.fill(now);
-    this.#forbearance.fill(now);
+    this.#budget.fill(now);
     const counters = this.#owner.counters;
     const recv: CounterName | undefined = TRANSPORT_COUNTERS[this.transport].recv;
     if (recv) counters[recv]++;
@@ -185,9 +181,9 @@ export class Session implements ConnReceiver, Sender {
    * client (or closing it, when it has used up the forbearance too).
    */
   #spend(): boolean {
-    if (this.#allowance.take()) return true;
+    if (this.#budget.take()) return true;
     this.#owner.counters.limit_messages_number++;
-    if (this.#forbearance.take()) this.sendError(TOO_MANY);
+    if (this.#budget.forgive()) this.sendError(TOO_MANY);
     else this.fail("rate limit exceeded");
     return false;
   }

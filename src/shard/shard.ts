@@ -64,7 +64,7 @@ import {
 import type { StoredMessage } from "../core/messages.ts";
 import { type ShardCounters, type ShardHistograms, TRANSPORT_COUNTERS } from "../stats/counters.ts";
 import type { Outcome, Session, SessionOwner } from "../session/session.ts";
-import { Allowances, type MessageRate, type TokenBucket } from "../session/rate.ts";
+import { Allowances, type MessageBudget, type MessageRate } from "../session/rate.ts";
 import type { ClientConn, TransportName } from "../transport/conn.ts";
 
 /** What a shard needs from its surroundings. */
@@ -186,7 +186,7 @@ export class Shard implements SessionOwner {
     return this.#options.limits.messageRate;
   }
 
-  sendAllowance(sender: Sender, now: number): TokenBucket {
+  sendAllowance(sender: Sender, now: number): MessageBudget {
     return this.#sendAllowances.of(sender.uid, sender.device, now);
   }
 
