@@ -109,9 +109,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       nodeId: self.id,
       retentionSec: config.bus_retention_sec,
       fromNow: shape.dynamic,
-      deliver: async (requests) => {
-        await Promise.all(requests.map((request) => pool.publishChannel(request)));
-      },
+      deliver: (entries, streamTop) => pool.publishBusEntries(entries, streamTop),
       log,
     })
     : undefined;

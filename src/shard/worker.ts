@@ -9,6 +9,7 @@
 
 import { createAuthenticator } from "../auth/registry.ts";
 import type { Log } from "../core/log.ts";
+import { isEntryId } from "../core/bus_entry.ts";
 import type { ChannelRequest } from "../core/requests.ts";
 import { Fence } from "../core/fence.ts";
 import { type ShardAddress, ShardMap } from "../core/shard_map.ts";
@@ -61,6 +62,12 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     committed: (seconds) => histograms.store_commit.observe(seconds),
   });
   const store = watch.store;
+  // Unreadable, the shard does not start (rather than start without it and store the copies
+  // of redelivered entries twice, or trust a mark it cannot check and skip some).
+  const busMark = await store.busMark();
+  if (busMark !== null && !isEntryId(busMark)) {
+    throw new Error(`the store's bus mark is not a stream id: ${JSON.stringify(busMark)}`);
+  }
   const journal = new Journal(
     store,
     config.storage_queue_limit,
@@ -73,6 +80,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     map,
     store,
     journal,
+    busMark,
     counters,
     histograms,
     replayPage: REPLAY_PAGE,
@@ -188,6 +196,8 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
           return shard.publishMany(op.requests);
         case "publish_channel":
           return shard.publishChannel(op.request);
+        case "bus_entries":
+          return shard.publishBusEntries(op.entries, op.streamTop);
         case "subscribe":
           return shard.subscribe(op.uid, op.channel);
         case "unsubscribe":
