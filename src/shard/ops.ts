@@ -61,8 +61,12 @@ export type ShardOp =
   /** The members lost with their uids' state now (replaces the last list). */
   | { op: "lost"; lost: LostNode[] }
   | { op: "drain" }
-  /** `--debug_api` only: throw from the shard's event loop, as a bug would. */
-  | { op: "crash" }
+  /**
+   * `--debug_api` only: throw from the shard's event loop, as a bug would; at once, or with
+   * `after: "bus_commit"` right after its next commit of bus entries' copies, before it
+   * answers (so before the node's `XACK`).
+   */
+  | { op: "crash"; after?: "bus_commit" }
   /** `--debug_api` only: compact the store now; answers how many messages went. */
   | { op: "compact" };
 

@@ -457,8 +457,9 @@ export class Shard implements SessionOwner {
    * `streamTop` is the latest entry id the node's bus knows of: a mark past it was written
    * for another stream (Redis lost it and it was made anew, or came back from an older
    * snapshot), whose ids say nothing about this one's, so it is dropped rather than trusted.
+   * Answers how many copies it stored.
    */
-  async publishBusEntries(entries: readonly BusEntry[], streamTop: string): Promise<void> {
+  async publishBusEntries(entries: readonly BusEntry[], streamTop: string): Promise<number> {
     if (this.#busMark !== null && compareEntryIds(this.#busMark, streamTop) > 0) {
       this.#options.log(
         "warn",
@@ -479,12 +480,17 @@ export class Shard implements SessionOwner {
           `${mark} skipped: their copies are stored already`,
       );
     }
-    if (fresh.length === 0) return;
+    if (fresh.length === 0) return 0;
     const last = fresh.reduce((latest, entry) => laterEntryId(latest, entry.id), fresh[0].id);
-    await this.#publishChannels(fresh.flatMap((entry) => entry.requests), last);
+    const requests = fresh.flatMap((entry) => entry.requests);
+    const receipts = await this.#publishChannels(requests, last);
     // Also when nothing was stored (no members here, or only volatile messages): there is
     // nothing to store again, and the stored mark, older, only costs such an entry a re-read.
     if (this.#busMark === null || compareEntryIds(last, this.#busMark) > 0) this.#busMark = last;
+    return receipts.reduce(
+      (sum, receipt, i) => requests[i].volatile ? sum : sum + receipt.recipients,
+      0,
+    );
   }
 
   /**

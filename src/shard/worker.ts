@@ -175,6 +175,14 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
   timers.push(setInterval(() => compact(store, deviceTtlMs, log), COMPACT_INTERVAL_MS));
   link.notify({ type: "ready", port: server.port } satisfies ShardNote);
 
+  /** `/debug/crash?after=bus_commit` armed it. */
+  let crashAfterBusCommit = false;
+  function crash(): void {
+    setTimeout(() => {
+      throw new Error("crash requested through the debug API");
+    });
+  }
+
   /** Stops taking clients, ends every session, flushes the journal and closes the store. */
   async function drain(): Promise<void> {
     draining = true;
@@ -196,8 +204,16 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
           return shard.publishMany(op.requests);
         case "publish_channel":
           return shard.publishChannel(op.request);
-        case "bus_entries":
-          return shard.publishBusEntries(op.entries, op.streamTop);
+        case "bus_entries": {
+          const storing = shard.publishBusEntries(op.entries, op.streamTop);
+          if (!crashAfterBusCommit) return storing;
+          // Never answered: the node reads these entries again once the shard is restarted.
+          return storing.then((stored) => {
+            if (stored === 0) return stored;
+            crash();
+            return new Promise<never>(() => {});
+          });
+        }
         case "subscribe":
           return shard.subscribe(op.uid, op.channel);
         case "unsubscribe":
@@ -226,9 +242,8 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
         case "compact":
           return store.compact(Date.now(), Date.now() - deviceTtlMs);
         case "crash":
-          setTimeout(() => {
-            throw new Error("crash requested through the debug API");
-          });
+          if (op.after === "bus_commit") crashAfterBusCommit = true;
+          else crash();
           return Promise.resolve();
       }
     },
