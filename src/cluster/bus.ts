@@ -55,8 +55,10 @@ export interface BusOptions {
   /**
    * Stores the other nodes' entries' channel messages in the local shards; the entries are
    * acknowledged once it resolves (a rejection leaves them to be read again). `streamTop`:
-   * the latest entry id of the stream this bus knows of (its last entry when the bus joined,
-   * or the last one read since), past which no shard's bus mark can be for this stream.
+   * the latest entry id of the stream this bus knew of before it read these (its last entry
+   * when the bus joined, or the last one read since). A shard's bus mark for this stream was
+   * written for entries read before, so it is never past it; one that is was written for
+   * another stream (Redis lost this one), even if these entries' ids are past it too.
    */
   deliver(entries: BusEntry[], streamTop: string): Promise<void>;
   log: Log;
@@ -70,7 +72,7 @@ export class ClusterBus {
   #stream: string;
   /** Entries delivered here whose `XACK` has not been confirmed. */
   #delivered = new Set<string>();
-  /** The latest entry id of the stream known here (`BusOptions.deliver`). */
+  /** The latest entry id of the stream known here (`BusOptions.deliver`'s `streamTop`). */
   #top: string;
   #closed = false;
   #reading: Promise<void>;
@@ -176,6 +178,9 @@ export class ClusterBus {
   }
 
   async #handle(entries: { id: string; message: Record<string, string> }[]): Promise<void> {
+    // The latest id before this read: a shard's mark for this stream is never past it, even
+    // if this read's entries are (a mark past it is another stream's; see `deliver`).
+    const known = this.#top;
     const fresh: BusEntry[] = [];
     for (const { id, message } of entries) {
       this.#top = laterEntryId(this.#top, id);
@@ -186,7 +191,7 @@ export class ClusterBus {
         this.#options.log("warn", `a cluster bus entry was dropped: ${(error as Error).message}`);
       }
     }
-    if (fresh.length > 0) await this.#options.deliver(fresh, this.#top);
+    if (fresh.length > 0) await this.#options.deliver(fresh, known);
     for (const { id } of fresh) this.#delivered.add(id);
     const ids = entries.map((entry) => entry.id);
     await this.#client.xAck(this.#stream, this.#options.nodeId, ids);

@@ -40,7 +40,8 @@ export type ShardOp =
   | { op: "publish_channel"; request: ChannelRequest }
   /**
    * Other nodes' bus entries, in stream order, for the members this shard owns; those at or
-   * below its bus mark are skipped. `streamTop`: the latest entry id the bus knows of.
+   * below its bus mark are skipped. `streamTop`: the latest entry id the bus knew of before
+   * it read them.
    */
   | { op: "bus_entries"; entries: BusEntry[]; streamTop: string }
   /** The shard's report now (`/stats` is exact, not a second old). */

@@ -36,6 +36,12 @@
  * here only once that owner took it; {@linkcode Shard.importUsers} takes such state, only for
  * uids it holds (a uid it has served throughout keeps its own state: the handed one is stale).
  *
+ * Bus mark (docs/cluster.md, the bus): {@linkcode Shard.publishBusEntries} stores the copies
+ * of other nodes' channel messages with the id of the last bus entry they complete, in the
+ * same journal append, and skips any entry at or below that mark when it is read again (the
+ * node died, or this worker crashed, before the `XACK`). The mark is the shard's, read from
+ * its store at start: it says nothing about a uid handed to the shard later.
+ *
  * @module
  */
 
@@ -454,9 +460,10 @@ export class Shard implements SessionOwner {
    * its `XACK`). The copies of the others go to the journal in one append that carries the
    * last one's id as the new mark, so that the mark commits with the copies it vouches for.
    *
-   * `streamTop` is the latest entry id the node's bus knows of: a mark past it was written
-   * for another stream (Redis lost it and it was made anew, or came back from an older
-   * snapshot), whose ids say nothing about this one's, so it is dropped rather than trusted.
+   * `streamTop` is the latest entry id the node's bus knew of before it read these: a mark
+   * past it was written for another stream (Redis lost it and it was made anew, or came back
+   * from an older snapshot), whose ids say nothing about this one's, so it is dropped rather
+   * than trusted.
    * Answers how many copies it stored.
    */
   async publishBusEntries(entries: readonly BusEntry[], streamTop: string): Promise<number> {
