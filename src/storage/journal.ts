@@ -85,7 +85,8 @@ export class Journal {
 
   /**
    * Resolves when every message in `messages` is durable; with `busMark`, once the store has
-   * recorded it with them (or a later one).
+   * recorded it with them (or a later one). An empty append resolves at once and records
+   * nothing, its mark neither: a mark only ever goes with the copies it vouches for.
    */
   append(messages: readonly StoredMessage[], busMark?: string): Promise<void> {
     if (messages.length === 0) return Promise.resolve();
