@@ -55,7 +55,11 @@ async function openCassandra(address: string): Promise<Contender> {
   } finally {
     await client.shutdown();
   }
-  const store = await CassandraStore.open({ ...options, keyspace: "ipush_bench" });
+  const store = await CassandraStore.open({
+    ...options,
+    keyspace: "ipush_bench",
+    shard: "bench/0",
+  });
   return { name: "cassandra", store };
 }
 

@@ -46,6 +46,7 @@ function options(keyspace: string): CassandraStoreOptions {
     localDataCenter: node.localDataCenter,
     keyspace,
     consistency: "LOCAL_QUORUM",
+    shard: "test/0",
   };
 }
 

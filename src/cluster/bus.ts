@@ -10,10 +10,14 @@
  *   long as it is still within the retention. (A member of a Redis-managed cluster that starts
  *   again starts at the end instead: the others served its uids meanwhile; `fromNow`.) Entries it had read but not acknowledged (it
  *   crashed, or Redis went away before the `XACK`) are read again first.
- * - Idempotence at the receiver: an entry this process has delivered is remembered (by its
- *   stream id) until its `XACK` is confirmed, so one read again after a reconnect stores
- *   nothing new. What this does not cover: a process that dies between its shards' store and
- *   its `XACK` stores that entry's copies again when it restarts (docs/cluster.md).
+ * - Idempotence at the receiver: each entry goes to the shards with its stream id, and each
+ *   shard skips those at or below its bus mark, the last entry whose copies it stored (kept
+ *   in its store, written with those copies: `Shard.publishBusEntries`). So an entry read
+ *   again after a crash between the shards' store and the `XACK`, or after a worker restart,
+ *   stores nothing new. Within the process, an entry delivered is also remembered until its
+ *   `XACK` is confirmed (one read again after a reconnect is then not even sent to the
+ *   shards). The mark is a shard's, not its uids': what it does not cover (ownership that
+ *   moves) is in docs/cluster.md.
  *
  * Each entry carries its origin so a node skips its own (its shards had it first hand); every
  * request is checked as `/pub` checks a back end's (anything that can write to Redis can write
@@ -25,6 +29,7 @@
 import { badRequest, ServiceError } from "../core/errors.ts";
 import { type ChannelRequest, checkChannel, nameOf } from "../core/requests.ts";
 import type { Log } from "../core/log.ts";
+import { type BusEntry, laterEntryId } from "../core/bus_entry.ts";
 import { closeRedis, duplicateRedis, type RedisClient } from "./redis.ts";
 
 /** A channel message's body text is held to the frame size when it is sent: this is a backstop. */
@@ -48,10 +53,14 @@ export interface BusOptions {
    */
   fromNow: boolean;
   /**
-   * Stores the other nodes' channel messages in the local shards; the entry is acknowledged
-   * once it resolves (a rejection leaves it to be read again).
+   * Stores the other nodes' entries' channel messages in the local shards; the entries are
+   * acknowledged once it resolves (a rejection leaves them to be read again). `streamTop`:
+   * the latest entry id of the stream this bus knew of before it read these (its last entry
+   * when the bus joined, or the last one read since). A shard's bus mark for this stream was
+   * written for entries read before, so it is never past it; one that is was written for
+   * another stream (Redis lost this one), even if these entries' ids are past it too.
    */
-  deliver(requests: ChannelRequest[]): Promise<void>;
+  deliver(entries: BusEntry[], streamTop: string): Promise<void>;
   log: Log;
 }
 
@@ -63,13 +72,21 @@ export class ClusterBus {
   #stream: string;
   /** Entries delivered here whose `XACK` has not been confirmed. */
   #delivered = new Set<string>();
+  /** The latest entry id of the stream known here (`BusOptions.deliver`'s `streamTop`). */
+  #top: string;
   #closed = false;
   #reading: Promise<void>;
 
-  private constructor(client: RedisClient, reader: RedisClient, options: BusOptions) {
+  private constructor(
+    client: RedisClient,
+    reader: RedisClient,
+    options: BusOptions,
+    top: string,
+  ) {
     this.#client = client;
     this.#reader = reader;
     this.#options = options;
+    this.#top = top;
     this.#stream = `ipush:bus:${options.cluster}`;
     this.#reading = this.#read();
   }
@@ -97,11 +114,14 @@ export class ClusterBus {
           await client.xGroupDelConsumer(stream, group, group);
         }
       }
+      // Entries are never deleted from the stream's end (trimming takes the oldest), so its
+      // last entry is the latest id it ever had: no shard's mark for this stream is past it.
+      const [last] = await client.xRevRange(stream, "+", "-", { COUNT: 1 });
+      return new ClusterBus(client, reader, options, last?.id ?? "0-0");
     } catch (error) {
       await closeRedis(reader);
       throw error;
     }
-    return new ClusterBus(client, reader, options);
   }
 
   /** Hands channel messages to every other node (503 if Redis does not take them). */
@@ -158,19 +178,21 @@ export class ClusterBus {
   }
 
   async #handle(entries: { id: string; message: Record<string, string> }[]): Promise<void> {
-    const requests: ChannelRequest[] = [];
-    const fresh: string[] = [];
+    // The latest id before this read: a shard's mark for this stream is never past it, even
+    // if this read's entries are (a mark past it is another stream's; see `deliver`).
+    const known = this.#top;
+    const fresh: BusEntry[] = [];
     for (const { id, message } of entries) {
+      this.#top = laterEntryId(this.#top, id);
       if (this.#delivered.has(id) || message.o === this.#options.nodeId) continue;
       try {
-        requests.push(...parseEntry(message));
-        fresh.push(id);
+        fresh.push({ id, requests: parseEntry(message) });
       } catch (error) {
         this.#options.log("warn", `a cluster bus entry was dropped: ${(error as Error).message}`);
       }
     }
-    if (requests.length > 0) await this.#options.deliver(requests);
-    for (const id of fresh) this.#delivered.add(id);
+    if (fresh.length > 0) await this.#options.deliver(fresh, known);
+    for (const { id } of fresh) this.#delivered.add(id);
     const ids = entries.map((entry) => entry.id);
     await this.#client.xAck(this.#stream, this.#options.nodeId, ids);
     for (const id of ids) this.#delivered.delete(id);

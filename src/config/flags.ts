@@ -206,7 +206,8 @@ const CORE_FLAGS = {
   ),
   debug_api: bool(
     "false",
-    "true: POST /debug/crash?shard=k on the admin port crashes a shard (supervision drills)",
+    "true: POST /debug/crash?shard=k[&after=bus_commit] on the admin port crashes a shard " +
+      "(at once, or right after its next commit of bus entries; supervision drills)",
   ),
 };
 

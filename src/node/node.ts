@@ -109,9 +109,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       nodeId: self.id,
       retentionSec: config.bus_retention_sec,
       fromNow: shape.dynamic,
-      deliver: async (requests) => {
-        await Promise.all(requests.map((request) => pool.publishChannel(request)));
-      },
+      deliver: (entries, streamTop) => pool.publishBusEntries(entries, streamTop),
       log,
     })
     : undefined;
@@ -303,8 +301,10 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
 
 /**
  * `--debug_api` only: drills for supervision and storage. `POST /debug/crash?shard=k`
- * throws from local shard k's event loop, as a bug would; `POST /debug/compact` runs every
- * local shard's compaction now and answers how many messages went.
+ * throws from local shard k's event loop, as a bug would (with `&after=bus_commit`, right
+ * after its next commit of bus entries' copies, before the node's `XACK`: the bus mark's
+ * drill, docs/cluster.md); `POST /debug/compact` runs every local shard's compaction now and
+ * answers how many messages went.
  */
 function debugEndpoints(pool: ShardPool): Record<string, Endpoint> {
   return {
@@ -314,7 +314,9 @@ function debugEndpoints(pool: ShardPool): Record<string, Endpoint> {
       async handle(_request, url) {
         const shard = Number(url.searchParams.get("shard"));
         if (!Number.isSafeInteger(shard) || shard < 0) throw badRequest("invalid shard");
-        await pool.toLocal(shard, { op: "crash" });
+        const after = url.searchParams.get("after");
+        if (after !== null && after !== "bus_commit") throw badRequest("invalid after");
+        await pool.toLocal(shard, after === null ? { op: "crash" } : { op: "crash", after });
         return "ok";
       },
     },

@@ -13,6 +13,7 @@ import type { Config } from "../config/flags.ts";
 import type { Log } from "../core/log.ts";
 import { type SharedBudget, SocketBudget } from "../transport/budget.ts";
 import type { ChannelReceipt, ChannelRequest } from "../core/requests.ts";
+import type { BusEntry } from "../core/bus_entry.ts";
 import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
 import type { ShardReport, StatsBook } from "../stats/report.ts";
 import { type LostNode, type ShardAddress, ShardMap } from "../core/shard_map.ts";
@@ -166,6 +167,19 @@ export class ShardPool implements LocalShards, MapTarget {
   /** A channel message to every shard of this node; each shard's receipt. */
   async publishChannel(request: ChannelRequest): Promise<ChannelReceipt[]> {
     return await this.toAll({ op: "publish_channel", request }) as ChannelReceipt[];
+  }
+
+  /**
+   * Other nodes' bus entries to every shard of this node (each skips those it has stored,
+   * `Shard.publishBusEntries`). Rejects if any shard failed, but only once every shard has
+   * answered: the bus reads a failed batch again, and a shard still storing it then would
+   * not yet know it as stored.
+   */
+  async publishBusEntries(entries: BusEntry[], streamTop: string): Promise<void> {
+    const op: ShardOp = { op: "bus_entries", entries, streamTop };
+    const results = await Promise.allSettled(this.#slots.map((slot) => slot.link.request(op)));
+    const failed = results.find((result) => result.status === "rejected");
+    if (failed) throw failed.reason;
   }
 
   /** Sends `op` to every shard. */

@@ -11,6 +11,7 @@ import type { SharedBudget } from "../transport/budget.ts";
 import type { SharedFence } from "../core/fence.ts";
 import type { ShardReport } from "../stats/report.ts";
 import type { HandedUser } from "../core/messages.ts";
+import type { BusEntry } from "../core/bus_entry.ts";
 import type { ChannelRequest, OwnerOp, UnicastRequest } from "../core/requests.ts";
 
 /** The first message a worker gets: who it is, the map it shards by, the socket budget. */
@@ -37,6 +38,12 @@ export type ShardOp =
   | OwnerOp
   /** A channel message, for the members this shard owns. */
   | { op: "publish_channel"; request: ChannelRequest }
+  /**
+   * Other nodes' bus entries, in stream order, for the members this shard owns; those at or
+   * below its bus mark are skipped. `streamTop`: the latest entry id the bus knew of before
+   * it read them.
+   */
+  | { op: "bus_entries"; entries: BusEntry[]; streamTop: string }
   /** The shard's report now (`/stats` is exact, not a second old). */
   | { op: "stats" }
   /**
@@ -55,8 +62,12 @@ export type ShardOp =
   /** The members lost with their uids' state now (replaces the last list). */
   | { op: "lost"; lost: LostNode[] }
   | { op: "drain" }
-  /** `--debug_api` only: throw from the shard's event loop, as a bug would. */
-  | { op: "crash" }
+  /**
+   * `--debug_api` only: throw from the shard's event loop, as a bug would; at once, or with
+   * `after: "bus_commit"` right after its next commit of bus entries' copies, before it
+   * answers (so before the node's `XACK`).
+   */
+  | { op: "crash"; after?: "bus_commit" }
   /** `--debug_api` only: compact the store now; answers how many messages went. */
   | { op: "compact" };
 

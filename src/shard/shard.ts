@@ -36,6 +36,12 @@
  * here only once that owner took it; {@linkcode Shard.importUsers} takes such state, only for
  * uids it holds (a uid it has served throughout keeps its own state: the handed one is stale).
  *
+ * Bus mark (docs/cluster.md, the bus): {@linkcode Shard.publishBusEntries} stores the copies
+ * of other nodes' channel messages with the id of the last bus entry they complete, in the
+ * same journal append, and skips any entry at or below that mark when it is read again (the
+ * node died, or this worker crashed, before the `XACK`). The mark is the shard's, read from
+ * its store at start: it says nothing about a uid handed to the shard later.
+ *
  * @module
  */
 
@@ -50,6 +56,7 @@ import type {
   UnicastRequest,
 } from "../core/requests.ts";
 import type { Delivery, HandedUser, HandOffOutcome } from "../core/messages.ts";
+import { type BusEntry, compareEntryIds, laterEntryId } from "../core/bus_entry.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { encodeListed } from "../protocol/message.ts";
 import { lostMaps, type LostNode, lostWith, type ShardMap } from "../core/shard_map.ts";
@@ -74,6 +81,8 @@ export interface ShardOptions {
   map: ShardMap;
   store: Store;
   journal: Journal;
+  /** The store's bus mark, read at start ({@linkcode Shard.publishBusEntries}); none if absent. */
+  busMark?: string | null;
   counters: ShardCounters;
   /** Where delivery latencies go. */
   histograms: ShardHistograms;
@@ -175,11 +184,17 @@ export class Shard implements SessionOwner {
   #lost: ReturnType<typeof lostMaps> = [];
   /** The `/send` allowance of each uid's device that has spent from it lately. */
   #sendAllowances: Allowances;
+  /**
+   * The id of the last bus entry this shard has stored the copies of (or found none to
+   * store): entries up to it are skipped. Its own, not its uids': see docs/cluster.md.
+   */
+  #busMark: string | null;
 
   constructor(options: ShardOptions) {
     this.#options = options;
     this.counters = options.counters;
     this.#sendAllowances = new Allowances(options.limits.messageRate);
+    this.#busMark = options.busMark ?? null;
   }
 
   get messageRate(): ShardLimits["messageRate"] {
@@ -442,54 +457,116 @@ export class Shard implements SessionOwner {
 
   /** Stores (unless volatile) and delivers a channel message to the members this shard owns. */
   async publishChannel(request: ChannelRequest): Promise<ChannelReceipt> {
+    const [receipt] = await this.#publishChannels([request]);
+    return receipt;
+  }
+
+  /**
+   * Stores and delivers the channel messages of other nodes' bus entries (in stream order) to
+   * the members this shard owns. An entry at or below the shard's bus mark is skipped: its
+   * copies are stored already (it is read again because the node died, or lost Redis, before
+   * its `XACK`). The copies of the others go to the journal in one append that carries the
+   * last one's id as the new mark, so that the mark commits with the copies it vouches for.
+   *
+   * `streamTop` is the latest entry id the node's bus knew of before it read these: a mark
+   * past it was written for another stream (Redis lost it and it was made anew, or came back
+   * from an older snapshot), whose ids say nothing about this one's, so it is dropped rather
+   * than trusted.
+   * Answers how many copies it stored.
+   */
+  async publishBusEntries(entries: readonly BusEntry[], streamTop: string): Promise<number> {
+    if (this.#busMark !== null && compareEntryIds(this.#busMark, streamTop) > 0) {
+      this.#options.log(
+        "warn",
+        `bus mark ${this.#busMark} is past the bus stream's last entry ${streamTop}: the ` +
+          "stream is not the one the mark was written for (Redis lost it?); nothing is " +
+          "skipped by it",
+      );
+      this.#busMark = null;
+    }
+    const mark = this.#busMark;
+    const fresh = mark === null
+      ? entries
+      : entries.filter((entry) => compareEntryIds(entry.id, mark) > 0);
+    if (fresh.length < entries.length) {
+      this.#options.log(
+        "info",
+        `${entries.length - fresh.length} bus entries at or below this shard's bus mark ` +
+          `${mark} skipped: their copies are stored already`,
+      );
+    }
+    if (fresh.length === 0) return 0;
+    const last = fresh.reduce((latest, entry) => laterEntryId(latest, entry.id), fresh[0].id);
+    const requests = fresh.flatMap((entry) => entry.requests);
+    const receipts = await this.#publishChannels(requests, last);
+    // Also when nothing was stored (no members here, or only volatile messages): there is
+    // nothing to store again, and the stored mark, older, only costs such an entry a re-read.
+    if (this.#busMark === null || compareEntryIds(last, this.#busMark) > 0) this.#busMark = last;
+    return receipts.reduce(
+      (sum, receipt, i) => requests[i].volatile ? sum : sum + receipt.recipients,
+      0,
+    );
+  }
+
+  /**
+   * Stores (unless volatile) and delivers channel messages to the members this shard owns, in
+   * request order, with one journal append for all of their copies (carrying `busMark`, if
+   * given). Answers each request's receipt; rejects if a member's state or the store fails.
+   */
+  async #publishChannels(
+    requests: readonly ChannelRequest[],
+    busMark?: string,
+  ): Promise<ChannelReceipt[]> {
     const takenAt = performance.now();
-    const members = await this.#members(request.channel);
+    const memberSets = await Promise.all(requests.map((request) => this.#members(request.channel)));
+    // Each request's members as they are now (a cached set changes with every subscribe).
+    const recipients = memberSets.map((members) => [...members]);
     // Online members are cached: only the others wait for their state (no promise per member).
-    const users: User[] = [];
+    // Each user is held (busy) once, however many of the requests it is a member for.
+    const held = new Map<string, User>();
     let loading: Promise<User>[] | undefined;
-    for (const uid of members) {
+    for (const uid of new Set(recipients.flat())) {
       const cached = this.#users.get(uid);
       if (!cached) (loading ??= []).push(this.#user(uid));
       else {
         cached.busy++;
-        users.push(cached);
-      }
-    }
-    if (loading) {
-      let loaded: User[];
-      try {
-        loaded = await Promise.all(loading);
-      } catch (error) {
-        for (const user of users) this.#release(user);
-        throw error;
-      }
-      for (const user of loaded) {
-        user.busy++;
-        users.push(user);
+        held.set(uid, cached);
       }
     }
     try {
-      // Only members still owned here: the map may have moved some while they loaded.
-      const owned = users.filter((user) => this.owns(user.uid));
-      if (owned.length < users.length) {
-        for (const user of users) if (!owned.includes(user)) this.#release(user);
-        users.length = 0;
-        users.push(...owned);
+      if (loading) {
+        for (const user of await Promise.all(loading)) {
+          if (held.has(user.uid)) continue;
+          user.busy++;
+          held.set(user.uid, user);
+        }
       }
-      const messages = users.map((user) =>
-        this.#message(user, 4, request.from, request.body, request.ttlSec, request)
+      // Only members still owned here: the map may have moved some while they loaded.
+      const copies = requests.map((request, i) =>
+        recipients[i].map((uid) => held.get(uid)!).filter((user) => this.owns(user.uid)).map(
+          (user) => ({
+            user,
+            message: this.#message(user, 4, request.from, request.body, request.ttlSec, request),
+          }),
+        )
       );
-      if (!request.volatile) await this.#store(messages);
+      const stored = requests.flatMap((request, i) =>
+        request.volatile ? [] : copies[i].map((copy) => copy.message)
+      );
+      await this.#store(stored, busMark);
       let delivered = 0;
-      let online = 0;
-      users.forEach((user, i) => {
-        delivered += this.#deliver(user, messages[i]);
-        if (user.sessions.length > 0) online++;
+      const receipts = copies.map((list) => {
+        let online = 0;
+        for (const { user, message } of list) {
+          delivered += this.#deliver(user, message);
+          if (user.sessions.length > 0) online++;
+        }
+        return { recipients: list.length, online };
       });
       this.#delivered(takenAt, delivered);
-      return { recipients: messages.length, online };
+      return receipts;
     } finally {
-      for (const user of users) this.#release(user);
+      for (const user of held.values()) this.#release(user);
     }
   }
 
@@ -910,8 +987,8 @@ export class Shard implements SessionOwner {
     return loading;
   }
 
-  #store(messages: StoredMessage[]): Promise<void> {
-    return this.#storage(() => this.#options.journal.append(messages));
+  #store(messages: StoredMessage[], busMark?: string): Promise<void> {
+    return this.#storage(() => this.#options.journal.append(messages, busMark));
   }
 
   /** Runs a storage call, turning an outage into a 503 that crosses the link. */

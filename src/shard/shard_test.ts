@@ -3,6 +3,7 @@ import { ServiceError } from "../core/errors.ts";
 import type { ChannelAccess } from "../core/access.ts";
 import type { ChannelRequest, UnicastRequest } from "../core/requests.ts";
 import { ShardMap } from "../core/shard_map.ts";
+import type { BusEntry } from "../core/bus_entry.ts";
 import { Session } from "../session/session.ts";
 import { newShardCounters, newShardHistograms } from "../stats/counters.ts";
 import { Journal } from "../storage/journal.ts";
@@ -34,7 +35,7 @@ const LIMITS: ShardLimits = {
 function shardWith(
   store: Store = new MemoryStore(),
   limits: Partial<ShardLimits> = {},
-  place: Partial<Pick<ShardOptions, "index" | "map" | "handOff">> = {},
+  place: Partial<Pick<ShardOptions, "index" | "map" | "handOff" | "busMark">> = {},
 ) {
   const forwarded: UnicastRequest[] = [];
   const histograms = newShardHistograms();
@@ -155,6 +156,76 @@ Deno.test("Shard: a channel message reaches each member it owns with that member
   assert.deepEqual(b.conn.take(), [{ y: 4, f: "bot", t: BOB, c: "team", b: "standup", s: 2 }]);
   await shard.unsubscribe(BOB, "team");
   assert.deepEqual(await shard.publishChannel(request), { recipients: 1, online: 1 });
+});
+
+/** A bus entry of one channel message to "team". */
+const entry = (id: string, body = id): BusEntry => ({
+  id,
+  requests: [{
+    channel: "team",
+    from: "bot",
+    body: JSON.stringify(body),
+    ttlSec: 0,
+    volatile: false,
+  }],
+});
+
+/** The bodies of the uid's stored messages, in `s` order. */
+async function bodiesOf(shard: Shard, uid: string): Promise<string[]> {
+  return (await shard.offline(uid, "", 100)).map((text) => JSON.parse(text).b);
+}
+
+Deno.test("Shard: bus entries are stored once, with the last id as the store's bus mark", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  await shard.subscribe(ALICE, "team");
+  await shard.subscribe(BOB, "team");
+  const batch = [entry("9-0"), entry("9-1", "second"), entry("10-0")];
+  // The stream's latest id before the read (`streamTop`): its entries may be past it.
+  await shard.publishBusEntries(batch, "8-0");
+  assert.equal(await store.busMark(), "10-0");
+  // Read again (no XACK reached Redis): nothing new, whichever way the batch is cut.
+  await shard.publishBusEntries(batch.slice(1), "10-0");
+  await shard.publishBusEntries([...batch, entry("11-0")], "10-0");
+  for (const uid of [ALICE, BOB]) {
+    assert.deepEqual(await bodiesOf(shard, uid), ["9-0", "second", "10-0", "11-0"], uid);
+  }
+  assert.equal(await store.busMark(), "11-0");
+});
+
+Deno.test("Shard: a shard started on a store with a bus mark skips the entries up to it", async () => {
+  const store = new MemoryStore();
+  const first = shardWith(store).shard;
+  await first.subscribe(ALICE, "team");
+  await first.publishBusEntries([entry("9-0"), entry("10-0")], "8-0");
+  // A restart: a new shard on the same store, with the mark it read there.
+  const { shard } = shardWith(store, {}, { busMark: await store.busMark() });
+  await shard.publishBusEntries([entry("9-0"), entry("10-0"), entry("10-1")], "10-0");
+  assert.deepEqual(await bodiesOf(shard, ALICE), ["9-0", "10-0", "10-1"]);
+});
+
+Deno.test("Shard: a bus entry whose store failed is stored when read again", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  await shard.subscribe(ALICE, "team");
+  const append = store.append;
+  store.append = () => Promise.reject(new StorageUnavailableError("down"));
+  await rejection(shard.publishBusEntries([entry("9-0")], "9-0"));
+  store.append = append;
+  assert.equal(await store.busMark(), null);
+  await shard.publishBusEntries([entry("9-0")], "9-0");
+  assert.deepEqual(await bodiesOf(shard, ALICE), ["9-0"]);
+});
+
+Deno.test("Shard: a bus mark past the stream's last entry is another stream's: nothing is skipped", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store, {}, { busMark: "99-0" });
+  await shard.subscribe(ALICE, "team");
+  // A stream made anew (Redis lost the old one): its last entry was 5-0 when the bus read
+  // these, some of which are below the old mark, some past it.
+  await shard.publishBusEntries([entry("6-0"), entry("100-0")], "5-0");
+  assert.deepEqual(await bodiesOf(shard, ALICE), ["6-0", "100-0"]);
+  assert.equal(await store.busMark(), "100-0");
 });
 
 Deno.test("Shard: a store that is down answers 503 storage unavailable and keeps no message", async () => {

@@ -9,6 +9,7 @@
 
 import { createAuthenticator } from "../auth/registry.ts";
 import type { Log } from "../core/log.ts";
+import { isEntryId } from "../core/bus_entry.ts";
 import type { ChannelRequest } from "../core/requests.ts";
 import { Fence } from "../core/fence.ts";
 import { type ShardAddress, ShardMap } from "../core/shard_map.ts";
@@ -61,6 +62,12 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     committed: (seconds) => histograms.store_commit.observe(seconds),
   });
   const store = watch.store;
+  // Unreadable, the shard does not start (rather than start without it and store the copies
+  // of redelivered entries twice, or trust a mark it cannot check and skip some).
+  const busMark = await store.busMark();
+  if (busMark !== null && !isEntryId(busMark)) {
+    throw new Error(`the store's bus mark is not a stream id: ${JSON.stringify(busMark)}`);
+  }
   const journal = new Journal(
     store,
     config.storage_queue_limit,
@@ -73,6 +80,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     map,
     store,
     journal,
+    busMark,
     counters,
     histograms,
     replayPage: REPLAY_PAGE,
@@ -167,6 +175,14 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
   timers.push(setInterval(() => compact(store, deviceTtlMs, log), COMPACT_INTERVAL_MS));
   link.notify({ type: "ready", port: server.port } satisfies ShardNote);
 
+  /** `/debug/crash?after=bus_commit` armed it. */
+  let crashAfterBusCommit = false;
+  function crash(): void {
+    setTimeout(() => {
+      throw new Error("crash requested through the debug API");
+    });
+  }
+
   /** Stops taking clients, ends every session, flushes the journal and closes the store. */
   async function drain(): Promise<void> {
     draining = true;
@@ -188,6 +204,16 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
           return shard.publishMany(op.requests);
         case "publish_channel":
           return shard.publishChannel(op.request);
+        case "bus_entries": {
+          const storing = shard.publishBusEntries(op.entries, op.streamTop);
+          if (!crashAfterBusCommit) return storing;
+          // Never answered: the node reads these entries again once the shard is restarted.
+          return storing.then((stored) => {
+            if (stored === 0) return stored;
+            crash();
+            return new Promise<never>(() => {});
+          });
+        }
         case "subscribe":
           return shard.subscribe(op.uid, op.channel);
         case "unsubscribe":
@@ -216,9 +242,8 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
         case "compact":
           return store.compact(Date.now(), Date.now() - deviceTtlMs);
         case "crash":
-          setTimeout(() => {
-            throw new Error("crash requested through the debug API");
-          });
+          if (op.after === "bus_commit") crashAfterBusCommit = true;
+          else crash();
           return Promise.resolve();
       }
     },

@@ -7,7 +7,9 @@
  * one unlogged batch: one partition key in one keyspace, so Cassandra applies it as a single
  * mutation, atomically on each replica. The uids' batches run concurrently and `append`
  * resolves when all are acknowledged at the configured consistency. A uid with more than
- * {@linkcode BATCH_BYTES} of messages is split into several such batches.
+ * {@linkcode BATCH_BYTES} of messages is split into several such batches. A batch that
+ * carries a bus mark writes it (a row of `bus_marks`, keyed by the shard's map id) once all
+ * of those are acknowledged: never ahead of the copies, but not in one transaction with them.
  *
  * `last_seq`, and each device's `last_ack` and `seen_at`, are max-registers: every write
  * carries `USING TIMESTAMP` equal to the value, so a smaller value never overwrites a larger
@@ -64,6 +66,11 @@ export interface CassandraStoreOptions {
   consistency?: ConsistencyName;
   /** A request unanswered this long fails as unavailable, in milliseconds (default 3000). */
   requestTimeoutMs?: number;
+  /**
+   * The map id of the shard this store serves (`node/k`): the key of its bus mark, since
+   * every shard of every node shares the keyspace.
+   */
+  shard: string;
 }
 
 /** The keyspace a store uses when none is named. */
@@ -113,6 +120,8 @@ const CQL = {
   deleteDeviceSeen:
     "DELETE seen_at FROM device_cursors USING TIMESTAMP ? WHERE uid = ? AND device = ?",
   deleteChannels: "DELETE FROM user_channels WHERE uid = ?",
+  setBusMark: "INSERT INTO bus_marks (shard, entry) VALUES (?, ?)",
+  busMark: "SELECT entry FROM bus_marks WHERE shard = ?",
 };
 
 /** A {@linkcode Store} in a Cassandra keyspace. */
@@ -129,10 +138,13 @@ export class CassandraStore implements Store {
    * when next touched).
    */
   #heldBack = new Map<string, number>();
+  /** The key of this shard's bus mark. */
+  #shard: string;
 
   /** Creates the store; the driver connects on first use (see {@linkcode CassandraStore.open}). */
   constructor(options: CassandraStoreOptions) {
     const { policies, types } = cassandra;
+    this.#shard = options.shard;
     this.#client = new cassandra.Client({
       contactPoints: options.contactPoints,
       localDataCenter: options.localDataCenter,
@@ -164,7 +176,7 @@ export class CassandraStore implements Store {
     return store;
   }
 
-  async append(messages: readonly StoredMessage[]): Promise<void> {
+  async append(messages: readonly StoredMessage[], busMark?: string): Promise<void> {
     const byUid = new Map<string, StoredMessage[]>();
     for (const message of messages) {
       let list = byUid.get(message.uid);
@@ -186,6 +198,14 @@ export class CassandraStore implements Store {
     // hears of the failure.
     const failed = (await Promise.allSettled(batches)).find((r) => r.status === "rejected");
     if (failed) throw mapError(failed.reason);
+    // No transaction spans partitions here: the mark goes only once every copy is durable,
+    // so that it never vouches for one that is not (a crash in between stores copies twice).
+    if (busMark !== undefined) await this.#execute(CQL.setBusMark, [this.#shard, busMark]);
+  }
+
+  async busMark(): Promise<string | null> {
+    const [row] = await this.#all(CQL.busMark, [this.#shard]);
+    return row?.entry ?? null;
   }
 
   async readAfter(
@@ -531,19 +551,23 @@ const CASSANDRA_FLAGS = {
 };
 
 /** What the Cassandra backend reads of the settings. */
-type CassandraConfig = FlagValues<typeof CASSANDRA_FLAGS> & { storage_timeout_ms: number };
+type CassandraConfig = FlagValues<typeof CASSANDRA_FLAGS> & {
+  storage_timeout_ms: number;
+  node_id: string;
+};
 
 /** `--storage=cassandra`: a client per shard to one keyspace shared by every node. */
 export const cassandraBackend: StoreBackend<typeof CASSANDRA_FLAGS, CassandraConfig> = {
   name: "cassandra",
   shared: true,
   flags: CASSANDRA_FLAGS,
-  open: (config) =>
+  open: (config, shard) =>
     CassandraStore.open({
       contactPoints: config.cassandra_contact_points.split(",").map((p) => p.trim()),
       localDataCenter: config.cassandra_local_dc,
       keyspace: config.cassandra_keyspace,
       consistency: config.cassandra_consistency,
       requestTimeoutMs: config.storage_timeout_ms,
+      shard: `${config.node_id}/${shard}`,
     }),
 };

@@ -17,6 +17,7 @@ Deno.test("schemaStatements names the keyspace everywhere and sets its replicati
       "push_eu.device_cursors",
       "push_eu.channel_members",
       "push_eu.user_channels",
+      "push_eu.bus_marks",
     ],
   );
   assert.throws(() => schemaStatements(cql, { keyspace: "x; DROP" }), /invalid keyspace/);

@@ -117,6 +117,24 @@ function handed(
 }
 
 const cases: Record<string, Case> = {
+  "busMark is null until an append carries one, then the last one carried": async ({ store }) => {
+    assert.equal(await store.busMark(), null);
+    await store.append(messages("alice", 1, 2), "1700000000000-3");
+    assert.equal(await store.busMark(), "1700000000000-3");
+    await store.append(messages("alice", 3, 3));
+    assert.equal(await store.busMark(), "1700000000000-3", "an append without one leaves it");
+    await store.append([message("bob", 1, { type: 4, channel: "news" })], "1700000000001-0");
+    assert.equal(await store.busMark(), "1700000000001-0");
+    assert.deepEqual(seqsOf(await store.readAfter("bob", 0, 100, NOW)), [1]);
+  },
+
+  "hand-offs neither carry nor change the bus mark": async ({ store }) => {
+    await store.append(messages("alice", 1, 2), "1700000000000-7");
+    await store.importUsers([handed("carol", 4, [3, 4])]);
+    await store.deleteUsers(["alice"]);
+    assert.equal(await store.busMark(), "1700000000000-7");
+  },
+
   "readAfter returns appended messages in seq order with every field": async ({ store }) => {
     const written = [
       message("alice", 1),
@@ -471,6 +489,14 @@ function restartCases(reopen: (store: Store) => Promise<Store>): Record<string, 
       assert.deepEqual(await devicesOf(subject.store, "alice"), { phone: [1, NOW] });
       assert.deepEqual(await subject.store.members("news"), ["alice"]);
       assert.deepEqual(await subject.store.channels("alice"), ["news"]);
+    },
+
+    "the bus mark survives a reopen, with the copies it was written with": async (subject) => {
+      const copy = message("alice", 1, { type: 4, channel: "news" });
+      await subject.store.append([copy], "1700000000000-2");
+      subject.store = await reopen(subject.store);
+      assert.equal(await subject.store.busMark(), "1700000000000-2");
+      assert.deepEqual(await subject.store.readAfter("alice", 0, 100, NOW), [copy]);
     },
 
     "an imported lastSeq survives a reopen": async (subject) => {

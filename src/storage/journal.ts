@@ -4,7 +4,8 @@
  * time, so batches become durable in the order they were made. Device updates (acks, and
  * when a device connected) are coalesced to the highest per (uid, device) and go to the
  * store as one call per commit, after that commit's messages. The queue is bounded: past the
- * limit an append is refused at once, not buffered.
+ * limit an append is refused at once, not buffered. An append may carry a bus mark: its
+ * commit hands the store the latest of those with its messages (`Store.append`).
  *
  * @module
  */
@@ -12,6 +13,7 @@
 import { setImmediate } from "node:timers";
 import { type DeviceUpdate, StorageUnavailableError, type Store } from "./store.ts";
 import type { StoredMessage } from "../core/messages.ts";
+import { laterEntryId } from "../core/bus_entry.ts";
 
 /**
  * Refused because this node's write fence has passed (its cluster lease may have expired, and
@@ -45,6 +47,8 @@ export class Journal {
   #onAckError: (error: Error) => void;
   #messages: StoredMessage[] = [];
   #waiters: Waiter[] = [];
+  /** The latest bus mark of the next commit's appends. */
+  #busMark: string | undefined;
   /** Device updates of the next commit, by uid and device. */
   #devices = new Map<string, DeviceUpdate>();
   #committing: Promise<void> | null = null;
@@ -79,8 +83,12 @@ export class Journal {
     return this.#inFlight + this.#messages.length;
   }
 
-  /** Resolves when every message in `messages` is durable. */
-  append(messages: readonly StoredMessage[]): Promise<void> {
+  /**
+   * Resolves when every message in `messages` is durable; with `busMark`, once the store has
+   * recorded it with them (or a later one). An empty append resolves at once and records
+   * nothing, its mark neither: a mark only ever goes with the copies it vouches for.
+   */
+  append(messages: readonly StoredMessage[], busMark?: string): Promise<void> {
     if (messages.length === 0) return Promise.resolve();
     if (this.#inFlight + this.#messages.length + messages.length > this.#limit) {
       return Promise.reject(new StorageBusyError());
@@ -88,6 +96,11 @@ export class Journal {
     return new Promise((resolve, reject) => {
       this.#messages.push(...messages);
       this.#waiters.push({ count: messages.length, resolve, reject });
+      if (busMark !== undefined) {
+        this.#busMark = this.#busMark === undefined
+          ? busMark
+          : laterEntryId(this.#busMark, busMark);
+      }
       this.#schedule();
     });
   }
@@ -126,8 +139,10 @@ export class Journal {
     const messages = this.#messages;
     const waiters = this.#waiters;
     const devices = this.#devices;
+    const busMark = this.#busMark;
     this.#messages = [];
     this.#waiters = [];
+    this.#busMark = undefined;
     this.#devices = new Map();
     let ackFailed = false;
     try {
@@ -143,7 +158,7 @@ export class Journal {
       if (messages.length > 0) {
         this.#inFlight = messages.length;
         try {
-          await this.#store.append(messages);
+          await this.#store.append(messages, busMark);
           for (const waiter of waiters) waiter.resolve();
         } catch (error) {
           const failure = error instanceof StorageUnavailableError

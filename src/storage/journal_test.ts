@@ -43,14 +43,18 @@ class FakeStore extends MemoryStore {
   /** When set, `append` waits for it before storing. */
   appendGate: Promise<void> | null = null;
 
-  override async append(messages: readonly StoredMessage[]): Promise<void> {
+  /** The bus mark each `append` call carried. */
+  busMarks: (string | undefined)[] = [];
+
+  override async append(messages: readonly StoredMessage[], busMark?: string): Promise<void> {
     this.appends.push([...messages]);
+    this.busMarks.push(busMark);
     const fail = this.failingAppends > 0;
     if (fail) this.failingAppends--;
     if (this.appendGate) await this.appendGate;
     if (fail) throw new Error("planned failure");
     if (this.appendError) throw this.appendError;
-    return super.append(messages);
+    return super.append(messages, busMark);
   }
 
   override updateDevices(updates: readonly DeviceUpdate[]): Promise<void> {
@@ -96,6 +100,30 @@ Deno.test("Journal: appends made in one turn go to the store in one call", async
   assert.deepEqual(await store.stored("a"), [1, 2]);
   assert.deepEqual(await store.stored("b"), [1, 2]);
   assert.equal(j.queued, 0);
+});
+
+Deno.test("Journal: a commit gives the store the latest bus mark of its appends, with them", async () => {
+  const store = new FakeStore();
+  const { journal: j } = journal(store);
+  // Compared as stream ids, not strings: "10-0" is after "9-5".
+  await Promise.all([
+    j.append([message("a", 1)], "9-5"),
+    j.append([message("b", 1)]),
+    j.append([message("a", 2)], "10-0"),
+  ]);
+  await j.append([message("a", 3)]);
+  assert.deepEqual(store.busMarks, ["10-0", undefined]);
+  assert.equal(await store.busMark(), "10-0");
+});
+
+Deno.test("Journal: a failed commit's bus mark goes with its messages, not to the next", async () => {
+  const store = new FakeStore();
+  const { journal: j } = journal(store);
+  store.failingAppends = 1;
+  await assert.rejects(j.append([message("a", 1)], "5-0"));
+  await j.append([message("a", 2)]);
+  assert.deepEqual(store.busMarks, ["5-0", undefined]);
+  assert.equal(await store.busMark(), null);
 });
 
 Deno.test("Journal: appends and acks from several callbacks of one pass share a commit", async () => {

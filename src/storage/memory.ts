@@ -28,6 +28,7 @@ export class MemoryStore implements Store {
   #channels = new Map<string, Set<string>>();
   /** Messages released by acks since the last `compact`, which reports them. */
   #released = 0;
+  #busMark: string | null = null;
 
   #user(uid: string): UserRecord {
     let user = this.#users.get(uid);
@@ -38,13 +39,18 @@ export class MemoryStore implements Store {
     return user;
   }
 
-  append(messages: readonly StoredMessage[]): Promise<void> {
+  append(messages: readonly StoredMessage[], busMark?: string): Promise<void> {
     for (const message of messages) {
       const user = this.#user(message.uid);
       user.messages.push({ ...message });
       if (message.seq > user.lastSeq) user.lastSeq = message.seq;
     }
+    if (busMark !== undefined) this.#busMark = busMark;
     return Promise.resolve();
+  }
+
+  busMark(): Promise<string | null> {
+    return Promise.resolve(this.#busMark);
   }
 
   readAfter(uid: string, afterSeq: number, limit: number, now: number): Promise<StoredMessage[]> {

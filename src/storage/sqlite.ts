@@ -83,13 +83,18 @@ const SCHEMA = `
   ) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS members_by_uid ON members (uid, channel);
   CREATE TABLE IF NOT EXISTS home (shards INTEGER NOT NULL);
+  CREATE TABLE IF NOT EXISTS bus_mark (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    entry TEXT NOT NULL
+  );
 `;
 
 /**
  * The schema's version, in `PRAGMA user_version`: 1 since cursors are per device, 2 since a
- * file records the shard count it is homed for (`home`, `sqlite_backend.ts`).
+ * file records the shard count it is homed for (`home`, `sqlite_backend.ts`), 3 since it
+ * keeps its shard's bus mark (`bus_mark`, one row; a file of version 2 gets the empty table).
  */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 /**
  * From a file of version 0 (one `last_ack` per uid, in `users`): each uid's cursor becomes
@@ -196,6 +201,8 @@ export class SqliteStore implements Store {
   #deleteMemberships: StatementSync;
   #deleteUser: StatementSync;
   #deleteDevices: StatementSync;
+  #setBusMark: StatementSync;
+  #busMark: StatementSync;
   /** Devices seen before this had gone quiet at the last `compact`. */
   #quietBefore = 0;
 
@@ -283,15 +290,19 @@ export class SqliteStore implements Store {
       this.#deleteMemberships = this.#db.prepare("DELETE FROM members WHERE uid = ?");
       this.#deleteUser = this.#db.prepare("DELETE FROM users WHERE uid = ?");
       this.#deleteDevices = this.#db.prepare("DELETE FROM devices WHERE uid = ?");
+      this.#setBusMark = this.#db.prepare(
+        "INSERT OR REPLACE INTO bus_mark (one, entry) VALUES (1, ?)",
+      );
+      this.#busMark = this.#db.prepare("SELECT entry FROM bus_mark");
     } catch (error) {
       this.#db.close();
       throw unavailable(error);
     }
   }
 
-  append(messages: readonly StoredMessage[]): Promise<void> {
+  append(messages: readonly StoredMessage[], busMark?: string): Promise<void> {
     return this.#run(() => {
-      if (messages.length === 0) return;
+      if (messages.length === 0 && busMark === undefined) return;
       // The highest seq of the batch per uid: one users upsert per uid, not per message.
       const seqs = new Map<string, number>();
       for (const { uid, seq } of messages) {
@@ -300,7 +311,16 @@ export class SqliteStore implements Store {
       this.#transaction(() => {
         this.#insertMessages(messages);
         for (const [uid, high] of seqs) this.#raiseLastSeq.run(uid, high);
+        // In the copies' transaction: a crash leaves both or neither.
+        if (busMark !== undefined) this.#setBusMark.run(busMark);
       });
+    });
+  }
+
+  busMark(): Promise<string | null> {
+    return this.#run(() => {
+      const row = this.#busMark.get() as { entry: string } | undefined;
+      return row?.entry ?? null;
     });
   }
 

@@ -15,7 +15,8 @@
  * one transaction over both files, in rollback-journal mode for the move, so that it is
  * atomic across the two (SQLite's super-journal): a crash part way leaves every uid whole
  * in one file or the other, and the next start goes on from there. Only once every file is
- * homed does each record the new shard count; a file no shard owns any more is then deleted.
+ * homed does each record the new shard count (and drop its bus mark, `store.ts`); a file no
+ * shard owns any more is then deleted.
  *
  * Every file is checked first ({@linkcode prepareSqliteFile}): an empty or damaged one stops
  * the start before anything is moved.
@@ -75,6 +76,9 @@ export function prepareShardFiles(dir: string, shardIds: readonly string[]): Hom
   let moved = 0;
   const sources = [...targets, ...extras, ...(legacy ? [legacy] : [])];
   for (const source of sources) moved += moveAway(source, targets, map);
+  // A file's bus mark vouches for the copies of the uids it held: with uids moved between
+  // files it vouches for nothing, and each file starts without one (a redelivered entry may
+  // then store a copy twice, never none).
   for (const path of targets) recordHome(path, n);
   for (const path of [...extras, ...(legacy ? [legacy] : [])]) removeFile(path);
   return { sources: sources.length, moved };
@@ -97,6 +101,7 @@ function recordHome(path: string, shards: number): void {
     db.exec("BEGIN IMMEDIATE");
     db.exec("DELETE FROM home");
     db.prepare("INSERT INTO home (shards) VALUES (?)").run(shards);
+    db.exec("DELETE FROM bus_mark");
     db.exec("COMMIT");
   } finally {
     db.close();

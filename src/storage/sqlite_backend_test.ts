@@ -111,3 +111,34 @@ Deno.test("prepareShardFiles: a damaged file stops it before anything moves", as
     }
   });
 });
+
+/** The bus mark of each of the `n` shard files. */
+async function busMarks(dir: string, n: number): Promise<(string | null)[]> {
+  const marks = [];
+  for (let k = 0; k < n; k++) {
+    const store = new SqliteStore(shardFile(dir, k));
+    try {
+      marks.push(await store.busMark());
+    } finally {
+      await store.close();
+    }
+  }
+  return marks;
+}
+
+Deno.test("prepareShardFiles: a file keeps its bus mark while homed, and drops it when uids move", async () => {
+  await withDir(async (dir) => {
+    prepareShardFiles(dir, ids(2));
+    for (const k of [0, 1]) {
+      const store = new SqliteStore(shardFile(dir, k));
+      await store.append([], `1700000000000-${k}`);
+      await store.close();
+    }
+    prepareShardFiles(dir, ids(2));
+    assert.deepEqual(await busMarks(dir, 2), ["1700000000000-0", "1700000000000-1"]);
+    // A file's mark vouched for its own uids' copies: with uids moved in, it vouches for none.
+    await fill(shardFile(dir, 0));
+    prepareShardFiles(dir, ids(3));
+    assert.deepEqual(await busMarks(dir, 3), [null, null, null]);
+  });
+});

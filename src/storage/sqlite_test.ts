@@ -309,3 +309,25 @@ Deno.test("SqliteStore migrates a file from before devices without losing anythi
     await again.close();
   });
 });
+
+Deno.test("SqliteStore opens a file of schema 2 (before the bus mark) with no mark, and keeps one", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/v2.db`;
+    const before = new SqliteStore(path);
+    await before.append([message("alice", 1)]);
+    await before.close();
+    // What a file written before the bus mark looks like.
+    const db = new DatabaseSync(path);
+    db.exec("DROP TABLE bus_mark; PRAGMA user_version = 2");
+    db.close();
+    const store = new SqliteStore(path);
+    try {
+      assert.equal(await store.busMark(), null);
+      assert.deepEqual((await store.readAfter("alice", 0, 10, NOW)).map((m) => m.seq), [1]);
+      await store.append([message("alice", 2)], "1700000000000-0");
+      assert.equal(await store.busMark(), "1700000000000-0");
+    } finally {
+      await store.close();
+    }
+  });
+});

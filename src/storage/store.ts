@@ -67,9 +67,18 @@ export class StorageUnavailableError extends Error {
 export interface Store {
   /**
    * Persists a batch, atomically per uid where the engine allows, and records each uid's
-   * highest seq as its `lastSeq`. Resolves only once the batch is durable.
+   * highest seq as its `lastSeq`. Resolves only once the batch is durable. With `busMark`
+   * (the id of the last cluster bus entry whose copies the batch completes), records it as
+   * the store's bus mark, replacing the one before: in the same transaction as the messages
+   * where the engine has one across uids (memory, sqlite), otherwise only once every message
+   * is durable (Cassandra), so that the mark is never ahead of the copies it vouches for.
    */
-  append(messages: readonly StoredMessage[]): Promise<void>;
+  append(messages: readonly StoredMessage[], busMark?: string): Promise<void>;
+  /**
+   * The bus mark the last `append` carrying one recorded (`src/core/bus_entry.ts`); null if
+   * none ever did. It is this store's own: hand-offs neither carry nor change it.
+   */
+  busMark(): Promise<string | null>;
   /** Messages of `uid` with `seq > afterSeq` that have not expired at `now`, in seq order. */
   readAfter(uid: string, afterSeq: number, limit: number, now: number): Promise<StoredMessage[]>;
   /** The uid's state; `{lastSeq: 0, devices: {}}` for a uid never seen. */
