@@ -84,18 +84,25 @@ Deno.test({
       assert.deepEqual(await client.next(), { y: 0 }, "the connection stays up");
 
       await node.resume();
-      let healed;
-      for (let i = 0; i < 60; i++) {
-        healed = await publish(daemon, "to=outage1", "after");
-        if (healed.status === 200) break;
-        await delay(500);
-      }
-      assert.deepEqual(healed?.body, { result: "ok" });
+      /** The first 200 of `request` within 30 s, while Cassandra warms up again; or the last. */
+      const onceHealed = async (
+        request: () => Promise<{ status: number; body: Record<string, unknown> }>,
+      ) => {
+        let answer = await request();
+        for (let i = 0; i < 60 && answer.status !== 200; i++) {
+          await delay(500);
+          answer = await request();
+        }
+        return answer;
+      };
+      const healed = await onceHealed(() => publish(daemon, "to=outage1", "after"));
+      assert.deepEqual(healed.body, { result: "ok" });
       let message;
       do message = await client.next(); while (message?.b !== "after");
       // Nothing refused was stored: "during" never arrives, and no seq was handed out twice.
       assert.ok((message.s as number) > 1);
-      const listed = await daemon.admin("/msg?uid=outage1");
+      // A read may still time out once after the write went through (CI saw a 503 there).
+      const listed = await onceHealed(() => daemon.admin("/msg?uid=outage1"));
       assert.equal(listed.status, 200, JSON.stringify(listed.body));
       assert.deepEqual(
         (listed.body.result as string[]).map((text) => JSON.parse(text).b),
