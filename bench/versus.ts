@@ -153,34 +153,32 @@ const perS = (r: LoadResult) => numeric(r.metrics.delivered_per_s);
 /** A row's name. */
 export type RowName = "unicast" | "fanout" | "latency" | "idle";
 
+/** A scenario at the highest rate the target takes, 32 `/pub`s in flight from 2 processes. */
+function atMaxRate(scenario: string, o: VersusOptions): string[] {
+  return [
+    scenario,
+    "--rate=max",
+    `--connections=${o.connections}`,
+    "--concurrency=32",
+    "--processes=2",
+    `--duration_sec=${o.durationSec}`,
+  ];
+}
+
 /** The rows, the issue's "What must be shown" (and the idle figure of its table). */
 export const ROWS = {
   unicast: {
     title: (o) => `unicast, one /pub a message, ${format(o.connections)} subscribers`,
     unit: "delivered/s",
     higher: true,
-    args: (o) => [
-      "unicast",
-      "--rate=max",
-      `--connections=${o.connections}`,
-      "--concurrency=32",
-      "--processes=2",
-      `--duration_sec=${o.durationSec}`,
-    ],
+    args: (o) => atMaxRate("unicast", o),
     figure: perS,
   },
   fanout: {
     title: (o) => `channel of ${format(o.connections)} subscribers, one /pub a message`,
     unit: "deliveries/s",
     higher: true,
-    args: (o) => [
-      "fanout",
-      "--rate=max",
-      `--connections=${o.connections}`,
-      "--concurrency=32",
-      "--processes=2",
-      `--duration_sec=${o.durationSec}`,
-    ],
+    args: (o) => atMaxRate("fanout", o),
     figure: perS,
   },
   latency: {

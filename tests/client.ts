@@ -154,7 +154,7 @@ export class RawClient {
   async #fill(deadline: number): Promise<boolean> {
     const wait = deadline - Date.now();
     if (wait <= 0) throw new Error(`timed out; buffered: ${JSON.stringify(this.#buffer)}`);
-    this.#reading ??= this.#read();
+    this.#reading ??= readSome(this.#conn);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), wait);
@@ -168,21 +168,6 @@ export class RawClient {
     if (bytes === null) return false;
     this.#buffer += decoder.decode(bytes, { stream: true });
     return true;
-  }
-
-  async #read(): Promise<Uint8Array | null> {
-    const chunk = new Uint8Array(65536);
-    try {
-      const read = await this.#conn.read(chunk);
-      return read === null ? null : chunk.subarray(0, read);
-    } catch (error) {
-      if (
-        error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BadResource
-      ) {
-        return null;
-      }
-      throw error;
-    }
   }
 }
 
@@ -210,5 +195,19 @@ export async function settle(client: RawClient): Promise<Record<string, unknown>
     assert.ok(message, "stream closed");
     if (message.y === 0) return seen;
     seen.push(message);
+  }
+}
+
+/** What the peer sent next on `conn` (up to 64 KiB); null once it closed or reset. */
+export async function readSome(conn: Deno.Conn): Promise<Uint8Array | null> {
+  const chunk = new Uint8Array(65536);
+  try {
+    const read = await conn.read(chunk);
+    return read === null ? null : chunk.subarray(0, read);
+  } catch (error) {
+    if (error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BadResource) {
+      return null;
+    }
+    throw error;
   }
 }

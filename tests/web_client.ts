@@ -6,6 +6,8 @@
  * @module
  */
 
+import { readSome } from "./client.ts";
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -192,7 +194,7 @@ export class WireClient {
     if (this.#eof) return false;
     const wait = deadline - Date.now();
     if (wait <= 0) throw new Error(`timed out; buffered ${this.#text()}`);
-    this.#reading ??= this.#read();
+    this.#reading ??= readSome(this.#conn);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<"timeout">((resolve) =>
       timer = setTimeout(resolve, wait, "timeout")
@@ -210,21 +212,6 @@ export class WireClient {
     joined.set(bytes, this.#buffer.length);
     this.#buffer = joined;
     return true;
-  }
-
-  async #read(): Promise<Uint8Array | null> {
-    const chunk = new Uint8Array(65536);
-    try {
-      const n = await this.#conn.read(chunk);
-      return n === null ? null : chunk.subarray(0, n);
-    } catch (error) {
-      if (
-        error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BadResource
-      ) {
-        return null;
-      }
-      throw error;
-    }
   }
 }
 
