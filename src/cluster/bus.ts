@@ -7,9 +7,12 @@
  * - Each node reads its group with `XREADGROUP` and acknowledges an entry (`XACK`) only after
  *   its local shards have stored their members' copies. A node that was cut off from Redis, or
  *   restarted, reads on from its group's position: what was published meanwhile arrives, as
- *   long as it is still within the retention. (A member of a Redis-managed cluster that starts
- *   again starts at the end instead: the others served its uids meanwhile; `fromNow`.) Entries it had read but not acknowledged (it
- *   crashed, or Redis went away before the `XACK`) are read again first.
+ *   long as it is still within the retention. Entries it had read but not acknowledged (it
+ *   crashed, or Redis went away before the `XACK`) are read again first. Two exceptions, where
+ *   others stored those copies for its uids while it was away: a node that left a
+ *   Redis-managed cluster (handing its uids off) drops its group ({@linkcode ClusterBus.leave}),
+ *   so its next start begins at the end like a new node's; and with a shared store a member
+ *   that starts again begins at the end (`fromNow`).
  * - Idempotence at the receiver: each entry goes to the shards with its stream id, and each
  *   shard skips those at or below its bus mark, the last entry whose copies it stored (kept
  *   in its store, written with those copies: `Shard.publishBusEntries`). So an entry read
@@ -48,8 +51,10 @@ export interface BusOptions {
   retentionSec: number;
   /**
    * Start at the stream's end, dropping what this node's group had not read or acknowledged:
-   * for a member of a Redis-managed cluster, whose uids the others served while it was away
-   * (they stored those copies; catching up would store them again).
+   * for a member of a Redis-managed cluster with a shared store, whose uids the others served
+   * from that store while it was away (they stored those copies; catching up would store them
+   * again). With an embedded store the others refuse a dead member's uids (`state lost`) and
+   * store nothing for them, so it catches up instead.
    */
   fromNow: boolean;
   /**
@@ -139,11 +144,22 @@ export class ClusterBus {
     }
   }
 
-  /** Leaves the bus (its group stays, for the next start). */
+  /** Stops reading (its group stays, for the next start to read on from). */
   async close(): Promise<void> {
     this.#closed = true;
     await closeRedis(this.#reader);
     await this.#reading;
+  }
+
+  /**
+   * Stops reading and drops this node's group: for a node that has left a Redis-managed
+   * cluster and handed its uids off. The others store their copies from then on and hand them
+   * back when it joins again, so its next start must begin at the stream's end, as a new
+   * node's does; catching up from here would store those copies twice.
+   */
+  async leave(): Promise<void> {
+    await this.close();
+    await this.#client.xGroupDestroy(this.#stream, this.#options.nodeId);
   }
 
   /** Reads this node's group: its pending entries first ("0"), then new ones (">"). */

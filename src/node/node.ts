@@ -108,7 +108,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       cluster: config.cluster_name,
       nodeId: self.id,
       retentionSec: config.bus_retention_sec,
-      fromNow: shape.dynamic,
+      fromNow: shape.dynamic && backendOf(config).shared,
       deliver: (entries, streamTop) => pool.publishBusEntries(entries, streamTop),
       log,
     })
@@ -272,10 +272,12 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     adminPort: admin.addr.port,
     shardPorts: pool.ports,
     async drain() {
+      let left = false;
       if (keeper) {
         // Bounded like the rest: with Redis gone, the lease expires on its own.
-        await keeper.leave().catch((error) =>
-          log("warn", `cluster not left (the lease will expire): ${error.message}`)
+        await keeper.leave().then(
+          () => left = true,
+          (error) => log("warn", `cluster not left (the lease will expire): ${error.message}`),
         );
         keeper.stop();
       }
@@ -288,7 +290,12 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       clientChannels?.close();
       await pool.drain();
       await admin.shutdown();
-      await bus?.close();
+      // Gone without handing off (its lease expires), it must catch up when it is back.
+      if (left) {
+        await bus?.leave().catch((error) =>
+          log("warn", `cluster bus group kept (a restart will read on from it): ${error.message}`)
+        );
+      } else await bus?.close();
       // Best effort: with Redis gone, the liveness key expires on its own.
       await presence?.stop().catch((error) =>
         log("warn", `presence not withdrawn: ${error.message}`)
