@@ -158,6 +158,26 @@ Deno.test("CassandraStore specifics", DRIVER_TEST, async (t) => {
   }
 });
 
+Deno.test(
+  "CassandraStore: every shard's bus mark is read from any shard's store",
+  DRIVER_TEST,
+  async () => {
+    const keyspace = await freshKeyspace();
+    const own = await openIn(keyspace);
+    const other = await CassandraStore.open({ ...options(keyspace), shard: "other/0" });
+    try {
+      await own.append([message("alice", 1, { type: 4, channel: "news" })], "1700000000000-4");
+      // What a shard taking over test/0's uids reads: up to where test/0 stored copies.
+      assert.equal(await other.busMark("test/0"), "1700000000000-4");
+      assert.equal(await other.busMark(), null);
+      assert.equal(await other.busMark("never/0"), null);
+    } finally {
+      await other.close();
+      await own.close();
+    }
+  },
+);
+
 Deno.test("open rejects a keyspace that does not exist", DRIVER_TEST, async () => {
   await assert.rejects(CassandraStore.open(options("no_such_keyspace")), /no_such_keyspace/);
 });

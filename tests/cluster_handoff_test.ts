@@ -16,11 +16,13 @@ import { startRedis } from "../scripts/redis.ts";
 import { connected, RawClient, settle } from "./client.ts";
 import {
   assertAllStoredOnce,
+  assertChannelCopies,
   assertMovedOnce,
   type ClusterView,
   Follower,
   membershipFlags,
   Publishers,
+  publishToChannel,
   TestCluster,
 } from "./cluster_redis.ts";
 import { type Daemon, type DaemonOptions, delay, eventually, freePortRun } from "./harness.ts";
@@ -62,39 +64,6 @@ async function listed(via: Daemon, uid: string, device = ""): Promise<number[]> 
   const answer = await via.admin(`/msg?uid=${uid}${device ? `&device=${device}` : ""}`);
   assert.equal(answer.status, 200, `/msg ${uid} ${device}: ${JSON.stringify(answer.body)}`);
   return (answer.body.result as string[]).map((text) => JSON.parse(text).s as number);
-}
-
-/** The bodies of the copies of `channel`'s messages `/msg` lists for the uid on `via`. */
-async function channelBodies(via: Daemon, uid: string, channel: string): Promise<string[]> {
-  const answer = await via.admin(`/msg?uid=${uid}`);
-  assert.equal(answer.status, 200, `/msg ${uid}: ${JSON.stringify(answer.body)}`);
-  return (answer.body.result as string[]).map((text) => JSON.parse(text))
-    .filter((message) => message.c === channel).map((message) => message.b);
-}
-
-/** Publishes each body to `channel` through `via`; every one must be acknowledged. */
-async function publishToChannel(via: Daemon, channel: string, bodies: string[]): Promise<void> {
-  for (const body of bodies) {
-    const answer = await via.admin(`/pub?channel=${channel}&from=op`, { method: "POST", body });
-    assert.deepEqual(answer.body, { result: "ok" }, `channel message ${body}`);
-  }
-}
-
-/** Waits until the uid lists `expected` copies of `channel`; then they must be exactly those. */
-async function assertChannelCopies(
-  via: Daemon,
-  uid: string,
-  channel: string,
-  expected: string[],
-): Promise<void> {
-  let bodies: string[] = [];
-  await eventually(async () => {
-    bodies = await channelBodies(via, uid, channel);
-    return bodies.length >= expected.length;
-  }, 10_000);
-  // A moment more: a copy stored twice would show up late.
-  await delay(500);
-  assert.deepEqual(await channelBodies(via, uid, channel), expected, `${uid}'s copies`);
 }
 
 /** A counter summed over a node's shards, from its `/metrics`. */

@@ -4,7 +4,8 @@
  * clients that follow their uid
  * across map changes (reconnecting on `{"error":"moved"}` or a lost connection, and recording
  * how each reconnect went), publishers that keep `/pub` busy and record what was acknowledged,
- * and the check that every acknowledged message is stored exactly once.
+ * the check that every acknowledged message is stored exactly once, and channel messages with
+ * the check that a member has each copy once.
  *
  * @module
  */
@@ -45,6 +46,53 @@ export function clusterFlags(
     `--cassandra_keyspace=${keyspace}`,
     "--cassandra_consistency=ONE",
   ];
+}
+
+/**
+ * Publishes each body to `channel` through `via`; every one must be acknowledged. Admission's
+ * `overloaded` (503 with Retry-After: a node's first slow answers after a start or a pause)
+ * is waited out and sent again, as a back end would; nothing else is.
+ */
+export async function publishToChannel(
+  via: Daemon,
+  channel: string,
+  bodies: string[],
+): Promise<void> {
+  for (const body of bodies) {
+    const send = () => via.admin(`/pub?channel=${channel}&from=op`, { method: "POST", body });
+    let answer = await send();
+    for (let i = 0; i < 20 && answer.body.error === "overloaded"; i++) {
+      await delay(250);
+      answer = await send();
+    }
+    assert.deepEqual(answer.body, { result: "ok" }, `channel message ${body}`);
+  }
+}
+
+/** The bodies of the copies of `channel`'s messages `/msg` lists for the uid on `via`. */
+export async function channelBodies(via: Daemon, uid: string, channel: string): Promise<string[]> {
+  const answer = await via.admin(`/msg?uid=${uid}`);
+  assert.equal(answer.status, 200, `/msg ${uid}: ${JSON.stringify(answer.body)}`);
+  return (answer.body.result as string[]).map((text) => JSON.parse(text))
+    .filter((message) => message.c === channel).map((message) => message.b);
+}
+
+/**
+ * Waits until the uid lists `expected` copies of `channel` (10 s at most), then a moment more
+ * (a copy stored twice may come late): then they must be exactly those, in order.
+ */
+export async function assertChannelCopies(
+  via: Daemon,
+  uid: string,
+  channel: string,
+  expected: string[],
+): Promise<void> {
+  await eventually(
+    async () => (await channelBodies(via, uid, channel)).length >= expected.length,
+    10_000,
+  );
+  await delay(500);
+  assert.deepEqual(await channelBodies(via, uid, channel), expected, `${uid}'s copies`);
 }
 
 /** The nodes of one cluster under test, by id. */

@@ -14,12 +14,14 @@ import { applySchema } from "../src/storage/cassandra_schema.ts";
 import { RawClient } from "./client.ts";
 import {
   assertAllStoredOnce,
+  assertChannelCopies,
   assertMovedOnce,
   clusterFlags,
   type ClusterView,
   Follower,
   LEASE_SEC,
   Publishers,
+  publishToChannel,
   TestCluster,
 } from "./cluster_redis.ts";
 import { delay, eventually } from "./harness.ts";
@@ -292,7 +294,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "cluster=redis: a member that restarts does not store again what the others stored meanwhile",
+    "cluster=redis: a dead member's channel copies are replayed by the survivor, and not stored again once it is back",
   ...DRIVER_TEST,
   async fn() {
     const nodes = await cluster(["n1", "n2"]);
@@ -301,22 +303,63 @@ Deno.test({
       const owned = await owners(nodes);
       const member = USERS.find((uid) => owned.get(uid) === "n2")!;
       assert.deepEqual((await n1.admin(`/sub?uid=${member}&cid=news`)).body, { result: "ok" });
+      const publish = (bodies: string[]) => publishToChannel(n1, "news", bodies);
       await nodes.nodes.get("n2")!.stop("SIGKILL");
       nodes.nodes.delete("n2");
+      // Before n2's lease lapses nobody stores the member's copies: n1 replays them when it
+      // takes the member over.
+      const waiting = ["w1", "w2"];
+      await publish(waiting);
       await nodes.settled(["n1"]);
+      await assertChannelCopies(n1, member, "news", waiting);
       // n1 serves the member now and stores its copies; n2's group is left behind them.
       const bodies = ["one", "two", "three"];
-      for (const body of bodies) {
-        const answer = await n1.admin(`/pub?channel=news&from=op`, { method: "POST", body });
-        assert.deepEqual(answer.body, { result: "ok" });
-      }
+      await publish(bodies);
       await nodes.start("n2");
       await nodes.settled(["n1", "n2"]);
       assert.equal(await nodes.ownerOf(member, n1), "n2");
       await delay(1000);
-      const listed = (await n1.admin(`/msg?uid=${member}`)).body.result as string[];
-      assert.deepEqual(listed.map((text) => JSON.parse(text).b), bodies, "each copy once");
+      await assertChannelCopies(n1, member, "news", [...waiting, ...bodies]);
     } finally {
+      await nodes.stopAll();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster=redis: a member paused past its lease gets every channel message once, by the survivor and back home",
+  ...DRIVER_TEST,
+  async fn() {
+    const nodes = await cluster(["n1", "n2"]);
+    const n2 = nodes.nodes.get("n2")!;
+    try {
+      const n1 = nodes.nodes.get("n1")!;
+      const owned = await owners(nodes);
+      const member = USERS.find((uid) => owned.get(uid) === "n2")!;
+      assert.deepEqual((await n1.admin(`/sub?uid=${member}&cid=news`)).body, { result: "ok" });
+      const publish = (bodies: string[]) => publishToChannel(n1, "news", bodies);
+      await publish(["before"]);
+      Deno.kill(n2.pid, "SIGSTOP");
+      nodes.nodes.delete("n2");
+      // Its lease still runs: nobody stores the member's copies of these; n1 replays them.
+      await publish(["waiting"]);
+      await nodes.settled(["n1"]);
+      await publish(["served"]);
+      await assertChannelCopies(n1, member, "news", ["before", "waiting", "served"]);
+      // Woken, it finds its lease gone, joins again and takes the member back; its bus starts
+      // at the stream's end, so it stores none of those again.
+      Deno.kill(n2.pid, "SIGCONT");
+      nodes.nodes.set("n2", n2);
+      await nodes.settled(["n1", "n2"], 20_000);
+      assert.equal(await nodes.ownerOf(member, n1), "n2");
+      await publish(["home"]);
+      await assertChannelCopies(n1, member, "news", ["before", "waiting", "served", "home"]);
+    } finally {
+      try {
+        Deno.kill(n2.pid, "SIGCONT");
+      } catch { /* gone */ }
+      nodes.nodes.set("n2", n2);
       await nodes.stopAll();
     }
   },

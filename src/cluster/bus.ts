@@ -32,7 +32,7 @@
 import { badRequest, ServiceError } from "../core/errors.ts";
 import { type ChannelRequest, checkChannel, nameOf } from "../core/requests.ts";
 import type { Log } from "../core/log.ts";
-import { type BusEntry, laterEntryId } from "../core/bus_entry.ts";
+import { type BusEntry, entryIdBefore, laterEntryId } from "../core/bus_entry.ts";
 import { closeRedis, duplicateRedis, type RedisClient } from "./redis.ts";
 
 /** A channel message's body text is held to the frame size when it is sent: this is a backstop. */
@@ -114,10 +114,7 @@ export class ClusterBus {
         await client.xGroupCreate(stream, group, "$", { MKSTREAM: true });
       } catch (error) {
         if (!String((error as Error).message).includes("BUSYGROUP")) throw error;
-        if (options.fromNow) {
-          await client.xGroupSetId(stream, group, "$");
-          await client.xGroupDelConsumer(stream, group, group);
-        }
+        if (options.fromNow) await skipToEnd(client, stream, group);
       }
       // Entries are never deleted from the stream's end (trimming takes the oldest), so its
       // last entry is the latest id it ever had: no shard's mark for this stream is past it.
@@ -141,6 +138,58 @@ export class ClusterBus {
       );
     } catch (error) {
       throw new ServiceError(`cluster bus unavailable: ${(error as Error).message}`, 503);
+    }
+  }
+
+  /**
+   * Moves this node's group to the stream's end, dropping what it had not read or
+   * acknowledged: for a member with a shared store that was fenced and joins again, whose
+   * uids the others took over meanwhile (and whose copies they stored, the missed ones
+   * replayed: `Shard.settle`).
+   */
+  skipToEnd(): Promise<void> {
+    return skipToEnd(this.#client, this.#stream, this.#options.nodeId);
+  }
+
+  /** The stream's latest entry now ("0-0" if it has none). */
+  async last(): Promise<string> {
+    const [last] = await this.#client.xRevRange(this.#stream, "+", "-", { COUNT: 1 });
+    return last?.id ?? "0-0";
+  }
+
+  /**
+   * Up to where node `node` had its shards store the copies of what it read, as far as its
+   * group says: the entry before its first one read but not acknowledged, else the last one
+   * it read (so that every entry after it is one it did not store). Null without a group.
+   * For a node none of whose shards ever recorded a bus mark (a shard's mark is the exact
+   * figure: `Store.busMark`).
+   */
+  async storedUpTo(node: string): Promise<string | null> {
+    const groups = await this.#client.xInfoGroups(this.#stream) as unknown as GroupInfo[];
+    const group = groups.find((info) => String(info.name) === node);
+    if (!group) return null;
+    const lastRead = String(group["last-delivered-id"]);
+    if (Number(group.pending) === 0) return lastRead;
+    const { firstId } = await this.#client.xPending(this.#stream, node);
+    return firstId ? entryIdBefore(String(firstId)) : lastRead;
+  }
+
+  /**
+   * Every entry after `after` up to `upTo` (both ids), in stream order, whatever its origin:
+   * the entries a shard taking over a dead node's uids stores their copies of, which that node
+   * never did (docs/cluster.md, "Failover"). What the retention trimmed is not there.
+   */
+  async range(after: string, upTo: string): Promise<BusEntry[]> {
+    const entries: BusEntry[] = [];
+    let from = `(${after}`;
+    for (;;) {
+      const page = await this.#client.xRange(this.#stream, from, upTo, { COUNT: READ_COUNT });
+      for (const { id, message } of page) {
+        const entry = this.#parse(id, message);
+        if (entry) entries.push(entry);
+      }
+      if (page.length < READ_COUNT) return entries;
+      from = `(${page[page.length - 1].id}`;
     }
   }
 
@@ -201,11 +250,8 @@ export class ClusterBus {
     for (const { id, message } of entries) {
       this.#top = laterEntryId(this.#top, id);
       if (this.#delivered.has(id) || message.o === this.#options.nodeId) continue;
-      try {
-        fresh.push({ id, requests: parseEntry(message) });
-      } catch (error) {
-        this.#options.log("warn", `a cluster bus entry was dropped: ${(error as Error).message}`);
-      }
+      const entry = this.#parse(id, message);
+      if (entry) fresh.push(entry);
     }
     if (fresh.length > 0) await this.#options.deliver(fresh, known);
     for (const { id } of fresh) this.#delivered.add(id);
@@ -213,12 +259,34 @@ export class ClusterBus {
     await this.#client.xAck(this.#stream, this.#options.nodeId, ids);
     for (const id of ids) this.#delivered.delete(id);
   }
+
+  /** The entry, checked; null (logged) if it breaks the rules. */
+  #parse(id: string, message: Record<string, string>): BusEntry | null {
+    try {
+      return parseEntry(id, message);
+    } catch (error) {
+      this.#options.log("warn", `a cluster bus entry was dropped: ${(error as Error).message}`);
+      return null;
+    }
+  }
 }
 
-/** An entry's channel messages, checked. */
-function parseEntry(message: Record<string, string>): ChannelRequest[] {
-  nameOf(message.o, "origin");
+async function skipToEnd(client: RedisClient, stream: string, group: string): Promise<void> {
+  await client.xGroupSetId(stream, group, "$");
+  await client.xGroupDelConsumer(stream, group, group);
+}
+
+/** What `XINFO GROUPS` says of one group, as far as it is read here. */
+interface GroupInfo {
+  name: unknown;
+  pending: unknown;
+  "last-delivered-id": unknown;
+}
+
+/** An entry's origin and channel messages, checked. */
+function parseEntry(id: string, message: Record<string, string>): BusEntry {
+  const origin = nameOf(message.o, "origin");
   const requests = JSON.parse(message.r);
   if (!Array.isArray(requests)) throw badRequest("no requests");
-  return requests.map((request) => checkChannel(request, BUS_MAX_BODY));
+  return { id, origin, requests: requests.map((request) => checkChannel(request, BUS_MAX_BODY)) };
 }

@@ -41,8 +41,11 @@ import { type NodeInfo, shardsOf } from "./topology.ts";
 export interface MapTarget {
   /** Applies the map of `members` (in order); `hold`: the uids it gives wait for settle. */
   setMembers(members: readonly NodeInfo[], hold: boolean): Promise<void>;
-  /** The held uids are served. */
-  settle(): Promise<void>;
+  /**
+   * The held uids are served; `gone`: the members that held some of them and died (a
+   * shared store: their uids' state is there, but not the channel copies they never stored).
+   */
+  settle(gone: readonly string[]): Promise<void>;
   /**
    * Hands the state of the uids the shards hold but no longer own to their owners; resolves
    * with how many are left (not handed off: tried again later), and why.
@@ -181,7 +184,9 @@ export class MapKeeper {
     if (this.#options.localState) await this.#giveLost(view.lost);
     if (this.#held && this.#mayServe(view)) {
       if (this.#options.localState) await this.#recordLost(view);
-      await this.#target.settle();
+      // With a shared store the dead members' uids are served from it, and their shards'
+      // channel copies they never stored are replayed first (docs/cluster.md, "Failover").
+      await this.#target.settle(this.#options.localState ? [] : this.#died(view));
       this.#held = false;
       this.#waitFor.clear();
       this.#goneSince.clear();
@@ -247,9 +252,7 @@ export class MapKeeper {
    */
   async #recordLost(view: View): Promise<void> {
     const lost = [...view.lost];
-    for (const id of this.#waitFor) {
-      const applied = view.applied.get(id) ?? 0;
-      if (applied >= this.#version || applied === LEFT) continue;
+    for (const id of this.#died(view)) {
       const map = this.#lastMapOf.get(id);
       if (!map || lost.some((entry) => entry.node === id)) continue;
       const entry = { node: id, shards: map.flatMap(shardsOf).map((shard) => shard.id) };
@@ -263,6 +266,17 @@ export class MapKeeper {
       lost.push(entry);
     }
     await this.#giveLost(lost);
+  }
+
+  /**
+   * The members the held change waited for that are gone without having applied it or left:
+   * their lease lapsed, they handed nothing off (read once {@linkcode #mayServe} holds).
+   */
+  #died(view: View): string[] {
+    return [...this.#waitFor].filter((id) => {
+      const applied = view.applied.get(id) ?? 0;
+      return applied < this.#version && applied !== LEFT;
+    });
   }
 
   /** Gives the shards the lost records, if they changed. */

@@ -46,7 +46,9 @@ function keeperWith(view: View, graceMs = 1000, localState = false) {
       calls.push(`map ${members.map((m) => m.id).join(",")}${hold ? " held" : ""}`);
       return Promise.resolve();
     },
-    settle: () => (calls.push("settle"), Promise.resolve()),
+    settle: (
+      gone,
+    ) => (calls.push(gone.length ? `settle, gone ${gone}` : "settle"), Promise.resolve()),
     reset: () => (calls.push("reset"), Promise.resolve()),
     handOff: () => Promise.resolve({ left: handOffsLeft.shift() ?? 0, reason: "unreachable" }),
     setLost: (lost) => (calls.push(`lost ${lost.map((l) => l.node).join(",")}`), Promise.resolve()),
@@ -93,7 +95,8 @@ Deno.test("MapKeeper: an expired member's uids are served only a grace after it 
   assert.deepEqual(calls.slice(2), ["map a held"], "not settled at once");
   await new Promise((resolve) => setTimeout(resolve, 200));
   await keeper.refresh();
-  assert.deepEqual(calls.slice(2), ["map a held", "settle"]);
+  // The shards hear that c died (its channel copies are replayed from the bus).
+  assert.deepEqual(calls.slice(2), ["map a held", "settle, gone c"]);
   keeper.stop();
 });
 

@@ -24,7 +24,7 @@ import type { ShardCounters } from "../stats/counters.ts";
 import type { ClusterBus } from "./bus.ts";
 import type { Peers } from "./ops.ts";
 import type { Presence } from "./presence.ts";
-import { nodeOf } from "./topology.ts";
+import { nodeOf } from "../core/shard_map.ts";
 
 /** How long an op for a uid that is moving is tried again, and how often. */
 const MOVING_RETRY_MS = 5_000;

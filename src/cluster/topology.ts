@@ -83,11 +83,6 @@ export function shardsOf(node: NodeInfo): ShardAddress[] {
   }));
 }
 
-/** The id of the node a shard belongs to. */
-export function nodeOf(shard: ShardAddress): string {
-  return shard.id.slice(0, shard.id.lastIndexOf("/"));
-}
-
 function parseNodes(text: string): NodeInfo[] {
   const nodes = text.split(",").map((entry) => entry.trim()).filter(Boolean).map((entry) => {
     const match = NODE.exec(entry);

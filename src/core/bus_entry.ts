@@ -14,6 +14,8 @@ import type { ChannelRequest } from "./requests.ts";
 export interface BusEntry {
   /** Its stream id, `<ms>-<seq>`. */
   id: string;
+  /** The node that published it (and stored its own members' copies as it did). */
+  origin: string;
   requests: ChannelRequest[];
 }
 
@@ -42,6 +44,18 @@ export function compareEntryIds(a: string, b: string): number {
   const [aMs, aSeq] = partsOf(a);
   const [bMs, bSeq] = partsOf(b);
   return aMs !== bMs ? aMs - bMs : aSeq - bSeq;
+}
+
+/**
+ * The latest id before `id`, for a bound that excludes `id` itself ("everything before this
+ * entry"). Below `<ms>-0` it is `<ms - 1>` with the largest seq this module compares, which no
+ * stream reaches within one millisecond.
+ */
+export function entryIdBefore(id: string): string {
+  const [ms, seq] = partsOf(id);
+  if (seq > 0) return `${ms}-${seq - 1}`;
+  if (ms === 0) return "0-0";
+  return `${ms - 1}-${Number.MAX_SAFE_INTEGER}`;
 }
 
 /** The later of two stream ids. */

@@ -15,6 +15,11 @@ export interface ShardAddress {
   port: number;
 }
 
+/** The id of the node a shard belongs to. */
+export function nodeOf(shard: ShardAddress): string {
+  return shard.id.slice(0, shard.id.lastIndexOf("/"));
+}
+
 /** The uid → shard map over a fixed list of shards. */
 export class ShardMap {
   readonly shards: readonly ShardAddress[];

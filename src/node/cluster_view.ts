@@ -11,7 +11,8 @@
 import type { Endpoint } from "../admin/api.ts";
 import type { MapKeeper } from "../cluster/map_keeper.ts";
 import type { Membership } from "../cluster/membership.ts";
-import { type NodeInfo, nodeOf, shardsOf, type Topology } from "../cluster/topology.ts";
+import { type NodeInfo, shardsOf, type Topology } from "../cluster/topology.ts";
+import { nodeOf } from "../core/shard_map.ts";
 import { ServiceError } from "../core/errors.ts";
 import type { ShardAddress, ShardMap } from "../core/shard_map.ts";
 

@@ -113,6 +113,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       log,
     })
     : undefined;
+  if (bus && shape.dynamic && backendOf(config).shared) pool.replayFrom(bus);
   const peers = shape.clustered
     ? new Peers(
       shape.nodes.filter((node) => node.id !== self.id),

@@ -14,7 +14,7 @@ import type { Log } from "../core/log.ts";
 import { type SharedBudget, SocketBudget } from "../transport/budget.ts";
 import type { ChannelReceipt, ChannelRequest } from "../core/requests.ts";
 import type { BusEntry } from "../core/bus_entry.ts";
-import type { MainOp, ShardInit, ShardNote, ShardOp } from "../shard/ops.ts";
+import type { MainOp, ReplayRange, ShardInit, ShardNote, ShardOp, TakeOver } from "../shard/ops.ts";
 import type { ShardReport, StatsBook } from "../stats/report.ts";
 import { type LostNode, type ShardAddress, ShardMap } from "../core/shard_map.ts";
 import { ServiceError } from "../core/errors.ts";
@@ -46,6 +46,18 @@ export interface PoolOptions {
   fence: SharedFence;
 }
 
+/** What a settle that takes over dead nodes' uids reads of the cluster bus (`ClusterBus`). */
+export interface BusHistory {
+  /** The stream's last entry now. */
+  last(): Promise<string>;
+  /** Up to where a node's group says it stored what it read; null without a group. */
+  storedUpTo(node: string): Promise<string | null>;
+  /** The entries after `after` up to `upTo`. */
+  range(after: string, upTo: string): Promise<BusEntry[]>;
+  /** Moves this node's reading to the stream's end (it was fenced; the others took over). */
+  skipToEnd(): Promise<void>;
+}
+
 /** Where the shards' own requests and notes go on the main thread. */
 export interface FromShards {
   /** A shard's request: a client's message for a uid another shard owns. */
@@ -63,6 +75,9 @@ export interface FromShards {
 export class ShardPool implements LocalShards, MapTarget {
   #options: PoolOptions;
   #slots: Slot[] = [];
+  #bus: BusHistory | undefined;
+  /** The stream's last entry when the held change was first applied (`setMembers`). */
+  #appliedAt: string | null = null;
   /** This node's shards, with their actual ports once they listen. */
   #own: ShardAddress[];
   #members: readonly NodeInfo[];
@@ -109,17 +124,62 @@ export class ShardPool implements LocalShards, MapTarget {
     return this.#members;
   }
 
+  /**
+   * The cluster bus a settle reads when it takes over dead nodes' uids, and a reset skips to
+   * the end of (a Redis-managed cluster with a shared store; without one, neither).
+   */
+  replayFrom(bus: BusHistory): void {
+    this.#bus = bus;
+  }
+
   /** A new member list: every shard lets go of the uids it no longer owns, and flushes. */
   async setMembers(members: readonly NodeInfo[], hold: boolean): Promise<void> {
     this.#members = members;
+    const holding = this.#held;
     this.#held ||= hold;
     await this.#publishMap(hold);
+    // The first change of a hold: this node's channel messages up to here were stored
+    // without the uids it gives (after it, they wait for them).
+    if (hold && !holding && this.#bus) {
+      this.#appliedAt = await this.#bus.last().catch(() => null);
+    }
   }
 
-  /** The held map change is settled: the shards serve the uids it gave them. */
-  async settle(): Promise<void> {
+  /**
+   * The held map change is settled: the shards serve the uids it gave them. With `gone` (the
+   * nodes that held some of them and died: their lease lapsed, nothing applied) and a bus,
+   * each shard is first given the copies of the channel messages those nodes never stored for
+   * them, replayed from the bus (`Shard.settle`); a replay that cannot be read is logged and
+   * skipped, so that the uids are served rather than held on a Redis outage.
+   */
+  async settle(gone: readonly string[] = []): Promise<void> {
+    const bus = this.#bus;
+    if (gone.length === 0 || !bus) {
+      this.#held = false;
+      await this.toAll({ op: "settle" });
+      return;
+    }
+    const takeOver: TakeOver = {
+      gone: await Promise.all(
+        gone.map(async (node) => ({ node, storedUpTo: await bus.storedUpTo(node) })),
+      ),
+      appliedAt: this.#appliedAt,
+      until: await bus.last(),
+    };
     this.#held = false;
-    await this.toAll({ op: "settle" });
+    await Promise.all(this.#slots.map(async (slot, k) => {
+      const range = await slot.link.request({ op: "settle", takeOver }) as ReplayRange | null;
+      if (!range) return;
+      const entries = await bus.range(range.after, range.upTo).catch((error) => {
+        this.#options.log(
+          "error",
+          `shard-${k}: the channel messages dead nodes had not stored for the uids it takes ` +
+            `over (bus entries after ${range.after}) could not be read: ${error.message}`,
+        );
+        return [];
+      });
+      await slot.link.request({ op: "replay", entries });
+    }));
   }
 
   /**
@@ -142,9 +202,17 @@ export class ShardPool implements LocalShards, MapTarget {
     await this.toAll({ op: "lost", lost: this.#lost });
   }
 
-  /** Every shard forgets every uid and holds them all (the node was fenced). */
+  /**
+   * Every shard forgets every uid and holds them all (the node was fenced). With a shared
+   * store the others took its uids over and stored their copies meanwhile, also those it
+   * missed: its bus reads on from the stream's end.
+   */
   async reset(): Promise<void> {
     this.#held = true;
+    this.#appliedAt = null;
+    // First: an entry read again before the shards hold would meet the closed fence, and
+    // fail; one read again after they hold would wait for the re-join, and be stored twice.
+    await this.#bus?.skipToEnd();
     await this.toAll({ op: "map", shards: this.#map.shards.slice(), reset: true });
   }
 

@@ -33,6 +33,32 @@ export interface ShardInit {
   fence: SharedFence;
 }
 
+/**
+ * A settle that gives a shard uids of dead nodes (their lease lapsed without their applying
+ * the change) with a shared store: what it needs to store the copies of the channel messages
+ * those nodes did not store for them (`Shard.settle`, docs/cluster.md "Failover").
+ */
+export interface TakeOver {
+  /**
+   * Each dead node, and up to which bus entry its group says its shards stored what it read
+   * (`ClusterBus.storedUpTo`; a shard's own bus mark, where it has one, is exacter).
+   */
+  gone: { node: string; storedUpTo: string | null }[];
+  /**
+   * The stream's last entry when this node applied the change that gave it those uids: this
+   * node's own channel messages up to it were stored without them (null: not known).
+   */
+  appliedAt: string | null;
+  /** The stream's last entry now, as the change settles: the copies up to it are replayed. */
+  until: string;
+}
+
+/** The bus entries a shard asks to be replayed to it, after `after` up to `upTo`. */
+export interface ReplayRange {
+  after: string;
+  upTo: string;
+}
+
 /** Requests from the main thread to a shard: an owner's op, or one about the shard itself. */
 export type ShardOp =
   | OwnerOp
@@ -52,8 +78,13 @@ export type ShardOp =
    * uids it gives wait for `settle`; `reset`: forget and hold every uid (the node was fenced).
    */
   | { op: "map"; shards: ShardAddress[]; hold?: boolean; reset?: boolean }
-  /** The held map change is settled: serve the uids it gave. */
-  | { op: "settle" }
+  /**
+   * The held map change is settled: serve the uids it gave. With `takeOver`, answers the
+   * range of bus entries to replay to it (`replay`), or null.
+   */
+  | { op: "settle"; takeOver?: TakeOver }
+  /** The entries of the range a settle asked for: their copies for the uids taken over. */
+  | { op: "replay"; entries: BusEntry[] }
   /**
    * Hand the state of the uids the store holds but the map no longer gives this shard to
    * their owners (an embedded store); answers how many are left, and why.

@@ -42,6 +42,12 @@
  * node died, or this worker crashed, before the `XACK`). The mark is the shard's, read from
  * its store at start: it says nothing about a uid handed to the shard later.
  *
+ * Taking over (docs/cluster.md, "Failover"): with a shared store, a settle that gives the
+ * shard uids of a dead node's shards ({@linkcode Shard.settle} with a `TakeOver`) also stores
+ * their copies of the channel messages that node never stored: the bus entries after its
+ * shard's bus mark up to the stream's end at the settle are replayed to the shard for those
+ * uids alone, before the uids are served; live entries up to that end skip them.
+ *
  * @module
  */
 
@@ -59,7 +65,8 @@ import type { Delivery, HandedUser, HandOffOutcome } from "../core/messages.ts";
 import { type BusEntry, compareEntryIds, laterEntryId } from "../core/bus_entry.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { encodeListed } from "../protocol/message.ts";
-import { lostMaps, type LostNode, lostWith, type ShardMap } from "../core/shard_map.ts";
+import { lostMaps, type LostNode, lostWith, nodeOf, type ShardMap } from "../core/shard_map.ts";
+import type { ReplayRange, TakeOver } from "./ops.ts";
 import { FencedError, type Journal, StorageBusyError } from "../storage/journal.ts";
 import {
   compactionFloor,
@@ -189,12 +196,17 @@ export class Shard implements SessionOwner {
    * store): entries up to it are skipped. Its own, not its uids': see docs/cluster.md.
    */
   #busMark: string | null;
+  /** The map of the last settle (at start: the first one): who owned what while serving. */
+  #settledMap: ShardMap;
+  /** The uids taken over from dead shards at the last settle, while entries may skip them. */
+  #takenOver: TakenOver | null = null;
 
   constructor(options: ShardOptions) {
     this.#options = options;
     this.counters = options.counters;
     this.#sendAllowances = new Allowances(options.limits.messageRate);
     this.#busMark = options.busMark ?? null;
+    this.#settledMap = options.map;
   }
 
   get messageRate(): ShardLimits["messageRate"] {
@@ -250,9 +262,78 @@ export class Shard implements SessionOwner {
     this.#lost = lostMaps(lost);
   }
 
-  /** The held change is settled: the uids it gave this shard are served. */
-  settle(): void {
-    if (this.#heldSince) this.#settle();
+  /**
+   * The held change is settled: the uids it gave this shard are served. With `takeOver`, for
+   * those of them whose shard in the last settled map was a dead node's: up to its shard's bus
+   * mark (read from the shared store; else what its group says) that shard stored their
+   * copies; the entries after it up to `takeOver.until` it did not, nor did this shard. This
+   * answers that range, for {@linkcode replay} to store those copies; null if there is none.
+   * The uids are served at once (an operation already waiting for one may hold the loading
+   * of its state, which the replay needs): bus entries up to the range's end skip them, so
+   * each copy is stored once, but a copy replayed after the uid was served comes after
+   * messages numbered meanwhile.
+   */
+  async settle(takeOver?: TakeOver): Promise<ReplayRange | null> {
+    if (!this.#heldSince) return null;
+    this.#takenOver = takeOver ? await this.#takeOver(this.#settledMap, takeOver) : null;
+    this.#settledMap = this.#options.map;
+    this.#settle();
+    const from = this.#takenOver?.from;
+    if (!from || from.size === 0) return null;
+    const marks = [...from.values()].map((shard) => shard.upTo);
+    const after = marks.reduce((low, mark) => compareEntryIds(mark, low) < 0 ? mark : low);
+    return { after, upTo: takeOver!.until };
+  }
+
+  /** What each dead node's shard of `map` stored up to; logged where it cannot be known. */
+  async #takeOver(map: ShardMap, takeOver: TakeOver): Promise<TakenOver> {
+    const from = new Map<number, { node: string; upTo: string }>();
+    for (const [index, shard] of map.shards.entries()) {
+      const gone = takeOver.gone.find((node) => node.node === nodeOf(shard));
+      if (!gone) continue;
+      const upTo = await this.#storage(() => this.#options.store.busMark(shard.id)) ??
+        gone.storedUpTo;
+      if (upTo === null) {
+        this.#options.log(
+          "warn",
+          `shard ${shard.id} of dead node ${gone.node} left no bus mark nor group: the ` +
+            "channel messages it had not stored for its uids are not replayed",
+        );
+        continue;
+      }
+      from.set(index, { node: gone.node, upTo });
+    }
+    const own = this.#options.map.shards[this.#options.index];
+    const self = own ? nodeOf(own) : "";
+    return { map, from, until: takeOver.until, self, appliedAt: takeOver.appliedAt };
+  }
+
+  /**
+   * Stores the copies of the replayed entries (the range {@linkcode settle} answered) for the
+   * uids taken over alone: those after their dead shard's mark, not published by that node
+   * (it stored its own members' copies as it published), and of this node's own only those it
+   * stored before it applied the change (those after waited for the uids, and have them).
+   * Answers how many copies it stored.
+   */
+  async replay(entries: readonly BusEntry[]): Promise<number> {
+    const taken = this.#takenOver;
+    if (!taken || entries.length === 0) return 0;
+    const requests = entries.flatMap((entry) => entry.requests);
+    const entryOf = entries.flatMap((entry) => entry.requests.map(() => entry));
+    const receipts = await this.#publishChannels(requests, undefined, (uid, i) => {
+      const entry = entryOf[i];
+      const shard = taken.from.get(taken.map.indexOf(uid));
+      if (!shard || entry.origin === shard.node) return false;
+      if (compareEntryIds(entry.id, shard.upTo) <= 0) return false;
+      if (entry.origin !== taken.self) return true;
+      return taken.appliedAt !== null && compareEntryIds(entry.id, taken.appliedAt) <= 0;
+    });
+    const stored = receipts.reduce(
+      (sum, receipt, i) => requests[i].volatile ? sum : sum + receipt.recipients,
+      0,
+    );
+    this.#options.log("info", `${stored} channel copies replayed for uids of dead nodes`);
+    return stored;
   }
 
   #settle(): void {
@@ -498,7 +579,18 @@ export class Shard implements SessionOwner {
     if (fresh.length === 0) return 0;
     const last = fresh.reduce((latest, entry) => laterEntryId(latest, entry.id), fresh[0].id);
     const requests = fresh.flatMap((entry) => entry.requests);
-    const receipts = await this.#publishChannels(requests, last);
+    // Up to the end of the replay, a uid taken over gets its copies from the replay alone.
+    const taken = this.#takenOver;
+    const entryOf = taken && fresh.flatMap((entry) => entry.requests.map(() => entry));
+    const keep = taken && entryOf
+      ? (uid: string, i: number) =>
+        compareEntryIds(entryOf[i].id, taken.until) > 0 ||
+        !taken.from.has(taken.map.indexOf(uid))
+      : undefined;
+    const receipts = await this.#publishChannels(requests, last, keep);
+    if (taken && taken === this.#takenOver && compareEntryIds(last, taken.until) >= 0) {
+      this.#takenOver = null;
+    }
     // Also when nothing was stored (no members here, or only volatile messages): there is
     // nothing to store again, and the stored mark, older, only costs such an entry a re-read.
     if (this.#busMark === null || compareEntryIds(last, this.#busMark) > 0) this.#busMark = last;
@@ -511,11 +603,13 @@ export class Shard implements SessionOwner {
   /**
    * Stores (unless volatile) and delivers channel messages to the members this shard owns, in
    * request order, with one journal append for all of their copies (carrying `busMark`, if
-   * given). Answers each request's receipt; rejects if a member's state or the store fails.
+   * given); with `keep`, only to the members it keeps for request `i`. Answers each request's
+   * receipt; rejects if a member's state or the store fails.
    */
   async #publishChannels(
     requests: readonly ChannelRequest[],
     busMark?: string,
+    keep?: (uid: string, i: number) => boolean,
   ): Promise<ChannelReceipt[]> {
     const takenAt = performance.now();
     const memberSets = await Promise.all(requests.map((request) => this.#members(request.channel)));
@@ -543,12 +637,12 @@ export class Shard implements SessionOwner {
       }
       // Only members still owned here: the map may have moved some while they loaded.
       const copies = requests.map((request, i) =>
-        recipients[i].map((uid) => held.get(uid)!).filter((user) => this.owns(user.uid)).map(
-          (user) => ({
-            user,
-            message: this.#message(user, 4, request.from, request.body, request.ttlSec, request),
-          }),
-        )
+        recipients[i].map((uid) => held.get(uid)!).filter((user) =>
+          this.owns(user.uid) && (keep?.(user.uid, i) ?? true)
+        ).map((user) => ({
+          user,
+          message: this.#message(user, 4, request.from, request.body, request.ttlSec, request),
+        }))
       );
       const stored = requests.flatMap((request, i) =>
         request.volatile ? [] : copies[i].map((copy) => copy.message)
@@ -1050,6 +1144,19 @@ const reasonOf = (error: Error): string => error.message;
 /** What `map` gives shard `index` (-1: nothing), as a question. */
 function mapOwnedAt(map: ShardMap, index: number): { owns(uid: string): boolean } {
   return { owns: (uid) => index >= 0 && map.indexOf(uid) === index };
+}
+
+/** Uids a settle took over from dead nodes' shards ({@linkcode Shard.settle}). */
+interface TakenOver {
+  /** The map they were served by until then. */
+  map: ShardMap;
+  /** Each dead shard's index in `map`: its node, and the last entry it stored copies of. */
+  from: Map<number, { node: string; upTo: string }>;
+  /** The stream's last entry at the settle: the replay's end. */
+  until: string;
+  /** This shard's node, and the stream's last entry when it applied the change. */
+  self: string;
+  appliedAt: string | null;
 }
 
 function notOwned(uid: string): { error: string; status: number } {

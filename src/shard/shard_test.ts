@@ -159,8 +159,9 @@ Deno.test("Shard: a channel message reaches each member it owns with that member
 });
 
 /** A bus entry of one channel message to "team". */
-const entry = (id: string, body = id): BusEntry => ({
+const entry = (id: string, body = id, origin = "n2"): BusEntry => ({
   id,
+  origin,
   requests: [{
     channel: "team",
     from: "bot",
@@ -191,6 +192,49 @@ Deno.test("Shard: bus entries are stored once, with the last id as the store's b
     assert.deepEqual(await bodiesOf(shard, uid), ["9-0", "second", "10-0", "11-0"], uid);
   }
   assert.equal(await store.busMark(), "11-0");
+});
+
+Deno.test("Shard: a settle taking over a dead node's uids replays the copies it never stored, once", async () => {
+  const before = new ShardMap([{ id: "a/0", host: "", port: 1 }, { id: "b/0", host: "", port: 2 }]);
+  const after = new ShardMap([{ id: "a/0", host: "", port: 1 }]);
+  const uids = Array.from({ length: 200 }, (_, i) => `u${i}`);
+  const mine = uids.find((uid) => before.indexOf(uid) === 0)!;
+  const taken = uids.find((uid) => before.indexOf(uid) === 1)!;
+  const store = new MemoryStore();
+  for (const uid of [mine, taken]) await store.subscribe("team", uid);
+  const { shard } = shardWith(store, {}, { map: before });
+  // b died: its uids come here, held until the change settles.
+  shard.setMap(after, 0, { hold: true });
+  const range = await shard.settle({
+    gone: [{ node: "b", storedUpTo: "5-0" }],
+    appliedAt: "7-0",
+    until: "9-0",
+  });
+  assert.deepEqual(range, { after: "5-0", upTo: "9-0" });
+  const stored = await shard.replay([
+    entry("4-0", "b had it", "c"),
+    entry("6-0", "6-0", "c"),
+    entry("6-1", "b's own", "b"),
+    entry("7-0", "7-0", "a"),
+    entry("8-0", "a's after the change", "a"),
+    entry("8-1", "8-1", "c"),
+  ]);
+  assert.equal(stored, 3);
+  // Live entries up to the replay's end skip the uid taken over, not the others.
+  await shard.publishBusEntries([entry("8-1", "8-1", "c"), entry("10-0", "10-0", "c")], "8-0");
+  assert.deepEqual(await bodiesOf(shard, taken), ["6-0", "7-0", "8-1", "10-0"]);
+  assert.deepEqual(await bodiesOf(shard, mine), ["8-1", "10-0"]);
+});
+
+Deno.test("Shard: a settle without dead nodes, or whose dead shard left no mark, replays nothing", async () => {
+  const before = new ShardMap([{ id: "a/0", host: "", port: 1 }, { id: "b/0", host: "", port: 2 }]);
+  const after = new ShardMap([{ id: "a/0", host: "", port: 1 }]);
+  const { shard } = shardWith(new MemoryStore(), {}, { map: before });
+  shard.setMap(after, 0, { hold: true });
+  const takeOver = { gone: [{ node: "b", storedUpTo: null }], appliedAt: null, until: "9-0" };
+  assert.equal(await shard.settle(takeOver), null);
+  shard.setMap(before, 0, { hold: true });
+  assert.equal(await shard.settle(), null);
 });
 
 Deno.test("Shard: a shard started on a store with a bus mark skips the entries up to it", async () => {

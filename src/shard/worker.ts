@@ -235,8 +235,9 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
           // What was numbered under the old map is durable before the caller says it let go.
           return journal.flush();
         case "settle":
-          shard.settle();
-          return Promise.resolve();
+          return shard.settle(op.takeOver);
+        case "replay":
+          return shard.replay(op.entries);
         case "drain":
           return drain();
         case "compact":

@@ -203,8 +203,8 @@ export class CassandraStore implements Store {
     if (busMark !== undefined) await this.#execute(CQL.setBusMark, [this.#shard, busMark]);
   }
 
-  async busMark(): Promise<string | null> {
-    const [row] = await this.#all(CQL.busMark, [this.#shard]);
+  async busMark(shard = this.#shard): Promise<string | null> {
+    const [row] = await this.#all(CQL.busMark, [shard]);
     return row?.entry ?? null;
   }
 

@@ -126,6 +126,8 @@ const cases: Record<string, Case> = {
     await store.append([message("bob", 1, { type: 4, channel: "news" })], "1700000000001-0");
     assert.equal(await store.busMark(), "1700000000001-0");
     assert.deepEqual(seqsOf(await store.readAfter("bob", 0, 100, NOW)), [1]);
+    // Another shard's is never this one's (a shared store has it only if that shard wrote it).
+    assert.equal(await store.busMark("elsewhere/0"), null);
   },
 
   "hand-offs neither carry nor change the bus mark": async ({ store }) => {

@@ -49,8 +49,8 @@ export class MemoryStore implements Store {
     return Promise.resolve();
   }
 
-  busMark(): Promise<string | null> {
-    return Promise.resolve(this.#busMark);
+  busMark(shard?: string): Promise<string | null> {
+    return Promise.resolve(shard === undefined ? this.#busMark : null);
   }
 
   readAfter(uid: string, afterSeq: number, limit: number, now: number): Promise<StoredMessage[]> {

@@ -317,7 +317,8 @@ export class SqliteStore implements Store {
     });
   }
 
-  busMark(): Promise<string | null> {
+  busMark(shard?: string): Promise<string | null> {
+    if (shard !== undefined) return Promise.resolve(null);
     return this.#run(() => {
       const row = this.#busMark.get() as { entry: string } | undefined;
       return row?.entry ?? null;

@@ -76,9 +76,12 @@ export interface Store {
   append(messages: readonly StoredMessage[], busMark?: string): Promise<void>;
   /**
    * The bus mark the last `append` carrying one recorded (`src/core/bus_entry.ts`); null if
-   * none ever did. It is this store's own: hand-offs neither carry nor change it.
+   * none ever did. It is this store's own: hand-offs neither carry nor change it. With
+   * `shard` (a map id, `node/k`), that shard's: a shared store holds every shard's, so that a
+   * shard taking over a dead one's uids knows up to where it stored their copies; an embedded
+   * store knows only its own, and answers null for any other.
    */
-  busMark(): Promise<string | null>;
+  busMark(shard?: string): Promise<string | null>;
   /** Messages of `uid` with `seq > afterSeq` that have not expired at `now`, in seq order. */
   readAfter(uid: string, afterSeq: number, limit: number, now: number): Promise<StoredMessage[]>;
   /** The uid's state; `{lastSeq: 0, devices: {}}` for a uid never seen. */
