@@ -64,6 +64,29 @@ async function listed(via: Daemon, uid: string, device = ""): Promise<number[]> 
   return (answer.body.result as string[]).map((text) => JSON.parse(text).s as number);
 }
 
+let probes = 0;
+/** `/pub` to `uid` through `via`, with a receipt (each body its own). */
+function probe(via: Daemon, uid: string) {
+  const body = `"probe${probes++}"`;
+  return via.admin(`/pub?to=${uid}&from=op&receipt=1`, { method: "POST", body });
+}
+
+/** Each of `uids` ends up refused as lost (at first as unreachable), never numbered afresh. */
+async function assertRefusedAsLost(via: Daemon, uids: string[]): Promise<void> {
+  for (const uid of uids) {
+    let answer = await probe(via, uid);
+    assert.ok(
+      await eventually(async () => {
+        answer = await probe(via, uid);
+        assert.notEqual(answer.status, 200, `${uid} numbered without its state`);
+        return answer.body.error === "state lost";
+      }, 10_000),
+      `${uid}: ${JSON.stringify(answer)}`,
+    );
+    assert.equal(answer.status, 503);
+  }
+}
+
 /** A counter summed over a node's shards, from its `/metrics`. */
 async function metric(node: Daemon, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${node.adminPort}/metrics`)).text();
@@ -191,23 +214,9 @@ for (const loss of LOSSES) {
       lost = n3;
       await loss.lose(n3);
       await nodes.settled(["n1", "n2"]);
-      // Each victim: refused, first as unreachable, then as lost; never an s numbered afresh.
-      const pub = (uid: string) =>
-        n1.admin(`/pub?to=${uid}&from=op&receipt=1`, { method: "POST", body: '"probe"' });
-      for (const uid of victims) {
-        let answer = await pub(uid);
-        assert.ok(
-          await eventually(async () => {
-            answer = await pub(uid);
-            assert.notEqual(answer.status, 200, `${uid} numbered without its state`);
-            return answer.body.error === "state lost";
-          }, 10_000),
-          `${uid}: ${JSON.stringify(answer)}`,
-        );
-        assert.equal(answer.status, 503);
-      }
+      await assertRefusedAsLost(n1, victims);
       const other = USERS.find((uid) => before.get(uid) !== "n3")!;
-      assert.equal((await pub(other)).status, 200);
+      assert.equal((await probe(n1, other)).status, 200);
       const { client, answer } = await RawClient.connect(n1.clientPort, victims[0]);
       assert.equal(answer.status, 200);
       assert.deepEqual(await client.next(), { error: "state lost" });
@@ -219,7 +228,7 @@ for (const loss of LOSSES) {
       lost = undefined;
       await nodes.settled(["n1", "n2", "n3"], 20_000);
       for (const uid of victims) {
-        const answer = await pub(uid);
+        const answer = await probe(n1, uid);
         assert.equal(answer.status, 200, `${uid}: ${JSON.stringify(answer.body)}`);
         const s = (answer.body.result as { s: number }).s;
         assert.ok(s > Math.max(0, ...ackedBefore.get(uid)!), `${uid}: s ${s} once it is back`);
@@ -239,6 +248,96 @@ for (const loss of LOSSES) {
     }
   });
 }
+
+Deno.test("cluster=redis with sqlite: a node killed with -9 for good: the operator accepts its loss, and its uids are numbered above the floor", async () => {
+  const token = "lost-ops";
+  const nodes = new TestCluster([...membershipFlags("accept", redis.url), "--storage=sqlite"]);
+  let publishers: Publishers | undefined;
+  try {
+    for (const id of ["n1", "n2", "n3"]) await start(nodes, id, { adminToken: token });
+    await nodes.settled(["n1", "n2", "n3"]);
+    const [n1, n2, n3] = ["n1", "n2", "n3"].map((id) => nodes.nodes.get(id)!);
+    const before = await owners(nodes, n1);
+    const victims = USERS.filter((uid) => before.get(uid) === "n3");
+    const others = USERS.filter((uid) => before.get(uid) !== "n3");
+    assert.ok(victims.length >= 10, `n3's uids: ${victims.length}`);
+    publishers = new Publishers(USERS, () => [n1, n2]);
+    await delay(1500);
+    nodes.nodes.delete("n3");
+    await n3.stop("SIGKILL");
+    const ackedByN3 = publishers.acked.filter((a) => victims.includes(a.uid)).map((a) => a.s);
+    assert.ok(ackedByN3.length > 10, `acknowledged by n3: ${ackedByN3.length}`);
+    await nodes.settled(["n1", "n2"]);
+    await assertRefusedAsLost(n1, victims);
+
+    // The operator sees why: n3 is lost, its 2 of the 6 shards of the map it died in.
+    const { lost } = (await n2.admin("/cluster")).body.result as ClusterView;
+    assert.deepEqual(lost.map(({ since: _, ...rest }) => rest), [
+      { node: "n3", shards: 2, map_shards: 6 },
+    ]);
+    assert.ok(Math.abs(Date.parse(lost[0].since!) - Date.now()) < 30_000, String(lost[0].since));
+    // The files are gone for good: they accept it. Not without the token, not for a live
+    // member, not for a node never lost.
+    const accept = (node: string, init: RequestInit = {}) =>
+      n1.admin(`/cluster/lost?node=${node}`, { method: "DELETE", ...init });
+    assert.deepEqual(
+      await accept("n3", { headers: { authorization: "Bearer wrong" } }),
+      { status: 401, body: { error: "unauthorized" } },
+    );
+    assert.equal((await accept("n2")).status, 409);
+    assert.deepEqual(await accept("n4"), {
+      status: 404,
+      body: { error: "no lost record of node n4" },
+    });
+    await assertRefusedAsLost(n2, victims.slice(0, 3));
+    const accepted = await accept("n3");
+    assert.equal(accepted.status, 200, JSON.stringify(accepted.body));
+    const { floor } = accepted.body.result as { floor: number };
+    assert.ok(floor > Math.max(...ackedByN3), `floor ${floor}`);
+    assert.deepEqual(await accept("n3"), {
+      status: 404,
+      body: { error: "no lost record of node n3" },
+    });
+
+    // Every survivor serves them now, numbered above the floor.
+    for (const uid of victims) {
+      for (const via of [n1, n2]) {
+        let answer = await probe(via, uid);
+        await eventually(async () => (answer = await probe(via, uid)).status === 200, 5_000);
+        assert.equal(answer.status, 200, `${uid}: ${JSON.stringify(answer.body)}`);
+        const s = (answer.body.result as { s: number }).s;
+        assert.ok(s > floor, `${uid}: s ${s} at or below the floor ${floor}`);
+      }
+    }
+    const view = (await n2.admin("/cluster")).body.result as ClusterView;
+    assert.deepEqual(view.lost, []);
+    assert.deepEqual(view.accepted.map((a) => [a.node, a.floor]), [["n3", floor]]);
+    await delay(1000);
+    await publishers.stop();
+
+    // No s acknowledged twice for a uid; each one of the victims' either n3's or above the floor.
+    for (const uid of USERS) {
+      const seqs: number[] = publishers.of(uid).map((a) => a.s);
+      assert.equal(new Set(seqs).size, seqs.length, `${uid}: an s acknowledged twice: ${seqs}`);
+    }
+    const afterAccept = publishers.acked.filter((a) => victims.includes(a.uid) && a.s > floor);
+    assert.ok(afterAccept.length > 0, "published to the victims once accepted");
+    assert.equal(
+      publishers.acked.filter((a) => victims.includes(a.uid)).length,
+      ackedByN3.length + afterAccept.length,
+    );
+    // What n3 acknowledged is gone with its files (accepted); everything since is stored once.
+    await assertAllStoredOnce(n1, others, publishers.acked);
+    await assertAllStoredOnce(n2, victims, afterAccept);
+    console.log(
+      `accepted: ${victims.length} uids of n3, ${ackedByN3.length} acknowledged by it (s up to ` +
+        `${Math.max(...ackedByN3)}), floor ${floor}, ${afterAccept.length} acknowledged since`,
+    );
+  } finally {
+    await publishers?.stop();
+    await nodes.stopAll();
+  }
+});
 
 Deno.test("cluster=redis with sqlite: a hand-off the new owner refuses is kept and tried again, not applied", async () => {
   const nodes = new TestCluster([...membershipFlags("h3", redis.url), "--storage=sqlite"]);
