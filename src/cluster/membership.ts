@@ -306,7 +306,8 @@ export class Membership {
     const [, floor, version, at, shards] = reply;
     return {
       node,
-      shards: JSON.parse(shards),
+      // Unreadable, the record was ignored already (read logs it): its uids were not refused.
+      shards: parseLost(node, shards)?.shards ?? [],
       floor: Number(floor),
       version: Number(version),
       at: Number(at),
