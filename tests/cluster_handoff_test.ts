@@ -249,7 +249,7 @@ for (const loss of LOSSES) {
   });
 }
 
-Deno.test("cluster=redis with sqlite: a node killed with -9 for good: the operator accepts its loss, and its uids are numbered above the floor", async () => {
+Deno.test("cluster=redis with sqlite: a node killed with -9 for good: the operator accepts its loss, and its uids are numbered above the floor, also once it is back after all", async () => {
   const token = "lost-ops";
   const nodes = new TestCluster([...membershipFlags("accept", redis.url), "--storage=sqlite"]);
   let publishers: Publishers | undefined;
@@ -300,6 +300,7 @@ Deno.test("cluster=redis with sqlite: a node killed with -9 for good: the operat
     });
 
     // Every survivor serves them now, numbered above the floor.
+    const probed = new Map<string, number>();
     for (const uid of victims) {
       for (const via of [n1, n2]) {
         let answer = await probe(via, uid);
@@ -307,6 +308,7 @@ Deno.test("cluster=redis with sqlite: a node killed with -9 for good: the operat
         assert.equal(answer.status, 200, `${uid}: ${JSON.stringify(answer.body)}`);
         const s = (answer.body.result as { s: number }).s;
         assert.ok(s > floor, `${uid}: s ${s} at or below the floor ${floor}`);
+        probed.set(uid, s);
       }
     }
     const view = (await n2.admin("/cluster")).body.result as ClusterView;
@@ -329,6 +331,22 @@ Deno.test("cluster=redis with sqlite: a node killed with -9 for good: the operat
     // What n3 acknowledged is gone with its files (accepted); everything since is stored once.
     await assertAllStoredOnce(n1, others, publishers.acked);
     await assertAllStoredOnce(n2, victims, afterAccept);
+
+    // The operator was wrong: n3 comes back with its files after all. It takes its uids back
+    // with what the survivors numbered meanwhile (its own older messages of them give way), is
+    // not recorded lost again, and numbers on above every s given.
+    const revived = await start(nodes, "n3", { dir: n3.dir, adminToken: token });
+    await nodes.settled(["n1", "n2", "n3"], 20_000);
+    for (const uid of victims) {
+      const answer = await probe(n1, uid);
+      assert.equal(answer.status, 200, `${uid}: ${JSON.stringify(answer.body)}`);
+      const s = (answer.body.result as { s: number }).s;
+      const given = Math.max(probed.get(uid)!, ...publishers.of(uid).map((a) => a.s));
+      assert.ok(s > given, `${uid}: s ${s} once n3 is back, ${given} given before`);
+      assert.ok((await listed(revived, uid)).every((seq) => seq > floor), uid);
+    }
+    await assertAllStoredOnce(revived, victims, afterAccept);
+    assert.deepEqual(((await n1.admin("/cluster")).body.result as ClusterView).lost, []);
     console.log(
       `accepted: ${victims.length} uids of n3, ${ackedByN3.length} acknowledged by it (s up to ` +
         `${Math.max(...ackedByN3)}), floor ${floor}, ${afterAccept.length} acknowledged since`,
