@@ -66,6 +66,29 @@ async function listed(via: Daemon, uid: string, device = ""): Promise<number[]> 
   return (answer.body.result as string[]).map((text) => JSON.parse(text).s as number);
 }
 
+let probes = 0;
+/** `/pub` to `uid` through `via`, with a receipt (each body its own). */
+function probe(via: Daemon, uid: string) {
+  const body = `"probe${probes++}"`;
+  return via.admin(`/pub?to=${uid}&from=op&receipt=1`, { method: "POST", body });
+}
+
+/** Each of `uids` ends up refused as lost (at first as unreachable), never numbered afresh. */
+async function assertRefusedAsLost(via: Daemon, uids: string[]): Promise<void> {
+  for (const uid of uids) {
+    let answer = await probe(via, uid);
+    assert.ok(
+      await eventually(async () => {
+        answer = await probe(via, uid);
+        assert.notEqual(answer.status, 200, `${uid} numbered without its state`);
+        return answer.body.error === "state lost";
+      }, 10_000),
+      `${uid}: ${JSON.stringify(answer)}`,
+    );
+    assert.equal(answer.status, 503);
+  }
+}
+
 /** A counter summed over a node's shards, from its `/metrics`. */
 async function metric(node: Daemon, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${node.adminPort}/metrics`)).text();
@@ -199,22 +222,8 @@ for (const loss of LOSSES) {
       lost = n3;
       await loss.lose(n3);
       await nodes.settled(["n1", "n2"]);
-      // Each victim: refused, first as unreachable, then as lost; never an s numbered afresh.
-      const pub = (uid: string) =>
-        n1.admin(`/pub?to=${uid}&from=op&receipt=1`, { method: "POST", body: '"probe"' });
-      for (const uid of victims) {
-        let answer = await pub(uid);
-        assert.ok(
-          await eventually(async () => {
-            answer = await pub(uid);
-            assert.notEqual(answer.status, 200, `${uid} numbered without its state`);
-            return answer.body.error === "state lost";
-          }, 10_000),
-          `${uid}: ${JSON.stringify(answer)}`,
-        );
-        assert.equal(answer.status, 503);
-      }
-      assert.equal((await pub(survivor)).status, 200);
+      await assertRefusedAsLost(n1, victims);
+      assert.equal((await probe(n1, survivor)).status, 200);
       // Published while n3 is away: nobody stores its member's copies until it is back.
       const away = ["away1", "away2", "away3"];
       await publishToChannel(n1, "news", away);
@@ -229,12 +238,12 @@ for (const loss of LOSSES) {
       lost = undefined;
       await nodes.settled(["n1", "n2", "n3"], 20_000);
       for (const uid of victims) {
-        let answer = await pub(uid);
+        let answer = await probe(n1, uid);
         // A node woken from a pause first works off what queued meanwhile, and its admission
         // may refuse for a moment (`overloaded`, with Retry-After): that is retried, only that.
         await eventually(async () => {
           if (answer.body.error !== "node n3: overloaded") return true;
-          answer = await pub(uid);
+          answer = await probe(n1, uid);
           return false;
         }, 5_000);
         assert.equal(answer.status, 200, `${uid}: ${JSON.stringify(answer.body)}`);
@@ -287,6 +296,114 @@ Deno.test("cluster=redis with sqlite: a node that left and starts again does not
       await assertChannelCopies(n1, uid, "news", ["before", "while1", "while2", "after"]);
     }
   } finally {
+    await nodes.stopAll();
+  }
+});
+
+Deno.test("cluster=redis with sqlite: a node killed with -9 for good: the operator accepts its loss, and its uids are numbered above the floor, also once it is back after all", async () => {
+  const token = "lost-ops";
+  const nodes = new TestCluster([...membershipFlags("accept", redis.url), "--storage=sqlite"]);
+  let publishers: Publishers | undefined;
+  try {
+    for (const id of ["n1", "n2", "n3"]) await start(nodes, id, { adminToken: token });
+    await nodes.settled(["n1", "n2", "n3"]);
+    const [n1, n2, n3] = ["n1", "n2", "n3"].map((id) => nodes.nodes.get(id)!);
+    const before = await owners(nodes, n1);
+    const victims = USERS.filter((uid) => before.get(uid) === "n3");
+    const others = USERS.filter((uid) => before.get(uid) !== "n3");
+    assert.ok(victims.length >= 10, `n3's uids: ${victims.length}`);
+    publishers = new Publishers(USERS, () => [n1, n2]);
+    await delay(1500);
+    nodes.nodes.delete("n3");
+    await n3.stop("SIGKILL");
+    const ackedByN3 = publishers.acked.filter((a) => victims.includes(a.uid)).map((a) => a.s);
+    assert.ok(ackedByN3.length > 10, `acknowledged by n3: ${ackedByN3.length}`);
+    await nodes.settled(["n1", "n2"]);
+    await assertRefusedAsLost(n1, victims);
+
+    // The operator sees why: n3 is lost, its 2 of the 6 shards of the map it died in.
+    const { lost } = (await n2.admin("/cluster")).body.result as ClusterView;
+    assert.deepEqual(lost.map(({ since: _, ...rest }) => rest), [
+      { node: "n3", shards: 2, map_shards: 6 },
+    ]);
+    assert.ok(Math.abs(Date.parse(lost[0].since!) - Date.now()) < 30_000, String(lost[0].since));
+    // The files are gone for good: they accept it. Not without the token, not for a live
+    // member, not for a node never lost.
+    const accept = (node: string, init: RequestInit = {}) =>
+      n1.admin(`/cluster/lost?node=${node}`, { method: "DELETE", ...init });
+    assert.deepEqual(
+      await accept("n3", { headers: { authorization: "Bearer wrong" } }),
+      { status: 401, body: { error: "unauthorized" } },
+    );
+    assert.equal((await accept("n2")).status, 409);
+    assert.deepEqual(await accept("n4"), {
+      status: 404,
+      body: { error: "no lost record of node n4" },
+    });
+    await assertRefusedAsLost(n2, victims.slice(0, 3));
+    const accepted = await accept("n3");
+    assert.equal(accepted.status, 200, JSON.stringify(accepted.body));
+    const { floor } = accepted.body.result as { floor: number };
+    assert.ok(floor > Math.max(...ackedByN3), `floor ${floor}`);
+    assert.deepEqual(await accept("n3"), {
+      status: 404,
+      body: { error: "no lost record of node n3" },
+    });
+
+    // Every survivor serves them now, numbered above the floor.
+    const probed = new Map<string, number>();
+    for (const uid of victims) {
+      for (const via of [n1, n2]) {
+        let answer = await probe(via, uid);
+        await eventually(async () => (answer = await probe(via, uid)).status === 200, 5_000);
+        assert.equal(answer.status, 200, `${uid}: ${JSON.stringify(answer.body)}`);
+        const s = (answer.body.result as { s: number }).s;
+        assert.ok(s > floor, `${uid}: s ${s} at or below the floor ${floor}`);
+        probed.set(uid, s);
+      }
+    }
+    const view = (await n2.admin("/cluster")).body.result as ClusterView;
+    assert.deepEqual(view.lost, []);
+    assert.deepEqual(view.accepted.map((a) => [a.node, a.floor]), [["n3", floor]]);
+    await delay(1000);
+    await publishers.stop();
+
+    // No s acknowledged twice for a uid; each one of the victims' either n3's or above the floor.
+    for (const uid of USERS) {
+      const seqs: number[] = publishers.of(uid).map((a) => a.s);
+      assert.equal(new Set(seqs).size, seqs.length, `${uid}: an s acknowledged twice: ${seqs}`);
+    }
+    const afterAccept = publishers.acked.filter((a) => victims.includes(a.uid) && a.s > floor);
+    assert.ok(afterAccept.length > 0, "published to the victims once accepted");
+    assert.equal(
+      publishers.acked.filter((a) => victims.includes(a.uid)).length,
+      ackedByN3.length + afterAccept.length,
+    );
+    // What n3 acknowledged is gone with its files (accepted); everything since is stored once.
+    await assertAllStoredOnce(n1, others, publishers.acked);
+    await assertAllStoredOnce(n2, victims, afterAccept);
+
+    // The operator was wrong: n3 comes back with its files after all. It takes its uids back
+    // with what the survivors numbered meanwhile (its own older messages of them give way), is
+    // not recorded lost again, and numbers on above every s given.
+    const revived = await start(nodes, "n3", { dir: n3.dir, adminToken: token });
+    await nodes.settled(["n1", "n2", "n3"], 20_000);
+    for (const uid of victims) {
+      const answer = await probe(n1, uid);
+      assert.equal(answer.status, 200, `${uid}: ${JSON.stringify(answer.body)}`);
+      const s = (answer.body.result as { s: number }).s;
+      const given = Math.max(probed.get(uid)!, ...publishers.of(uid).map((a) => a.s));
+      assert.ok(s > given, `${uid}: s ${s} once n3 is back, ${given} given before`);
+      assert.ok((await listed(revived, uid)).every((seq) => seq > floor), uid);
+    }
+    await assertAllStoredOnce(revived, victims, afterAccept);
+    assert.deepEqual(((await n1.admin("/cluster")).body.result as ClusterView).lost, []);
+    console.log(
+      `accepted: ${victims.length} uids of n3, ${ackedByN3.length} acknowledged by it (s up to ` +
+        `${Math.max(...ackedByN3)}), floor ${floor}, ${afterAccept.length} acknowledged since`,
+    );
+  } finally {
+    await publishers?.stop();
     await nodes.stopAll();
   }
 });

@@ -164,6 +164,10 @@ export interface ClusterView {
     applied: number;
     shards: { id: string }[];
   }[];
+  /** Members lost with their uids' state (their uids refused). */
+  lost: { node: string; since: string | null; shards: number; map_shards: number }[];
+  /** Losses an operator accepted. */
+  accepted: { node: string; floor: number; version: number; at: string }[];
 }
 
 /** How one reconnect went. */

@@ -1,14 +1,17 @@
 /**
  * End to end in a real headless Chromium (scripts/chromium.ts): the dashboard the daemon
  * serves loads with no console error, its connection count follows clients joining and
- * leaving, and a publish from its form reaches a connected raw client.
+ * leaving, and a publish from its form reaches a connected raw client; under
+ * `--cluster=redis` it lists a node lost with its state until the loss is accepted.
  */
 
 import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
 import { collectErrors, launchBrowser } from "../scripts/chromium.ts";
+import { startRedis } from "../scripts/redis.ts";
 import { connected, type RawClient } from "./client.ts";
-import { startDaemon } from "./harness.ts";
+import { type ClusterView, membershipFlags, TestCluster } from "./cluster_redis.ts";
+import { eventually, freePortRun, startDaemon } from "./harness.ts";
 
 /** Waits until the element `selector` shows exactly `text` (the page updates once a second). */
 async function shows(page: Page, selector: string, text: string): Promise<void> {
@@ -107,6 +110,52 @@ Deno.test({
     } finally {
       await browser.close();
       assert.equal(await daemon.stop(), 0);
+    }
+  },
+});
+
+Deno.test({
+  name: "dashboard: under --cluster=redis, lists a node lost with its state until it is accepted",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const redis = await startRedis();
+    const nodes = new TestCluster([...membershipFlags("dash", redis.url), "--storage=sqlite"]);
+    const browser = await launchBrowser();
+    try {
+      for (const id of ["n1", "n2"]) {
+        await nodes.start(id, [`--shard_port_base=${freePortRun(2)}`]);
+      }
+      await nodes.settled(["n1", "n2"]);
+      const [n1, n2] = [nodes.nodes.get("n1")!, nodes.nodes.get("n2")!];
+      const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+      const errors = collectErrors(page);
+      await page.goto(`http://127.0.0.1:${n1.adminPort}/dashboard`);
+      await shows(page, "#ready", "ready");
+      assert.ok(await page.locator("#lost-panel").isHidden(), "nothing lost yet");
+      nodes.nodes.delete("n2");
+      await n2.stop("SIGKILL");
+      await nodes.settled(["n1"]);
+      assert.ok(
+        await eventually(async () => {
+          const view = (await n1.admin("/cluster")).body.result as ClusterView;
+          return view.lost.length === 1;
+        }, 10_000),
+        "n2 recorded as lost",
+      );
+      await page.locator("#lost-panel").waitFor({ state: "visible", timeout: 10_000 });
+      const cells = await page.locator("#lost tbody tr td").allTextContents();
+      assert.equal(cells[0], "n2");
+      assert.notEqual(cells[1], "unknown", "since when");
+      assert.equal(cells[2], "2 of 4");
+      const accepted = await n1.admin("/cluster/lost?node=n2", { method: "DELETE" });
+      assert.equal(accepted.status, 200, JSON.stringify(accepted.body));
+      await page.locator("#lost-panel").waitFor({ state: "hidden", timeout: 10_000 });
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+      await nodes.stopAll();
+      await redis.stop();
     }
   },
 });

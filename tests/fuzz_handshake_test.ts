@@ -213,7 +213,8 @@ function expect(request: string): Expected {
     if (!isName(uid)) return { refusal: [400, "invalid uid"] as Refusal };
     const device = params.get("device") ?? "";
     if (device !== "" && !isName(device)) return { refusal: [400, "invalid device"] as Refusal };
-    if (!/^(\d{1,15})?$/.test(params.get("since") ?? "")) {
+    const since = params.get("since") ?? "";
+    if (!/^(\d{1,16})?$/.test(since) || !Number.isSafeInteger(Number(since))) {
       return { refusal: [400, "invalid since"] as Refusal };
     }
     const codec = params.get("codec") ?? "";

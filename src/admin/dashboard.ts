@@ -2,7 +2,7 @@
  * The dashboard at `GET /dashboard` on the admin port: a page the daemon serves itself, with
  * its script, its style and the chart library (npm `uplot`, served from here: no CDN), all
  * read once at start. The page holds no data: it reads the ordinary admin endpoints
- * (`/metrics`, `/nodes`, `/readyz`, `/pub`, `/presence`) from the browser, so whatever guards
+ * (`/metrics`, `/nodes`, `/readyz`, `/cluster`, `/pub`, `/presence`) from the browser, so whatever guards
  * them (the admin token) guards the dashboard's data; the page asks for the token when a
  * request is answered 401 and sends it as a Bearer header (docs/operations.md).
  *

@@ -21,7 +21,9 @@
  * died) took its uids' state with it: before settling, the keeper records it as lost in Redis,
  * with the map it died in, and the shards refuse those of its uids they have no state for
  * (`503 {"error":"state lost"}`) rather than number them from 1 again, until it joins again
- * and has handed on what its files held (its `applied` clears the record).
+ * and has handed on what its files held (its `applied` clears the record), or an operator
+ * accepts the loss (`DELETE /cluster/lost`): then the shards serve those uids, numbered above
+ * the acceptance's floor.
  *
  * A node that finds itself out of the list without having left (its lease expired: it was
  * paused, or cut off from Redis) is fenced already (its journal refuses writes); it forgets
@@ -53,7 +55,10 @@ export interface MapTarget {
   handOff(): Promise<HandOffOutcome>;
   /** Forgets every uid and holds them all (the node was fenced). */
   reset(): Promise<void>;
-  /** The members lost with their uids' state: the shards refuse those uids without state. */
+  /**
+   * The members lost with their uids' state: the shards refuse those uids without state, or,
+   * for an accepted loss (a `floor`), number them above its floor.
+   */
   setLost(lost: LostNode[]): Promise<void>;
 }
 
@@ -104,8 +109,8 @@ export class MapKeeper {
   #again = false;
   /** Members of the last map applied. */
   #members: readonly NodeInfo[] = [];
-  /** The last member list applied that had each member in it: the uids it held. */
-  #lastMapOf = new Map<string, readonly NodeInfo[]>();
+  /** The last member list applied that had each member in it (the uids it held), and its version. */
+  #lastMapOf = new Map<string, { members: readonly NodeInfo[]; version: number }>();
   /** The lost records the shards have, as JSON ("": none given yet). */
   #lostGiven = "";
 
@@ -181,7 +186,7 @@ export class MapKeeper {
     this.#view = view;
     if (view.version !== this.#version && !await this.#apply(view)) return;
     if (this.#applied !== this.#version) await this.#handOff();
-    if (this.#options.localState) await this.#giveLost(view.lost);
+    if (this.#options.localState) await this.#giveLost(view.lost, view);
     if (this.#held && this.#mayServe(view)) {
       if (this.#options.localState) await this.#recordLost(view);
       // With a shared store the dead members' uids are served from it, and their shards'
@@ -212,7 +217,9 @@ export class MapKeeper {
     if (members.length > 0) {
       await this.#target.setMembers(members, true);
       this.#members = members;
-      for (const member of members) this.#lastMapOf.set(member.id, members);
+      for (const member of members) {
+        this.#lastMapOf.set(member.id, { members, version: view.version });
+      }
       this.#options.onMembers(members);
     }
     this.#version = view.version;
@@ -255,17 +262,19 @@ export class MapKeeper {
     for (const id of this.#died(view)) {
       const map = this.#lastMapOf.get(id);
       if (!map || lost.some((entry) => entry.node === id)) continue;
-      const entry = { node: id, shards: map.flatMap(shardsOf).map((shard) => shard.id) };
+      const entry = { node: id, shards: map.members.flatMap(shardsOf).map((shard) => shard.id) };
+      // Not if an operator accepted this loss already (a survivor settling late).
+      if (!await this.#membership.markLost(entry, map.version)) continue;
       this.#options.log(
         "warn",
         `cluster member ${id} is gone without handing off its uids' state: those uids are ` +
           `refused with 503 state lost where there is no state for them, until ${id} joins ` +
-          "again with its files and applies a map (docs/cluster.md)",
+          "again with its files and applies a map, or an operator accepts the loss " +
+          `(DELETE /cluster/lost?node=${id}; docs/cluster.md)`,
       );
-      await this.#membership.markLost(entry);
       lost.push(entry);
     }
-    await this.#giveLost(lost);
+    await this.#giveLost(lost, view);
   }
 
   /**
@@ -279,11 +288,15 @@ export class MapKeeper {
     });
   }
 
-  /** Gives the shards the lost records, if they changed. */
-  async #giveLost(lost: LostNode[]): Promise<void> {
-    const text = JSON.stringify(lost.toSorted((a, b) => a.node < b.node ? -1 : 1));
+  /** Gives the shards the lost records and the accepted losses' floors, if they changed. */
+  async #giveLost(lost: LostNode[], view: View): Promise<void> {
+    const all: LostNode[] = [
+      ...lost,
+      ...view.accepted.map(({ node, shards, floor }) => ({ node, shards, floor })),
+    ].sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : (a.floor ?? 0) - (b.floor ?? 0));
+    const text = JSON.stringify(all);
     if (text === this.#lostGiven) return;
-    await this.#target.setLost(lost);
+    await this.#target.setLost(all);
     this.#lostGiven = text;
   }
 

@@ -26,10 +26,14 @@ function fakeMembership(view: View) {
     join: () => (fake.joins++, Promise.resolve(fake.view.version)),
     applied: (version: number) => (fake.appliedVersions.push(version), Promise.resolve()),
     marked: [] as LostNode[],
-    markLost: (lost: LostNode) => {
+    markLost: (lost: LostNode, version: number) => {
+      // As the script: not again once accepted after the map it was recorded from.
+      if (fake.view.accepted.some((a) => a.node === lost.node && a.version >= version)) {
+        return Promise.resolve(false);
+      }
       fake.marked.push(lost);
       fake.view.lost.push(lost);
-      return Promise.resolve();
+      return Promise.resolve(true);
     },
     stop: () => {},
   };
@@ -51,7 +55,10 @@ function keeperWith(view: View, graceMs = 1000, localState = false) {
     ) => (calls.push(gone.length ? `settle, gone ${gone}` : "settle"), Promise.resolve()),
     reset: () => (calls.push("reset"), Promise.resolve()),
     handOff: () => Promise.resolve({ left: handOffsLeft.shift() ?? 0, reason: "unreachable" }),
-    setLost: (lost) => (calls.push(`lost ${lost.map((l) => l.node).join(",")}`), Promise.resolve()),
+    setLost: (lost) => (
+      calls.push(`lost ${lost.map((l) => l.node + (l.floor ? `>${l.floor}` : "")).join(",")}`),
+        Promise.resolve()
+    ),
   };
   const keeper = new MapKeeper(membership as unknown as Membership, target, {
     selfId: "a",
@@ -70,6 +77,8 @@ const viewOf = (version: number, ids: string[], applied: Record<string, number>)
   leaseLeftMs: new Map(ids.map((id) => [id, 3000])),
   applied: new Map(Object.entries(applied)),
   lost: [],
+  lostAt: new Map(),
+  accepted: [],
 });
 
 Deno.test("MapKeeper: a joining node holds what it gains until every member applied its version", async () => {
@@ -187,5 +196,39 @@ Deno.test("MapKeeper: a member that left or applied is not recorded lost", async
   membership.view = viewOf(4, ["a"], { a: 4, b: LEFT, c: 4 });
   await keeper.refresh();
   assert.deepEqual(membership.marked, []);
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: an accepted loss goes to the shards with its floor, and is not recorded again", async () => {
+  const { keeper, membership, calls } = keeperWith(
+    viewOf(3, ["a", "c"], { a: 3, c: 3 }),
+    50,
+    true,
+  );
+  await keeper.start();
+  // c dies; an operator accepts its loss (at version 5) before this node settles.
+  membership.view = viewOf(4, ["a"], { a: 4 });
+  await keeper.refresh();
+  const shards = ["a/0", "c/0"];
+  const accepted = [{ node: "c", shards, floor: 1_700_000_000_000_000, version: 5, at: 1 }];
+  membership.view = { ...viewOf(5, ["a"], { a: 5 }), accepted };
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await keeper.refresh();
+  assert.deepEqual(membership.marked, [], "not recorded after its acceptance");
+  assert.deepEqual(calls.slice(3), [
+    "map a held",
+    "map a held",
+    "lost c>1700000000000000",
+    "settle",
+  ]);
+  // c joins again later and dies again: that loss is recorded (its last map is newer).
+  membership.view = { ...viewOf(6, ["a", "c"], { a: 5, c: 6 }), accepted };
+  await keeper.refresh();
+  membership.view = { ...viewOf(7, ["a"], { a: 7 }), accepted };
+  await keeper.refresh();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await keeper.refresh();
+  assert.deepEqual(membership.marked, [{ node: "c", shards }]);
+  assert.deepEqual(calls.slice(-2), ["lost c,c>1700000000000000", "settle"]);
   keeper.stop();
 });

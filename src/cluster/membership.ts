@@ -12,7 +12,11 @@
  *   version took from it, and flushed), {@linkcode LEFT} once it has left for good;
  * - `lost`: hash id → the shard ids of the map a member died in without handing off its uids'
  *   state (an embedded store): those uids have no state anywhere else, and are refused until it
- *   joins again (with its files) and applies a map, or an operator deletes the entry;
+ *   joins again (with its files) and applies a map, or an operator accepts the loss;
+ * - `lost_at`: hash id → when its `lost` entry was written (ms, Redis's clock);
+ * - `accepted`: hash id → every accepted loss of that member (`DELETE /cluster/lost`), a JSON
+ *   list of its map's shard ids, the floor its uids are numbered above, the version and time
+ *   of the acceptance; kept for good (a uid of it never used since still needs the floor);
  * - `changes`: the pub/sub channel on which every change is announced.
  *
  * A member whose lease key is gone is removed (and the version bumped) by whichever node reads
@@ -53,7 +57,26 @@ export interface View {
   applied: Map<string, number>;
   /** The members lost with their uids' state (`lost`), by id. */
   lost: LostNode[];
+  /** When each `lost` entry was written (ms since the epoch), where known. */
+  lostAt: Map<string, number>;
+  /** The accepted losses (`accepted`). */
+  accepted: AcceptedLoss[];
 }
+
+/** A loss an operator accepted: its uids are served, numbered above `floor`. */
+export interface AcceptedLoss {
+  node: string;
+  shards: string[];
+  /** Redis's clock at the acceptance, in microseconds since the epoch (docs/cluster.md). */
+  floor: number;
+  /** The membership version then: every map the lost member was in is older. */
+  version: number;
+  /** When, in ms since the epoch. */
+  at: number;
+}
+
+/** Why {@linkcode Membership.acceptLoss} refused. */
+export type AcceptRefusal = "member" | "unknown";
 
 /**
  * Reaps members whose lease is gone (one version bump for all of them), then reads the
@@ -84,7 +107,62 @@ for i = 1, #applied, 2 do
   appliedLeases[#appliedLeases + 1] = redis.call('PTTL', ARGV[1] .. applied[i])
 end
 return {redis.call('GET', KEYS[2]) or '0', members, applied, leases, appliedLeases,
-  redis.call('HGETALL', KEYS[4])}
+  redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5]), redis.call('HGETALL', KEYS[6])}
+`;
+
+/**
+ * `TIME` as decimal text, without Lua's numbers (doubles printed with 14 digits): microseconds
+ * and milliseconds since the epoch.
+ */
+const LUA_CLOCK = `
+local t = redis.call('TIME')
+local micros = t[1] .. string.format('%06d', tonumber(t[2]))
+local millis = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+`;
+
+/**
+ * Records a member as lost (the first record stays, with its time), unless that loss was
+ * accepted already: an acceptance at a version at or above the map it was recorded from came
+ * after every map that member was in. Returns 1 if the member is (now) recorded, 0 if not.
+ * KEYS: lost, lost_at, accepted; ARGV: id, shards (JSON), version of that map, the channel.
+ */
+const MARK_SCRIPT = `
+local accepted = redis.call('HGET', KEYS[3], ARGV[1])
+if accepted then
+  for v in string.gmatch(accepted, '"version":(%d+)') do
+    if tonumber(v) >= tonumber(ARGV[3]) then return 0 end
+  end
+end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  ${LUA_CLOCK}
+  redis.call('HSET', KEYS[2], ARGV[1], millis)
+  redis.call('PUBLISH', ARGV[4], 'lost ' .. ARGV[1])
+end
+return 1
+`;
+
+/**
+ * Accepts the loss of a member's state: refused for a member whose lease lives ('member'), or
+ * one without a `lost` entry ('unknown'); else moves its entry to `accepted` with the floor
+ * (Redis's clock in microseconds) and the version, and announces it.
+ * KEYS: lost, lost_at, accepted, version; ARGV: id, lease key prefix, the channel.
+ */
+const ACCEPT_SCRIPT = `
+if redis.call('EXISTS', ARGV[2] .. ARGV[1]) == 1 then return {'member'} end
+local shards = redis.call('HGET', KEYS[1], ARGV[1])
+if not shards then return {'unknown'} end
+${LUA_CLOCK}
+local version = redis.call('GET', KEYS[4]) or '0'
+local entry = '{"floor":' .. micros .. ',"version":' .. version .. ',"at":' .. millis ..
+  ',"shards":' .. shards .. '}'
+local before = redis.call('HGET', KEYS[3], ARGV[1])
+if before then entry = string.sub(before, 1, -2) .. ',' .. entry .. ']'
+else entry = '[' .. entry .. ']' end
+redis.call('HSET', KEYS[3], ARGV[1], entry)
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[3], 'accepted ' .. ARGV[1])
+return {'ok', micros, version, millis, shards}
 `;
 
 /** One node's part in the membership. */
@@ -101,6 +179,8 @@ export class Membership {
     changes: string;
     lease: string;
     lost: string;
+    lostAt: string;
+    accepted: string;
   };
   #renewer: ReturnType<typeof setInterval> | undefined;
 
@@ -124,6 +204,8 @@ export class Membership {
       changes: `${prefix}changes`,
       lease: `${prefix}lease:`,
       lost: `${prefix}lost`,
+      lostAt: `${prefix}lost_at`,
+      accepted: `${prefix}accepted`,
     };
   }
 
@@ -141,10 +223,11 @@ export class Membership {
   async read(): Promise<View> {
     const k = this.#keys;
     const reply = await this.#client.eval(READ_SCRIPT, {
-      keys: [k.members, k.version, k.applied, k.lost],
+      keys: [k.members, k.version, k.applied, k.lost, k.lostAt, k.accepted],
       arguments: [k.lease, k.changes],
-    }) as [string, string[], string[], number[], number[], string[]];
+    }) as [string, string[], string[], number[], number[], string[], string[], string[]];
     const [version, flatMembers, flatApplied, leases, appliedLeases, flatLost] = reply;
+    const [flatLostAt, flatAccepted] = reply.slice(6) as string[][];
     const members: NodeInfo[] = [];
     const leaseLeftMs = new Map<string, number>();
     for (let i = 0; i < flatMembers.length; i += 2) {
@@ -170,19 +253,65 @@ export class Membership {
       if (entry) lost.push(entry);
       else this.#log("warn", `cluster lost entry ${flatLost[i]}: unreadable, ignored`);
     }
-    return { version: Number(version) || 0, members, leaseLeftMs, applied, lost };
+    const lostAt = new Map<string, number>();
+    for (let i = 0; i < flatLostAt.length; i += 2) {
+      const at = Number(flatLostAt[i + 1]);
+      if (Number.isSafeInteger(at)) lostAt.set(flatLostAt[i], at);
+    }
+    const accepted: AcceptedLoss[] = [];
+    for (let i = 0; i < flatAccepted.length; i += 2) {
+      const entries = parseAccepted(flatAccepted[i], flatAccepted[i + 1]);
+      // Unreadable, its uids would be numbered from 1 again: say so loudly.
+      if (entries) accepted.push(...entries);
+      else this.#log("error", `cluster accepted entry ${flatAccepted[i]}: unreadable, ignored`);
+    }
+    return {
+      version: Number(version) || 0,
+      members,
+      leaseLeftMs,
+      applied,
+      lost,
+      lostAt,
+      accepted,
+    };
   }
 
   /**
    * Records that `lost.node` died without handing off its uids' state (the first record of it
-   * stays), and announces it. Cleared when that node, joined again, has applied a map.
+   * stays), and announces it; `version`: of the last map it was in. Cleared when that node,
+   * joined again, has applied a map. False if an operator accepted this loss already (after
+   * every map it was in): then it is not recorded again.
    */
-  async markLost(lost: LostNode): Promise<void> {
+  async markLost(lost: LostNode, version: number): Promise<boolean> {
     const k = this.#keys;
-    await this.#client.multi()
-      .hSetNX(k.lost, lost.node, JSON.stringify(lost.shards))
-      .publish(k.changes, `lost ${lost.node}`)
-      .exec();
+    const recorded = await this.#client.eval(MARK_SCRIPT, {
+      keys: [k.lost, k.lostAt, k.accepted],
+      arguments: [lost.node, JSON.stringify(lost.shards), String(version), k.changes],
+    });
+    return recorded === 1;
+  }
+
+  /**
+   * Accepts the loss of `node`'s uids' state: its record goes, and its uids are served,
+   * numbered above the floor this returns. Refused (`"member"`) while `node` has a lease, and
+   * (`"unknown"`) when there is no record of it.
+   */
+  async acceptLoss(node: string): Promise<AcceptedLoss | AcceptRefusal> {
+    const k = this.#keys;
+    const reply = await this.#client.eval(ACCEPT_SCRIPT, {
+      keys: [k.lost, k.lostAt, k.accepted, k.version],
+      arguments: [node, k.lease, k.changes],
+    }) as string[];
+    if (reply[0] !== "ok") return reply[0] as AcceptRefusal;
+    const [, floor, version, at, shards] = reply;
+    return {
+      node,
+      // Unreadable, the record was ignored already (read logs it): its uids were not refused.
+      shards: parseLost(node, shards)?.shards ?? [],
+      floor: Number(floor),
+      version: Number(version),
+      at: Number(at),
+    };
   }
 
   /**
@@ -215,6 +344,7 @@ export class Membership {
     await this.#client.multi()
       .hSet(k.applied, this.#self.id, String(version))
       .hDel(k.lost, this.#self.id)
+      .hDel(k.lostAt, this.#self.id)
       .publish(k.changes, `applied ${this.#self.id} ${version}`)
       .exec();
   }
@@ -281,6 +411,26 @@ function parseLost(node: string, text: string): LostNode | null {
       !shards.every((id) => typeof id === "string")
     ) return null;
     return { node, shards };
+  } catch {
+    return null;
+  }
+}
+
+/** An `accepted` entry (every acceptance of `node`), checked as a member's is. */
+function parseAccepted(node: string, text: string): AcceptedLoss[] | null {
+  try {
+    const list = JSON.parse(text);
+    if (!isValidName(node) || !Array.isArray(list)) return null;
+    const entries: AcceptedLoss[] = [];
+    for (const { floor, version, at, shards } of list) {
+      if (
+        ![floor, version, at].every((n) => Number.isSafeInteger(n) && n >= 0) || floor === 0 ||
+        !Array.isArray(shards) || shards.length === 0 ||
+        !shards.every((id) => typeof id === "string")
+      ) return null;
+      entries.push({ node, shards, floor, version, at });
+    }
+    return entries;
   } catch {
     return null;
   }

@@ -58,22 +58,46 @@ export class ShardMap {
 /**
  * A node lost with the state of its uids (it died without handing them off, with an embedded
  * store): its id, and the shard ids of the map it died in, which say which uids it held.
+ * `floor`: an operator accepted the loss (`DELETE /cluster/lost`): those uids are served, and
+ * numbered above it (docs/cluster.md); without, they are refused.
  */
 export interface LostNode {
   node: string;
   shards: string[];
+  floor?: number;
 }
 
-/** Whether `uid` was held by one of `lost` when it was lost: its state went with it. */
-export function lostWith(lost: readonly { node: string; map: ShardMap }[], uid: string): boolean {
-  return lost.some(({ node, map }) => map.shardOf(uid).id.startsWith(`${node}/`));
+/** Whether `uid` was held by one of `lost` when it was lost, and the loss is not accepted. */
+export function lostWith(lost: readonly LostMap[], uid: string): boolean {
+  return lost.some((entry) => entry.floor === undefined && heldBy(entry, uid));
 }
 
-/** The maps of `lost`, for {@linkcode lostWith}. */
-export function lostMaps(lost: readonly LostNode[]): { node: string; map: ShardMap }[] {
-  return lost.map(({ node, shards }) => ({
+/** The floor of every accepted loss of `uid` (0: none): its `s` are numbered above it. */
+export function seqFloor(lost: readonly LostMap[], uid: string): number {
+  let floor = 0;
+  for (const entry of lost) {
+    if (entry.floor !== undefined && entry.floor > floor && heldBy(entry, uid)) floor = entry.floor;
+  }
+  return floor;
+}
+
+/** A {@linkcode LostNode} with its map, for {@linkcode lostWith} and {@linkcode seqFloor}. */
+export interface LostMap {
+  node: string;
+  map: ShardMap;
+  floor?: number;
+}
+
+function heldBy({ node, map }: LostMap, uid: string): boolean {
+  return map.shardOf(uid).id.startsWith(`${node}/`);
+}
+
+/** The maps of `lost`. */
+export function lostMaps(lost: readonly LostNode[]): LostMap[] {
+  return lost.map(({ node, shards, floor }) => ({
     node,
     map: new ShardMap(shards.map((id) => ({ id, host: "", port: 0 }))),
+    floor,
   }));
 }
 

@@ -230,7 +230,8 @@ export function wantsClose(headers: ReadonlyMap<string, string>): boolean {
 /**
  * The `since` a request carries: a server-sent events reconnect's `Last-Event-ID` header when
  * it has one (what the browser last saw), else the `since` parameter; 0 when neither is
- * there, null when the one given is not a whole number of at most 15 digits.
+ * there, null when the one given is not a whole number of at most 16 digits that is a safe
+ * integer (an accepted loss's floor has 16: docs/cluster.md).
  */
 export function resumePoint(
   headers: ReadonlyMap<string, string>,
@@ -238,5 +239,6 @@ export function resumePoint(
 ): number | null {
   const given = headers.get("last-event-id") ?? params.get("since");
   if (given === undefined || given === "") return 0;
-  return /^\d{1,15}$/.test(given) ? Number(given) : null;
+  const since = Number(given);
+  return /^\d{1,16}$/.test(given) && Number.isSafeInteger(since) ? since : null;
 }

@@ -158,7 +158,8 @@ export function encodeMsgpackDelivery(message: Delivery): Uint8Array {
   const fields: Record<string, unknown> = message.type === 4
     ? { y: 4, f: message.from, t: message.uid, c: message.channel, b: null }
     : { y: 3, f: message.from, t: message.uid, b: null };
-  if (message.seq > 0) fields.s = message.seq;
+  // Past 32 bits (an accepted loss's floor, docs/cluster.md) as a 64-bit integer, not a float.
+  if (message.seq > 0) fields.s = message.seq > 0xffffffff ? BigInt(message.seq) : message.seq;
   try {
     fields.b = bodyValue(message.body);
     return packr.pack(fields);

@@ -109,3 +109,11 @@ Deno.test("encodeMsgpackDelivery: a payload nested past the encoder goes as its 
   const bytes = encodeMsgpackDelivery({ uid: "alice", seq: 1, type: 3, from: "op", body: deep });
   assert.deepEqual(reader.unpack(bytes), { y: 3, f: "op", t: "alice", b: deep, s: 1 });
 });
+
+Deno.test("encodeMsgpackDelivery: an s past 32 bits (an accepted loss's floor) is an integer", () => {
+  const seq = 1_796_190_926_038_020;
+  const bytes = encodeMsgpackDelivery({ uid: "alice", seq, type: 3, from: "op", body: '"x"' });
+  // The reader takes 64-bit integers as BigInt: a float64 would come back a number.
+  assert.deepEqual(reader.unpack(bytes), { y: 3, f: "op", t: "alice", b: "x", s: BigInt(seq) });
+  assert.deepEqual(parseMsgpackMessage(pack({ y: 5, s: BigInt(seq) })), { y: 5, s: seq });
+});

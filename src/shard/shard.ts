@@ -65,7 +65,14 @@ import type { Delivery, HandedUser, HandOffOutcome } from "../core/messages.ts";
 import { type BusEntry, compareEntryIds, laterEntryId } from "../core/bus_entry.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { encodeListed } from "../protocol/message.ts";
-import { lostMaps, type LostNode, lostWith, nodeOf, type ShardMap } from "../core/shard_map.ts";
+import {
+  lostMaps,
+  type LostNode,
+  lostWith,
+  nodeOf,
+  seqFloor,
+  type ShardMap,
+} from "../core/shard_map.ts";
 import type { ReplayRange, TakeOver } from "./ops.ts";
 import { FencedError, type Journal, StorageBusyError } from "../storage/journal.ts";
 import {
@@ -256,7 +263,8 @@ export class Shard implements SessionOwner {
   /**
    * The members lost with their uids' state (they died without handing it off): a uid one of
    * them held that has no state here is refused with `503 {"error":"state lost"}` rather than
-   * numbered from 1 again, which would reuse the `s` that member gave.
+   * numbered from 1 again, which would reuse the `s` that member gave; once its loss is
+   * accepted (a `floor`), they are served and numbered above the floor.
    */
   setLost(lost: readonly LostNode[]): void {
     this.#lost = lostMaps(lost);
@@ -1042,7 +1050,9 @@ export class Shard implements SessionOwner {
       const state = await this.#state(uid);
       if (generation !== this.#generation) continue;
       if (isEmpty(state) && lostWith(this.#lost, uid)) throw new ServiceError("state lost", 503);
-      const user: User = { uid, ...state, sessions: [], busy: 0, lastUsed: Date.now() };
+      // An accepted loss: numbered above anything its lost owner can have given.
+      const lastSeq = Math.max(state.lastSeq, seqFloor(this.#lost, uid));
+      const user: User = { uid, ...state, lastSeq, sessions: [], busy: 0, lastUsed: Date.now() };
       // Not cached if it is not ours (an admin read of a uid moved away); a later use loads.
       if (this.owns(uid)) this.#users.set(uid, user);
       return user;

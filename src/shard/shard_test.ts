@@ -728,3 +728,25 @@ Deno.test("Shard: a uid a lost member held is refused as state lost, unless ther
   shard.setLost([]);
   assert.deepEqual(await shard.publish(message(lost, "one")), { s: 1, online: 0 });
 });
+
+Deno.test("Shard: a uid of an accepted loss is served, numbered above its floor", async () => {
+  const store = new MemoryStore();
+  const { shard } = shardWith(store);
+  const lostMap = new ShardMap([{ id: "n/0", host: "", port: 1 }, {
+    id: "x/0",
+    host: "",
+    port: 2,
+  }]);
+  const [fresh, handed, above] = OWNED.filter((uid) => lostMap.indexOf(uid) === 1);
+  const other = OWNED.find((uid) => lostMap.indexOf(uid) === 0)!;
+  await store.importUsers([{ uid: handed, lastSeq: 4, devices: [], messages: [], channels: [] }]);
+  await store.importUsers([{ uid: above, lastSeq: 900, devices: [], messages: [], channels: [] }]);
+  shard.setLost([{ node: "x", shards: ["n/0", "x/0"], floor: 500 }]);
+  assert.deepEqual(await shard.publish(message(fresh, "one")), { s: 501, online: 0 });
+  assert.deepEqual(await shard.publish(message(handed, "two")), { s: 501, online: 0 });
+  assert.deepEqual(await shard.publish(message(above, "three")), { s: 901, online: 0 });
+  assert.deepEqual(await shard.publish(message(other, "four")), { s: 1, online: 0 });
+  // A client's cursor from the lost owner is below the floor: it gets what follows.
+  const { conn } = await connect(shard, fresh, { since: 40 });
+  assert.deepEqual(conn.take().map((m) => (m as { s: number }).s), [501]);
+});

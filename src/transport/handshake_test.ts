@@ -137,6 +137,14 @@ Deno.test("request: since, or an event stream's Last-Event-ID, is where the clie
   assert.equal((await accepted(sse("", "&since=41"))).since, 41);
   assert.equal((await accepted(sse("Last-Event-ID: 42\r\n", "&since=41"))).since, 42);
   assert.deepEqual((await refused(sse("", "&since=-1"))).slice(0, 2), [400, "invalid since"]);
+  // Past an accepted loss's floor (16 digits, docs/cluster.md), up to the largest safe integer.
+  const floor = "Last-Event-ID: 1796190926038021\r\n";
+  assert.equal((await accepted(sse(floor))).since, 1796190926038021);
+  assert.equal((await accepted(sse("", "&since=9007199254740991"))).since, 2 ** 53 - 1);
+  assert.deepEqual((await refused(sse("", "&since=9007199254740992"))).slice(0, 2), [
+    400,
+    "invalid since",
+  ]);
   assert.deepEqual((await refused(sse("Last-Event-ID: x\r\n"))).slice(0, 2), [
     400,
     "invalid since",

@@ -321,6 +321,24 @@ async function pollHealth() {
   );
 }
 
+/** The members lost with their uids' state (`/cluster`, under --cluster=redis), if any. */
+async function pollLost() {
+  const [ok, cluster] = await answer(await api("/cluster"));
+  const lost = ok ? cluster.lost ?? [] : [];
+  $("lost-panel").hidden = lost.length === 0;
+  $("lost").tBodies[0].replaceChildren(
+    ...lost.map((entry) => {
+      const row = document.createElement("tr");
+      row.append(
+        cell(entry.node, "fail"),
+        cell(entry.since === null ? "unknown" : new Date(entry.since).toLocaleString()),
+        cell(`${entry.shards} of ${entry.map_shards}`),
+      );
+      return row;
+    }),
+  );
+}
+
 /** Runs `poll` every `ms`, showing what goes wrong instead of stopping. */
 function every(ms, poll) {
   const run = async () => {
@@ -407,3 +425,4 @@ addEventListener("resize", () => {
 });
 every(1000, pollMetrics);
 every(2000, pollHealth);
+every(2000, pollLost);
