@@ -205,6 +205,8 @@ export class Shard implements SessionOwner {
   #busMark: string | null;
   /** The map of the last settle (at start: the first one): who owned what while serving. */
   #settledMap: ShardMap;
+  /** The uids a failed hand-off left, and under which map (`#generation`). */
+  #handOffLeft: { generation: number; uids: string[] } | null = null;
   /** The uids taken over from dead shards at the last settle, while entries may skip them. */
   #takenOver: TakenOver | null = null;
 
@@ -370,8 +372,16 @@ export class Shard implements SessionOwner {
    */
   async handOff(): Promise<HandOffOutcome> {
     const store = this.#options.store;
+    const generation = this.#generation;
+    // Under the same map the uids to hand off only ever go (none can be written here): a
+    // retry takes those the last attempt left rather than scan the whole store again.
+    const left = this.#handOffLeft;
+    this.#handOffLeft = null;
+    const candidates = left?.generation === generation
+      ? left.uids
+      : await this.#storage(() => store.uids());
     const byOwner = new Map<number, string[]>();
-    for (const uid of await this.#storage(() => store.uids())) {
+    for (const uid of candidates) {
       if (this.owns(uid)) continue;
       const owner = this.#options.map.indexOf(uid);
       const uids = byOwner.get(owner);
@@ -379,6 +389,7 @@ export class Shard implements SessionOwner {
       else byOwner.set(owner, [uid]);
     }
     const outcome: HandOffOutcome = { left: 0 };
+    const unsent: string[] = [];
     for (const uids of byOwner.values()) {
       let next = 0;
       /** Uids handed off (or found stale) and deleted here. */
@@ -410,8 +421,10 @@ export class Shard implements SessionOwner {
         // Said by the map keeper, with the others' (once, not once an attempt).
         outcome.left += uids.length - done;
         outcome.reason ??= (error as Error).message;
+        unsent.push(...uids.slice(done));
       }
     }
+    if (unsent.length > 0) this.#handOffLeft = { generation, uids: unsent };
     return outcome;
   }
 

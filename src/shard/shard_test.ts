@@ -694,6 +694,27 @@ Deno.test("Shard: a hand-off that fails keeps everything; one found stale is del
   assert.deepEqual(await store.uids(), []);
 });
 
+Deno.test("Shard: a hand-off tried again under the same map does not scan the store again", async () => {
+  const store = new MemoryStore();
+  let scans = 0;
+  const uids = store.uids.bind(store);
+  store.uids = () => (scans++, uids());
+  let answer: () => Promise<string[]> = () => Promise.reject(new Error("unreachable"));
+  const { shard } = shardWith(store, {}, { handOff: () => answer() });
+  await shard.publish(message(MOVING, "one"));
+  shard.setMap(GROWN, 0);
+  assert.deepEqual(await shard.handOff(), { left: 1, reason: "unreachable" });
+  assert.deepEqual(await shard.handOff(), { left: 1, reason: "unreachable" });
+  assert.equal(scans, 1, "the retry took what the first attempt left");
+  // Another map: what to hand off is found afresh.
+  shard.setMap(MAP, 0);
+  shard.setMap(GROWN, 0);
+  answer = () => Promise.resolve([]);
+  assert.deepEqual(await shard.handOff(), { left: 0 });
+  assert.equal(scans, 2);
+  assert.deepEqual(await store.uids(), []);
+});
+
 Deno.test("Shard: an import for a uid it served throughout is refused as stale", async () => {
   const store = new MemoryStore();
   const { shard } = shardWith(store);
