@@ -82,12 +82,20 @@ export class ClusterBus {
   #closed = false;
   #reading: Promise<void>;
 
+  /**
+   * It reads on from where this node's group was (a restart that catches up), rather than
+   * from the stream's end (a new group, or `fromNow`).
+   */
+  readonly resumed: boolean;
+
   private constructor(
     client: RedisClient,
     reader: RedisClient,
     options: BusOptions,
     top: string,
+    resumed: boolean,
   ) {
+    this.resumed = resumed;
     this.#client = client;
     this.#reader = reader;
     this.#options = options;
@@ -110,16 +118,18 @@ export class ClusterBus {
     const stream = `ipush:bus:${options.cluster}`;
     const group = options.nodeId;
     try {
+      let resumed = false;
       try {
         await client.xGroupCreate(stream, group, "$", { MKSTREAM: true });
       } catch (error) {
         if (!String((error as Error).message).includes("BUSYGROUP")) throw error;
         if (options.fromNow) await skipToEnd(client, stream, group);
+        else resumed = true;
       }
       // Entries are never deleted from the stream's end (trimming takes the oldest), so its
       // last entry is the latest id it ever had: no shard's mark for this stream is past it.
       const [last] = await client.xRevRange(stream, "+", "-", { COUNT: 1 });
-      return new ClusterBus(client, reader, options, last?.id ?? "0-0");
+      return new ClusterBus(client, reader, options, last?.id ?? "0-0", resumed);
     } catch (error) {
       await closeRedis(reader);
       throw error;

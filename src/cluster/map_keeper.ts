@@ -34,20 +34,31 @@
 
 import type { Log } from "../core/log.ts";
 import type { HandOffOutcome } from "../core/messages.ts";
+import type { BusPosition } from "../core/bus_entry.ts";
 import type { LostNode } from "../core/shard_map.ts";
 import type { ShardCounters } from "../stats/counters.ts";
 import { LEFT, type Membership, type View } from "./membership.ts";
 import { type NodeInfo, shardsOf } from "./topology.ts";
 
+/** A node that held uids a settle gives: where it stood when it let them go; null: it died. */
+export interface OldOwner {
+  node: string;
+  position: BusPosition | null;
+}
+
 /** The local shards, as the keeper moves them (the worker pool). */
 export interface MapTarget {
-  /** Applies the map of `members` (in order); `hold`: the uids it gives wait for settle. */
-  setMembers(members: readonly NodeInfo[], hold: boolean): Promise<void>;
   /**
-   * The held uids are served; `gone`: the members that held some of them and died (a
-   * shared store: their uids' state is there, but not the channel copies they never stored).
+   * Applies the map of `members` (in order); `hold`: the uids it gives wait for settle.
+   * Answers where the node stood on the bus (said with this version's `applied`).
    */
-  settle(gone: readonly string[]): Promise<void>;
+  setMembers(members: readonly NodeInfo[], hold: boolean): Promise<Omit<BusPosition, "version">>;
+  /**
+   * The held uids are served; `from`: the members that held some of them in the map of
+   * `before` (the last settled one), with where they stood on the bus when they let go (null:
+   * it died; its uids' state is in a shared store, but not the channel copies it never stored).
+   */
+  settle(before: readonly NodeInfo[], from: readonly OldOwner[]): Promise<void>;
   /**
    * Hands the state of the uids the shards hold but no longer own to their owners; resolves
    * with how many are left (not handed off: tried again later), and why.
@@ -111,6 +122,12 @@ export class MapKeeper {
   #members: readonly NodeInfo[] = [];
   /** The last member list applied that had each member in it (the uids it held), and its version. */
   #lastMapOf = new Map<string, { members: readonly NodeInfo[]; version: number }>();
+  /** Where this node stood on the bus when it applied its latest version. */
+  #position: BusPosition | null = null;
+  /** The version last settled here (before the first: the one before this node's join). */
+  #settledVersion = 0;
+  /** The members of the map last settled here (null: none since this node joined). */
+  #settledMembers: readonly NodeInfo[] | null = null;
   /** The lost records the shards have, as JSON ("": none given yet). */
   #lostGiven = "";
 
@@ -128,7 +145,8 @@ export class MapKeeper {
   /** Joins the cluster; resolves once the join's map is applied (its uids may still be held). */
   async start(): Promise<void> {
     this.#held = true;
-    await this.#membership.join(() => this.#lost());
+    this.#settledVersion = await this.#membership.join(() => this.#lost()) - 1;
+    this.#settledMembers = null;
     await this.refresh();
   }
 
@@ -191,7 +209,12 @@ export class MapKeeper {
       if (this.#options.localState) await this.#recordLost(view);
       // With a shared store the dead members' uids are served from it, and their shards'
       // channel copies they never stored are replayed first (docs/cluster.md, "Failover").
-      await this.#target.settle(this.#options.localState ? [] : this.#died(view));
+      // A node that has just joined never had the map before: the members but itself.
+      const before = this.#settledMembers ??
+        this.#members.filter((member) => member.id !== this.#options.selfId);
+      await this.#target.settle(before, await this.#oldOwners(view));
+      this.#settledVersion = this.#version;
+      this.#settledMembers = this.#members;
       this.#held = false;
       this.#waitFor.clear();
       this.#goneSince.clear();
@@ -215,7 +238,7 @@ export class MapKeeper {
     }
     // The last member leaving has no one to hand to: its drain closes its sessions.
     if (members.length > 0) {
-      await this.#target.setMembers(members, true);
+      this.#position = { version: view.version, ...await this.#target.setMembers(members, true) };
       this.#members = members;
       for (const member of members) {
         this.#lastMapOf.set(member.id, { members, version: view.version });
@@ -248,7 +271,8 @@ export class MapKeeper {
       }
       return;
     }
-    await this.#membership.applied(version);
+    const position = this.#position?.version === version ? this.#position : null;
+    await this.#membership.applied(version, position);
     this.#applied = version;
   }
 
@@ -286,6 +310,28 @@ export class MapKeeper {
       const applied = view.applied.get(id) ?? 0;
       return applied < this.#version && applied !== LEFT;
     });
+  }
+
+  /**
+   * The members the held change waited for that held some of its uids, and where each stood
+   * on the bus when it let go: its position at the first version after the last settle it
+   * applied (a change held together with others reads the first), or null if it died — only
+   * with a shared store: with an embedded one a dead member's uids are refused (`state lost`)
+   * and it catches up on its own when it is back.
+   */
+  async #oldOwners(view: View): Promise<OldOwner[]> {
+    const died = new Set(this.#died(view));
+    const positions = await this.#membership.positions();
+    const owners: OldOwner[] = [];
+    for (const node of this.#waitFor) {
+      if (died.has(node)) {
+        if (!this.#options.localState) owners.push({ node, position: null });
+        continue;
+      }
+      const position = (positions.get(node) ?? []).find((p) => p.version > this.#settledVersion);
+      if (position) owners.push({ node, position });
+    }
+    return owners;
   }
 
   /** Gives the shards the lost records and the accepted losses' floors, if they changed. */
@@ -337,7 +383,8 @@ export class MapKeeper {
         this.#waitFor.add(member.id);
       }
     }
-    await this.#membership.join(() => this.#lost());
+    this.#settledVersion = await this.#membership.join(() => this.#lost()) - 1;
+    this.#settledMembers = null;
     // The join's version is read (and applied) at once.
     this.#again = true;
   }

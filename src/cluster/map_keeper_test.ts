@@ -3,6 +3,7 @@ import { newShardCounters } from "../stats/counters.ts";
 import { MapKeeper, type MapTarget } from "./map_keeper.ts";
 import { LEFT, type Membership, type View } from "./membership.ts";
 import type { NodeInfo } from "./topology.ts";
+import type { BusPosition } from "../core/bus_entry.ts";
 import type { LostNode } from "../core/shard_map.ts";
 
 const node = (id: string): NodeInfo => ({
@@ -24,7 +25,16 @@ function fakeMembership(view: View) {
     leaseMs: 3000,
     read: () => Promise.resolve(structuredClone(fake.view)),
     join: () => (fake.joins++, Promise.resolve(fake.view.version)),
-    applied: (version: number) => (fake.appliedVersions.push(version), Promise.resolve()),
+    applied: (version: number, position: BusPosition | null) => {
+      fake.appliedVersions.push(version);
+      if (position) fake.said.push(position);
+      return Promise.resolve();
+    },
+    /** The positions this node said with its `applied`s. */
+    said: [] as BusPosition[],
+    /** Where each member stood at its `applied`s (the others' are set by a test). */
+    stood: new Map<string, BusPosition[]>(),
+    positions: () => Promise.resolve(fake.stood),
     marked: [] as LostNode[],
     markLost: (lost: LostNode, version: number) => {
       // As the script: not again once accepted after the map it was recorded from.
@@ -48,11 +58,13 @@ function keeperWith(view: View, graceMs = 1000, localState = false) {
   const target: MapTarget = {
     setMembers: (members, hold) => {
       calls.push(`map ${members.map((m) => m.id).join(",")}${hold ? " held" : ""}`);
+      return Promise.resolve({ appliedAt: null, marks: {} });
+    },
+    settle: (_before, from) => {
+      const owners = from.map((o) => `${o.node}${o.position ? `@${o.position.version}` : " dead"}`);
+      calls.push(owners.length ? `settle, from ${owners}` : "settle");
       return Promise.resolve();
     },
-    settle: (
-      gone,
-    ) => (calls.push(gone.length ? `settle, gone ${gone}` : "settle"), Promise.resolve()),
     reset: () => (calls.push("reset"), Promise.resolve()),
     handOff: () => Promise.resolve({ left: handOffsLeft.shift() ?? 0, reason: "unreachable" }),
     setLost: (lost) => (
@@ -94,6 +106,23 @@ Deno.test("MapKeeper: a joining node holds what it gains until every member appl
   keeper.stop();
 });
 
+Deno.test("MapKeeper: a settle is told where each old owner stood when it applied, and says its own", async () => {
+  const { keeper, membership, calls } = keeperWith(viewOf(7, ["a", "b"], { a: 0, b: 6 }));
+  const at = (version: number, mark: string) => ({
+    version,
+    appliedAt: mark,
+    marks: { "b/0": mark },
+  });
+  // b's positions: one from before this node joined (version 6), then at the join's.
+  membership.stood.set("b", [at(6, "1-0"), at(7, "2-0")]);
+  await keeper.start();
+  assert.deepEqual(membership.said, [{ version: 7, appliedAt: null, marks: {} }]);
+  membership.view = viewOf(7, ["a", "b"], { a: 7, b: 7 });
+  await keeper.refresh();
+  assert.deepEqual(calls, ["map a,b held", "settle, from b@7"]);
+  keeper.stop();
+});
+
 Deno.test("MapKeeper: an expired member's uids are served only a grace after it is seen gone", async () => {
   const { keeper, membership, calls } = keeperWith(viewOf(3, ["a", "c"], { a: 3, c: 3 }), 150);
   await keeper.start();
@@ -105,7 +134,7 @@ Deno.test("MapKeeper: an expired member's uids are served only a grace after it 
   await new Promise((resolve) => setTimeout(resolve, 200));
   await keeper.refresh();
   // The shards hear that c died (its channel copies are replayed from the bus).
-  assert.deepEqual(calls.slice(2), ["map a held", "settle, gone c"]);
+  assert.deepEqual(calls.slice(2), ["map a held", "settle, from c dead"]);
   keeper.stop();
 });
 

@@ -17,6 +17,8 @@
  * - `accepted`: hash id → every accepted loss of that member (`DELETE /cluster/lost`), a JSON
  *   list of its map's shard ids, the floor its uids are numbered above, the version and time
  *   of the acceptance; kept for good (a uid of it never used since still needs the floor);
+ * - `positions`: hash id → where the member stood on the bus at its last few `applied`s (a JSON
+ *   list of `BusPosition`): what a node taking its uids over replays after;
  * - `changes`: the pub/sub channel on which every change is announced.
  *
  * A member whose lease key is gone is removed (and the version bumped) by whichever node reads
@@ -31,6 +33,7 @@
  * @module
  */
 
+import { type BusPosition, isEntryId } from "../core/bus_entry.ts";
 import type { Fence } from "../core/fence.ts";
 import type { Log } from "../core/log.ts";
 import type { LostNode } from "../core/shard_map.ts";
@@ -181,7 +184,10 @@ export class Membership {
     lost: string;
     lostAt: string;
     accepted: string;
+    positions: string;
   };
+  /** The positions this node said with its last `applied`s, newest last. */
+  #positions: BusPosition[] = [];
   #renewer: ReturnType<typeof setInterval> | undefined;
 
   constructor(
@@ -206,6 +212,7 @@ export class Membership {
       lost: `${prefix}lost`,
       lostAt: `${prefix}lost_at`,
       accepted: `${prefix}accepted`,
+      positions: `${prefix}positions`,
     };
   }
 
@@ -337,11 +344,18 @@ export class Membership {
 
   /**
    * Says that this node has applied `version` (let go of what it no longer owns, flushed, handed
-   * off). A record of it as lost goes: back with its files, it has handed on what it held.
+   * off), and where it stood on the bus then (`positions`: the last few, for whoever takes
+   * its uids over at a settle; `positions()`). A record of it as lost goes: back with its
+   * files, it has handed on what it held.
    */
-  async applied(version: number): Promise<void> {
+  async applied(version: number, position: BusPosition | null = null): Promise<void> {
     const k = this.#keys;
+    if (position) {
+      this.#positions = [...this.#positions.filter((p) => p.version < position.version), position]
+        .slice(-POSITIONS_KEPT);
+    }
     await this.#client.multi()
+      .hSet(k.positions, this.#self.id, JSON.stringify(this.#positions))
       .hSet(k.applied, this.#self.id, String(version))
       .hDel(k.lost, this.#self.id)
       .hDel(k.lostAt, this.#self.id)
@@ -372,6 +386,18 @@ export class Membership {
       .del(k.lease + this.#self.id)
       .publish(k.changes, `left ${this.#self.id}`)
       .exec();
+  }
+
+  /** Where each member stood on the bus at its last few `applied`s, oldest first. */
+  async positions(): Promise<Map<string, BusPosition[]>> {
+    const flat = await this.#client.hGetAll(this.#keys.positions);
+    const positions = new Map<string, BusPosition[]>();
+    for (const [id, text] of Object.entries(flat)) {
+      const list = parsePositions(text);
+      if (list) positions.set(id, list);
+      else this.#log("warn", `cluster positions of ${id}: unreadable, ignored`);
+    }
+    return positions;
   }
 
   /** Stops renewing (the lease then expires on its own). */
@@ -456,6 +482,28 @@ function parseMember(id: string, text: string): NodeInfo | null {
       workers: value.workers,
       shardPorts: value.shardPorts,
     };
+  } catch {
+    return null;
+  }
+}
+
+/** How many of its last `applied` positions a member keeps (changes held together). */
+const POSITIONS_KEPT = 8;
+
+/** A member's positions, checked; null if they are not what `applied` writes. */
+function parsePositions(text: string): BusPosition[] | null {
+  try {
+    const list = JSON.parse(text);
+    if (!Array.isArray(list)) return null;
+    const ok = list.every((p) =>
+      Number.isSafeInteger(p?.version) &&
+      (p.appliedAt === null || (typeof p.appliedAt === "string" && isEntryId(p.appliedAt))) &&
+      typeof p.marks === "object" && p.marks !== null &&
+      Object.values(p.marks).every((mark) =>
+        mark === null || (typeof mark === "string" && isEntryId(mark))
+      )
+    );
+    return ok ? list : null;
   } catch {
     return null;
   }

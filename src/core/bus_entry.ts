@@ -19,6 +19,19 @@ export interface BusEntry {
   requests: ChannelRequest[];
 }
 
+/**
+ * Where a node stood on the bus when it applied map version `version`: up to which entry each
+ * of its shards (by map id) had stored its members' copies (null: none yet), and the stream's
+ * last entry just before (`appliedAt`: its own channel messages up to it were stored for the
+ * members it owned before; null: not known). A shard taking over its uids replays what is
+ * after them (docs/cluster.md).
+ */
+export interface BusPosition {
+  version: number;
+  appliedAt: string | null;
+  marks: Record<string, string | null>;
+}
+
 const ENTRY_ID = /^(\d{1,16})-(\d{1,16})$/;
 
 /** The two integers of a stream id; throws on anything else (a mark is never guessed at). */

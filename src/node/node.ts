@@ -113,7 +113,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       log,
     })
     : undefined;
-  if (bus && shape.dynamic && backendOf(config).shared) pool.replayFrom(bus);
+  if (bus && shape.dynamic) pool.replayFrom(bus);
   const peers = shape.clustered
     ? new Peers(
       shape.nodes.filter((node) => node.id !== self.id),
@@ -289,14 +289,16 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       clearInterval(trimmer);
       frontDoor.close();
       clientChannels?.close();
-      await pool.drain();
-      await admin.shutdown();
-      // Gone without handing off (its lease expires), it must catch up when it is back.
+      // The bus stops reading before the shards drain: an entry delivered to a drained shard
+      // is never answered. What it has not read waits in its group for the next start (gone
+      // without handing off, it must catch up when it is back); a node that left has none.
       if (left) {
         await bus?.leave().catch((error) =>
           log("warn", `cluster bus group kept (a restart will read on from it): ${error.message}`)
         );
       } else await bus?.close();
+      await pool.drain();
+      await admin.shutdown();
       // Best effort: with Redis gone, the liveness key expires on its own.
       await presence?.stop().catch((error) =>
         log("warn", `presence not withdrawn: ${error.message}`)

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { MapTarget } from "../cluster/map_keeper.ts";
+import type { MapTarget, OldOwner } from "../cluster/map_keeper.ts";
 import type { LocalShards } from "../cluster/router.ts";
 import { type NodeInfo, shardsOf, type Topology } from "../cluster/topology.ts";
 import type { SharedFence } from "../core/fence.ts";
@@ -13,8 +13,16 @@ import type { Config } from "../config/flags.ts";
 import type { Log } from "../core/log.ts";
 import { type SharedBudget, SocketBudget } from "../transport/budget.ts";
 import type { ChannelReceipt, ChannelRequest } from "../core/requests.ts";
-import type { BusEntry } from "../core/bus_entry.ts";
-import type { MainOp, ReplayRange, ShardInit, ShardNote, ShardOp, TakeOver } from "../shard/ops.ts";
+import type { BusEntry, BusPosition } from "../core/bus_entry.ts";
+import type {
+  MainOp,
+  ReplayRange,
+  ShardInit,
+  ShardNote,
+  ShardOp,
+  TakenFrom,
+  TakeOver,
+} from "../shard/ops.ts";
 import type { ShardReport, StatsBook } from "../stats/report.ts";
 import { type LostNode, type ShardAddress, ShardMap } from "../core/shard_map.ts";
 import { ServiceError } from "../core/errors.ts";
@@ -46,7 +54,7 @@ export interface PoolOptions {
   fence: SharedFence;
 }
 
-/** What a settle that takes over dead nodes' uids reads of the cluster bus (`ClusterBus`). */
+/** What a settle that takes over other nodes' uids reads of the cluster bus (`ClusterBus`). */
 export interface BusHistory {
   /** The stream's last entry now. */
   last(): Promise<string>;
@@ -76,7 +84,13 @@ export class ShardPool implements LocalShards, MapTarget {
   #options: PoolOptions;
   #slots: Slot[] = [];
   #bus: BusHistory | undefined;
-  /** The stream's last entry when the held change was first applied (`setMembers`). */
+  /**
+   * The node reads on from its group (an embedded store's member back after it died): that
+   * covers every copy of its uids since, which the others refused to store; its next settle
+   * replays nothing from them.
+   */
+  #catchingUp = false;
+  /** The stream's last entry once the held change was first applied (`setMembers`). */
   #appliedAt: string | null = null;
   /** This node's shards, with their actual ports once they listen. */
   #own: ShardAddress[];
@@ -125,46 +139,66 @@ export class ShardPool implements LocalShards, MapTarget {
   }
 
   /**
-   * The cluster bus a settle reads when it takes over dead nodes' uids, and a reset skips to
-   * the end of (a Redis-managed cluster with a shared store; without one, neither).
+   * The cluster bus a settle reads when it takes over other nodes' uids, and a reset skips to
+   * the end of with a shared store (a Redis-managed cluster's; without one, neither).
    */
-  replayFrom(bus: BusHistory): void {
+  replayFrom(bus: BusHistory & { resumed: boolean }): void {
     this.#bus = bus;
-  }
-
-  /** A new member list: every shard lets go of the uids it no longer owns, and flushes. */
-  async setMembers(members: readonly NodeInfo[], hold: boolean): Promise<void> {
-    this.#members = members;
-    const holding = this.#held;
-    this.#held ||= hold;
-    await this.#publishMap(hold);
-    // The first change of a hold: this node's channel messages up to here were stored
-    // without the uids it gives (after it, they wait for them).
-    if (hold && !holding && this.#bus) {
-      this.#appliedAt = await this.#bus.last().catch(() => null);
-    }
+    this.#catchingUp = bus.resumed;
   }
 
   /**
-   * The held map change is settled: the shards serve the uids it gave them. With `gone` (the
-   * nodes that held some of them and died: their lease lapsed, nothing applied) and a bus,
-   * each shard is first given the copies of the channel messages those nodes never stored for
-   * them, replayed from the bus (`Shard.settle`); a replay that cannot be read is logged and
-   * skipped, so that the uids are served rather than held on a Redis outage.
+   * A new member list: every shard lets go of the uids it no longer owns, and flushes. Answers
+   * where the node stood on the bus (`BusPosition`, without its version: the caller's).
    */
-  async settle(gone: readonly string[] = []): Promise<void> {
+  async setMembers(
+    members: readonly NodeInfo[],
+    hold: boolean,
+  ): Promise<Omit<BusPosition, "version">> {
+    this.#members = members;
+    const holding = this.#held;
+    this.#held ||= hold;
+    // The stream's end before and after: a channel message of this node sent to the bus
+    // before the first was decided by its shards under the old map; one decided under it
+    // (a shard takes ops in order) went to the bus before the second. Where a race between
+    // the two would lose a copy, each side picks the bound that stores it twice instead.
+    const last = () => this.#bus ? this.#bus.last().catch(() => null) : Promise.resolve(null);
+    const before = await last();
+    const positions = await this.#publishMap(hold);
+    if (hold && !holding) this.#appliedAt = await last();
+    const marks: Record<string, string | null> = {};
+    this.#own.forEach((shard, k) => marks[shard.id] = positions[k] ?? null);
+    return { appliedAt: before, marks };
+  }
+
+  /**
+   * The held map change is settled: the shards serve the uids it gave them. With `from` (the
+   * nodes that held some of them in the map of `before`: where each stood on the bus when it
+   * let go, or null for one that died) and a bus, each shard is also given the copies of the channel messages those
+   * nodes never stored for them, replayed from the bus (`Shard.settle`); a replay that cannot
+   * be read is logged and skipped, so that the uids are served rather than held on an outage.
+   */
+  async settle(before: readonly NodeInfo[] = [], from: readonly OldOwner[] = []): Promise<void> {
     const bus = this.#bus;
-    if (gone.length === 0 || !bus) {
+    const catchingUp = this.#catchingUp;
+    this.#catchingUp = false;
+    if (from.length === 0 || !bus || catchingUp) {
       this.#held = false;
       await this.toAll({ op: "settle" });
       return;
     }
+    const until = await bus.last();
     const takeOver: TakeOver = {
-      gone: await Promise.all(
-        gone.map(async (node) => ({ node, storedUpTo: await bus.storedUpTo(node) })),
+      before: before.flatMap(shardsOf),
+      from: await Promise.all(
+        from.map(async ({ node, position }): Promise<TakenFrom> =>
+          position
+            ? { node, marks: position.marks, storedUpTo: null, publishedUpTo: position.appliedAt }
+            : { node, storedUpTo: await bus.storedUpTo(node), publishedUpTo: until }
+        ),
       ),
       appliedAt: this.#appliedAt,
-      until: await bus.last(),
+      until,
     };
     this.#held = false;
     await Promise.all(this.#slots.map(async (slot, k) => {
@@ -212,7 +246,9 @@ export class ShardPool implements LocalShards, MapTarget {
     this.#appliedAt = null;
     // First: an entry read again before the shards hold would meet the closed fence, and
     // fail; one read again after they hold would wait for the re-join, and be stored twice.
-    await this.#bus?.skipToEnd();
+    // With an embedded store the others refused its uids meanwhile: it catches up instead.
+    if (backendOf(this.#options.config).shared) await this.#bus?.skipToEnd();
+    else this.#catchingUp = this.#bus !== undefined;
     await this.toAll({ op: "map", shards: this.#map.shards.slice(), reset: true });
   }
 
@@ -371,10 +407,16 @@ export class ShardPool implements LocalShards, MapTarget {
     }, RESTART_DELAY_MS);
   }
 
-  /** Makes the map (and the actual ports) known to the router and to every shard. */
-  async #publishMap(hold = false): Promise<void> {
+  /**
+   * Makes the map (and the actual ports) known to the router and to every shard; answers each
+   * local shard's bus position at the change (`Shard.appliedPosition`).
+   */
+  async #publishMap(hold = false): Promise<(string | null)[]> {
     this.#map = this.#build();
-    await this.toAll({ op: "map", shards: this.#map.shards.slice(), hold });
+    return await this.toAll({ op: "map", shards: this.#map.shards.slice(), hold }) as (
+      | string
+      | null
+    )[];
   }
 
   /** The map of the members, with this node's actual ports; which of its shards run here. */

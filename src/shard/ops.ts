@@ -34,16 +34,14 @@ export interface ShardInit {
 }
 
 /**
- * A settle that gives a shard uids of dead nodes (their lease lapsed without their applying
- * the change) with a shared store: what it needs to store the copies of the channel messages
- * those nodes did not store for them (`Shard.settle`, docs/cluster.md "Failover").
+ * A settle that gives a shard uids of other nodes: what it needs to store the copies of the
+ * channel messages their old owners did not store for them (`Shard.settle`, docs/cluster.md
+ * "Channel copies when uids move").
  */
 export interface TakeOver {
-  /**
-   * Each dead node, and up to which bus entry its group says its shards stored what it read
-   * (`ClusterBus.storedUpTo`; a shard's own bus mark, where it has one, is exacter).
-   */
-  gone: { node: string; storedUpTo: string | null }[];
+  /** The map of the last settled version: who owned the uids before (ids are what count). */
+  before: ShardAddress[];
+  from: TakenFrom[];
   /**
    * The stream's last entry when this node applied the change that gave it those uids: this
    * node's own channel messages up to it were stored without them (null: not known).
@@ -51,6 +49,23 @@ export interface TakeOver {
   appliedAt: string | null;
   /** The stream's last entry now, as the change settles: the copies up to it are replayed. */
   until: string;
+}
+
+/** An old owner of uids a settle gives: where it stood on the bus when it let them go. */
+export interface TakenFrom {
+  node: string;
+  /**
+   * Its shards' positions as it reported them with its `applied` (`BusPosition.marks`); absent
+   * for a node that died (its shards' marks are read from a shared store, else `storedUpTo`).
+   */
+  marks?: Record<string, string | null>;
+  /** For a node that died: up to where its group says it stored what it read. */
+  storedUpTo: string | null;
+  /**
+   * Its own channel messages up to this entry had their copies stored by it as it published
+   * them (a dead node: all of them, up to the settle's `until`); null: none known.
+   */
+  publishedUpTo: string | null;
 }
 
 /** The bus entries a shard asks to be replayed to it, after `after` up to `upTo`. */
@@ -74,7 +89,8 @@ export type ShardOp =
   | { op: "stats" }
   /**
    * The map changed (a shard started on an ephemeral port or restarted, a member joined or
-   * left): uids moved away are let go and the journal flushed before it answers. `hold`: the
+   * left): uids moved away are let go and the journal flushed before it answers, with the
+   * last bus entry it stored copies of under the old map (`Shard.appliedPosition`). `hold`: the
    * uids it gives wait for `settle`; `reset`: forget and hold every uid (the node was fenced).
    */
   | { op: "map"; shards: ShardAddress[]; hold?: boolean; reset?: boolean }

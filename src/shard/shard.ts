@@ -71,7 +71,7 @@ import {
   lostWith,
   nodeOf,
   seqFloor,
-  type ShardMap,
+  ShardMap,
 } from "../core/shard_map.ts";
 import type { ReplayRange, TakeOver } from "./ops.ts";
 import { FencedError, type Journal, StorageBusyError } from "../storage/journal.ts";
@@ -203,8 +203,10 @@ export class Shard implements SessionOwner {
    * store): entries up to it are skipped. Its own, not its uids': see docs/cluster.md.
    */
   #busMark: string | null;
-  /** The map of the last settle (at start: the first one): who owned what while serving. */
-  #settledMap: ShardMap;
+  /** The bus batch being stored: its last id, whether its copies are decided, its outcome. */
+  #busBatch: { last: string; decided: boolean; stored: Promise<boolean> } | null = null;
+  /** Up to which entry this shard stored copies under the map before the last change. */
+  #appliedPosition: Promise<string | null> = Promise.resolve(null);
   /** The uids a failed hand-off left, and under which map (`#generation`). */
   #handOffLeft: { generation: number; uids: string[] } | null = null;
   /** The uids taken over from dead shards at the last settle, while entries may skip them. */
@@ -215,7 +217,6 @@ export class Shard implements SessionOwner {
     this.counters = options.counters;
     this.#sendAllowances = new Allowances(options.limits.messageRate);
     this.#busMark = options.busMark ?? null;
-    this.#settledMap = options.map;
   }
 
   get messageRate(): ShardLimits["messageRate"] {
@@ -244,6 +245,12 @@ export class Shard implements SessionOwner {
     this.#options.map = map;
     this.#options.index = index;
     this.#generation++;
+    // A batch decided under the old map stores under it (or fails, and is decided again).
+    const batch = this.#busBatch;
+    const mark = this.#busMark;
+    this.#appliedPosition = batch?.decided
+      ? batch.stored.then((stored) => stored ? batch.last : mark)
+      : Promise.resolve(mark);
     if (change.reset) this.#heldSince = [{ owns: () => false }];
     else if (change.hold || this.#heldSince) {
       // A change while one is held (a port update too) is held with it.
@@ -273,10 +280,20 @@ export class Shard implements SessionOwner {
   }
 
   /**
+   * Up to which bus entry this shard stored its members' copies under the map before the last
+   * change ({@linkcode setMap}); null if it never stored any. What the uids' new owners replay
+   * after (`BusPosition`): every entry after it was decided under the new map.
+   */
+  appliedPosition(): Promise<string | null> {
+    return this.#appliedPosition;
+  }
+
+  /**
    * The held change is settled: the uids it gave this shard are served. With `takeOver`, for
-   * those of them whose shard in the last settled map was a dead node's: up to its shard's bus
-   * mark (read from the shared store; else what its group says) that shard stored their
-   * copies; the entries after it up to `takeOver.until` it did not, nor did this shard. This
+   * those of them whose shard in the last settled map was one of `takeOver.from`'s: up to its
+   * position (reported with its `applied`; for a node that died, its mark in the shared store
+   * or what its group says) that shard stored their copies; the entries after it up to
+   * `takeOver.until` it did not, nor did this shard. This
    * answers that range, for {@linkcode replay} to store those copies; null if there is none.
    * The uids are served at once (an operation already waiting for one may hold the loading
    * of its state, which the replay needs): bus entries up to the range's end skip them, so
@@ -285,8 +302,9 @@ export class Shard implements SessionOwner {
    */
   async settle(takeOver?: TakeOver): Promise<ReplayRange | null> {
     if (!this.#heldSince) return null;
-    this.#takenOver = takeOver ? await this.#takeOver(this.#settledMap, takeOver) : null;
-    this.#settledMap = this.#options.map;
+    this.#takenOver = takeOver
+      ? await this.#takeOver(new ShardMap(takeOver.before), takeOver)
+      : null;
     this.#settle();
     const from = this.#takenOver?.from;
     if (!from || from.size === 0) return null;
@@ -297,21 +315,23 @@ export class Shard implements SessionOwner {
 
   /** What each dead node's shard of `map` stored up to; logged where it cannot be known. */
   async #takeOver(map: ShardMap, takeOver: TakeOver): Promise<TakenOver> {
-    const from = new Map<number, { node: string; upTo: string }>();
+    const from = new Map<number, TakenShard>();
     for (const [index, shard] of map.shards.entries()) {
-      const gone = takeOver.gone.find((node) => node.node === nodeOf(shard));
-      if (!gone) continue;
-      const upTo = await this.#storage(() => this.#options.store.busMark(shard.id)) ??
-        gone.storedUpTo;
+      const old = takeOver.from.find((node) => node.node === nodeOf(shard));
+      if (!old) continue;
+      // Reported with its `applied`; else (it died) its mark in a shared store, or its group.
+      const upTo = old.marks
+        ? old.marks[shard.id] ?? "0-0"
+        : await this.#storage(() => this.#options.store.busMark(shard.id)) ?? old.storedUpTo;
       if (upTo === null) {
         this.#options.log(
           "warn",
-          `shard ${shard.id} of dead node ${gone.node} left no bus mark nor group: the ` +
+          `shard ${shard.id} of dead node ${old.node} left no bus mark nor group: the ` +
             "channel messages it had not stored for its uids are not replayed",
         );
         continue;
       }
-      from.set(index, { node: gone.node, upTo });
+      from.set(index, { node: old.node, upTo, publishedUpTo: old.publishedUpTo });
     }
     const own = this.#options.map.shards[this.#options.index];
     const self = own ? nodeOf(own) : "";
@@ -330,19 +350,24 @@ export class Shard implements SessionOwner {
     if (!taken || entries.length === 0) return 0;
     const requests = entries.flatMap((entry) => entry.requests);
     const entryOf = entries.flatMap((entry) => entry.requests.map(() => entry));
-    const receipts = await this.#publishChannels(requests, undefined, (uid, i) => {
-      const entry = entryOf[i];
-      const shard = taken.from.get(taken.map.indexOf(uid));
-      if (!shard || entry.origin === shard.node) return false;
-      if (compareEntryIds(entry.id, shard.upTo) <= 0) return false;
-      if (entry.origin !== taken.self) return true;
-      return taken.appliedAt !== null && compareEntryIds(entry.id, taken.appliedAt) <= 0;
+    const receipts = await this.#publishChannels(requests, {
+      keep: (uid, i) => {
+        const entry = entryOf[i];
+        const shard = taken.from.get(taken.map.indexOf(uid));
+        if (!shard || compareEntryIds(entry.id, shard.upTo) <= 0) return false;
+        // The old owner stored its own up to its apply, this node its own from its own apply.
+        if (entry.origin === shard.node) {
+          return shard.publishedUpTo === null || compareEntryIds(entry.id, shard.publishedUpTo) > 0;
+        }
+        if (entry.origin !== taken.self) return true;
+        return taken.appliedAt !== null && compareEntryIds(entry.id, taken.appliedAt) <= 0;
+      },
     });
     const stored = receipts.reduce(
       (sum, receipt, i) => requests[i].volatile ? sum : sum + receipt.recipients,
       0,
     );
-    this.#options.log("info", `${stored} channel copies replayed for uids of dead nodes`);
+    this.#options.log("info", `${stored} channel copies replayed for uids taken over`);
     return stored;
   }
 
@@ -600,18 +625,33 @@ export class Shard implements SessionOwner {
     if (fresh.length === 0) return 0;
     const last = fresh.reduce((latest, entry) => laterEntryId(latest, entry.id), fresh[0].id);
     const requests = fresh.flatMap((entry) => entry.requests);
-    // Up to the end of the replay, a uid taken over gets its copies from the replay alone.
-    const taken = this.#takenOver;
-    const entryOf = taken && fresh.flatMap((entry) => entry.requests.map(() => entry));
-    const keep = taken && entryOf
-      ? (uid: string, i: number) =>
-        compareEntryIds(entryOf[i].id, taken.until) > 0 ||
-        !taken.from.has(taken.map.indexOf(uid))
-      : undefined;
-    const receipts = await this.#publishChannels(requests, last, keep);
-    if (taken && taken === this.#takenOver && compareEntryIds(last, taken.until) >= 0) {
-      this.#takenOver = null;
+    // Up to the end of the replay, a uid taken over gets its copies from the replay alone;
+    // read when the members are chosen (a batch may wait for a settle that takes some over).
+    const entryOf = fresh.flatMap((entry) => entry.requests.map(() => entry));
+    const keep = (uid: string, i: number) => {
+      const taken = this.#takenOver;
+      return !taken || compareEntryIds(entryOf[i].id, taken.until) > 0 ||
+        !taken.from.has(taken.map.indexOf(uid));
+    };
+    const stored = Promise.withResolvers<boolean>();
+    const batch = { last, decided: false, stored: stored.promise };
+    this.#busBatch = batch;
+    let receipts: ChannelReceipt[];
+    try {
+      receipts = await this.#publishChannels(requests, {
+        busMark: last,
+        keep,
+        decided: () => batch.decided = true,
+      });
+      stored.resolve(true);
+    } catch (error) {
+      stored.resolve(false);
+      throw error;
+    } finally {
+      if (this.#busBatch === batch) this.#busBatch = null;
     }
+    const taken = this.#takenOver;
+    if (taken && compareEntryIds(last, taken.until) >= 0) this.#takenOver = null;
     // Also when nothing was stored (no members here, or only volatile messages): there is
     // nothing to store again, and the stored mark, older, only costs such an entry a re-read.
     if (this.#busMark === null || compareEntryIds(last, this.#busMark) > 0) this.#busMark = last;
@@ -624,13 +664,17 @@ export class Shard implements SessionOwner {
   /**
    * Stores (unless volatile) and delivers channel messages to the members this shard owns, in
    * request order, with one journal append for all of their copies (carrying `busMark`, if
-   * given); with `keep`, only to the members it keeps for request `i`. Answers each request's
-   * receipt; rejects if a member's state or the store fails.
+   * given); with `keep`, only to the members it keeps for request `i`; `decided` hears when
+   * the members are chosen (by the map of that moment). Answers each request's receipt;
+   * rejects if a member's state or the store fails.
    */
   async #publishChannels(
     requests: readonly ChannelRequest[],
-    busMark?: string,
-    keep?: (uid: string, i: number) => boolean,
+    { busMark, keep, decided }: {
+      busMark?: string;
+      keep?: (uid: string, i: number) => boolean;
+      decided?: () => void;
+    } = {},
   ): Promise<ChannelReceipt[]> {
     const takenAt = performance.now();
     const memberSets = await Promise.all(requests.map((request) => this.#members(request.channel)));
@@ -665,6 +709,7 @@ export class Shard implements SessionOwner {
           message: this.#message(user, 4, request.from, request.body, request.ttlSec, request),
         }))
       );
+      decided?.();
       const stored = requests.flatMap((request, i) =>
         request.volatile ? [] : copies[i].map((copy) => copy.message)
       );
@@ -1169,12 +1214,21 @@ function mapOwnedAt(map: ShardMap, index: number): { owns(uid: string): boolean 
   return { owns: (uid) => index >= 0 && map.indexOf(uid) === index };
 }
 
-/** Uids a settle took over from dead nodes' shards ({@linkcode Shard.settle}). */
+/** An old owner's shard, as a take-over reads it. */
+interface TakenShard {
+  node: string;
+  /** The last entry whose copies it stored for its uids. */
+  upTo: string;
+  /** Its node's own channel messages up to this entry had their copies stored as published. */
+  publishedUpTo: string | null;
+}
+
+/** Uids a settle took over from other nodes' shards ({@linkcode Shard.settle}). */
 interface TakenOver {
   /** The map they were served by until then. */
   map: ShardMap;
-  /** Each dead shard's index in `map`: its node, and the last entry it stored copies of. */
-  from: Map<number, { node: string; upTo: string }>;
+  /** Each old shard's index in `map`, and what it stored. */
+  from: Map<number, TakenShard>;
   /** The stream's last entry at the settle: the replay's end. */
   until: string;
   /** This shard's node, and the stream's last entry when it applied the change. */

@@ -4,6 +4,7 @@ import type { ChannelAccess } from "../core/access.ts";
 import type { ChannelRequest, UnicastRequest } from "../core/requests.ts";
 import { ShardMap } from "../core/shard_map.ts";
 import type { BusEntry } from "../core/bus_entry.ts";
+import type { StoredMessage } from "../core/messages.ts";
 import { Session } from "../session/session.ts";
 import { newShardCounters, newShardHistograms } from "../stats/counters.ts";
 import { Journal } from "../storage/journal.ts";
@@ -205,8 +206,10 @@ Deno.test("Shard: a settle taking over a dead node's uids replays the copies it 
   const { shard } = shardWith(store, {}, { map: before });
   // b died: its uids come here, held until the change settles.
   shard.setMap(after, 0, { hold: true });
+  // A dead node: its own messages all had their copies stored as it published them.
   const range = await shard.settle({
-    gone: [{ node: "b", storedUpTo: "5-0" }],
+    before: [...before.shards],
+    from: [{ node: "b", storedUpTo: "5-0", publishedUpTo: "9-0" }],
     appliedAt: "7-0",
     until: "9-0",
   });
@@ -226,12 +229,73 @@ Deno.test("Shard: a settle taking over a dead node's uids replays the copies it 
   assert.deepEqual(await bodiesOf(shard, mine), ["8-1", "10-0"]);
 });
 
+Deno.test("Shard: a settle after a planned change replays from the old owner's reported position", async () => {
+  const before = new ShardMap([{ id: "a/0", host: "", port: 1 }, { id: "b/0", host: "", port: 2 }]);
+  const after = new ShardMap([{ id: "a/0", host: "", port: 1 }]);
+  const uids = Array.from({ length: 200 }, (_, i) => `u${i}`);
+  const taken = uids.find((uid) => before.indexOf(uid) === 1)!;
+  const store = new MemoryStore();
+  await store.subscribe("team", taken);
+  const { shard } = shardWith(store, {}, { map: before });
+  shard.setMap(after, 0, { hold: true });
+  // b left: its shard stored copies up to 5-0, its own messages' up to 6-5 as it published.
+  const range = await shard.settle({
+    before: [...before.shards],
+    from: [{ node: "b", marks: { "b/0": "5-0" }, storedUpTo: null, publishedUpTo: "6-5" }],
+    appliedAt: null,
+    until: "9-0",
+  });
+  assert.deepEqual(range, { after: "5-0", upTo: "9-0" });
+  await shard.replay([
+    entry("5-0", "b had it", "c"),
+    entry("6-0", "6-0", "c"),
+    entry("6-1", "b stored its own", "b"),
+    entry("7-1", "b's after it let go", "b"),
+  ]);
+  assert.deepEqual(await bodiesOf(shard, taken), ["6-0", "b's after it let go"]);
+});
+
+/** A memory store whose appends wait until `open()` is called. */
+class GatedStore extends MemoryStore {
+  #gate = Promise.withResolvers<void>();
+  appending = Promise.withResolvers<void>();
+  open(): void {
+    this.#gate.resolve();
+  }
+  override async append(messages: readonly StoredMessage[], busMark?: string): Promise<void> {
+    this.appending.resolve();
+    await this.#gate.promise;
+    return super.append(messages, busMark);
+  }
+}
+
+Deno.test("Shard: the position at a change counts a batch decided before it once stored, not one after", async () => {
+  const store = new GatedStore();
+  const { shard } = shardWith(store);
+  await shard.subscribe(ALICE, "team");
+  const storing = shard.publishBusEntries([entry("9-0")], "8-0");
+  // Its copies are chosen and on their way to the store when the map changes.
+  await store.appending.promise;
+  shard.setMap(GROWN, 0);
+  store.open();
+  await storing;
+  assert.equal(await shard.appliedPosition(), "9-0");
+  // A change with nothing in flight: the position is the last batch stored.
+  shard.setMap(MAP, 0);
+  assert.equal(await shard.appliedPosition(), "9-0");
+});
+
 Deno.test("Shard: a settle without dead nodes, or whose dead shard left no mark, replays nothing", async () => {
   const before = new ShardMap([{ id: "a/0", host: "", port: 1 }, { id: "b/0", host: "", port: 2 }]);
   const after = new ShardMap([{ id: "a/0", host: "", port: 1 }]);
   const { shard } = shardWith(new MemoryStore(), {}, { map: before });
   shard.setMap(after, 0, { hold: true });
-  const takeOver = { gone: [{ node: "b", storedUpTo: null }], appliedAt: null, until: "9-0" };
+  const takeOver = {
+    before: [...before.shards],
+    from: [{ node: "b", storedUpTo: null, publishedUpTo: "9-0" }],
+    appliedAt: null,
+    until: "9-0",
+  };
   assert.equal(await shard.settle(takeOver), null);
   shard.setMap(before, 0, { hold: true });
   assert.equal(await shard.settle(), null);

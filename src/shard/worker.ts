@@ -232,8 +232,9 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
         case "map":
           map = new ShardMap(op.shards);
           shard.setMap(map, indexIn(op.shards), { hold: op.hold ?? false, reset: op.reset });
-          // What was numbered under the old map is durable before the caller says it let go.
-          return journal.flush();
+          // What was numbered under the old map is durable before the caller says it let go;
+          // the answer is where it stood on the bus (`BusPosition`).
+          return journal.flush().then(() => shard.appliedPosition());
         case "settle":
           return shard.settle(op.takeOver);
         case "replay":
