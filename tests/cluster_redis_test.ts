@@ -52,6 +52,18 @@ async function cluster(ids: string[]): Promise<TestCluster> {
   return nodes;
 }
 
+/**
+ * A uid n2 owns, made a member of `news`, and publishing to `news` through n1: the two-node
+ * scenes of the channel copies n2 does not store while it is away.
+ */
+async function newsThroughN1(nodes: TestCluster) {
+  const n1 = nodes.nodes.get("n1")!;
+  const owned = await owners(nodes);
+  const member = USERS.find((uid) => owned.get(uid) === "n2")!;
+  assert.deepEqual((await n1.admin(`/sub?uid=${member}&cid=news`)).body, { result: "ok" });
+  return { n1, member, publish: (bodies: string[]) => publishToChannel(n1, "news", bodies) };
+}
+
 /** Each user's owner node, as `via` says. */
 async function owners(nodes: TestCluster, via = nodes.live()[0]): Promise<Map<string, string>> {
   return new Map(
@@ -299,11 +311,7 @@ Deno.test({
   async fn() {
     const nodes = await cluster(["n1", "n2"]);
     try {
-      const n1 = nodes.nodes.get("n1")!;
-      const owned = await owners(nodes);
-      const member = USERS.find((uid) => owned.get(uid) === "n2")!;
-      assert.deepEqual((await n1.admin(`/sub?uid=${member}&cid=news`)).body, { result: "ok" });
-      const publish = (bodies: string[]) => publishToChannel(n1, "news", bodies);
+      const { n1, member, publish } = await newsThroughN1(nodes);
       await nodes.nodes.get("n2")!.stop("SIGKILL");
       nodes.nodes.delete("n2");
       // Before n2's lease lapses nobody stores the member's copies: n1 replays them when it
@@ -334,11 +342,7 @@ Deno.test({
     const nodes = await cluster(["n1", "n2"]);
     const n2 = nodes.nodes.get("n2")!;
     try {
-      const n1 = nodes.nodes.get("n1")!;
-      const owned = await owners(nodes);
-      const member = USERS.find((uid) => owned.get(uid) === "n2")!;
-      assert.deepEqual((await n1.admin(`/sub?uid=${member}&cid=news`)).body, { result: "ok" });
-      const publish = (bodies: string[]) => publishToChannel(n1, "news", bodies);
+      const { n1, member, publish } = await newsThroughN1(nodes);
       await publish(["before"]);
       Deno.kill(n2.pid, "SIGSTOP");
       nodes.nodes.delete("n2");
