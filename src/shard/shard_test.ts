@@ -790,16 +790,14 @@ Deno.test("Shard: an import for a uid it served throughout is refused as stale",
   assert.ok(refused instanceof ServiceError && refused.status === 421);
 });
 
+/** The map a lost member "x" died in: this shard's "n/0" beside its "x/0". */
+const LOST_MAP = new ShardMap([{ id: "n/0", host: "", port: 1 }, { id: "x/0", host: "", port: 2 }]);
+
 Deno.test("Shard: a uid a lost member held is refused as state lost, unless there is state for it", async () => {
   const store = new MemoryStore();
   const { shard } = shardWith(store);
-  const lostMap = new ShardMap([{ id: "n/0", host: "", port: 1 }, {
-    id: "x/0",
-    host: "",
-    port: 2,
-  }]);
-  const [lost, handed] = OWNED.filter((uid) => lostMap.indexOf(uid) === 1);
-  const kept = OWNED.find((uid) => lostMap.indexOf(uid) === 0)!;
+  const [lost, handed] = OWNED.filter((uid) => LOST_MAP.indexOf(uid) === 1);
+  const kept = OWNED.find((uid) => LOST_MAP.indexOf(uid) === 0)!;
   shard.setLost([{ node: "x", shards: ["n/0", "x/0"] }]);
   const refused = await rejection(shard.publish(message(lost, "one")));
   assert.ok(refused instanceof ServiceError && refused.status === 503, String(refused));
@@ -817,13 +815,8 @@ Deno.test("Shard: a uid a lost member held is refused as state lost, unless ther
 Deno.test("Shard: a uid of an accepted loss is served, numbered above its floor", async () => {
   const store = new MemoryStore();
   const { shard } = shardWith(store);
-  const lostMap = new ShardMap([{ id: "n/0", host: "", port: 1 }, {
-    id: "x/0",
-    host: "",
-    port: 2,
-  }]);
-  const [fresh, handed, above] = OWNED.filter((uid) => lostMap.indexOf(uid) === 1);
-  const other = OWNED.find((uid) => lostMap.indexOf(uid) === 0)!;
+  const [fresh, handed, above] = OWNED.filter((uid) => LOST_MAP.indexOf(uid) === 1);
+  const other = OWNED.find((uid) => LOST_MAP.indexOf(uid) === 0)!;
   await store.importUsers([{ uid: handed, lastSeq: 4, devices: [], messages: [], channels: [] }]);
   await store.importUsers([{ uid: above, lastSeq: 900, devices: [], messages: [], channels: [] }]);
   shard.setLost([{ node: "x", shards: ["n/0", "x/0"], floor: 500 }]);
