@@ -103,14 +103,14 @@ export class Router {
   }
 
   /**
-   * A channel message: every shard here stores its members' copies; other nodes via the bus.
-   * Its receipt counts this node's members (the bus does not say how many other nodes have).
+   * A channel message: other nodes via the bus, then every shard here stores its members'
+   * copies. The bus first: a message it refuses (503) is stored nowhere, so that the
+   * publisher's retry stores no member's copy twice. Its receipt counts this node's members
+   * (the bus does not say how many other nodes have).
    */
   async publishChannel(request: ChannelRequest): Promise<ChannelReceipt> {
-    const [receipts] = await Promise.all([
-      this.#local.publishChannel(request),
-      this.#toBus([request]),
-    ]);
+    await this.#toBus([request]);
+    const receipts = await this.#local.publishChannel(request);
     const total = { recipients: 0, online: 0 };
     for (const { recipients, online } of receipts) {
       total.recipients += recipients;

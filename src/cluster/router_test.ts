@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
-import type { OwnerOp, PubResult, UnicastRequest } from "../core/requests.ts";
+import { ServiceError } from "../core/errors.ts";
+import type { ChannelRequest, OwnerOp, PubResult, UnicastRequest } from "../core/requests.ts";
 import { ShardMap } from "../core/shard_map.ts";
 import { newShardCounters } from "../stats/counters.ts";
+import type { ClusterBus } from "./bus.ts";
 import { type LocalShards, Router } from "./router.ts";
 
 const OLD = new ShardMap([{ id: "n/0", host: "", port: 1 }, { id: "n/1", host: "", port: 2 }]);
@@ -52,4 +54,31 @@ Deno.test("Router: a batch's lines whose uid moved on the way are asked of their
     { shard: "n/0", uids: onOld0 },
     { shard: "n/2", uids: moving },
   ]);
+});
+
+Deno.test("Router: a channel message the bus refuses is stored by no shard here", async () => {
+  const stored: ChannelRequest[] = [];
+  const local: LocalShards = {
+    map: OLD,
+    isLocal: () => true,
+    toShard: () => Promise.reject(new Error("no owner op here")),
+    publishChannel: (request) => {
+      stored.push(request);
+      return Promise.resolve([{ recipients: 1, online: 1 }]);
+    },
+  };
+  let up = false;
+  const bus = {
+    publish: () =>
+      up ? Promise.resolve() : Promise.reject(new ServiceError("cluster bus unavailable", 503)),
+  } as unknown as ClusterBus;
+  const counters = newShardCounters();
+  const router = new Router(local, { bus, counters });
+  const request = { channel: "news", from: "op", body: "1", ttlSec: 0, volatile: false };
+  await assert.rejects(router.publishChannel(request), { status: 503 });
+  assert.deepEqual(stored, [], "nothing stored for a 503: the retry below is the only copy");
+  assert.equal(counters.bus_errors, 1);
+  up = true;
+  assert.deepEqual(await router.publishChannel(request), { recipients: 1, online: 1 });
+  assert.deepEqual(stored, [request]);
 });
