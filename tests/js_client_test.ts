@@ -117,6 +117,12 @@ Deno.test("ipush.js finds a restarted shard and resumes: no gap, no repeat", asy
     assert.ok(await eventually(() => messages.length === 3, 5000));
     const shard = await ownerIndex(daemon, "js_crash");
     await daemon.admin(`/debug/crash?shard=${shard}`, { method: "POST" });
+    // The crash comes just after its answer: a publish sent before it could be stored by the
+    // old worker and answered 503 as it dies, and its retry would store it again.
+    assert.ok(
+      await eventually(() => states.some((e) => e.state === "reconnecting"), 5000),
+      "the shard crashed",
+    );
     // Published while the shard restarts (and retried until it takes them).
     for (let i = 1; i <= 3; i++) {
       assert.ok(
