@@ -44,6 +44,7 @@ import {
   isName,
   latin1,
   mutateBytes,
+  ONE_ADDRESS_FLAGS,
   parseResponseHead,
   percentOne,
   Rand,
@@ -784,6 +785,7 @@ function describe(expected: Expected): string {
 
 Deno.test("fuzz: mutated request heads on the front door and the shards", async () => {
   const daemon = await startDaemon([
+    ...ONE_ADDRESS_FLAGS,
     `--max_head_bytes=${MAX_HEAD_BYTES}`,
     "--handshake_timeout_sec=1",
   ]);

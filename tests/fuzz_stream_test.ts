@@ -51,6 +51,7 @@ import {
   isObject,
   Listener,
   mutateBytes,
+  ONE_ADDRESS_FLAGS,
   Rand,
   rawMembers,
   ReleaseProbes,
@@ -667,7 +668,7 @@ function checkVictim(victim: Listener, cases: Case[], findings: Findings): void 
 }
 
 Deno.test("fuzz: mutated chunk streams after a 200, with a victim listening", async () => {
-  const daemon = await startDaemon([`--max_frame_bytes=${MAX_FRAME_BYTES}`]);
+  const daemon = await startDaemon([...ONE_ADDRESS_FLAGS, `--max_frame_bytes=${MAX_FRAME_BYTES}`]);
   const findings = new Findings(
     `fuzz_stream (${CASES} cases)`,
     SEED,

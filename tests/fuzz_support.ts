@@ -14,6 +14,16 @@ import assert from "node:assert/strict";
 
 const utf8 = new TextEncoder();
 
+/**
+ * Daemon flags every fuzz test starts with. All its clients come from 127.0.0.1, and on a fast
+ * box they send more heads a second than one address may (`--max_heads_per_sec_per_address`,
+ * 429); that limit is `limits_test.ts`'s subject, not the fuzzers'.
+ */
+export const ONE_ADDRESS_FLAGS = [
+  "--max_heads_per_sec_per_address=1000000",
+  "--max_handshakes_per_address=100000",
+];
+
 /** The bytes of a binary string (each char code is one byte). */
 export function bin(text: string): Uint8Array {
   const bytes = new Uint8Array(text.length);
