@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { startRedis } from "../scripts/redis.ts";
+import { connected } from "./client.ts";
 import { type Daemon, delay, eventually, publish, startStaticCluster } from "./harness.ts";
 
 const NODES = ["node1", "node2", "node3"];
@@ -74,7 +75,8 @@ class CuttableProxy {
 }
 
 Deno.test({
-  name: "cluster bus: a node cut off from Redis for 5 s gets every channel message, once",
+  name:
+    "cluster bus: a node cut off from Redis for 5 s gets every channel message, once, and stores none it could not send",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -108,6 +110,16 @@ Deno.test({
         bodies.push(body);
       };
       await send("before");
+      // A client of node3, which publishes on the channel too.
+      const client = await connected(n3.clientPort, members.get(2)![0]);
+      assert.deepEqual(await client.next(), {
+        y: 4,
+        f: "op",
+        t: members.get(2)![0],
+        c: "news",
+        b: "before",
+        s: 1,
+      });
       const cut = proxy.cut(5_000);
       await delay(200);
       // While node3 cannot reach Redis: every /pub is acknowledged (Redis has it).
@@ -115,6 +127,14 @@ Deno.test({
         await send(`during ${m}`);
         await delay(100);
       }
+      // Through node3 itself: the bus is out of its reach, so the message is refused and
+      // stored for nobody, its own members neither (the check below lists every copy).
+      const refused = await publish(n3, "channel=news", "refused");
+      assert.equal(refused.status, 503, JSON.stringify(refused.body));
+      assert.match(String(refused.body.error), /cluster bus unavailable/);
+      // So is a client's: it hears why, and the stream stays.
+      await client.send({ y: 4, c: "news", b: "refused too" });
+      assert.match(String((await client.next())?.error), /cluster bus unavailable/);
       await cut;
       await send("after");
       const stored = async (uid: string) => {
@@ -135,6 +155,16 @@ Deno.test({
         assert.deepEqual((await stored(uid)).sort(), [...bodies].sort(), uid);
       }
       assert.match(n3.log(), /Redis at .* is reachable again/);
+      // Its stream stayed: what was published meanwhile reaches it, and it publishes again.
+      await client.send({ y: 4, c: "news", b: "from a client" });
+      bodies.push("from a client");
+      for (const uid of [...members.values()].flat()) {
+        assert.ok(
+          await eventually(async () => (await stored(uid)).includes("from a client"), 10_000),
+          `${uid} has the client's message`,
+        );
+      }
+      client.close();
     } finally {
       for (const node of nodes) await node.stop();
       await proxy.close();

@@ -409,7 +409,7 @@ Deno.test("cluster=redis with sqlite: a node killed with -9 for good: the operat
   }
 });
 
-Deno.test("cluster=redis with sqlite: channel messages published through the others while a node joins reach each member once", async () => {
+Deno.test("cluster=redis with sqlite: channel messages published through every node while one joins and one leaves reach each member once", async () => {
   // `/msg` lists every copy: a fast box publishes more than the default limit of 1,000.
   const nodes = new TestCluster([
     ...membershipFlags("moving", redis.url),
@@ -422,29 +422,43 @@ Deno.test("cluster=redis with sqlite: channel messages published through the oth
   try {
     for (const id of ["n1", "n2", "n3"]) await start(nodes, id);
     await nodes.settled(["n1", "n2", "n3"]);
-    const [n1, n2] = ["n1", "n2"].map((id) => nodes.nodes.get(id)!);
-    const members = USERS.slice(0, 24);
+    const node = (id: string) => nodes.nodes.get(id)!;
+    const n1 = node("n1");
+    const members = USERS.slice(0, 40);
     for (const uid of members) {
       assert.deepEqual((await n1.admin(`/sub?uid=${uid}&cid=news`)).body, { result: "ok" });
     }
-    // One publisher through n1 and n2 in turn, as fast as they answer, across the join.
+    // One publisher through each node that serves in turn, as fast as they answer: the one
+    // that joins from the moment it is up (its members arrive with the hand-off, during the
+    // hold), the one that leaves until it is told to (a load balancer takes it out first).
+    const through = ["n1", "n2", "n3"];
     publisher = (async () => {
       for (let i = 0; publishing; i++) {
         const body = `c${i}`;
-        await publishToChannel([n1, n2][i % 2], "news", [body]);
+        await publishToChannel(node(through[i % through.length]), "news", [body]);
         published.push(body);
       }
     })();
     await delay(1000);
     const before = await owners(nodes, n1);
     await start(nodes, "n4");
+    through.push("n4");
     await nodes.settled(["n1", "n2", "n3", "n4"]);
+    await delay(1000);
+    const joined = await owners(nodes, n1);
+    through.splice(through.indexOf("n3"), 1);
+    const n3 = node("n3");
+    nodes.nodes.delete("n3");
+    assert.equal(await n3.stop("SIGTERM"), 0, n3.log());
+    await nodes.settled(["n1", "n2", "n4"]);
     await delay(1000);
     publishing = false;
     await publisher;
     const after = await owners(nodes, n1);
-    const moved = members.filter((uid) => before.get(uid) !== after.get(uid));
-    assert.ok(moved.length >= 3, `members that moved: ${moved.length}`);
+    const movedAtJoin = members.filter((uid) => before.get(uid) !== joined.get(uid));
+    const movedAtLeave = members.filter((uid) => joined.get(uid) !== after.get(uid));
+    assert.ok(movedAtJoin.length >= 3, `members that moved at the join: ${movedAtJoin.length}`);
+    assert.ok(movedAtLeave.length >= 3, `members that moved at the leave: ${movedAtLeave.length}`);
     assert.ok(published.length > 100, `published ${published.length}`);
     // Every member, moved or not: each acknowledged message once (a copy replayed at the move
     // may come after one published later, so as a set).
@@ -454,10 +468,15 @@ Deno.test("cluster=redis with sqlite: channel messages published through the oth
       assert.deepEqual(
         bodies.toSorted(),
         published.toSorted(),
-        `${uid} (moved: ${moved.includes(uid)})`,
+        `${uid} (moved at the join: ${movedAtJoin.includes(uid)}, at the leave: ${
+          movedAtLeave.includes(uid)
+        })`,
       );
     }
-    console.log(`join: ${published.length} channel messages, ${moved.length} members moved`);
+    console.log(
+      `join and leave: ${published.length} channel messages through every node, ` +
+        `${movedAtJoin.length} members moved at the join, ${movedAtLeave.length} at the leave`,
+    );
   } finally {
     publishing = false;
     await publisher?.catch(() => {});

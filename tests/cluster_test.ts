@@ -110,7 +110,7 @@ Deno.test("cluster: 3 nodes × 2 workers with Redis and an admin token", async (
           result: "ok",
         });
       }
-      // And one from a client, over the BroadcastChannel and the Redis bus. Messages from
+      // And one from a client, through the Redis bus (its own node's members too). Messages from
       // different publishers may interleave differently per user (the bus is asynchronous):
       // what holds is one copy each, in s order per user.
       await clients[2].send({ y: 4, c: "all-hands", b: "from a client" });

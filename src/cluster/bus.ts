@@ -1,9 +1,14 @@
 /**
- * The cluster bus: channel messages from one node to every other, at least once, over one
- * Redis stream per cluster (`ipush:bus:{cluster}`) with a consumer group per node (its id).
+ * The cluster bus: every channel message of a cluster, at least once, over one Redis stream
+ * per cluster (`ipush:bus:{cluster}`) with a consumer group per node (its id).
  *
  * - Sending is one `XADD` (trimmed to `--bus_retention_sec` with `MINID ~`): once Redis has
- *   it, every node will see it, whether it listens now or later.
+ *   it, every node will see it, whether it listens now or later. The sending node's own
+ *   members get their copies the same way, from its own group: every copy of a channel
+ *   message in a cluster is decided when a shard reads its entry, so the bus mark and a
+ *   take-over's replay (docs/cluster.md) speak of one order for all of them. `publish`
+ *   resolves once this node's shards have stored theirs (an entry carries a key this
+ *   process waits on).
  * - Each node reads its group with `XREADGROUP` and acknowledges an entry (`XACK`) only after
  *   its local shards have stored their members' copies. A node that was cut off from Redis, or
  *   restarted, reads on from its group's position: what was published meanwhile arrives, as
@@ -22,15 +27,16 @@
  *   shards). The mark is a shard's, not its uids': what it does not cover (ownership that
  *   moves) is in docs/cluster.md.
  *
- * Each entry carries its origin so a node skips its own (its shards had it first hand); every
- * request is checked as `/pub` checks a back end's (anything that can write to Redis can write
- * here), and an entry that breaks the rules is logged, acknowledged and dropped.
+ * Each entry names the node that sent it (`o`, for an operator reading the stream) and the
+ * key its sender waits on (`k`); every request is checked as `/pub` checks a back end's
+ * (anything that can write to Redis can write here), and an entry that breaks the rules is
+ * logged, acknowledged and dropped.
  *
  * @module
  */
 
 import { badRequest, ServiceError } from "../core/errors.ts";
-import { type ChannelRequest, checkChannel, nameOf } from "../core/requests.ts";
+import { type ChannelReceipt, type ChannelRequest, checkChannel } from "../core/requests.ts";
 import type { Log } from "../core/log.ts";
 import { type BusEntry, entryIdBefore, laterEntryId } from "../core/bus_entry.ts";
 import { closeRedis, duplicateRedis, type RedisClient } from "./redis.ts";
@@ -42,6 +48,12 @@ const READ_COUNT = 256;
 const READ_BLOCK_MS = 1_000;
 /** The pause before reading again after a failed read or delivery. */
 const RETRY_MS = 250;
+/**
+ * How long `publish` waits for this node's shards to store their copies once Redis has the
+ * entry. Past it the publisher hears 503, although the entry is in the stream and will be
+ * stored (a retry stores it twice: at least once, never lost).
+ */
+const STORED_WAIT_MS = 10_000;
 
 /** What a node's bus needs. */
 export interface BusOptions {
@@ -58,14 +70,15 @@ export interface BusOptions {
    */
   fromNow: boolean;
   /**
-   * Stores the other nodes' entries' channel messages in the local shards; the entries are
-   * acknowledged once it resolves (a rejection leaves them to be read again). `streamTop`:
+   * Stores the entries' channel messages in the local shards and answers each entry's receipt
+   * (this node's members); the entries are acknowledged once it resolves (a rejection leaves
+   * them to be read again). `streamTop`:
    * the latest entry id of the stream this bus knew of before it read these (its last entry
    * when the bus joined, or the last one read since). A shard's bus mark for this stream was
    * written for entries read before, so it is never past it; one that is was written for
    * another stream (Redis lost this one), even if these entries' ids are past it too.
    */
-  deliver(entries: BusEntry[], streamTop: string): Promise<void>;
+  deliver(entries: BusEntry[], streamTop: string): Promise<ChannelReceipt[]>;
   log: Log;
 }
 
@@ -79,6 +92,11 @@ export class ClusterBus {
   #delivered = new Set<string>();
   /** The latest entry id of the stream known here (`BusOptions.deliver`'s `streamTop`). */
   #top: string;
+  /** This process's sends whose copies here are not stored yet, by their key (`k`). */
+  #waiting = new Map<string, PromiseWithResolvers<ChannelReceipt>>();
+  /** Keys are this process's: a random prefix and a count. */
+  #keyPrefix = crypto.randomUUID();
+  #sent = 0;
   #closed = false;
   #reading: Promise<void>;
 
@@ -136,18 +154,41 @@ export class ClusterBus {
     }
   }
 
-  /** Hands channel messages to every other node (503 if Redis does not take them). */
-  async publish(requests: ChannelRequest[]): Promise<void> {
-    const threshold = Date.now() - this.#options.retentionSec * 1000;
+  /**
+   * Hands a channel message to every node, this one included; resolves with this node's
+   * receipt once its shards stored their members' copies. 503 if Redis does not take it
+   * (stored nowhere), or if this node has not stored it within {@linkcode STORED_WAIT_MS}
+   * (in the stream: it will be).
+   */
+  async publish(request: ChannelRequest): Promise<ChannelReceipt> {
+    // Closed, it reads no more: its own entry would never be stored here.
+    if (this.#closed) throw new ServiceError("draining", 503);
+    const key = `${this.#keyPrefix}-${++this.#sent}`;
+    const stored = Promise.withResolvers<ChannelReceipt>();
+    // Rejected by the timer or `close` while `XADD` is still out: not an unhandled rejection.
+    stored.promise.catch(() => {});
+    this.#waiting.set(key, stored);
+    const timer = setTimeout(() =>
+      stored.reject(
+        new ServiceError(
+          `cluster bus: in the stream, but not stored by this node within ${STORED_WAIT_MS} ms`,
+          503,
+        ),
+      ), STORED_WAIT_MS);
     try {
+      const threshold = Date.now() - this.#options.retentionSec * 1000;
       await this.#client.xAdd(
         this.#stream,
         "*",
-        { o: this.#options.nodeId, r: JSON.stringify(requests) },
+        { o: this.#options.nodeId, k: key, r: JSON.stringify([request]) },
         { TRIM: { strategy: "MINID", strategyModifier: "~", threshold } },
-      );
-    } catch (error) {
-      throw new ServiceError(`cluster bus unavailable: ${(error as Error).message}`, 503);
+      ).catch((error) => {
+        throw new ServiceError(`cluster bus unavailable: ${(error as Error).message}`, 503);
+      });
+      return await stored.promise;
+    } finally {
+      clearTimeout(timer);
+      this.#waiting.delete(key);
     }
   }
 
@@ -185,9 +226,9 @@ export class ClusterBus {
   }
 
   /**
-   * Every entry after `after` up to `upTo` (both ids), in stream order, whatever its origin:
-   * the entries a shard taking over a dead node's uids stores their copies of, which that node
-   * never did (docs/cluster.md, "Failover"). What the retention trimmed is not there.
+   * Every entry after `after` up to `upTo` (both ids), in stream order: the entries a shard
+   * taking over uids stores their copies of, which their old owner never did (docs/cluster.md,
+   * "Channel copies when uids move"). What the retention trimmed is not there.
    */
   async range(after: string, upTo: string): Promise<BusEntry[]> {
     const entries: BusEntry[] = [];
@@ -206,6 +247,9 @@ export class ClusterBus {
   /** Stops reading (its group stays, for the next start to read on from). */
   async close(): Promise<void> {
     this.#closed = true;
+    for (const stored of this.#waiting.values()) {
+      stored.reject(new ServiceError("cluster bus closed (draining)", 503));
+    }
     await closeRedis(this.#reader);
     await this.#reading;
   }
@@ -257,13 +301,20 @@ export class ClusterBus {
     // if this read's entries are (a mark past it is another stream's; see `deliver`).
     const known = this.#top;
     const fresh: BusEntry[] = [];
+    const keys: (string | undefined)[] = [];
     for (const { id, message } of entries) {
       this.#top = laterEntryId(this.#top, id);
-      if (this.#delivered.has(id) || message.o === this.#options.nodeId) continue;
+      if (this.#delivered.has(id)) continue;
       const entry = this.#parse(id, message);
-      if (entry) fresh.push(entry);
+      if (!entry) continue;
+      fresh.push(entry);
+      keys.push(message.k);
     }
-    if (fresh.length > 0) await this.#options.deliver(fresh, known);
+    if (fresh.length > 0) {
+      const receipts = await this.#options.deliver(fresh, known);
+      // Only this process waits on its keys; another's (a restart's) are nobody's now.
+      keys.forEach((key, i) => key && this.#waiting.get(key)?.resolve(receipts[i]));
+    }
     for (const { id } of fresh) this.#delivered.add(id);
     const ids = entries.map((entry) => entry.id);
     await this.#client.xAck(this.#stream, this.#options.nodeId, ids);
@@ -293,10 +344,9 @@ interface GroupInfo {
   "last-delivered-id": unknown;
 }
 
-/** An entry's origin and channel messages, checked. */
+/** An entry's channel messages, checked. */
 function parseEntry(id: string, message: Record<string, string>): BusEntry {
-  const origin = nameOf(message.o, "origin");
   const requests = JSON.parse(message.r);
   if (!Array.isArray(requests)) throw badRequest("no requests");
-  return { id, origin, requests: requests.map((request) => checkChannel(request, BUS_MAX_BODY)) };
+  return { id, requests: requests.map((request) => checkChannel(request, BUS_MAX_BODY)) };
 }

@@ -58,7 +58,7 @@ function keeperWith(view: View, graceMs = 1000, localState = false) {
   const target: MapTarget = {
     setMembers: (members, hold) => {
       calls.push(`map ${members.map((m) => m.id).join(",")}${hold ? " held" : ""}`);
-      return Promise.resolve({ appliedAt: null, marks: {} });
+      return Promise.resolve({ marks: {} });
     },
     settle: (_before, from) => {
       const owners = from.map((o) => `${o.node}${o.position ? `@${o.position.version}` : " dead"}`);
@@ -108,15 +108,11 @@ Deno.test("MapKeeper: a joining node holds what it gains until every member appl
 
 Deno.test("MapKeeper: a settle is told where each old owner stood when it applied, and says its own", async () => {
   const { keeper, membership, calls } = keeperWith(viewOf(7, ["a", "b"], { a: 0, b: 6 }));
-  const at = (version: number, mark: string) => ({
-    version,
-    appliedAt: mark,
-    marks: { "b/0": mark },
-  });
+  const at = (version: number, mark: string) => ({ version, marks: { "b/0": mark } });
   // b's positions: one from before this node joined (version 6), then at the join's.
   membership.stood.set("b", [at(6, "1-0"), at(7, "2-0")]);
   await keeper.start();
-  assert.deepEqual(membership.said, [{ version: 7, appliedAt: null, marks: {} }]);
+  assert.deepEqual(membership.said, [{ version: 7, marks: {} }]);
   membership.view = viewOf(7, ["a", "b"], { a: 7, b: 7 });
   await keeper.refresh();
   assert.deepEqual(calls, ["map a,b held", "settle, from b@7"]);

@@ -497,7 +497,6 @@ function parsePositions(text: string): BusPosition[] | null {
     if (!Array.isArray(list)) return null;
     const ok = list.every((p) =>
       Number.isSafeInteger(p?.version) &&
-      (p.appliedAt === null || (typeof p.appliedAt === "string" && isEntryId(p.appliedAt))) &&
       typeof p.marks === "object" && p.marks !== null &&
       Object.values(p.marks).every((mark) =>
         mark === null || (typeof mark === "string" && isEntryId(mark))

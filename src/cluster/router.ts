@@ -1,7 +1,7 @@
 /**
  * Routing on the main thread: an operation for a uid goes to its owning shard — a worker of
- * this process, or another node — and a channel message goes to every local shard and, over
- * the cluster bus, to every other node. Intra-node and inter-node routing are one decision
+ * this process, or another node — and a channel message goes over the cluster bus to every
+ * node, this one included (alone, to every local shard). Intra-node and inter-node routing are one decision
  * made on one map. The admin API routes through this; it does not know where a shard runs.
  *
  * @module
@@ -11,6 +11,7 @@ import { errorAnswer, ServiceError } from "../core/errors.ts";
 import type { UserPresence } from "../core/presence.ts";
 import type { HandedUser } from "../core/messages.ts";
 import {
+  addReceipt,
   type ChannelReceipt,
   type ChannelRequest,
   ownerOf,
@@ -103,19 +104,26 @@ export class Router {
   }
 
   /**
-   * A channel message: other nodes via the bus, then every shard here stores its members'
-   * copies. The bus first: a message it refuses (503) is stored nowhere, so that the
-   * publisher's retry stores no member's copy twice. Its receipt counts this node's members
-   * (the bus does not say how many other nodes have).
+   * A channel message, from a back end or a client: in a cluster, to the bus, whose entry every
+   * node's shards (this node's too) store their members' copies of, so that every copy is
+   * decided in the stream's order (docs/cluster.md). It resolves once this node's are stored;
+   * one the bus refuses (503) is stored nowhere, so that the publisher's retry stores no copy
+   * twice. Alone, every shard here stores its members' copies. Its receipt counts this node's
+   * members (the bus does not say how many other nodes have).
    */
   async publishChannel(request: ChannelRequest): Promise<ChannelReceipt> {
-    await this.#toBus([request]);
-    const receipts = await this.#local.publishChannel(request);
-    const total = { recipients: 0, online: 0 };
-    for (const { recipients, online } of receipts) {
-      total.recipients += recipients;
-      total.online += online;
+    const { bus, counters } = this.#cluster;
+    if (bus) {
+      counters.bus_published++;
+      try {
+        return await bus.publish(request);
+      } catch (error) {
+        counters.bus_errors++;
+        throw error;
+      }
     }
+    const total = { recipients: 0, online: 0 };
+    for (const receipt of await this.#local.publishChannel(request)) addReceipt(total, receipt);
     return total;
   }
 
@@ -148,11 +156,6 @@ export class Router {
       return Promise.reject(new ServiceError(`uid ${uid} is not owned by this node`, 421));
     }
     return this.#local.toShard(index, op);
-  }
-
-  /** A channel message a local client sent (its own node's shards already have it). */
-  relayChannel(requests: ChannelRequest[]): Promise<void> {
-    return this.#toBus(requests);
   }
 
   /** A uid's presence. */
@@ -192,19 +195,6 @@ export class Router {
     const peers = this.#cluster.peers;
     if (!peers) return Promise.reject(new Error(`uid ${uid} maps to node ${node} without peers`));
     return peers.request(node, op);
-  }
-
-  /** Channel messages to the other nodes, if there are any. */
-  async #toBus(requests: ChannelRequest[]): Promise<void> {
-    const { bus, counters } = this.#cluster;
-    if (!bus) return;
-    counters.bus_published += requests.length;
-    try {
-      await bus.publish(requests);
-    } catch (error) {
-      counters.bus_errors += requests.length;
-      throw error;
-    }
   }
 
   #presence(): Presence {

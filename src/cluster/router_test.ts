@@ -56,7 +56,7 @@ Deno.test("Router: a batch's lines whose uid moved on the way are asked of their
   ]);
 });
 
-Deno.test("Router: a channel message the bus refuses is stored by no shard here", async () => {
+Deno.test("Router: in a cluster a channel message goes to the bus alone; one it refuses is stored nowhere", async () => {
   const stored: ChannelRequest[] = [];
   const local: LocalShards = {
     map: OLD,
@@ -64,21 +64,29 @@ Deno.test("Router: a channel message the bus refuses is stored by no shard here"
     toShard: () => Promise.reject(new Error("no owner op here")),
     publishChannel: (request) => {
       stored.push(request);
-      return Promise.resolve([{ recipients: 1, online: 1 }]);
+      return Promise.resolve([{ recipients: 1, online: 1 }, { recipients: 2, online: 0 }]);
     },
   };
   let up = false;
+  const sent: ChannelRequest[] = [];
   const bus = {
-    publish: () =>
-      up ? Promise.resolve() : Promise.reject(new ServiceError("cluster bus unavailable", 503)),
+    publish: (request: ChannelRequest) =>
+      up
+        ? (sent.push(request), Promise.resolve({ recipients: 5, online: 2 }))
+        : Promise.reject(new ServiceError("cluster bus unavailable", 503)),
   } as unknown as ClusterBus;
   const counters = newShardCounters();
-  const router = new Router(local, { bus, counters });
   const request = { channel: "news", from: "op", body: "1", ttlSec: 0, volatile: false };
-  await assert.rejects(router.publishChannel(request), { status: 503 });
-  assert.deepEqual(stored, [], "nothing stored for a 503: the retry below is the only copy");
+  const clustered = new Router(local, { bus, counters });
+  await assert.rejects(clustered.publishChannel(request), { status: 503 });
   assert.equal(counters.bus_errors, 1);
   up = true;
-  assert.deepEqual(await router.publishChannel(request), { recipients: 1, online: 1 });
+  // This node's shards store their copies from the bus, as every other node's do.
+  assert.deepEqual(await clustered.publishChannel(request), { recipients: 5, online: 2 });
+  assert.deepEqual(sent, [request]);
+  assert.deepEqual(stored, [], "no shard asked directly: the retry above is the only copy");
+  // Alone: every local shard, their receipts summed.
+  const alone = new Router(local, { counters });
+  assert.deepEqual(await alone.publishChannel(request), { recipients: 3, online: 1 });
   assert.deepEqual(stored, [request]);
 });

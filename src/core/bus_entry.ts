@@ -14,21 +14,16 @@ import type { ChannelRequest } from "./requests.ts";
 export interface BusEntry {
   /** Its stream id, `<ms>-<seq>`. */
   id: string;
-  /** The node that published it (and stored its own members' copies as it did). */
-  origin: string;
   requests: ChannelRequest[];
 }
 
 /**
  * Where a node stood on the bus when it applied map version `version`: up to which entry each
- * of its shards (by map id) had stored its members' copies (null: none yet), and the stream's
- * last entry just before (`appliedAt`: its own channel messages up to it were stored for the
- * members it owned before; null: not known). A shard taking over its uids replays what is
- * after them (docs/cluster.md).
+ * of its shards (by map id) had stored its members' copies (null: none yet). A shard taking
+ * over its uids replays what is after them (docs/cluster.md).
  */
 export interface BusPosition {
   version: number;
-  appliedAt: string | null;
   marks: Record<string, string | null>;
 }
 

@@ -45,6 +45,12 @@ export interface ChannelReceipt {
   online: number;
 }
 
+/** Adds `receipt`'s counts to `total` (the receipts of several shards, or requests). */
+export function addReceipt(total: ChannelReceipt, receipt: ChannelReceipt): void {
+  total.recipients += receipt.recipients;
+  total.online += receipt.online;
+}
+
 /** One request's outcome in a batch: its receipt, or why it failed. */
 export type PubResult = Receipt | ErrorAnswer;
 

@@ -5,7 +5,7 @@
  * up; {@linkcode RunningNode.drain} takes it down in the one order that loses nothing:
  *
  * 1. stop taking work: client ports and the admin API answer `503 draining`, the front door
- *    stops accepting, clients' channel messages stop being relayed;
+ *    stops accepting, the bus takes no more channel messages;
  * 2. drain the shards: every session gets its last chunk, every journal is flushed, every
  *    store closed;
  * 3. close the admin API (requests in flight are answered);
@@ -36,8 +36,6 @@ import { Fence } from "../core/fence.ts";
 import type { Log } from "../core/log.ts";
 import { isLoopback } from "../core/loopback.ts";
 import type { PresenceChange } from "../core/presence.ts";
-import type { ChannelRequest } from "../core/requests.ts";
-import { CHANNEL_BUS } from "../shard/ops.ts";
 import { StatsBook } from "../stats/report.ts";
 import { backendOf, prepareStore } from "../storage/registry.ts";
 import { perTurn } from "../thread/batch.ts";
@@ -101,9 +99,10 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
   }
   // A Redis-managed member writes only under its lease (closed until it has joined).
   const fence = Fence.create(shape.dynamic ? 0 : Infinity);
-  const pool = new ShardPool({ config, topology: shape, stats, log, budget, fence });
   // Only a cluster has other nodes to tell.
-  const bus = redis && shape.clustered
+  const hasBus = redis !== undefined && shape.clustered;
+  const pool = new ShardPool({ config, topology: shape, stats, log, budget, fence, bus: hasBus });
+  const bus = redis && hasBus
     ? await ClusterBus.join(redis, config.redis_url, {
       cluster: config.cluster_name,
       nodeId: self.id,
@@ -131,22 +130,20 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     })
   );
   await pool.start({
-    request: (op) =>
-      op.op === "publish" ? router.publish(op.request) : router.importUsers(op.uid, op.users),
+    request: (op) => {
+      switch (op.op) {
+        case "publish":
+          return router.publish(op.request);
+        case "publish_channel":
+          return router.publishChannel(op.request);
+        case "import":
+          return router.importUsers(op.uid, op.users);
+      }
+    },
     note: (note) => {
       if (note.type === "presence" || note.type === "presence-channel") recordPresence(note);
     },
   });
-  // Clients' channel messages: the shards of this process exchange them over the
-  // BroadcastChannel; the main thread hears them there too and relays them to other nodes.
-  const clientChannels = bus ? new BroadcastChannel(CHANNEL_BUS) : undefined;
-  if (clientChannels) {
-    clientChannels.onmessage = (event: MessageEvent<ChannelRequest[]>) => {
-      router.relayChannel(event.data).catch((error) =>
-        log("warn", `channel message to other nodes: ${error.message}`)
-      );
-    };
-  }
 
   let draining = false;
   // The front door redirects every client; the owning shard checks it, once.
@@ -288,7 +285,6 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
       clearInterval(sampler);
       clearInterval(trimmer);
       frontDoor.close();
-      clientChannels?.close();
       // The bus stops reading before the shards drain: an entry delivered to a drained shard
       // is never answered. What it has not read waits in its group for the next start (gone
       // without handing off, it must catch up when it is back); a node that left has none.

@@ -12,7 +12,7 @@ import type { SharedFence } from "../core/fence.ts";
 import type { Config } from "../config/flags.ts";
 import type { Log } from "../core/log.ts";
 import { type SharedBudget, SocketBudget } from "../transport/budget.ts";
-import type { ChannelReceipt, ChannelRequest } from "../core/requests.ts";
+import { addReceipt, type ChannelReceipt, type ChannelRequest } from "../core/requests.ts";
 import type { BusEntry, BusPosition } from "../core/bus_entry.ts";
 import type {
   MainOp,
@@ -52,6 +52,8 @@ export interface PoolOptions {
   budget: SharedBudget;
   /** The node's write fence, shared with every worker. */
   fence: SharedFence;
+  /** The node has a cluster bus (`ShardInit.bus`). */
+  bus: boolean;
 }
 
 /** What a settle that takes over other nodes' uids reads of the cluster bus (`ClusterBus`). */
@@ -90,8 +92,6 @@ export class ShardPool implements LocalShards, MapTarget {
    * replays nothing from them.
    */
   #catchingUp = false;
-  /** The stream's last entry once the held change was first applied (`setMembers`). */
-  #appliedAt: string | null = null;
   /** This node's shards, with their actual ports once they listen. */
   #own: ShardAddress[];
   #members: readonly NodeInfo[];
@@ -156,19 +156,11 @@ export class ShardPool implements LocalShards, MapTarget {
     hold: boolean,
   ): Promise<Omit<BusPosition, "version">> {
     this.#members = members;
-    const holding = this.#held;
     this.#held ||= hold;
-    // The stream's end before and after: a channel message of this node sent to the bus
-    // before the first was decided by its shards under the old map; one decided under it
-    // (a shard takes ops in order) went to the bus before the second. Where a race between
-    // the two would lose a copy, each side picks the bound that stores it twice instead.
-    const last = () => this.#bus ? this.#bus.last().catch(() => null) : Promise.resolve(null);
-    const before = await last();
     const positions = await this.#publishMap(hold);
-    if (hold && !holding) this.#appliedAt = await last();
     const marks: Record<string, string | null> = {};
     this.#own.forEach((shard, k) => marks[shard.id] = positions[k] ?? null);
-    return { appliedAt: before, marks };
+    return { marks };
   }
 
   /**
@@ -193,11 +185,10 @@ export class ShardPool implements LocalShards, MapTarget {
       from: await Promise.all(
         from.map(async ({ node, position }): Promise<TakenFrom> =>
           position
-            ? { node, marks: position.marks, storedUpTo: null, publishedUpTo: position.appliedAt }
-            : { node, storedUpTo: await bus.storedUpTo(node), publishedUpTo: until }
+            ? { node, marks: position.marks, storedUpTo: null }
+            : { node, storedUpTo: await bus.storedUpTo(node) }
         ),
       ),
-      appliedAt: this.#appliedAt,
       until,
     };
     this.#held = false;
@@ -243,7 +234,6 @@ export class ShardPool implements LocalShards, MapTarget {
    */
   async reset(): Promise<void> {
     this.#held = true;
-    this.#appliedAt = null;
     // First: an entry read again before the shards hold would meet the closed fence, and
     // fail; one read again after they hold would wait for the re-join, and be stored twice.
     // With an embedded store the others refused its uids meanwhile: it catches up instead.
@@ -274,16 +264,23 @@ export class ShardPool implements LocalShards, MapTarget {
   }
 
   /**
-   * Other nodes' bus entries to every shard of this node (each skips those it has stored,
-   * `Shard.publishBusEntries`). Rejects if any shard failed, but only once every shard has
-   * answered: the bus reads a failed batch again, and a shard still storing it then would
-   * not yet know it as stored.
+   * Bus entries to every shard of this node (each skips those it has stored,
+   * `Shard.publishBusEntries`); each entry's receipt, this node's members summed. Rejects if
+   * any shard failed, but only once every shard has answered: the bus reads a failed batch
+   * again, and a shard still storing it then would not yet know it as stored.
    */
-  async publishBusEntries(entries: BusEntry[], streamTop: string): Promise<void> {
+  async publishBusEntries(entries: BusEntry[], streamTop: string): Promise<ChannelReceipt[]> {
     const op: ShardOp = { op: "bus_entries", entries, streamTop };
     const results = await Promise.allSettled(this.#slots.map((slot) => slot.link.request(op)));
     const failed = results.find((result) => result.status === "rejected");
     if (failed) throw failed.reason;
+    const total = entries.map(() => ({ recipients: 0, online: 0 }));
+    for (const result of results) {
+      (result as PromiseFulfilledResult<ChannelReceipt[]>).value.forEach((receipt, i) =>
+        addReceipt(total[i], receipt)
+      );
+    }
+    return total;
   }
 
   /** Sends `op` to every shard. */
@@ -375,6 +372,7 @@ export class ShardPool implements LocalShards, MapTarget {
         lost: this.#lost,
         budget,
         fence,
+        bus: this.#options.bus,
       } satisfies ShardInit,
     );
     const slot: Slot = { worker, link, ready, up: false };

@@ -28,6 +28,12 @@ export interface ShardInit {
   hold: boolean;
   /** The members lost with their uids' state (`lost`): those uids without state are refused. */
   lost: LostNode[];
+  /**
+   * The node has a cluster bus: a client's channel message goes to it through the main thread
+   * (every shard, this one too, stores its copies from the bus). Without, to the process's
+   * other shards over {@linkcode CHANNEL_BUS}.
+   */
+  bus: boolean;
   budget: SharedBudget;
   /** The node's write fence (`core/fence.ts`). */
   fence: SharedFence;
@@ -42,11 +48,6 @@ export interface TakeOver {
   /** The map of the last settled version: who owned the uids before (ids are what count). */
   before: ShardAddress[];
   from: TakenFrom[];
-  /**
-   * The stream's last entry when this node applied the change that gave it those uids: this
-   * node's own channel messages up to it were stored without them (null: not known).
-   */
-  appliedAt: string | null;
   /** The stream's last entry now, as the change settles: the copies up to it are replayed. */
   until: string;
 }
@@ -61,11 +62,6 @@ export interface TakenFrom {
   marks?: Record<string, string | null>;
   /** For a node that died: up to where its group says it stored what it read. */
   storedUpTo: string | null;
-  /**
-   * Its own channel messages up to this entry had their copies stored by it as it published
-   * them (a dead node: all of them, up to the settle's `until`); null: none known.
-   */
-  publishedUpTo: string | null;
 }
 
 /** The bus entries a shard asks to be replayed to it, after `after` up to `upTo`. */
@@ -80,9 +76,9 @@ export type ShardOp =
   /** A channel message, for the members this shard owns. */
   | { op: "publish_channel"; request: ChannelRequest }
   /**
-   * Other nodes' bus entries, in stream order, for the members this shard owns; those at or
-   * below its bus mark are skipped. `streamTop`: the latest entry id the bus knew of before
-   * it read them.
+   * Bus entries, in stream order, for the members this shard owns; those at or below its bus
+   * mark are skipped. `streamTop`: the latest entry id the bus knew of before it read them.
+   * Answers each entry's receipt.
    */
   | { op: "bus_entries"; entries: BusEntry[]; streamTop: string }
   /** The shard's report now (`/stats` is exact, not a second old). */
@@ -119,11 +115,13 @@ export type ShardOp =
   | { op: "compact" };
 
 /**
- * Requests from a shard to the main thread: a client's message for a uid owned elsewhere, and
- * a hand-off's batch for the shard that owns `uid` (and every uid of `users`).
+ * Requests from a shard to the main thread: a client's message for a uid owned elsewhere, a
+ * client's channel message for the cluster bus (`ShardInit.bus`), and a hand-off's batch for
+ * the shard that owns `uid` (and every uid of `users`).
  */
 export type MainOp =
   | { op: "publish"; request: UnicastRequest }
+  | { op: "publish_channel"; request: ChannelRequest }
   | { op: "import"; uid: string; users: HandedUser[] };
 
 /** Notes from a shard: listening (on `port`) or failed to start, its report once a second, presence changes. */
@@ -134,6 +132,6 @@ export type ShardNote =
   | ({ type: "stats" } & ShardReport)
   | PresenceChange;
 
-/** The `BroadcastChannel` on which a process's shards (and its main thread) hear clients'
- * channel messages. */
+/** The `BroadcastChannel` on which a process's shards hear clients' channel messages (without a
+ * cluster bus). */
 export const CHANNEL_BUS = "ipush.channel-messages";

@@ -54,12 +54,13 @@
 import type { ChannelAction, Sender } from "../core/access.ts";
 import { errorAnswer, ServiceError } from "../core/errors.ts";
 import type { PresenceChange } from "../core/presence.ts";
-import type {
-  ChannelReceipt,
-  ChannelRequest,
-  PubResult,
-  Receipt,
-  UnicastRequest,
+import {
+  addReceipt,
+  type ChannelReceipt,
+  type ChannelRequest,
+  type PubResult,
+  type Receipt,
+  type UnicastRequest,
 } from "../core/requests.ts";
 import type { Delivery, HandedUser, HandOffOutcome } from "../core/messages.ts";
 import { type BusEntry, compareEntryIds, laterEntryId } from "../core/bus_entry.ts";
@@ -114,8 +115,11 @@ export interface ShardOptions {
   sessionWaitMs: number;
   /** A client's y=3 to a uid owned by another shard. */
   forward(request: UnicastRequest): Promise<unknown>;
-  /** A client's y=4, for every other shard. */
-  broadcast(request: ChannelRequest): void;
+  /**
+   * A client's y=4, to every member of its channel: resolves once this node's members' copies
+   * are stored, this shard's included (through the cluster bus, or this process's shards).
+   */
+  publishChannel(request: ChannelRequest): Promise<unknown>;
   /**
    * Hands `users` (of one shard, another) to their owner; resolves with the uids it kept its
    * own state of (see {@linkcode Shard.importUsers}).
@@ -209,8 +213,13 @@ export class Shard implements SessionOwner {
   #appliedPosition: Promise<string | null> = Promise.resolve(null);
   /** The uids a failed hand-off left, and under which map (`#generation`). */
   #handOffLeft: { generation: number; uids: string[] } | null = null;
-  /** The uids taken over from dead shards at the last settle, while entries may skip them. */
+  /** The uids taken over from other shards at the last settle, while entries skip them. */
   #takenOver: TakenOver | null = null;
+  /**
+   * The same, until {@linkcode replay} has stored their copies: live entries past the
+   * replay's end may end the skipping before the replay arrives.
+   */
+  #toReplay: TakenOver | null = null;
 
   constructor(options: ShardOptions) {
     this.#options = options;
@@ -302,20 +311,20 @@ export class Shard implements SessionOwner {
    */
   async settle(takeOver?: TakeOver): Promise<ReplayRange | null> {
     if (!this.#heldSince) return null;
-    this.#takenOver = takeOver
+    this.#takenOver = this.#toReplay = takeOver
       ? await this.#takeOver(new ShardMap(takeOver.before), takeOver)
       : null;
     this.#settle();
     const from = this.#takenOver?.from;
     if (!from || from.size === 0) return null;
-    const marks = [...from.values()].map((shard) => shard.upTo);
+    const marks = [...from.values()];
     const after = marks.reduce((low, mark) => compareEntryIds(mark, low) < 0 ? mark : low);
     return { after, upTo: takeOver!.until };
   }
 
   /** What each dead node's shard of `map` stored up to; logged where it cannot be known. */
   async #takeOver(map: ShardMap, takeOver: TakeOver): Promise<TakenOver> {
-    const from = new Map<number, TakenShard>();
+    const from = new Map<number, string>();
     for (const [index, shard] of map.shards.entries()) {
       const old = takeOver.from.find((node) => node.node === nodeOf(shard));
       if (!old) continue;
@@ -331,36 +340,28 @@ export class Shard implements SessionOwner {
         );
         continue;
       }
-      from.set(index, { node: old.node, upTo, publishedUpTo: old.publishedUpTo });
+      from.set(index, upTo);
     }
-    const own = this.#options.map.shards[this.#options.index];
-    const self = own ? nodeOf(own) : "";
-    return { map, from, until: takeOver.until, self, appliedAt: takeOver.appliedAt };
+    return { map, from, until: takeOver.until };
   }
 
   /**
    * Stores the copies of the replayed entries (the range {@linkcode settle} answered) for the
-   * uids taken over alone: those after their dead shard's mark, not published by that node
-   * (it stored its own members' copies as it published), and of this node's own only those it
-   * stored before it applied the change (those after waited for the uids, and have them).
+   * uids taken over alone, those after their old shard's position: every copy in a cluster is
+   * decided from the bus (the node that publishes an entry reads it too), so that position
+   * covers all the old shard stored, whoever published.
    * Answers how many copies it stored.
    */
   async replay(entries: readonly BusEntry[]): Promise<number> {
-    const taken = this.#takenOver;
+    const taken = this.#toReplay;
+    this.#toReplay = null;
     if (!taken || entries.length === 0) return 0;
     const requests = entries.flatMap((entry) => entry.requests);
     const entryOf = entries.flatMap((entry) => entry.requests.map(() => entry));
     const receipts = await this.#publishChannels(requests, {
       keep: (uid, i) => {
-        const entry = entryOf[i];
-        const shard = taken.from.get(taken.map.indexOf(uid));
-        if (!shard || compareEntryIds(entry.id, shard.upTo) <= 0) return false;
-        // The old owner stored its own up to its apply, this node its own from its own apply.
-        if (entry.origin === shard.node) {
-          return shard.publishedUpTo === null || compareEntryIds(entry.id, shard.publishedUpTo) > 0;
-        }
-        if (entry.origin !== taken.self) return true;
-        return taken.appliedAt !== null && compareEntryIds(entry.id, taken.appliedAt) <= 0;
+        const upTo = taken.from.get(taken.map.indexOf(uid));
+        return upTo !== undefined && compareEntryIds(entryOf[i].id, upTo) > 0;
       },
     });
     const stored = receipts.reduce(
@@ -589,8 +590,8 @@ export class Shard implements SessionOwner {
   }
 
   /**
-   * Stores and delivers the channel messages of other nodes' bus entries (in stream order) to
-   * the members this shard owns. An entry at or below the shard's bus mark is skipped: its
+   * Stores and delivers the channel messages of bus entries (in stream order) to the members
+   * this shard owns. An entry at or below the shard's bus mark is skipped: its
    * copies are stored already (it is read again because the node died, or lost Redis, before
    * its `XACK`). The copies of the others go to the journal in one append that carries the
    * last one's id as the new mark, so that the mark commits with the copies it vouches for.
@@ -599,9 +600,13 @@ export class Shard implements SessionOwner {
    * past it was written for another stream (Redis lost it and it was made anew, or came back
    * from an older snapshot), whose ids say nothing about this one's, so it is dropped rather
    * than trusted.
-   * Answers how many copies it stored.
+   * Answers each entry's receipt (none for one skipped: its members were counted when it was
+   * stored).
    */
-  async publishBusEntries(entries: readonly BusEntry[], streamTop: string): Promise<number> {
+  async publishBusEntries(
+    entries: readonly BusEntry[],
+    streamTop: string,
+  ): Promise<ChannelReceipt[]> {
     if (this.#busMark !== null && compareEntryIds(this.#busMark, streamTop) > 0) {
       this.#options.log(
         "warn",
@@ -622,7 +627,8 @@ export class Shard implements SessionOwner {
           `${mark} skipped: their copies are stored already`,
       );
     }
-    if (fresh.length === 0) return 0;
+    const receiptOf = new Map(entries.map((entry) => [entry, { recipients: 0, online: 0 }]));
+    if (fresh.length === 0) return [...receiptOf.values()];
     const last = fresh.reduce((latest, entry) => laterEntryId(latest, entry.id), fresh[0].id);
     const requests = fresh.flatMap((entry) => entry.requests);
     // Up to the end of the replay, a uid taken over gets its copies from the replay alone;
@@ -655,10 +661,8 @@ export class Shard implements SessionOwner {
     // Also when nothing was stored (no members here, or only volatile messages): there is
     // nothing to store again, and the stored mark, older, only costs such an entry a re-read.
     if (this.#busMark === null || compareEntryIds(last, this.#busMark) > 0) this.#busMark = last;
-    return receipts.reduce(
-      (sum, receipt, i) => requests[i].volatile ? sum : sum + receipt.recipients,
-      0,
-    );
+    receipts.forEach((receipt, i) => addReceipt(receiptOf.get(entryOf[i])!, receipt));
+    return [...receiptOf.values()];
   }
 
   /**
@@ -985,10 +989,12 @@ export class Shard implements SessionOwner {
       }
       case 4: {
         const request = { channel: message.c, from, body: message.b, ttlSec: 0, volatile: false };
-        return this.#permitted(sender, message.c, "publish", () => {
-          this.#options.broadcast(request);
-          return this.publishChannel(request);
-        }).then(done, reasonOf);
+        return this.#permitted(
+          sender,
+          message.c,
+          "publish",
+          () => this.#options.publishChannel(request),
+        ).then(done, reasonOf);
       }
       case 5: {
         const user = this.#users.get(from);
@@ -1214,26 +1220,14 @@ function mapOwnedAt(map: ShardMap, index: number): { owns(uid: string): boolean 
   return { owns: (uid) => index >= 0 && map.indexOf(uid) === index };
 }
 
-/** An old owner's shard, as a take-over reads it. */
-interface TakenShard {
-  node: string;
-  /** The last entry whose copies it stored for its uids. */
-  upTo: string;
-  /** Its node's own channel messages up to this entry had their copies stored as published. */
-  publishedUpTo: string | null;
-}
-
 /** Uids a settle took over from other nodes' shards ({@linkcode Shard.settle}). */
 interface TakenOver {
   /** The map they were served by until then. */
   map: ShardMap;
-  /** Each old shard's index in `map`, and what it stored. */
-  from: Map<number, TakenShard>;
+  /** Each old shard's index in `map`, and the last entry whose copies it stored. */
+  from: Map<number, string>;
   /** The stream's last entry at the settle: the replay's end. */
   until: string;
-  /** This shard's node, and the stream's last entry when it applied the change. */
-  self: string;
-  appliedAt: string | null;
 }
 
 function notOwned(uid: string): { error: string; status: number } {

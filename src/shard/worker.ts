@@ -1,6 +1,7 @@
 /**
  * A shard worker's life: {@linkcode startShard} opens the store and its journal, joins the
- * other shards of the process on the `BroadcastChannel`, serves the shard's client port and
+ * other shards of the process on the `BroadcastChannel` (without a cluster bus), serves the
+ * shard's client port and
  * starts its timers; {@linkcode RunningShard.handle} answers the main thread's ops, `drain`
  * among them.
  *
@@ -74,8 +75,13 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     (error) => log("warn", `ack not stored, kept for retry: ${error.message}`),
     () => fence.open(),
   );
-  const bus = new BroadcastChannel(CHANNEL_BUS);
-  const shard = new Shard({
+  // Alone, clients' channel messages reach this process's other shards over a BroadcastChannel
+  // (which does not echo to its sender: this shard stores its own part). With a cluster bus,
+  // every shard, this one too, stores them from the bus.
+  const siblings = init.bus ? undefined : new BroadcastChannel(CHANNEL_BUS);
+  const toSiblings = siblings &&
+    perTurn<ChannelRequest>((requests) => siblings.postMessage(requests));
+  const shard: Shard = new Shard({
     index: indexIn(init.shards),
     map,
     store,
@@ -96,23 +102,26 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     forward: (request) => link.request({ op: "publish", request } satisfies MainOp),
     handOff: async (users) =>
       await link.request({ op: "import", uid: users[0].uid, users } satisfies MainOp) as string[],
-    // A BroadcastChannel does not echo to its sender: the shard delivers its own part.
-    broadcast: perTurn<ChannelRequest>((requests) => bus.postMessage(requests)),
+    publishChannel: toSiblings
+      ? (request): Promise<unknown> => (toSiblings(request), shard.publishChannel(request))
+      : (request) => link.request({ op: "publish_channel", request } satisfies MainOp),
     presence: config.redis_url === ""
       ? undefined
       : (change) => link.notify(change satisfies ShardNote),
     log,
   });
-  const fromOtherShards = new WorkQueue<ChannelRequest>(
-    CHANNEL_MESSAGES_IN_FLIGHT,
-    (request) =>
-      shard.publishChannel(request).catch((error) =>
-        log("warn", `channel message to ${request.channel}: ${error.message}`)
-      ),
-  );
-  bus.onmessage = (event: MessageEvent<ChannelRequest[]>) => {
-    for (const request of event.data) fromOtherShards.push(request);
-  };
+  if (siblings) {
+    const fromSiblings = new WorkQueue<ChannelRequest>(
+      CHANNEL_MESSAGES_IN_FLIGHT,
+      (request) =>
+        shard.publishChannel(request).catch((error) =>
+          log("warn", `channel message to ${request.channel}: ${error.message}`)
+        ),
+    );
+    siblings.onmessage = (event: MessageEvent<ChannelRequest[]>) => {
+      for (const request of event.data) fromSiblings.push(request);
+    };
+  }
 
   let draining = false;
   const server = await listen(
@@ -188,7 +197,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     draining = true;
     server.close();
     for (const timer of timers) clearInterval(timer);
-    bus.close();
+    siblings?.close();
     for (const session of shard.sessions) session.end();
     await journal.flush();
     await store.close();
@@ -208,8 +217,8 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
           const storing = shard.publishBusEntries(op.entries, op.streamTop);
           if (!crashAfterBusCommit) return storing;
           // Never answered: the node reads these entries again once the shard is restarted.
-          return storing.then((stored) => {
-            if (stored === 0) return stored;
+          return storing.then((receipts) => {
+            if (!receipts.some((receipt) => receipt.recipients > 0)) return receipts;
             crash();
             return new Promise<never>(() => {});
           });

@@ -207,7 +207,7 @@ export const COUNTERS = {
   ),
   bus_published: nodeCounter("channel messages sent on the bus", forwards({ via: "bus" })),
   bus_errors: nodeCounter(
-    "channel messages the bus could not give every other node",
+    "channel messages the bus did not take, or this node did not store in time",
     forwardErrors({ via: "bus" }),
   ),
   redis_errors: nodeCounter(
