@@ -33,6 +33,12 @@ import { Link } from "../thread/link.ts";
 const WORKER_URL = new URL("../../workers/shard.ts", import.meta.url);
 /** A worker that crashes is restarted after this pause, so a crash loop cannot spin. */
 const RESTART_DELAY_MS = 500;
+/**
+ * How long a settle keeps trying to read the entries it replays, and how often: Redis away
+ * for a moment (the settle itself read it just before) costs a wait, not the copies.
+ */
+const REPLAY_READ_MS = 30_000;
+const REPLAY_RETRY_MS = 500;
 
 interface Slot {
   worker: Worker;
@@ -166,9 +172,10 @@ export class ShardPool implements LocalShards, MapTarget {
   /**
    * The held map change is settled: the shards serve the uids it gave them. With `from` (the
    * nodes that held some of them in the map of `before`: where each stood on the bus when it
-   * let go, or null for one that died) and a bus, each shard is also given the copies of the channel messages those
-   * nodes never stored for them, replayed from the bus (`Shard.settle`); a replay that cannot
-   * be read is logged and skipped, so that the uids are served rather than held on an outage.
+   * let go, or null for one that died) and a bus, each shard is also given the copies of the
+   * channel messages those nodes never stored for them, replayed from the bus (`Shard.settle`).
+   * The uids are served before; a replay that cannot be read within
+   * {@linkcode REPLAY_READ_MS} is logged and skipped.
    */
   async settle(before: readonly NodeInfo[] = [], from: readonly OldOwner[] = []): Promise<void> {
     const bus = this.#bus;
@@ -195,7 +202,7 @@ export class ShardPool implements LocalShards, MapTarget {
     await Promise.all(this.#slots.map(async (slot, k) => {
       const range = await slot.link.request({ op: "settle", takeOver }) as ReplayRange | null;
       if (!range) return;
-      const entries = await bus.range(range.after, range.upTo).catch((error) => {
+      const entries = await this.#readReplay(bus, range).catch((error) => {
         this.#options.log(
           "error",
           `shard-${k}: the channel messages dead nodes had not stored for the uids it takes ` +
@@ -205,6 +212,19 @@ export class ShardPool implements LocalShards, MapTarget {
       });
       await slot.link.request({ op: "replay", entries });
     }));
+  }
+
+  /** The entries of `range`, tried again for a while if Redis does not answer. */
+  async #readReplay(bus: BusHistory, range: ReplayRange): Promise<BusEntry[]> {
+    const deadline = Date.now() + REPLAY_READ_MS;
+    for (;;) {
+      try {
+        return await bus.range(range.after, range.upTo);
+      } catch (error) {
+        if (this.#stopping || Date.now() > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, REPLAY_RETRY_MS));
+      }
+    }
   }
 
   /**
