@@ -39,6 +39,7 @@ import { badRequest, ServiceError } from "../core/errors.ts";
 import { type ChannelReceipt, type ChannelRequest, checkChannel } from "../core/requests.ts";
 import type { Log } from "../core/log.ts";
 import { type BusEntry, entryIdBefore, laterEntryId } from "../core/bus_entry.ts";
+import { perPass } from "../thread/batch.ts";
 import { closeRedis, duplicateRedis, type RedisClient } from "./redis.ts";
 
 /** A channel message's body text is held to the frame size when it is sent: this is a backstop. */
@@ -54,6 +55,24 @@ const RETRY_MS = 250;
  * stored (a retry stores it twice: at least once, never lost).
  */
 const STORED_WAIT_MS = 10_000;
+/**
+ * Most channel messages one entry carries: those sent in one pass of the event loop (the lines
+ * of a `/pub/batch`, many `/pub`s at once) share an entry, one `XADD` and one read back.
+ */
+const ENTRY_REQUESTS = 256;
+
+/** A channel message on its way, and the receipt its sender waits for. */
+interface Outgoing {
+  request: ChannelRequest;
+  stored: PromiseWithResolvers<ChannelReceipt>;
+}
+
+/** An entry this process sent, whose copies here are not stored yet. */
+interface Sent {
+  /** Its requests' senders, in order. */
+  waiters: PromiseWithResolvers<ChannelReceipt>[];
+  timer: ReturnType<typeof setTimeout>;
+}
 
 /** What a node's bus needs. */
 export interface BusOptions {
@@ -70,8 +89,9 @@ export interface BusOptions {
    */
   fromNow: boolean;
   /**
-   * Stores the entries' channel messages in the local shards and answers each entry's receipt
-   * (this node's members); the entries are acknowledged once it resolves (a rejection leaves
+   * Stores the entries' channel messages in the local shards and answers each request's
+   * receipt (this node's members), in order, every entry's requests in turn; the entries are
+   * acknowledged once it resolves (a rejection leaves
    * them to be read again). `streamTop`:
    * the latest entry id of the stream this bus knew of before it read these (its last entry
    * when the bus joined, or the last one read since). A shard's bus mark for this stream was
@@ -92,11 +112,16 @@ export class ClusterBus {
   #delivered = new Set<string>();
   /** The latest entry id of the stream known here (`BusOptions.deliver`'s `streamTop`). */
   #top: string;
-  /** This process's sends whose copies here are not stored yet, by their key (`k`). */
-  #waiting = new Map<string, PromiseWithResolvers<ChannelReceipt>>();
+  /** This process's entries whose copies here are not stored yet, by their key (`k`). */
+  #waiting = new Map<string, Sent>();
   /** Keys are this process's: a random prefix and a count. */
   #keyPrefix = crypto.randomUUID();
   #sent = 0;
+  #send = perPass<Outgoing>((items) => {
+    for (let i = 0; i < items.length; i += ENTRY_REQUESTS) {
+      this.#add(items.slice(i, i + ENTRY_REQUESTS));
+    }
+  });
   #closed = false;
   #reading: Promise<void>;
 
@@ -160,36 +185,53 @@ export class ClusterBus {
    * (stored nowhere), or if this node has not stored it within {@linkcode STORED_WAIT_MS}
    * (in the stream: it will be).
    */
-  async publish(request: ChannelRequest): Promise<ChannelReceipt> {
+  publish(request: ChannelRequest): Promise<ChannelReceipt> {
     // Closed, it reads no more: its own entry would never be stored here.
-    if (this.#closed) throw new ServiceError("draining", 503);
-    const key = `${this.#keyPrefix}-${++this.#sent}`;
+    if (this.#closed) return Promise.reject(new ServiceError("draining", 503));
     const stored = Promise.withResolvers<ChannelReceipt>();
-    // Rejected by the timer or `close` while `XADD` is still out: not an unhandled rejection.
-    stored.promise.catch(() => {});
-    this.#waiting.set(key, stored);
-    const timer = setTimeout(() =>
-      stored.reject(
-        new ServiceError(
-          `cluster bus: in the stream, but not stored by this node within ${STORED_WAIT_MS} ms`,
-          503,
-        ),
-      ), STORED_WAIT_MS);
+    this.#send({ request, stored });
+    return stored.promise;
+  }
+
+  /** One entry for `items`: its `XADD`, then its senders wait for this node's copies. */
+  async #add(items: Outgoing[]): Promise<void> {
+    const key = `${this.#keyPrefix}-${++this.#sent}`;
+    const waiters = items.map((item) => item.stored);
+    const timer = setTimeout(() => {
+      this.#waiting.delete(key);
+      const late = new ServiceError(
+        `cluster bus: in the stream, but not stored by this node within ${STORED_WAIT_MS} ms`,
+        503,
+      );
+      for (const waiter of waiters) waiter.reject(late);
+    }, STORED_WAIT_MS);
+    // Before the `XADD`: this node may read the entry back before Redis' answer arrives.
+    this.#waiting.set(key, { waiters, timer });
     try {
       const threshold = Date.now() - this.#options.retentionSec * 1000;
       await this.#client.xAdd(
         this.#stream,
         "*",
-        { o: this.#options.nodeId, k: key, r: JSON.stringify([request]) },
+        { o: this.#options.nodeId, k: key, r: JSON.stringify(items.map((item) => item.request)) },
         { TRIM: { strategy: "MINID", strategyModifier: "~", threshold } },
-      ).catch((error) => {
-        throw new ServiceError(`cluster bus unavailable: ${(error as Error).message}`, 503);
-      });
-      return await stored.promise;
-    } finally {
-      clearTimeout(timer);
-      this.#waiting.delete(key);
+      );
+    } catch (error) {
+      this.#settle(key);
+      const refused = new ServiceError(
+        `cluster bus unavailable: ${(error as Error).message}`,
+        503,
+      );
+      for (const waiter of waiters) waiter.reject(refused);
     }
+  }
+
+  /** The entry of `key` is answered (or refused): its waiters leave. */
+  #settle(key: string): Sent | undefined {
+    const sent = this.#waiting.get(key);
+    if (!sent) return undefined;
+    clearTimeout(sent.timer);
+    this.#waiting.delete(key);
+    return sent;
   }
 
   /**
@@ -247,8 +289,9 @@ export class ClusterBus {
   /** Stops reading (its group stays, for the next start to read on from). */
   async close(): Promise<void> {
     this.#closed = true;
-    for (const stored of this.#waiting.values()) {
-      stored.reject(new ServiceError("cluster bus closed (draining)", 503));
+    const closed = new ServiceError("cluster bus closed (draining)", 503);
+    for (const key of [...this.#waiting.keys()]) {
+      for (const waiter of this.#settle(key)!.waiters) waiter.reject(closed);
     }
     await closeRedis(this.#reader);
     await this.#reading;
@@ -313,7 +356,12 @@ export class ClusterBus {
     if (fresh.length > 0) {
       const receipts = await this.#options.deliver(fresh, known);
       // Only this process waits on its keys; another's (a restart's) are nobody's now.
-      keys.forEach((key, i) => key && this.#waiting.get(key)?.resolve(receipts[i]));
+      let next = 0;
+      fresh.forEach((entry, i) => {
+        const sent = keys[i] === undefined ? undefined : this.#settle(keys[i]);
+        sent?.waiters.forEach((waiter, j) => waiter.resolve(receipts[next + j]));
+        next += entry.requests.length;
+      });
     }
     for (const { id } of fresh) this.#delivered.add(id);
     const ids = entries.map((entry) => entry.id);

@@ -285,7 +285,8 @@ export class ShardPool implements LocalShards, MapTarget {
 
   /**
    * Bus entries to every shard of this node (each skips those it has stored,
-   * `Shard.publishBusEntries`); each entry's receipt, this node's members summed. Rejects if
+   * `Shard.publishBusEntries`); each request's receipt (every entry's in turn), this node's
+   * members summed. Rejects if
    * any shard failed, but only once every shard has answered: the bus reads a failed batch
    * again, and a shard still storing it then would not yet know it as stored.
    */
@@ -294,7 +295,9 @@ export class ShardPool implements LocalShards, MapTarget {
     const results = await Promise.allSettled(this.#slots.map((slot) => slot.link.request(op)));
     const failed = results.find((result) => result.status === "rejected");
     if (failed) throw failed.reason;
-    const total = entries.map(() => ({ recipients: 0, online: 0 }));
+    const total = entries.flatMap((entry) =>
+      entry.requests.map(() => ({ recipients: 0, online: 0 }))
+    );
     for (const result of results) {
       (result as PromiseFulfilledResult<ChannelReceipt[]>).value.forEach((receipt, i) =>
         addReceipt(total[i], receipt)

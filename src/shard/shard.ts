@@ -54,13 +54,12 @@
 import type { ChannelAction, Sender } from "../core/access.ts";
 import { errorAnswer, ServiceError } from "../core/errors.ts";
 import type { PresenceChange } from "../core/presence.ts";
-import {
-  addReceipt,
-  type ChannelReceipt,
-  type ChannelRequest,
-  type PubResult,
-  type Receipt,
-  type UnicastRequest,
+import type {
+  ChannelReceipt,
+  ChannelRequest,
+  PubResult,
+  Receipt,
+  UnicastRequest,
 } from "../core/requests.ts";
 import type { Delivery, HandedUser, HandOffOutcome } from "../core/messages.ts";
 import { type BusEntry, compareEntryIds, laterEntryId } from "../core/bus_entry.ts";
@@ -600,8 +599,8 @@ export class Shard implements SessionOwner {
    * past it was written for another stream (Redis lost it and it was made anew, or came back
    * from an older snapshot), whose ids say nothing about this one's, so it is dropped rather
    * than trusted.
-   * Answers each entry's receipt (none for one skipped: its members were counted when it was
-   * stored).
+   * Answers each request's receipt, every entry's in turn (none for one skipped: its members
+   * were counted when it was stored).
    */
   async publishBusEntries(
     entries: readonly BusEntry[],
@@ -627,8 +626,8 @@ export class Shard implements SessionOwner {
           `${mark} skipped: their copies are stored already`,
       );
     }
-    const receiptOf = new Map(entries.map((entry) => [entry, { recipients: 0, online: 0 }]));
-    if (fresh.length === 0) return [...receiptOf.values()];
+    const skipped = () => ({ recipients: 0, online: 0 });
+    if (fresh.length === 0) return entries.flatMap((entry) => entry.requests.map(skipped));
     const last = fresh.reduce((latest, entry) => laterEntryId(latest, entry.id), fresh[0].id);
     const requests = fresh.flatMap((entry) => entry.requests);
     // Up to the end of the replay, a uid taken over gets its copies from the replay alone;
@@ -661,8 +660,12 @@ export class Shard implements SessionOwner {
     // Also when nothing was stored (no members here, or only volatile messages): there is
     // nothing to store again, and the stored mark, older, only costs such an entry a re-read.
     if (this.#busMark === null || compareEntryIds(last, this.#busMark) > 0) this.#busMark = last;
-    receipts.forEach((receipt, i) => addReceipt(receiptOf.get(entryOf[i])!, receipt));
-    return [...receiptOf.values()];
+    // `fresh` keeps the entries' order: its requests' receipts come in turn.
+    const isFresh = new Set(fresh);
+    let next = 0;
+    return entries.flatMap((entry) =>
+      entry.requests.map(() => isFresh.has(entry) ? receipts[next++] : skipped())
+    );
   }
 
   /**
