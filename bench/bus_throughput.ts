@@ -1,6 +1,7 @@
 /**
- * Channel-message throughput across nodes, this tree against a baseline tree (the commit
- * before the Streams bus: Redis pub/sub), in one run, interleaved: rounds of `--seconds` each,
+ * Channel-message throughput across nodes, this tree against a baseline tree (first the
+ * commit before the Streams bus, Redis pub/sub; later the one before a change of the bus
+ * path), in one run, interleaved: rounds of `--seconds` each,
  * baseline and current in turn, each on a fresh static cluster of three nodes × one worker
  * (sqlite) and a fresh Redis. `/pub/batch` on node1 sends channel messages (100 a request,
  * `--publishers` at once) to a channel whose members all live on node2 and node3, so every
@@ -110,8 +111,8 @@ async function round(root: URL): Promise<{ copiesPerSec: number; acceptedPerSec:
 }
 
 const trees = [
-  ["baseline (pub/sub)", new URL(`file://${values.baseline.replace(/\/?$/, "/")}`)],
-  ["current (streams)", new URL("../", import.meta.url)],
+  ["baseline", new URL(`file://${values.baseline.replace(/\/?$/, "/")}`)],
+  ["current", new URL("../", import.meta.url)],
 ] as const;
 const results = new Map<string, { copiesPerSec: number; acceptedPerSec: number }[]>();
 for (let r = 0; r < ROUNDS; r++) {
