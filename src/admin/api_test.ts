@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { ServiceError } from "../core/errors.ts";
 import type { ChannelRequest, UnicastRequest } from "../core/requests.ts";
-import { StatsBook } from "../stats/report.ts";
+import { testAdmin } from "../testing/admin.ts";
 import { Admission } from "./admission.ts";
-import { adminHandler, type AdminOptions, type AdminRoutes } from "./api.ts";
+import type { AdminOptions, AdminRoutes } from "./api.ts";
 
 /** Routes that record what reaches them; `fail` makes every publish fail with it. */
 function fakeRoutes(fail?: ServiceError) {
@@ -35,19 +35,7 @@ function fakeRoutes(fail?: ServiceError) {
 }
 
 function handler(routes: AdminRoutes, extra: Partial<AdminOptions> = {}) {
-  return adminHandler({
-    routes,
-    stats: new StatsBook(),
-    maxBodyBytes: 64,
-    msgLimit: 100,
-    refreshStats: () => Promise.resolve(),
-    defaultHost: "127.0.0.1",
-    draining: () => false,
-    log: () => {},
-    admission: new Admission({ targetMs: 1000, maxInFlight: 1000 }),
-    adminToken: "",
-    ...extra,
-  });
+  return testAdmin({ routes, ...extra });
 }
 
 async function call(

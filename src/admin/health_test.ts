@@ -1,23 +1,9 @@
 import assert from "node:assert/strict";
-import { StatsBook } from "../stats/report.ts";
-import { Admission } from "./admission.ts";
-import { adminHandler, type AdminRoutes } from "./api.ts";
+import { testAdmin } from "../testing/admin.ts";
 import { type HealthChecks, healthEndpoints } from "./health.ts";
 
 function serve(checks: HealthChecks, draining = false) {
-  return adminHandler({
-    routes: {} as AdminRoutes,
-    stats: new StatsBook(),
-    maxBodyBytes: 64,
-    msgLimit: 100,
-    refreshStats: () => Promise.resolve(),
-    defaultHost: "127.0.0.1",
-    draining: () => draining,
-    log: () => {},
-    admission: new Admission({ targetMs: 1000, maxInFlight: 1000 }),
-    adminToken: "",
-    mounts: healthEndpoints(checks),
-  });
+  return testAdmin({ draining: () => draining, mounts: healthEndpoints(checks) });
 }
 
 async function get(handler: (request: Request) => Promise<Response>, path: string) {

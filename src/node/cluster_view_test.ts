@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
-import { Admission } from "../admin/admission.ts";
-import { adminHandler, type AdminRoutes } from "../admin/api.ts";
 import type { MapKeeper } from "../cluster/map_keeper.ts";
 import type { AcceptedLoss, AcceptRefusal, View } from "../cluster/membership.ts";
 import type { NodeInfo } from "../cluster/topology.ts";
 import { ShardMap } from "../core/shard_map.ts";
-import { StatsBook } from "../stats/report.ts";
+import { testAdmin } from "../testing/admin.ts";
 import { clusterEndpoint, type ClusterSources } from "./cluster_view.ts";
 
 const self: NodeInfo = {
@@ -44,19 +42,7 @@ function sources(accept: (node: string) => Promise<AcceptedLoss | AcceptRefusal>
     map: () => new ShardMap([{ id: "n1/0", host: "", port: 3 }]),
     managed: () => dynamic ? { membership, keeper } : undefined,
   };
-  const serve = adminHandler({
-    routes: {} as AdminRoutes,
-    stats: new StatsBook(),
-    maxBodyBytes: 64,
-    msgLimit: 100,
-    refreshStats: () => Promise.resolve(),
-    defaultHost: "127.0.0.1",
-    draining: () => false,
-    log: () => {},
-    admission: new Admission({ targetMs: 1000, maxInFlight: 1000 }),
-    adminToken: TOKEN,
-    mounts: clusterEndpoint(cluster),
-  });
+  const serve = testAdmin({ adminToken: TOKEN, mounts: clusterEndpoint(cluster) });
   const call = async (path: string, method = "DELETE", token = TOKEN) => {
     const response = await serve(
       new Request(`http://127.0.0.1:2${path}`, {
