@@ -40,10 +40,13 @@ import type { ShardCounters } from "../stats/counters.ts";
 import { LEFT, type Membership, type View } from "./membership.ts";
 import { type NodeInfo, shardsOf } from "./topology.ts";
 
-/** A node that held uids a settle gives: where it stood when it let them go; null: it died. */
+/**
+ * A node that held uids a settle gives: where it stood at each change it applied since the
+ * last settle, oldest first (a uid left it at the first whose map moved it); null: it died.
+ */
 export interface OldOwner {
   node: string;
-  position: BusPosition | null;
+  positions: BusPosition[] | null;
 }
 
 /** The local shards, as the keeper moves them (the worker pool). */
@@ -314,10 +317,10 @@ export class MapKeeper {
 
   /**
    * The members the held change waited for that held some of its uids, and where each stood
-   * on the bus when it let go: its position at the first version after the last settle it
-   * applied (a change held together with others reads the first), or null if it died — only
-   * with a shared store: with an embedded one a dead member's uids are refused (`state lost`)
-   * and it catches up on its own when it is back.
+   * on the bus when it let go: its positions at the versions after the last settle here (a
+   * change held together with others has several; each uid left at the first whose map moved
+   * it), or null if it died — only with a shared store: with an embedded one a dead member's
+   * uids are refused (`state lost`) and it catches up on its own when it is back.
    */
   async #oldOwners(view: View): Promise<OldOwner[]> {
     const died = new Set(this.#died(view));
@@ -325,11 +328,11 @@ export class MapKeeper {
     const owners: OldOwner[] = [];
     for (const node of this.#waitFor) {
       if (died.has(node)) {
-        if (!this.#options.localState) owners.push({ node, position: null });
+        if (!this.#options.localState) owners.push({ node, positions: null });
         continue;
       }
-      const position = (positions.get(node) ?? []).find((p) => p.version > this.#settledVersion);
-      if (position) owners.push({ node, position });
+      const since = (positions.get(node) ?? []).filter((p) => p.version > this.#settledVersion);
+      if (since.length > 0) owners.push({ node, positions: since });
     }
     return owners;
   }

@@ -61,7 +61,9 @@ function keeperWith(view: View, graceMs = 1000, localState = false) {
       return Promise.resolve({ marks: {} });
     },
     settle: (_before, from) => {
-      const owners = from.map((o) => `${o.node}${o.position ? `@${o.position.version}` : " dead"}`);
+      const owners = from.map((o) =>
+        `${o.node}${o.positions ? `@${o.positions.map((p) => p.version).join("+")}` : " dead"}`
+      );
       calls.push(owners.length ? `settle, from ${owners}` : "settle");
       return Promise.resolve();
     },
@@ -116,6 +118,20 @@ Deno.test("MapKeeper: a settle is told where each old owner stood when it applie
   membership.view = viewOf(7, ["a", "b"], { a: 7, b: 7 });
   await keeper.refresh();
   assert.deepEqual(calls, ["map a,b held", "settle, from b@7"]);
+  keeper.stop();
+});
+
+Deno.test("MapKeeper: a change held together with another is told every position since the last settle", async () => {
+  const { keeper, membership, calls } = keeperWith(viewOf(7, ["a", "b"], { a: 0, b: 6 }));
+  const at = (version: number, mark: string) => ({ version, marks: { "b/0": mark } });
+  membership.stood.set("b", [at(6, "1-0"), at(7, "2-0"), at(8, "3-0")]);
+  await keeper.start();
+  // c joins before this node's join has settled: both changes settle as one.
+  membership.view = viewOf(8, ["a", "b", "c"], { a: 7, b: 7, c: 0 });
+  await keeper.refresh();
+  membership.view = viewOf(8, ["a", "b", "c"], { a: 8, b: 8, c: 8 });
+  await keeper.refresh();
+  assert.deepEqual(calls, ["map a,b held", "map a,b,c held", "settle, from b@7+8"]);
   keeper.stop();
 });
 

@@ -497,6 +497,8 @@ function parsePositions(text: string): BusPosition[] | null {
     if (!Array.isArray(list)) return null;
     const ok = list.every((p) =>
       Number.isSafeInteger(p?.version) &&
+      (p.shards === undefined ||
+        (Array.isArray(p.shards) && p.shards.every((id: unknown) => typeof id === "string"))) &&
       typeof p.marks === "object" && p.marks !== null &&
       Object.values(p.marks).every((mark) =>
         mark === null || (typeof mark === "string" && isEntryId(mark))

@@ -19,12 +19,14 @@ export interface BusEntry {
 
 /**
  * Where a node stood on the bus when it applied map version `version`: up to which entry each
- * of its shards (by map id) had stored its members' copies (null: none yet). A shard taking
- * over its uids replays what is after them (docs/cluster.md).
+ * of its shards (by map id) had stored its members' copies (null: none yet), and the ids of
+ * the shards of the map it applied (which uids it let go then; absent from a node that did
+ * not say). A shard taking over its uids replays what is after them (docs/cluster.md).
  */
 export interface BusPosition {
   version: number;
   marks: Record<string, string | null>;
+  shards?: string[];
 }
 
 const ENTRY_ID = /^(\d{1,16})-(\d{1,16})$/;

@@ -166,7 +166,7 @@ export class ShardPool implements LocalShards, MapTarget {
     const positions = await this.#publishMap(hold);
     const marks: Record<string, string | null> = {};
     this.#own.forEach((shard, k) => marks[shard.id] = positions[k] ?? null);
-    return { marks };
+    return { marks, shards: this.#map.shards.map((shard) => shard.id) };
   }
 
   /**
@@ -190,9 +190,9 @@ export class ShardPool implements LocalShards, MapTarget {
     const takeOver: TakeOver = {
       before: before.flatMap(shardsOf),
       from: await Promise.all(
-        from.map(async ({ node, position }): Promise<TakenFrom> =>
-          position
-            ? { node, marks: position.marks, storedUpTo: null }
+        from.map(async ({ node, positions }): Promise<TakenFrom> =>
+          positions
+            ? { node, positions, storedUpTo: null }
             : { node, storedUpTo: await bus.storedUpTo(node) }
         ),
       ),

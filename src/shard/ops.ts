@@ -11,7 +11,7 @@ import type { SharedBudget } from "../transport/budget.ts";
 import type { SharedFence } from "../core/fence.ts";
 import type { ShardReport } from "../stats/report.ts";
 import type { HandedUser } from "../core/messages.ts";
-import type { BusEntry } from "../core/bus_entry.ts";
+import type { BusEntry, BusPosition } from "../core/bus_entry.ts";
 import type { ChannelRequest, OwnerOp, UnicastRequest } from "../core/requests.ts";
 
 /** The first message a worker gets: who it is, the map it shards by, the socket budget. */
@@ -56,10 +56,11 @@ export interface TakeOver {
 export interface TakenFrom {
   node: string;
   /**
-   * Its shards' positions as it reported them with its `applied` (`BusPosition.marks`); absent
-   * for a node that died (its shards' marks are read from a shared store, else `storedUpTo`).
+   * Its shards' positions as it reported them with its `applied`s since the last settle, oldest
+   * first (`BusPosition`: the marks, and the map it applied); absent for a node that died (its
+   * shards' marks are read from a shared store, else `storedUpTo`).
    */
-  marks?: Record<string, string | null>;
+  positions?: Omit<BusPosition, "version">[];
   /** For a node that died: up to where its group says it stored what it read. */
   storedUpTo: string | null;
 }

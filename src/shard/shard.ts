@@ -62,7 +62,12 @@ import type {
   UnicastRequest,
 } from "../core/requests.ts";
 import type { Delivery, HandedUser, HandOffOutcome } from "../core/messages.ts";
-import { type BusEntry, compareEntryIds, laterEntryId } from "../core/bus_entry.ts";
+import {
+  type BusEntry,
+  type BusPosition,
+  compareEntryIds,
+  laterEntryId,
+} from "../core/bus_entry.ts";
 import type { ClientMessage } from "../protocol/message.ts";
 import { encodeListed } from "../protocol/message.ts";
 import {
@@ -316,21 +321,24 @@ export class Shard implements SessionOwner {
     this.#settle();
     const from = this.#takenOver?.from;
     if (!from || from.size === 0) return null;
-    const marks = [...from.values()];
+    const marks = [...from.values()].flatMap((shard) => shard.marks);
     const after = marks.reduce((low, mark) => compareEntryIds(mark, low) < 0 ? mark : low);
     return { after, upTo: takeOver!.until };
   }
 
-  /** What each dead node's shard of `map` stored up to; logged where it cannot be known. */
+  /** What each old owner's shard of `map` stored up to; logged where it cannot be known. */
   async #takeOver(map: ShardMap, takeOver: TakeOver): Promise<TakenOver> {
-    const from = new Map<number, string>();
+    const from = new Map<number, TakenShard>();
     for (const [index, shard] of map.shards.entries()) {
       const old = takeOver.from.find((node) => node.node === nodeOf(shard));
       if (!old) continue;
-      // Reported with its `applied`; else (it died) its mark in a shared store, or its group.
-      const upTo = old.marks
-        ? old.marks[shard.id] ?? "0-0"
-        : await this.#storage(() => this.#options.store.busMark(shard.id)) ?? old.storedUpTo;
+      if (old.positions) {
+        from.set(index, reportedShard(shard.id, old.positions));
+        continue;
+      }
+      // It died: its mark in a shared store, or its group.
+      const upTo = await this.#storage(() => this.#options.store.busMark(shard.id)) ??
+        old.storedUpTo;
       if (upTo === null) {
         this.#options.log(
           "warn",
@@ -339,7 +347,7 @@ export class Shard implements SessionOwner {
         );
         continue;
       }
-      from.set(index, upTo);
+      from.set(index, { marks: [upTo], upTo: () => upTo });
     }
     return { map, from, until: takeOver.until };
   }
@@ -359,8 +367,8 @@ export class Shard implements SessionOwner {
     const entryOf = entries.flatMap((entry) => entry.requests.map(() => entry));
     const receipts = await this.#publishChannels(requests, {
       keep: (uid, i) => {
-        const upTo = taken.from.get(taken.map.indexOf(uid));
-        return upTo !== undefined && compareEntryIds(entryOf[i].id, upTo) > 0;
+        const shard = taken.from.get(taken.map.indexOf(uid));
+        return shard !== undefined && compareEntryIds(entryOf[i].id, shard.upTo(uid)) > 0;
       },
     });
     const stored = receipts.reduce(
@@ -1223,12 +1231,40 @@ function mapOwnedAt(map: ShardMap, index: number): { owns(uid: string): boolean 
   return { owns: (uid) => index >= 0 && map.indexOf(uid) === index };
 }
 
+/** An old owner's shard, as a take-over reads it. */
+interface TakenShard {
+  /** Every position it may have let a uid go at. */
+  marks: string[];
+  /** The last entry whose copies it stored for `uid` (one of `marks`). */
+  upTo(uid: string): string;
+}
+
+/**
+ * A shard of a node that let its uids go at the changes `positions` (oldest first): a uid
+ * left it at the first whose map gives it to another shard, and its copies were stored up to
+ * that position's mark. A position without its map (a node that did not say) is taken as
+ * the one every uid left at: its mark is the lowest, so a copy may be stored twice, not lost.
+ */
+function reportedShard(id: string, positions: readonly Omit<BusPosition, "version">[]): TakenShard {
+  const steps = positions.map((position) => ({
+    map: position.shards?.length
+      ? new ShardMap(position.shards.map((shard) => ({ id: shard, host: "", port: 0 })))
+      : null,
+    mark: position.marks[id] ?? "0-0",
+  }));
+  return {
+    marks: steps.map((step) => step.mark),
+    upTo: (uid) =>
+      (steps.find((step) => !step.map || step.map.shardOf(uid).id !== id) ?? steps.at(-1)!).mark,
+  };
+}
+
 /** Uids a settle took over from other nodes' shards ({@linkcode Shard.settle}). */
 interface TakenOver {
   /** The map they were served by until then. */
   map: ShardMap;
-  /** Each old shard's index in `map`, and the last entry whose copies it stored. */
-  from: Map<number, string>;
+  /** Each old shard's index in `map`, and what it stored. */
+  from: Map<number, TakenShard>;
   /** The stream's last entry at the settle: the replay's end. */
   until: string;
 }

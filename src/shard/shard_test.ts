@@ -248,7 +248,7 @@ Deno.test("Shard: a settle after a planned change replays from the old owner's r
   // b left: its shard had stored copies up to 5-0 when it let the uids go.
   const range = await shard.settle({
     before: [...before.shards],
-    from: [{ node: "b", marks: { "b/0": "5-0" }, storedUpTo: null }],
+    from: [{ node: "b", positions: [{ marks: { "b/0": "5-0" } }], storedUpTo: null }],
     until: "9-0",
   });
   assert.deepEqual(range, { after: "5-0", upTo: "9-0" });
@@ -257,6 +257,41 @@ Deno.test("Shard: a settle after a planned change replays from the old owner's r
   await shard.publishBusEntries([entry("10-0")], "9-0");
   await shard.replay([entry("5-0", "b had it"), entry("6-0"), entry("7-1")]);
   assert.deepEqual(await bodiesOf(shard, taken), ["10-0", "6-0", "7-1"]);
+});
+
+Deno.test("Shard: with changes held together, a uid's copies are replayed from where its old shard let it go", async () => {
+  const shards = (ids: string[]) => ids.map((id, i) => ({ id, host: "", port: i + 1 }));
+  const before = new ShardMap(shards(["a/0", "b/0"]));
+  // c joined (version 7), then b left (version 8), before this shard, c/0, settled either.
+  const joined = new ShardMap(shards(["a/0", "b/0", "c/0"]));
+  const after = new ShardMap(shards(["a/0", "c/0"]));
+  const uids = Array.from({ length: 400 }, (_, i) => `u${i}`);
+  const fromB = (uid: string) =>
+    before.shardOf(uid).id === "b/0" && after.shardOf(uid).id === "c/0";
+  const atJoin = uids.find((uid) => fromB(uid) && joined.shardOf(uid).id === "c/0")!;
+  const atLeave = uids.find((uid) => fromB(uid) && joined.shardOf(uid).id === "b/0")!;
+  const store = new MemoryStore();
+  for (const uid of [atJoin, atLeave]) await store.subscribe("team", uid);
+  const { shard } = shardWith(store, {}, { map: before, index: -1 });
+  shard.setMap(after, 1, { hold: true });
+  // b stored up to 5-0 when it applied the join, up to 7-0 when it left.
+  const range = await shard.settle({
+    before: [...before.shards],
+    from: [{
+      node: "b",
+      positions: [
+        { marks: { "b/0": "5-0" }, shards: joined.shards.map((shard) => shard.id) },
+        { marks: { "b/0": "7-0" }, shards: after.shards.map((shard) => shard.id) },
+      ],
+      storedUpTo: null,
+    }],
+    until: "9-0",
+  });
+  assert.deepEqual(range, { after: "5-0", upTo: "9-0" });
+  await shard.replay([entry("6-0"), entry("8-0")]);
+  assert.deepEqual(await bodiesOf(shard, atJoin), ["6-0", "8-0"]);
+  // b still owned it at 6-0, and stored that copy: not again here.
+  assert.deepEqual(await bodiesOf(shard, atLeave), ["8-0"]);
 });
 
 /** A memory store whose appends wait until `open()` is called. */
