@@ -197,14 +197,14 @@ export class ClusterBus {
   async #add(items: Outgoing[]): Promise<void> {
     const key = `${this.#keyPrefix}-${++this.#sent}`;
     const waiters = items.map((item) => item.stored);
-    const timer = setTimeout(() => {
-      this.#waiting.delete(key);
-      const late = new ServiceError(
-        `cluster bus: in the stream, but not stored by this node within ${STORED_WAIT_MS} ms`,
-        503,
-      );
-      for (const waiter of waiters) waiter.reject(late);
-    }, STORED_WAIT_MS);
+    const timer = setTimeout(() =>
+      this.#refuse(
+        key,
+        new ServiceError(
+          `cluster bus: in the stream, but not stored by this node within ${STORED_WAIT_MS} ms`,
+          503,
+        ),
+      ), STORED_WAIT_MS);
     // Before the `XADD`: this node may read the entry back before Redis' answer arrives.
     this.#waiting.set(key, { waiters, timer });
     try {
@@ -216,22 +216,25 @@ export class ClusterBus {
         { TRIM: { strategy: "MINID", strategyModifier: "~", threshold } },
       );
     } catch (error) {
-      this.#settle(key);
-      const refused = new ServiceError(
-        `cluster bus unavailable: ${(error as Error).message}`,
-        503,
+      this.#refuse(
+        key,
+        new ServiceError(`cluster bus unavailable: ${(error as Error).message}`, 503),
       );
-      for (const waiter of waiters) waiter.reject(refused);
     }
   }
 
-  /** The entry of `key` is answered (or refused): its waiters leave. */
-  #settle(key: string): Sent | undefined {
+  /** The entry of `key` leaves the waiting (it is answered, or refused); undefined if gone. */
+  #take(key: string): Sent | undefined {
     const sent = this.#waiting.get(key);
     if (!sent) return undefined;
     clearTimeout(sent.timer);
     this.#waiting.delete(key);
     return sent;
+  }
+
+  /** Every sender of the entry of `key`, if it still waits, hears `error`. */
+  #refuse(key: string, error: ServiceError): void {
+    for (const waiter of this.#take(key)?.waiters ?? []) waiter.reject(error);
   }
 
   /**
@@ -290,9 +293,7 @@ export class ClusterBus {
   async close(): Promise<void> {
     this.#closed = true;
     const closed = new ServiceError("cluster bus closed (draining)", 503);
-    for (const key of [...this.#waiting.keys()]) {
-      for (const waiter of this.#settle(key)!.waiters) waiter.reject(closed);
-    }
+    for (const key of [...this.#waiting.keys()]) this.#refuse(key, closed);
     await closeRedis(this.#reader);
     await this.#reading;
   }
@@ -358,7 +359,7 @@ export class ClusterBus {
       // Only this process waits on its keys; another's (a restart's) are nobody's now.
       let next = 0;
       fresh.forEach((entry, i) => {
-        const sent = keys[i] === undefined ? undefined : this.#settle(keys[i]);
+        const sent = keys[i] === undefined ? undefined : this.#take(keys[i]);
         sent?.waiters.forEach((waiter, j) => waiter.resolve(receipts[next + j]));
         next += entry.requests.length;
       });
