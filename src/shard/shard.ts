@@ -36,17 +36,19 @@
  * here only once that owner took it; {@linkcode Shard.importUsers} takes such state, only for
  * uids it holds (a uid it has served throughout keeps its own state: the handed one is stale).
  *
- * Bus mark (docs/cluster.md, the bus): {@linkcode Shard.publishBusEntries} stores the copies
- * of other nodes' channel messages with the id of the last bus entry they complete, in the
- * same journal append, and skips any entry at or below that mark when it is read again (the
- * node died, or this worker crashed, before the `XACK`). The mark is the shard's, read from
- * its store at start: it says nothing about a uid handed to the shard later.
+ * Bus mark (docs/cluster.md, the bus): in a cluster every channel copy is stored from the bus,
+ * this node's own messages' too. {@linkcode Shard.publishBusEntries} stores the copies with the
+ * id of the last bus entry they complete, in the same journal append, and skips any entry at
+ * or below that mark when it is read again (the node died, or this worker crashed, before the
+ * `XACK`). The mark is the shard's, read from its store at start: it says nothing about a uid
+ * handed to the shard later.
  *
- * Taking over (docs/cluster.md, "Failover"): with a shared store, a settle that gives the
- * shard uids of a dead node's shards ({@linkcode Shard.settle} with a `TakeOver`) also stores
- * their copies of the channel messages that node never stored: the bus entries after its
- * shard's bus mark up to the stream's end at the settle are replayed to the shard for those
- * uids alone, before the uids are served; live entries up to that end skip them.
+ * Taking over (docs/cluster.md, "Channel copies when uids move"): a settle that gives the
+ * shard uids of other nodes' shards ({@linkcode Shard.settle} with a `TakeOver`) also stores
+ * their copies of the channel messages their old shard never stored: the bus entries after
+ * where it let each uid go (its reported position, or a dead shard's mark) up to the stream's
+ * end at the settle are replayed to the shard for those uids alone; live entries up to that
+ * end skip them.
  *
  * @module
  */
