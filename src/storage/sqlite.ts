@@ -165,6 +165,16 @@ export function prepareSqliteFile(path: string): void {
   void new SqliteStore(path).close();
 }
 
+/**
+ * The page size of a new store file, in bytes (SQLite's default is 4096). A delivery's rows (its
+ * message and index entry, its uid's `last_seq`, its device's cursor) sit on random pages, and
+ * a commit writes each page it dirtied whole to the WAL and, at a checkpoint, back to the file:
+ * with 1 KB pages the unicast p99 at half the maximum fell from 13.4–17.3 to 9.2–14.3 ms
+ * (median 14.5 → 10.0, 6 and 9 rounds), and a uid's backlog reads back in half the time; a
+ * payload over ~1 KB takes overflow pages (docs/storage.md).
+ */
+const PAGE_SIZE = 1024;
+
 /** Rows `compact` deletes per transaction: about a millisecond of work between yields. */
 const COMPACT_CHUNK = 500;
 
@@ -222,6 +232,8 @@ export class SqliteStore implements Store {
     }
     try {
       if (options.exclusive) this.#db.exec("PRAGMA locking_mode = EXCLUSIVE");
+      // Takes effect on a new file only: a file keeps the page size it was made with.
+      this.#db.exec(`PRAGMA page_size = ${PAGE_SIZE}`);
       this.#db.exec("PRAGMA journal_mode = WAL");
       this.#db.exec(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`);
       // Checkpoint the WAL into the file every ~16 MB rather than every ~4 MB (the default).

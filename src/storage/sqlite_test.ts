@@ -63,6 +63,34 @@ Deno.test("SqliteStore puts the file in WAL mode", async () => {
   });
 });
 
+Deno.test("SqliteStore makes a new file with 1 KB pages, and keeps an older file's 4 KB", async () => {
+  await withTempDir(async (dir) => {
+    const pageSize = (path: string) => {
+      const probe = new DatabaseSync(path);
+      try {
+        return (probe.prepare("PRAGMA page_size").get() as { page_size: number }).page_size;
+      } finally {
+        probe.close();
+      }
+    };
+    const made = new SqliteStore(`${dir}/new.db`);
+    await made.append([message("alice", 1)]);
+    await made.close();
+    assert.equal(pageSize(`${dir}/new.db`), 1024);
+    // A file of an earlier version: SQLite's default page size, and a message in it.
+    const old = new DatabaseSync(`${dir}/old.db`);
+    old.exec(
+      "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE x (a); DROP TABLE x;",
+    );
+    old.close();
+    const kept = new SqliteStore(`${dir}/old.db`);
+    await kept.append([message("alice", 1)]);
+    assert.deepEqual((await kept.readAfter("alice", 0, 10, 0)).map((m) => m.seq), [1]);
+    await kept.close();
+    assert.equal(pageSize(`${dir}/old.db`), 4096);
+  });
+});
+
 Deno.test("SqliteStore rolls a failed batch back whole", async () => {
   await withTempDir(async (dir) => {
     const store = new SqliteStore(`${dir}/rollback.db`);
