@@ -236,7 +236,7 @@ export class SqliteStore implements Store {
       this.#db.exec(`PRAGMA page_size = ${PAGE_SIZE}`);
       this.#db.exec("PRAGMA journal_mode = WAL");
       this.#db.exec(`PRAGMA synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`);
-      // Checkpoint the WAL into the file every ~16 MB rather than every ~4 MB (the default).
+      // Checkpoint the WAL into the file every 4000 pages rather than 1000 (the default).
       // A batch for 1000 uids dirties ~1000 index pages, so with the default every such commit
       // is followed by a checkpoint; with room for a few commits, pages rewritten by each are
       // copied back once (2.4 times the throughput for batches of 1000, docs/storage.md), at
