@@ -1,8 +1,8 @@
 /**
  * Routing on the main thread: an operation for a uid goes to its owning shard — a worker of
  * this process, or another node — and a channel message goes over the cluster bus to every
- * node, this one included (alone, to every local shard). Intra-node and inter-node routing are one decision
- * made on one map. The admin API routes through this; it does not know where a shard runs.
+ * node, this one included (alone, to every local shard). Intra-node and inter-node routing
+ * are one decision made on one map. The admin API routes through this; it does not know where a shard runs.
  *
  * @module
  */
@@ -14,6 +14,7 @@ import {
   addReceipt,
   type ChannelReceipt,
   type ChannelRequest,
+  noReceipt,
   ownerOf,
   type OwnerOp,
   type PubResult,
@@ -122,7 +123,7 @@ export class Router {
         throw error;
       }
     }
-    const total = { recipients: 0, online: 0 };
+    const total = noReceipt();
     for (const receipt of await this.#local.publishChannel(request)) addReceipt(total, receipt);
     return total;
   }

@@ -45,6 +45,11 @@ export interface ChannelReceipt {
   online: number;
 }
 
+/** A receipt of no members (to add others' to, or for an entry whose copies were stored). */
+export function noReceipt(): ChannelReceipt {
+  return { recipients: 0, online: 0 };
+}
+
 /** Adds `receipt`'s counts to `total` (the receipts of several shards, or requests). */
 export function addReceipt(total: ChannelReceipt, receipt: ChannelReceipt): void {
   total.recipients += receipt.recipients;

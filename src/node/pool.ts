@@ -12,7 +12,12 @@ import type { SharedFence } from "../core/fence.ts";
 import type { Config } from "../config/flags.ts";
 import type { Log } from "../core/log.ts";
 import { type SharedBudget, SocketBudget } from "../transport/budget.ts";
-import { addReceipt, type ChannelReceipt, type ChannelRequest } from "../core/requests.ts";
+import {
+  addReceipt,
+  type ChannelReceipt,
+  type ChannelRequest,
+  noReceipt,
+} from "../core/requests.ts";
 import type { BusEntry, BusPosition } from "../core/bus_entry.ts";
 import type {
   MainOp,
@@ -205,7 +210,7 @@ export class ShardPool implements LocalShards, MapTarget {
       const entries = await this.#readReplay(bus, range).catch((error) => {
         this.#options.log(
           "error",
-          `shard-${k}: the channel messages dead nodes had not stored for the uids it takes ` +
+          `shard-${k}: the channel messages their old owners had not stored for the uids it takes ` +
             `over (bus entries after ${range.after}) could not be read: ${error.message}`,
         );
         return [];
@@ -286,18 +291,16 @@ export class ShardPool implements LocalShards, MapTarget {
   /**
    * Bus entries to every shard of this node (each skips those it has stored,
    * `Shard.publishBusEntries`); each request's receipt (every entry's in turn), this node's
-   * members summed. Rejects if
-   * any shard failed, but only once every shard has answered: the bus reads a failed batch
-   * again, and a shard still storing it then would not yet know it as stored.
+   * members summed. Rejects if any shard failed, but only once every shard has answered: the
+   * bus reads a failed batch again, and a shard still storing it then would not yet know it
+   * as stored.
    */
   async publishBusEntries(entries: BusEntry[], streamTop: string): Promise<ChannelReceipt[]> {
     const op: ShardOp = { op: "bus_entries", entries, streamTop };
     const results = await Promise.allSettled(this.#slots.map((slot) => slot.link.request(op)));
     const failed = results.find((result) => result.status === "rejected");
     if (failed) throw failed.reason;
-    const total = entries.flatMap((entry) =>
-      entry.requests.map(() => ({ recipients: 0, online: 0 }))
-    );
+    const total = entries.flatMap((entry) => entry.requests.map(noReceipt));
     for (const result of results) {
       (result as PromiseFulfilledResult<ChannelReceipt[]>).value.forEach((receipt, i) =>
         addReceipt(total[i], receipt)

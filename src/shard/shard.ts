@@ -56,12 +56,13 @@
 import type { ChannelAction, Sender } from "../core/access.ts";
 import { errorAnswer, ServiceError } from "../core/errors.ts";
 import type { PresenceChange } from "../core/presence.ts";
-import type {
-  ChannelReceipt,
-  ChannelRequest,
-  PubResult,
-  Receipt,
-  UnicastRequest,
+import {
+  type ChannelReceipt,
+  type ChannelRequest,
+  noReceipt,
+  type PubResult,
+  type Receipt,
+  type UnicastRequest,
 } from "../core/requests.ts";
 import type { Delivery, HandedUser, HandOffOutcome } from "../core/messages.ts";
 import {
@@ -636,8 +637,7 @@ export class Shard implements SessionOwner {
           `${mark} skipped: their copies are stored already`,
       );
     }
-    const skipped = () => ({ recipients: 0, online: 0 });
-    if (fresh.length === 0) return entries.flatMap((entry) => entry.requests.map(skipped));
+    if (fresh.length === 0) return entries.flatMap((entry) => entry.requests.map(noReceipt));
     const last = fresh.reduce((latest, entry) => laterEntryId(latest, entry.id), fresh[0].id);
     const requests = fresh.flatMap((entry) => entry.requests);
     // Up to the end of the replay, a uid taken over gets its copies from the replay alone;
@@ -674,7 +674,7 @@ export class Shard implements SessionOwner {
     const isFresh = new Set(fresh);
     let next = 0;
     return entries.flatMap((entry) =>
-      entry.requests.map(() => isFresh.has(entry) ? receipts[next++] : skipped())
+      entry.requests.map(() => isFresh.has(entry) ? receipts[next++] : noReceipt())
     );
   }
 

@@ -1,9 +1,8 @@
 /**
  * A shard worker's life: {@linkcode startShard} opens the store and its journal, joins the
  * other shards of the process on the `BroadcastChannel` (without a cluster bus), serves the
- * shard's client port and
- * starts its timers; {@linkcode RunningShard.handle} answers the main thread's ops, `drain`
- * among them.
+ * shard's client port and starts its timers; {@linkcode RunningShard.handle} answers the main
+ * thread's ops, `drain` among them.
  *
  * @module
  */
