@@ -1,9 +1,12 @@
 /**
  * Store throughput on the shard's write pattern: group-committed batches of 1, 100 and 1000
  * messages (one message per uid, as a channel broadcast makes them), a read of 100 messages
- * after a seq (a reconnecting client's backlog), and a commit's acks (device cursors of 1,
- * 100 and 1000 uids). Memory is the baseline of each group, so the summaries show what
- * durability costs.
+ * after a seq (a reconnecting client's backlog), a commit's acks (device cursors of 1,
+ * 100 and 1000 uids), and a channel message's copies for 1000 uids with the acks of the one
+ * before (fan-out to clients that keep up). Memory is the baseline of each group, so the
+ * summaries show what durability costs. sqlite runs twice: on a shared file (each commit
+ * written into the tables) and on an exclusive one, as the daemon's shards keep theirs (each
+ * commit one log row, folded later: `src/storage/sqlite.ts`).
  *
  * ```sh
  * deno bench -A bench/storage_bench.ts
@@ -39,6 +42,7 @@ globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: tr
 const contenders: Contender[] = [
   { name: "memory", store: new MemoryStore() },
   { name: "sqlite", store: new SqliteStore(`${dir}/bench.db`) },
+  { name: "sqlite, exclusive", store: new SqliteStore(`${dir}/exclusive.db`, { exclusive: true }) },
 ];
 const cassandraNode = Deno.env.get("IPUSH_BENCH_CASSANDRA");
 if (cassandraNode) contenders.push(await openCassandra(cassandraNode));
@@ -133,4 +137,29 @@ for (const { name, store } of contenders) {
       },
     });
   }
+}
+
+// Fan-out to clients that keep up: each run appends one channel message's copies for every
+// uid and the acks of the message before, as two commits.
+for (const { name, store } of contenders) {
+  let seq = 1_000_000;
+  Deno.bench({
+    name: `${name}: channel copies and acks`,
+    group: `a channel message to ${UIDS} uids, acked`,
+    baseline: name === "memory",
+    async fn(b) {
+      seq++;
+      const copies: StoredMessage[] = [];
+      const acks = [];
+      for (let i = 0; i < UIDS; i++) {
+        const uid = `user${i}`;
+        copies.push({ uid, seq, type: 4, from: "op", channel: "news", body: BODY, expiresAt: 0 });
+        acks.push({ uid, device: "", lastAck: seq - 1, seenAt: 0 });
+      }
+      b.start();
+      await store.append(copies);
+      await store.updateDevices(acks);
+      b.end();
+    },
+  });
 }

@@ -11,7 +11,12 @@
  */
 
 import { setImmediate } from "node:timers";
-import { type DeviceUpdate, StorageUnavailableError, type Store } from "./store.ts";
+import {
+  type DeviceUpdate,
+  mergeDeviceUpdate,
+  StorageUnavailableError,
+  type Store,
+} from "./store.ts";
 import type { StoredMessage } from "../core/messages.ts";
 import { laterEntryId } from "../core/bus_entry.ts";
 
@@ -116,7 +121,7 @@ export class Journal {
   }
 
   #update(update: DeviceUpdate): void {
-    mergeInto(this.#devices, update);
+    mergeDeviceUpdate(this.#devices, update);
     this.#schedule();
   }
 
@@ -152,7 +157,7 @@ export class Journal {
         const fenced = new FencedError();
         for (const waiter of waiters) waiter.reject(fenced);
         ackFailed = true;
-        for (const update of devices.values()) mergeInto(this.#devices, update);
+        for (const update of devices.values()) mergeDeviceUpdate(this.#devices, update);
         return;
       }
       if (messages.length > 0) {
@@ -177,7 +182,7 @@ export class Journal {
           // which the next append or ack triggers (no retry loop against a store that is
           // down).
           ackFailed = true;
-          for (const update of devices.values()) mergeInto(this.#devices, update);
+          for (const update of devices.values()) mergeDeviceUpdate(this.#devices, update);
           this.#onAckError(error as Error);
         }
       }
@@ -185,17 +190,5 @@ export class Journal {
       this.#committing = null;
       if (this.#messages.length > 0 || (this.#devices.size > 0 && !ackFailed)) this.#schedule();
     }
-  }
-}
-
-/** Merges `update` into `pending`, keeping the highest of each field per (uid, device). */
-function mergeInto(pending: Map<string, DeviceUpdate>, update: DeviceUpdate): void {
-  // A name cannot hold a line break: the key is unambiguous.
-  const key = `${update.uid}\n${update.device}`;
-  const known = pending.get(key);
-  if (!known) pending.set(key, { ...update });
-  else {
-    if (update.lastAck > known.lastAck) known.lastAck = update.lastAck;
-    if (update.seenAt > known.seenAt) known.seenAt = update.seenAt;
   }
 }

@@ -11,6 +11,20 @@
  * `synchronous: "full"` every commit is also fsync'd, which survives power loss too. See
  * `docs/storage.md` for the cost of each.
  *
+ * A file kept `exclusive` is written through a log: a commit (an `append`, an
+ * `updateDevices`) is one row of `log`, a few sequential pages, and is durable once that row
+ * is. The commits are folded into the tables later, many at a time: at most
+ * {@linkcode FOLD_AFTER_MS} later, once {@linkcode FOLD_AT} messages wait, and before
+ * anything is read. Folding many commits at once is where it pays: a message that every
+ * device of its uid has acknowledged by then is never written to `messages` at all (it would
+ * be the next `compact`'s to delete), and a uid's `last_seq` and a device's cursor are written
+ * once per fold, not once per commit. Measured against writing each commit into the tables
+ * (the B-tree of `(uid, seq)` takes a page per uid a commit): docs/performance.md. A fold is
+ * one transaction that also deletes the log rows it folded, so a crash leaves each commit
+ * either folded or still in the log, and opening the file folds what is left. A store that
+ * shares its file with other connections writes each commit into the tables at once, since
+ * they could not see its log.
+ *
  * @module
  */
 
@@ -20,6 +34,7 @@ import {
   compactionFloor,
   type DeviceState,
   type DeviceUpdate,
+  mergeDeviceUpdate,
   StorageUnavailableError,
   type Store,
   type UserState,
@@ -87,14 +102,21 @@ const SCHEMA = `
     one INTEGER PRIMARY KEY CHECK (one = 1),
     entry TEXT NOT NULL
   );
+  CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY,
+    entry TEXT NOT NULL
+  );
 `;
 
 /**
  * The schema's version, in `PRAGMA user_version`: 1 since cursors are per device, 2 since a
  * file records the shard count it is homed for (`home`, `sqlite_backend.ts`), 3 since it
- * keeps its shard's bus mark (`bus_mark`, one row; a file of version 2 gets the empty table).
+ * keeps its shard's bus mark (`bus_mark`, one row; a file of version 2 gets the empty table),
+ * 4 since commits go through `log` (an earlier version gets the empty table; an earlier ipush
+ * would not read a version-4 file's log, so a file goes back only with its log empty, after a
+ * clean stop).
  */
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 /**
  * From a file of version 0 (one `last_ack` per uid, in `users`): each uid's cursor becomes
@@ -178,6 +200,28 @@ const PAGE_SIZE = 1024;
 /** Rows `compact` deletes per transaction: about a millisecond of work between yields. */
 const COMPACT_CHUNK = 500;
 
+/**
+ * The longest a commit waits in the log before it is folded, in milliseconds: the window in
+ * which a delivery's ack can meet its message, so that the message is never written to
+ * `messages`. A fold that comes due with nothing to read waits for no one.
+ */
+const FOLD_AFTER_MS = 250;
+
+/**
+ * The most logged messages before a fold: bounds what waits in memory and how long one fold
+ * keeps the shard's event loop (a fold's work grows with the uids in it, ~5 µs each, more
+ * than with its messages).
+ */
+const FOLD_AT = 16_384;
+
+/** Commits written to `log` and not folded into the tables yet. */
+interface Logged {
+  messages: StoredMessage[];
+  devices: DeviceUpdate[];
+  /** The id of the last log row they came from. */
+  upTo: number;
+}
+
 interface MessageRow {
   seq: number;
   type: StoredType;
@@ -213,8 +257,18 @@ export class SqliteStore implements Store {
   #deleteDevices: StatementSync;
   #setBusMark: StatementSync;
   #busMark: StatementSync;
+  #lowestCursor: StatementSync;
+  #logCommit: StatementSync;
+  #readLog: StatementSync;
+  #deleteLog: StatementSync;
   /** Devices seen before this had gone quiet at the last `compact`. */
   #quietBefore = 0;
+  /** Whether commits go through `log` (an exclusive file) or into the tables at once. */
+  #logging: boolean;
+  #logged: Logged = { messages: [], devices: [], upTo: 0 };
+  #foldTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Messages never written because acknowledged when folded, since the last `compact`. */
+  #elided = 0;
 
   /**
    * Opens (creating if absent) the database at `path`.
@@ -223,6 +277,7 @@ export class SqliteStore implements Store {
    */
   constructor(path: string, options: SqliteStoreOptions = {}) {
     const { synchronous = "normal", busyTimeout = 5000 } = options;
+    this.#logging = options.exclusive === true;
     try {
       // The busy timeout is set at open so that even switching to WAL waits for a sibling
       // worker that is creating the same file.
@@ -306,6 +361,18 @@ export class SqliteStore implements Store {
         "INSERT OR REPLACE INTO bus_mark (one, entry) VALUES (1, ?)",
       );
       this.#busMark = this.#db.prepare("SELECT entry FROM bus_mark");
+      this.#lowestCursor = this.#db.prepare(
+        "SELECT min(last_ack) AS floor FROM devices WHERE uid = ?",
+      );
+      this.#logCommit = this.#db.prepare("INSERT INTO log (entry) VALUES (?)");
+      this.#readLog = this.#db.prepare("SELECT id, entry FROM log ORDER BY id");
+      this.#deleteLog = this.#db.prepare("DELETE FROM log WHERE id <= ?");
+      // What a crash left in the log (or a clean stop that could not fold it).
+      for (const row of this.#readLog.iterate() as Iterable<{ id: number; entry: string }>) {
+        decodeCommit(row.entry, this.#logged);
+        this.#logged.upTo = row.id;
+      }
+      this.#fold();
     } catch (error) {
       this.#db.close();
       throw unavailable(error);
@@ -315,18 +382,105 @@ export class SqliteStore implements Store {
   append(messages: readonly StoredMessage[], busMark?: string): Promise<void> {
     return this.#run(() => {
       if (messages.length === 0 && busMark === undefined) return;
-      // The highest seq of the batch per uid: one users upsert per uid, not per message.
-      const seqs = new Map<string, number>();
-      for (const { uid, seq } of messages) {
-        if (seq > (seqs.get(uid) ?? 0)) seqs.set(uid, seq);
-      }
-      this.#transaction(() => {
-        this.#insertMessages(messages);
-        for (const [uid, high] of seqs) this.#raiseLastSeq.run(uid, high);
+      this.#commit(messages, [], () => {
         // In the copies' transaction: a crash leaves both or neither.
         if (busMark !== undefined) this.#setBusMark.run(busMark);
       });
     });
+  }
+
+  /**
+   * Makes a commit durable: one log row when logging (folded later), otherwise written into
+   * the tables; `also` runs in the same transaction.
+   */
+  #commit(
+    messages: readonly StoredMessage[],
+    devices: readonly DeviceUpdate[],
+    also: () => void = () => {},
+  ): void {
+    if (!this.#logging) {
+      this.#transaction(() => {
+        this.#write(messages, devices);
+        also();
+      });
+      return;
+    }
+    const id = this.#transaction(() => {
+      const { lastInsertRowid } = this.#logCommit.run(encodeCommit(messages, devices));
+      also();
+      return Number(lastInsertRowid);
+    });
+    const logged = this.#logged;
+    for (const message of messages) logged.messages.push(message);
+    for (const update of devices) logged.devices.push(update);
+    logged.upTo = id;
+    // The commit is durable whatever a fold does: one that fails is tried again by the timer
+    // and before the next read, which reports it.
+    if (logged.messages.length >= FOLD_AT) this.#run(() => this.#fold()).catch(() => {});
+    if (this.#foldTimer === undefined && logged.upTo !== 0) {
+      const timer = setTimeout(() => {
+        this.#foldTimer = undefined;
+        if (this.#db.isOpen) this.#run(() => this.#fold()).catch(() => {});
+      }, FOLD_AFTER_MS);
+      timer.unref();
+      this.#foldTimer = timer;
+    }
+  }
+
+  /** Folds the logged commits into the tables, in one transaction with their log rows' delete. */
+  #fold(): void {
+    const logged = this.#logged;
+    if (logged.upTo === 0) return;
+    const elided = this.#transaction(() => {
+      const elided = this.#write(logged.messages, logged.devices);
+      this.#deleteLog.run(logged.upTo);
+      return elided;
+    });
+    this.#elided += elided;
+    this.#logged = { messages: [], devices: [], upTo: 0 };
+    clearTimeout(this.#foldTimer);
+    this.#foldTimer = undefined;
+  }
+
+  /**
+   * Writes messages and device updates into the tables (inside a transaction), the updates
+   * first. A message at or below the lowest cursor of its uid's devices is not written: every
+   * device known has it, so the next `compact` would delete it (that lowest cursor is never
+   * above `compactionFloor`). Only uids acked in this write can have one. Returns how many.
+   */
+  #write(messages: readonly StoredMessage[], devices: readonly DeviceUpdate[]): number {
+    const acked = new Set<string>();
+    // A fold's commits ack the same devices again and again: each row is written once.
+    const latest = new Map<string, DeviceUpdate>();
+    for (const update of devices) mergeDeviceUpdate(latest, update);
+    for (const { uid, device, lastAck, seenAt } of latest.values()) {
+      if (lastAck > 0) {
+        this.#ackDevice.run(uid, device, lastAck);
+        acked.add(uid);
+      }
+      if (seenAt > 0) this.#seeDevice.run(uid, device, seenAt);
+    }
+    const floors = new Map<string, number>();
+    // The highest seq per uid: one users upsert per uid, not per message.
+    const seqs = new Map<string, number>();
+    let elided = 0;
+    for (const m of messages) {
+      if (m.seq > (seqs.get(m.uid) ?? 0)) seqs.set(m.uid, m.seq);
+      if (acked.has(m.uid)) {
+        let floor = floors.get(m.uid);
+        if (floor === undefined) {
+          const row = this.#lowestCursor.get(m.uid) as { floor: number | null };
+          floors.set(m.uid, floor = row.floor ?? 0);
+        }
+        if (m.seq <= floor) {
+          elided++;
+          continue;
+        }
+      }
+      this.#insertMessage.run(m.uid, m.seq, m.type, m.from, m.channel ?? null, m.body, m.expiresAt);
+    }
+    for (const [uid, high] of seqs) this.#raiseLastSeq.run(uid, high);
+    return elided;
   }
 
   busMark(shard?: string): Promise<string | null> {
@@ -337,14 +491,9 @@ export class SqliteStore implements Store {
     });
   }
 
-  #insertMessages(messages: readonly StoredMessage[]): void {
-    for (const m of messages) {
-      this.#insertMessage.run(m.uid, m.seq, m.type, m.from, m.channel ?? null, m.body, m.expiresAt);
-    }
-  }
-
   readAfter(uid: string, afterSeq: number, limit: number, now: number): Promise<StoredMessage[]> {
     return this.#run(() => {
+      this.#fold();
       const rows = this.#readAfter.all(uid, afterSeq, now, limit) as unknown as MessageRow[];
       return rows.map((row) => {
         const message: StoredMessage = {
@@ -363,20 +512,14 @@ export class SqliteStore implements Store {
 
   userState(uid: string): Promise<UserState> {
     return this.#run(() => {
+      this.#fold();
       const row = this.#lastSeq.get(uid) as { last_seq: number } | undefined;
       return { lastSeq: row?.last_seq ?? 0, devices: this.#deviceStates(uid) };
     });
   }
 
   updateDevices(updates: readonly DeviceUpdate[]): Promise<void> {
-    return this.#run(() =>
-      this.#transaction(() => {
-        for (const { uid, device, lastAck, seenAt } of updates) {
-          if (lastAck > 0) this.#ackDevice.run(uid, device, lastAck);
-          if (seenAt > 0) this.#seeDevice.run(uid, device, seenAt);
-        }
-      })
-    );
+    return this.#run(() => this.#commit([], updates));
   }
 
   #deviceStates(uid: string): Map<string, DeviceState> {
@@ -406,11 +549,13 @@ export class SqliteStore implements Store {
    * shard for long. Devices that went quiet since the last call have their uids visited once.
    */
   async compact(now: number, liveSince: number): Promise<number> {
+    await this.#run(() => this.#fold());
+    let removed = this.#elided;
+    this.#elided = 0;
     if (liveSince > this.#quietBefore) {
       await this.#run(() => this.#markGoneQuiet.run(this.#quietBefore, liveSince));
       this.#quietBefore = liveSince;
     }
-    let removed = 0;
     for (;;) {
       const deleted = await this.#run(() =>
         Number(this.#deleteExpired.run(now, COMPACT_CHUNK).changes)
@@ -445,17 +590,21 @@ export class SqliteStore implements Store {
   }
 
   uids(): Promise<string[]> {
-    return this.#run(() => this.#uids.all().map((row) => row.uid as string));
+    return this.#run(() => {
+      this.#fold();
+      return this.#uids.all().map((row) => row.uid as string);
+    });
   }
 
   /** One transaction for the whole batch: a uid is then either taken over whole or not. */
   importUsers(users: readonly HandedUser[]): Promise<void> {
-    return this.#run(() =>
+    return this.#run(() => {
+      this.#fold();
       this.#transaction(() => {
         for (const { uid, lastSeq, devices, messages, channels } of users) {
           this.#deleteMessages.run(uid);
           this.#deleteMemberships.run(uid);
-          this.#insertMessages(messages);
+          this.#write(messages, []);
           this.#raiseLastSeq.run(uid, lastSeq);
           for (const { device, lastAck, seenAt } of devices) {
             this.#ackDevice.run(uid, device, lastAck);
@@ -463,12 +612,13 @@ export class SqliteStore implements Store {
           }
           for (const channel of channels) this.#subscribe.run(channel, uid);
         }
-      })
-    );
+      });
+    });
   }
 
   deleteUsers(uids: readonly string[]): Promise<void> {
-    return this.#run(() =>
+    return this.#run(() => {
+      this.#fold();
       this.#transaction(() => {
         for (const uid of uids) {
           this.#deleteMessages.run(uid);
@@ -476,13 +626,20 @@ export class SqliteStore implements Store {
           this.#deleteUser.run(uid);
           this.#deleteDevices.run(uid);
         }
-      })
-    );
+      });
+    });
   }
 
+  /** Folds the log first; if that fails, what it holds is folded when the file next opens. */
   close(): Promise<void> {
     return this.#run(() => {
-      if (this.#db.isOpen) this.#db.close();
+      if (!this.#db.isOpen) return;
+      try {
+        this.#fold();
+      } finally {
+        clearTimeout(this.#foldTimer);
+        this.#db.close();
+      }
     });
   }
 
@@ -542,6 +699,56 @@ function migrate(db: DatabaseSync): void {
     db.exec(DROP_FROM_0);
   }
   db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+}
+
+/**
+ * A commit as its log row holds it: JSON, each run of messages alike but for uid and seq (a
+ * channel message's copies) as one group, `[type, from, channel, body, expiresAt, uid, seq,
+ * uid, seq, ...]`, so that a copy takes a dozen bytes.
+ */
+function encodeCommit(messages: readonly StoredMessage[], devices: readonly DeviceUpdate[]) {
+  const m: (string | number | null)[][] = [];
+  let group: (string | number | null)[] = [];
+  let last: StoredMessage | undefined;
+  for (const message of messages) {
+    const { uid, seq, type, from, channel = null, body, expiresAt } = message;
+    if (
+      last === undefined || type !== last.type || from !== last.from ||
+      channel !== (last.channel ?? null) || body !== last.body || expiresAt !== last.expiresAt
+    ) {
+      m.push(group = [type, from, channel, body, expiresAt]);
+    }
+    group.push(uid, seq);
+    last = message;
+  }
+  const d = devices.map(({ uid, device, lastAck, seenAt }) => [uid, device, lastAck, seenAt]);
+  return JSON.stringify({ m, d });
+}
+
+/** Appends the commit of a log row (`encodeCommit`) to `into`. */
+function decodeCommit(entry: string, into: Logged): void {
+  const { m, d } = JSON.parse(entry) as {
+    m: [StoredType, string, string | null, string, number, ...(string | number)[]][];
+    d: [string, string, number, number][];
+  };
+  for (const [type, from, channel, body, expiresAt, ...copies] of m) {
+    for (let i = 0; i < copies.length; i += 2) {
+      const uid = copies[i] as string;
+      const message: StoredMessage = {
+        uid,
+        seq: copies[i + 1] as number,
+        type,
+        from,
+        body,
+        expiresAt,
+      };
+      if (channel !== null) message.channel = channel;
+      into.messages.push(message);
+    }
+  }
+  for (const [uid, device, lastAck, seenAt] of d) {
+    into.devices.push({ uid, device, lastAck, seenAt });
+  }
 }
 
 function unavailable(error: unknown): StorageUnavailableError {

@@ -1,37 +1,43 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { conformance } from "./conformance.ts";
-import { prepareSqliteFile, SqliteStore } from "./sqlite.ts";
+import { prepareSqliteFile, SqliteStore, type SqliteStoreOptions } from "./sqlite.ts";
 import { StorageUnavailableError, type Store } from "./store.ts";
 import type { StoredMessage } from "../core/messages.ts";
 
 const SQLITE_MODULE = new URL("./sqlite.ts", import.meta.url).href;
 const NOW = 1_700_000_000_000;
 
-let suiteDir: string | undefined;
-const paths = new WeakMap<Store, string>();
-
-function openAt(path: string): SqliteStore {
-  const store = new SqliteStore(path);
-  paths.set(store, path);
-  return store;
+// Both ways a store writes: into the tables at once (a shared file), and through its log
+// (an exclusive file, the daemon's).
+for (
+  const [name, options] of [["SqliteStore", {}], ["SqliteStore, exclusive", {
+    exclusive: true,
+  }]] as const
+) {
+  let suiteDir: string | undefined;
+  const paths = new WeakMap<Store, string>();
+  const openAt = (path: string): SqliteStore => {
+    const store = new SqliteStore(path, options);
+    paths.set(store, path);
+    return store;
+  };
+  conformance(name, {
+    async open() {
+      suiteDir ??= await Deno.makeTempDir({ prefix: "ipush-sqlite-test-" });
+      return openAt(`${suiteDir}/${crypto.randomUUID()}.db`);
+    },
+    async reopen(store) {
+      const path = paths.get(store);
+      assert.ok(path, "reopen of a store this factory did not open");
+      await store.close();
+      return openAt(path);
+    },
+    async cleanup() {
+      if (suiteDir) await Deno.remove(suiteDir, { recursive: true });
+    },
+  });
 }
-
-conformance("SqliteStore", {
-  async open() {
-    suiteDir ??= await Deno.makeTempDir({ prefix: "ipush-sqlite-test-" });
-    return openAt(`${suiteDir}/${crypto.randomUUID()}.db`);
-  },
-  async reopen(store) {
-    const path = paths.get(store);
-    assert.ok(path, "reopen of a store this factory did not open");
-    await store.close();
-    return openAt(path);
-  },
-  async cleanup() {
-    if (suiteDir) await Deno.remove(suiteDir, { recursive: true });
-  },
-});
 
 async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "ipush-sqlite-test-" });
@@ -212,7 +218,7 @@ const CRASH_BATCH = 200;
 // Appends batches for ever and prints each batch's last seq once its append resolved.
 const CRASH_WRITER = `
 import { SqliteStore } from ${JSON.stringify(SQLITE_MODULE)};
-const store = new SqliteStore(Deno.args[0]);
+const store = new SqliteStore(Deno.args[0], JSON.parse(Deno.args[1]));
 const encoder = new TextEncoder();
 for (let seq = 1; ; seq += ${CRASH_BATCH}) {
   const batch = [];
@@ -224,52 +230,63 @@ for (let seq = 1; ; seq += ${CRASH_BATCH}) {
 }
 `;
 
-Deno.test("SqliteStore keeps every append that resolved before a kill -9", async () => {
-  await withTempDir(async (dir) => {
-    const script = `${dir}/crash_writer.js`;
-    await Deno.writeTextFile(script, CRASH_WRITER);
-    const path = `${dir}/crash.db`;
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--no-config", "--allow-read", "--allow-write", script, path],
-      cwd: dir,
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let output = "";
-    // Let it commit a good number of batches, then kill it wherever it is.
-    while (output.split("\n").length <= 50) {
-      const { value, done } = await lines.read();
-      if (done) {
-        const error = await new Response(child.stderr).text();
-        assert.fail(`the writer stopped by itself: ${error}`);
+for (const options of [{}, { exclusive: true }] satisfies SqliteStoreOptions[]) {
+  const mode = options.exclusive ? "an exclusive" : "a shared";
+  Deno.test(`SqliteStore keeps every append that resolved before a kill -9, ${mode} file`, async () => {
+    await withTempDir(async (dir) => {
+      const script = `${dir}/crash_writer.js`;
+      await Deno.writeTextFile(script, CRASH_WRITER);
+      const path = `${dir}/crash.db`;
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--no-config",
+          "--allow-read",
+          "--allow-write",
+          script,
+          path,
+          JSON.stringify(options),
+        ],
+        cwd: dir,
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let output = "";
+      // Let it commit a good number of batches, then kill it wherever it is.
+      while (output.split("\n").length <= 50) {
+        const { value, done } = await lines.read();
+        if (done) {
+          const error = await new Response(child.stderr).text();
+          assert.fail(`the writer stopped by itself: ${error}`);
+        }
+        output += value;
       }
-      output += value;
-    }
-    child.kill("SIGKILL");
-    for (let read = await lines.read(); !read.done; read = await lines.read()) {
-      output += read.value;
-    }
-    await child.stderr.cancel();
-    assert.equal((await child.status).signal, "SIGKILL");
+      child.kill("SIGKILL");
+      for (let read = await lines.read(); !read.done; read = await lines.read()) {
+        output += read.value;
+      }
+      await child.stderr.cancel();
+      assert.equal((await child.status).signal, "SIGKILL");
 
-    // The text after the last newline, if any, is a report cut short by the kill.
-    const reported = output.split("\n").slice(0, -1).map(Number);
-    const lastResolved = reported.at(-1)!;
-    assert.deepEqual(reported, range(1, reported.length).map((i) => i * CRASH_BATCH));
+      // The text after the last newline, if any, is a report cut short by the kill.
+      const reported = output.split("\n").slice(0, -1).map(Number);
+      const lastResolved = reported.at(-1)!;
+      assert.deepEqual(reported, range(1, reported.length).map((i) => i * CRASH_BATCH));
 
-    const store = new SqliteStore(path);
-    try {
-      const { lastSeq } = await store.userState("victim");
-      assert.ok(lastSeq >= lastResolved, `lastSeq ${lastSeq} < resolved ${lastResolved}`);
-      assert.equal(lastSeq % CRASH_BATCH, 0, "a batch was kept in part");
-      const stored = await store.readAfter("victim", 0, lastSeq + CRASH_BATCH, NOW);
-      assert.deepEqual(stored.map((m) => m.seq), range(1, lastSeq));
-    } finally {
-      await store.close();
-    }
+      const store = new SqliteStore(path, options);
+      try {
+        const { lastSeq } = await store.userState("victim");
+        assert.ok(lastSeq >= lastResolved, `lastSeq ${lastSeq} < resolved ${lastResolved}`);
+        assert.equal(lastSeq % CRASH_BATCH, 0, "a batch was kept in part");
+        const stored = await store.readAfter("victim", 0, lastSeq + CRASH_BATCH, NOW);
+        assert.deepEqual(stored.map((m) => m.seq), range(1, lastSeq));
+      } finally {
+        await store.close();
+      }
+    });
   });
-});
+}
 
 Deno.test("prepareSqliteFile: creates a new file, refuses an empty or foreign one", async () => {
   await withTempDir(async (dir) => {
@@ -357,5 +374,63 @@ Deno.test("SqliteStore opens a file of schema 2 (before the bus mark) with no ma
     } finally {
       await store.close();
     }
+  });
+});
+
+// Commits the log, then stops without closing the store: no fold ran (none was due).
+const LOG_WRITER = `
+import { SqliteStore } from ${JSON.stringify(SQLITE_MODULE)};
+const store = new SqliteStore(Deno.args[0], { exclusive: true });
+const batch = [];
+for (let seq = 1; seq <= 10; seq++) {
+  batch.push({ uid: "alice", seq, type: 3, from: "op", body: '"a' + seq + '"', expiresAt: 0 });
+}
+await store.append(batch);
+await store.updateDevices([{ uid: "alice", device: "", lastAck: 6, seenAt: 0 }]);
+await store.append([{ uid: "bob", seq: 1, type: 4, from: "op", channel: "news", body: '"b"', expiresAt: 0 }]);
+Deno.exit(0);
+`;
+
+Deno.test("SqliteStore, exclusive: commits left in the log are folded at the next open, acked ones never written", async () => {
+  await withTempDir(async (dir) => {
+    const script = `${dir}/log_writer.js`;
+    await Deno.writeTextFile(script, LOG_WRITER);
+    const path = `${dir}/log.db`;
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-config", "--allow-read", "--allow-write", script, path],
+      stdout: "null",
+    }).output();
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    const rows = (table: string) => {
+      const db = new DatabaseSync(path);
+      try {
+        return (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+      } finally {
+        db.close();
+      }
+    };
+    assert.equal(rows("log"), 3);
+    assert.equal(rows("messages"), 0);
+
+    const store = new SqliteStore(path, { exclusive: true });
+    try {
+      assert.deepEqual((await store.readAfter("alice", 0, 100, NOW)).map((m) => m.body), [
+        '"a7"',
+        '"a8"',
+        '"a9"',
+        '"a10"',
+      ]);
+      assert.deepEqual(await store.readAfter("bob", 0, 100, NOW), [
+        { uid: "bob", seq: 1, type: 4, from: "op", channel: "news", body: '"b"', expiresAt: 0 },
+      ]);
+      assert.equal((await store.userState("alice")).lastSeq, 10);
+      // The six acked before the fold were never written, and count as compacted.
+      assert.equal(await store.compact(NOW, 0), 6);
+      assert.equal(await store.compact(NOW, 0), 0);
+    } finally {
+      await store.close();
+    }
+    assert.equal(rows("log"), 0);
+    assert.equal(rows("messages"), 5);
   });
 });

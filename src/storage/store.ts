@@ -41,6 +41,21 @@ export interface DeviceUpdate {
 }
 
 /**
+ * Merges `update` into `pending` (keyed by uid and device), keeping the highest of each field:
+ * how acks and connects waiting for one write become one row a device.
+ */
+export function mergeDeviceUpdate(pending: Map<string, DeviceUpdate>, update: DeviceUpdate): void {
+  // A name cannot hold a line break: the key is unambiguous.
+  const key = `${update.uid}\n${update.device}`;
+  const known = pending.get(key);
+  if (!known) pending.set(key, { ...update });
+  else {
+    if (update.lastAck > known.lastAck) known.lastAck = update.lastAck;
+    if (update.seenAt > known.seenAt) known.seenAt = update.seenAt;
+  }
+}
+
+/**
  * The seq up to which a uid's messages may be compacted: the lowest cursor of its devices
  * seen since `liveSince`. With no live device, the highest cursor of any: a message that no
  * device has acked is never dropped because its devices went quiet (only when it expires).
@@ -82,7 +97,11 @@ export interface Store {
    * store knows only its own, and answers null for any other.
    */
   busMark(shard?: string): Promise<string | null>;
-  /** Messages of `uid` with `seq > afterSeq` that have not expired at `now`, in seq order. */
+  /**
+   * Messages of `uid` with `seq > afterSeq` that have not expired at `now`, in seq order. A
+   * message that every device of its uid had acknowledged may be gone before any `compact`
+   * (the embedded store does not write what is acknowledged by the time it folds its log).
+   */
   readAfter(uid: string, afterSeq: number, limit: number, now: number): Promise<StoredMessage[]>;
   /** The uid's state; `{lastSeq: 0, devices: {}}` for a uid never seen. */
   userState(uid: string): Promise<UserState>;
@@ -101,7 +120,8 @@ export interface Store {
   channels(uid: string): Promise<string[]>;
   /**
    * Removes expired messages, and those at or below each uid's {@linkcode compactionFloor}
-   * (devices not seen since `liveSince` hold nothing back); returns how many went.
+   * (devices not seen since `liveSince` hold nothing back); returns how many went, counting
+   * those a store never wrote because they were acknowledged first.
    */
   compact(now: number, liveSince: number): Promise<number>;
   /**
