@@ -13,17 +13,17 @@
  *
  * A file kept `exclusive` is written through a log: a commit (an `append`, an
  * `updateDevices`) is one row of `log`, a few sequential pages, and is durable once that row
- * is. The commits are folded into the tables later, many at a time: at most
- * {@linkcode FOLD_AFTER_MS} later, once {@linkcode FOLD_AT} messages wait, and before
- * anything is read. Folding many commits at once is where it pays: a message that every
- * device of its uid has acknowledged by then is never written to `messages` at all (it would
- * be the next `compact`'s to delete), and a uid's `last_seq` and a device's cursor are written
- * once per fold, not once per commit. Measured against writing each commit into the tables
- * (the B-tree of `(uid, seq)` takes a page per uid a commit): docs/performance.md. A fold is
- * one transaction that also deletes the log rows it folded, so a crash leaves each commit
- * either folded or still in the log, and opening the file folds what is left. A store that
- * shares its file with other connections writes each commit into the tables at once, since
- * they could not see its log.
+ * is. The commits are folded into the tables later, many at a time: every
+ * {@linkcode FOLD_AFTER_MS} those older than {@linkcode FOLD_GRACE_MS}, sooner once
+ * {@linkcode FOLD_AT} messages wait, and all of them before anything is read. Folding many
+ * commits at once is where it pays: a message that every device of its uid has acknowledged
+ * by then is never written to `messages` at all (it would be the next `compact`'s to delete),
+ * and a uid's `last_seq` and a device's cursor are written once a fold, not once a commit.
+ * Writing each commit into the tables takes a page of the `(uid, seq)` B-tree per uid a
+ * commit instead (docs/performance.md has both measured). A fold is one transaction that also
+ * deletes the log rows it folded, so a crash leaves each commit either folded or still in the
+ * log, and opening the file folds what is left. A store that shares its file with other
+ * connections writes each commit into the tables at once, since they could not see its log.
  *
  * @module
  */
@@ -201,25 +201,32 @@ const PAGE_SIZE = 1024;
 const COMPACT_CHUNK = 500;
 
 /**
- * The longest a commit waits in the log before it is folded, in milliseconds: the window in
- * which a delivery's ack can meet its message, so that the message is never written to
- * `messages`. A fold that comes due with nothing to read waits for no one.
+ * How often the log is folded while it holds commits, in milliseconds. A fold takes the
+ * commits older than {@linkcode FOLD_GRACE_MS} and leaves the newer ones to the next: the
+ * acks of their deliveries are still on their way, and with them the message is never
+ * written to `messages`.
  */
 const FOLD_AFTER_MS = 250;
 
-/**
- * The most logged messages before a fold: bounds what waits in memory and how long one fold
- * keeps the shard's event loop (a fold's work grows with the uids in it, ~5 µs each, more
- * than with its messages).
- */
-const FOLD_AT = 16_384;
+/** How old a commit is before a fold takes it, unless a read needs everything folded. */
+const FOLD_GRACE_MS = 50;
 
-/** Commits written to `log` and not folded into the tables yet. */
+/**
+ * The logged messages that make a fold due before its time. It bounds what waits in memory,
+ * and how long one fold keeps the shard's event loop: a fold's work grows with the uids in it
+ * (their cursors and `last_seq`, ~3 µs each) and the messages it writes (~10 µs each, when
+ * few are acked yet, as for recipients that are offline).
+ */
+const FOLD_AT = 8192;
+
+/** A commit written to `log` and not folded into the tables yet. */
 interface Logged {
-  messages: StoredMessage[];
-  devices: DeviceUpdate[];
-  /** The id of the last log row they came from. */
-  upTo: number;
+  /** Its log row. */
+  id: number;
+  /** When it was logged (`performance.now()`); 0 for one found in the file at open. */
+  at: number;
+  messages: readonly StoredMessage[];
+  devices: readonly DeviceUpdate[];
 }
 
 interface MessageRow {
@@ -265,7 +272,9 @@ export class SqliteStore implements Store {
   #quietBefore = 0;
   /** Whether commits go through `log` (an exclusive file) or into the tables at once. */
   #logging: boolean;
-  #logged: Logged = { messages: [], devices: [], upTo: 0 };
+  #logged: Logged[] = [];
+  /** The messages in `#logged`. */
+  #loggedMessages = 0;
   #foldTimer: ReturnType<typeof setTimeout> | undefined;
   /** Messages never written because acknowledged when folded, since the last `compact`. */
   #elided = 0;
@@ -368,9 +377,10 @@ export class SqliteStore implements Store {
       this.#readLog = this.#db.prepare("SELECT id, entry FROM log ORDER BY id");
       this.#deleteLog = this.#db.prepare("DELETE FROM log WHERE id <= ?");
       // What a crash left in the log (or a clean stop that could not fold it).
-      for (const row of this.#readLog.iterate() as Iterable<{ id: number; entry: string }>) {
-        decodeCommit(row.entry, this.#logged);
-        this.#logged.upTo = row.id;
+      for (
+        const { id, entry } of this.#readLog.iterate() as Iterable<{ id: number; entry: string }>
+      ) {
+        this.#logged.push({ id, at: 0, ...decodeCommit(entry) });
       }
       this.#fold();
     } catch (error) {
@@ -410,36 +420,50 @@ export class SqliteStore implements Store {
       also();
       return Number(lastInsertRowid);
     });
-    const logged = this.#logged;
-    for (const message of messages) logged.messages.push(message);
-    for (const update of devices) logged.devices.push(update);
-    logged.upTo = id;
+    this.#logged.push({ id, at: performance.now(), messages, devices });
+    this.#loggedMessages += messages.length;
     // The commit is durable whatever a fold does: one that fails is tried again by the timer
     // and before the next read, which reports it.
-    if (logged.messages.length >= FOLD_AT) this.#run(() => this.#fold()).catch(() => {});
-    if (this.#foldTimer === undefined && logged.upTo !== 0) {
-      const timer = setTimeout(() => {
-        this.#foldTimer = undefined;
-        if (this.#db.isOpen) this.#run(() => this.#fold()).catch(() => {});
-      }, FOLD_AFTER_MS);
-      timer.unref();
-      this.#foldTimer = timer;
+    if (this.#loggedMessages >= FOLD_AT) {
+      // Past twice the mark, everything: the grace cannot hold more back than that.
+      const before = this.#loggedMessages >= 2 * FOLD_AT ? Infinity : graceEnd();
+      this.#run(() => this.#fold(before)).catch(() => {});
     }
+    this.#scheduleFold();
   }
 
-  /** Folds the logged commits into the tables, in one transaction with their log rows' delete. */
-  #fold(): void {
+  #scheduleFold(): void {
+    if (this.#foldTimer !== undefined || this.#logged.length === 0) return;
+    this.#foldTimer = setTimeout(() => {
+      this.#foldTimer = undefined;
+      if (!this.#db.isOpen) return;
+      this.#run(() => this.#fold(graceEnd())).catch(() => {});
+      this.#scheduleFold();
+    }, FOLD_AFTER_MS);
+    this.#foldTimer.unref();
+  }
+
+  /**
+   * Folds the logged commits made before `before` (all of them by default) into the tables,
+   * in one transaction with the delete of their log rows. The device updates of the commits
+   * left in the log are written too: a cursor only moves forward, so writing one again when
+   * its commit is folded changes nothing, and its acks count for the messages folded now.
+   */
+  #fold(before = Infinity): void {
     const logged = this.#logged;
-    if (logged.upTo === 0) return;
+    let taken = 0;
+    while (taken < logged.length && logged[taken].at < before) taken++;
+    if (taken === 0) return;
+    const folded = logged.slice(0, taken);
+    const messages = folded.flatMap((commit) => commit.messages);
     const elided = this.#transaction(() => {
-      const elided = this.#write(logged.messages, logged.devices);
-      this.#deleteLog.run(logged.upTo);
+      const elided = this.#write(messages, logged.flatMap((commit) => commit.devices));
+      this.#deleteLog.run(folded[taken - 1].id);
       return elided;
     });
     this.#elided += elided;
-    this.#logged = { messages: [], devices: [], upTo: 0 };
-    clearTimeout(this.#foldTimer);
-    this.#foldTimer = undefined;
+    this.#logged = logged.slice(taken);
+    this.#loggedMessages -= messages.length;
   }
 
   /**
@@ -638,6 +662,7 @@ export class SqliteStore implements Store {
         this.#fold();
       } finally {
         clearTimeout(this.#foldTimer);
+        this.#foldTimer = undefined;
         this.#db.close();
       }
     });
@@ -725,8 +750,9 @@ function encodeCommit(messages: readonly StoredMessage[], devices: readonly Devi
   return JSON.stringify({ m, d });
 }
 
-/** Appends the commit of a log row (`encodeCommit`) to `into`. */
-function decodeCommit(entry: string, into: Logged): void {
+/** The commit of a log row (`encodeCommit`). */
+function decodeCommit(entry: string): Pick<Logged, "messages" | "devices"> {
+  const into = { messages: [] as StoredMessage[], devices: [] as DeviceUpdate[] };
   const { m, d } = JSON.parse(entry) as {
     m: [StoredType, string, string | null, string, number, ...(string | number)[]][];
     d: [string, string, number, number][];
@@ -749,6 +775,12 @@ function decodeCommit(entry: string, into: Logged): void {
   for (const [uid, device, lastAck, seenAt] of d) {
     into.devices.push({ uid, device, lastAck, seenAt });
   }
+  return into;
+}
+
+/** The end of the grace a fold leaves the newest commits (`FOLD_GRACE_MS`). */
+function graceEnd(): number {
+  return performance.now() - FOLD_GRACE_MS;
 }
 
 function unavailable(error: unknown): StorageUnavailableError {
