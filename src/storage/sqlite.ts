@@ -13,9 +13,10 @@
  *
  * A file kept `exclusive` is written through a log: a commit (an `append`, an
  * `updateDevices`) is one row of `log`, a few sequential pages, and is durable once that row
- * is. The commits are folded into the tables later, many at a time: every
- * {@linkcode FOLD_AFTER_MS} those older than {@linkcode FOLD_GRACE_MS}, sooner once
- * {@linkcode FOLD_AT} messages wait, and all of them before anything is read. Folding many
+ * is. The commits are folded into the tables later, many at a time: those older than
+ * {@linkcode FOLD_GRACE_MS}, looked for every {@linkcode FOLD_AFTER_MS} and taken in
+ * transactions of about {@linkcode FOLD_CHUNK} messages; all of them, once {@linkcode FOLD_AT}
+ * messages wait; and all of them at once before anything is read. Folding many
  * commits at once is where it pays: a message that every device of its uid has acknowledged
  * by then is never written to `messages` at all (it would be the next `compact`'s to delete),
  * and a uid's `last_seq` and a device's cursor are written once a fold, not once a commit.
@@ -200,24 +201,27 @@ const PAGE_SIZE = 1024;
 /** Rows `compact` deletes per transaction: about a millisecond of work between yields. */
 const COMPACT_CHUNK = 500;
 
-/**
- * How often the log is folded while it holds commits, in milliseconds. A fold takes the
- * commits older than {@linkcode FOLD_GRACE_MS} and leaves the newer ones to the next: the
- * acks of their deliveries are still on their way, and with them the message is never
- * written to `messages`.
- */
+/** How often the log is looked at for commits due to be folded, in milliseconds. */
 const FOLD_AFTER_MS = 250;
 
-/** How old a commit is before a fold takes it, unless a read needs everything folded. */
-const FOLD_GRACE_MS = 50;
+/**
+ * How old a commit is before it is folded, unless a read needs everything folded: the acks of
+ * its deliveries are on their way meanwhile, and a message they acknowledge is then never
+ * written to `messages`. At the fan-out maximum a delivery is acked 80–250 ms after its
+ * commit (the p50 and p99 of the load generator's latency).
+ */
+const FOLD_GRACE_MS = 250;
 
 /**
- * The logged messages that make a fold due before its time. It bounds what waits in memory,
- * and how long one fold keeps the shard's event loop: a fold's work grows with the uids in it
- * (their cursors and `last_seq`, ~3 µs each) and the messages it writes (~10 µs each, when
- * few are acked yet, as for recipients that are offline).
+ * The most messages one fold transaction takes (whole commits: one more if the first is
+ * larger). A fold yields to the event loop between such chunks, which bounds how long it
+ * keeps the shard from its sockets: ~10 µs a message it writes (few acked, as for offline
+ * recipients), less than 1 µs one it does not, and ~3 µs a uid for its cursors and `last_seq`.
  */
-const FOLD_AT = 8192;
+const FOLD_CHUNK = 4096;
+
+/** The logged messages past which commits are folded without their grace: bounds memory. */
+const FOLD_AT = 65_536;
 
 /** A commit written to `log` and not folded into the tables yet. */
 interface Logged {
@@ -226,7 +230,6 @@ interface Logged {
   /** When it was logged (`performance.now()`); 0 for one found in the file at open. */
   at: number;
   messages: readonly StoredMessage[];
-  devices: readonly DeviceUpdate[];
 }
 
 interface MessageRow {
@@ -275,6 +278,10 @@ export class SqliteStore implements Store {
   #logged: Logged[] = [];
   /** The messages in `#logged`. */
   #loggedMessages = 0;
+  /** Device updates not in any log row yet: the next commit's row takes them. */
+  #unlogged: DeviceUpdate[] = [];
+  /** Device updates not written to `devices` yet, one a device. */
+  #unwritten = new Map<string, DeviceUpdate>();
   #foldTimer: ReturnType<typeof setTimeout> | undefined;
   /** Messages never written because acknowledged when folded, since the last `compact`. */
   #elided = 0;
@@ -380,7 +387,9 @@ export class SqliteStore implements Store {
       for (
         const { id, entry } of this.#readLog.iterate() as Iterable<{ id: number; entry: string }>
       ) {
-        this.#logged.push({ id, at: 0, ...decodeCommit(entry) });
+        const { messages, devices } = decodeCommit(entry);
+        this.#logged.push({ id, at: 0, messages });
+        for (const update of devices) mergeDeviceUpdate(this.#unwritten, update);
       }
       this.#fold();
     } catch (error) {
@@ -392,7 +401,7 @@ export class SqliteStore implements Store {
   append(messages: readonly StoredMessage[], busMark?: string): Promise<void> {
     return this.#run(() => {
       if (messages.length === 0 && busMark === undefined) return;
-      this.#commit(messages, [], () => {
+      this.#commit(messages, () => {
         // In the copies' transaction: a crash leaves both or neither.
         if (busMark !== undefined) this.#setBusMark.run(busMark);
       });
@@ -400,88 +409,100 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Makes a commit durable: one log row when logging (folded later), otherwise written into
-   * the tables; `also` runs in the same transaction.
+   * Makes a commit of messages durable: one log row when logging (folded later, with the
+   * device updates waiting for a write), otherwise written into the tables; `also` runs in
+   * the same transaction.
    */
-  #commit(
-    messages: readonly StoredMessage[],
-    devices: readonly DeviceUpdate[],
-    also: () => void = () => {},
-  ): void {
+  #commit(messages: readonly StoredMessage[], also: () => void): void {
     if (!this.#logging) {
       this.#transaction(() => {
-        this.#write(messages, devices);
+        this.#write(messages, [], false);
         also();
       });
       return;
     }
+    const devices = this.#unlogged;
     const id = this.#transaction(() => {
       const { lastInsertRowid } = this.#logCommit.run(encodeCommit(messages, devices));
       also();
       return Number(lastInsertRowid);
     });
-    this.#logged.push({ id, at: performance.now(), messages, devices });
+    this.#unlogged = [];
+    this.#logged.push({ id, at: performance.now(), messages });
     this.#loggedMessages += messages.length;
-    // The commit is durable whatever a fold does: one that fails is tried again by the timer
-    // and before the next read, which reports it.
-    if (this.#loggedMessages >= FOLD_AT) {
-      // Past twice the mark, everything: the grace cannot hold more back than that.
-      const before = this.#loggedMessages >= 2 * FOLD_AT ? Infinity : graceEnd();
-      this.#run(() => this.#fold(before)).catch(() => {});
-    }
-    this.#scheduleFold();
+    this.#scheduleFold(FOLD_AFTER_MS);
   }
 
-  #scheduleFold(): void {
-    if (this.#foldTimer !== undefined || this.#logged.length === 0) return;
+  #scheduleFold(delay: number): void {
+    if (this.#foldTimer !== undefined) return;
+    if (this.#logged.length === 0 && this.#unwritten.size === 0) return;
     this.#foldTimer = setTimeout(() => {
       this.#foldTimer = undefined;
-      if (!this.#db.isOpen) return;
-      this.#run(() => this.#fold(graceEnd())).catch(() => {});
-      this.#scheduleFold();
-    }, FOLD_AFTER_MS);
+      if (this.#db.isOpen) this.#foldDue();
+    }, delay);
     this.#foldTimer.unref();
   }
 
   /**
-   * Folds the logged commits made before `before` (all of them by default) into the tables,
-   * in one transaction with the delete of their log rows. The device updates of the commits
-   * left in the log are written too: a cursor only moves forward, so writing one again when
-   * its commit is folded changes nothing, and its acks count for the messages folded now.
+   * Folds a chunk of the commits that are due (past their grace, or all past
+   * {@linkcode FOLD_AT}), and comes back for the next chunk after the event loop's other work.
+   * One that fails is tried again later, and by the next read, which reports it: the commits
+   * are durable in the log meanwhile.
    */
-  #fold(before = Infinity): void {
+  #foldDue(): void {
+    const before = () => this.#loggedMessages > FOLD_AT ? Infinity : graceEnd();
+    try {
+      this.#fold(before(), FOLD_CHUNK);
+    } catch {
+      return this.#scheduleFold(FOLD_AFTER_MS);
+    }
+    const due = this.#logged.length > 0 && this.#logged[0].at < before();
+    this.#scheduleFold(due ? 0 : FOLD_AFTER_MS);
+  }
+
+  /**
+   * Folds the logged commits made before `before`, oldest first, up to `limit` messages (all
+   * of them by default), into the tables in one transaction with the delete of their log
+   * rows, and writes every device update not written yet: a cursor only moves forward, so the
+   * copy of one in a log row left for later changes nothing when that row is folded.
+   */
+  #fold(before = Infinity, limit = Infinity): void {
     const logged = this.#logged;
     let taken = 0;
-    while (taken < logged.length && logged[taken].at < before) taken++;
-    if (taken === 0) return;
-    const folded = logged.slice(0, taken);
-    const messages = folded.flatMap((commit) => commit.messages);
+    let count = 0;
+    while (taken < logged.length && logged[taken].at < before && (taken === 0 || count < limit)) {
+      count += logged[taken++].messages.length;
+    }
+    if (taken === 0 && this.#unwritten.size === 0) return;
+    const messages = taken === 1
+      ? logged[0].messages
+      : logged.slice(0, taken).flatMap((commit) => commit.messages);
     const elided = this.#transaction(() => {
-      const elided = this.#write(messages, logged.flatMap((commit) => commit.devices));
-      this.#deleteLog.run(folded[taken - 1].id);
+      const elided = this.#write(messages, [...this.#unwritten.values()], true);
+      if (taken > 0) this.#deleteLog.run(logged[taken - 1].id);
       return elided;
     });
     this.#elided += elided;
     this.#logged = logged.slice(taken);
     this.#loggedMessages -= messages.length;
+    this.#unwritten.clear();
+    // Written to the table now: no log row needs to carry them.
+    this.#unlogged = [];
   }
 
   /**
    * Writes messages and device updates into the tables (inside a transaction), the updates
-   * first. A message at or below the lowest cursor of its uid's devices is not written: every
-   * device known has it, so the next `compact` would delete it (that lowest cursor is never
-   * above `compactionFloor`). Only uids acked in this write can have one. Returns how many.
+   * first. With `elide`, a message at or below the lowest cursor of its uid's devices is not
+   * written: every device known has it, so the next `compact` would delete it (that lowest
+   * cursor is never above `compactionFloor`). Returns how many were not.
    */
-  #write(messages: readonly StoredMessage[], devices: readonly DeviceUpdate[]): number {
-    const acked = new Set<string>();
-    // A fold's commits ack the same devices again and again: each row is written once.
-    const latest = new Map<string, DeviceUpdate>();
-    for (const update of devices) mergeDeviceUpdate(latest, update);
-    for (const { uid, device, lastAck, seenAt } of latest.values()) {
-      if (lastAck > 0) {
-        this.#ackDevice.run(uid, device, lastAck);
-        acked.add(uid);
-      }
+  #write(
+    messages: readonly StoredMessage[],
+    devices: readonly DeviceUpdate[],
+    elide: boolean,
+  ): number {
+    for (const { uid, device, lastAck, seenAt } of devices) {
+      if (lastAck > 0) this.#ackDevice.run(uid, device, lastAck);
       if (seenAt > 0) this.#seeDevice.run(uid, device, seenAt);
     }
     const floors = new Map<string, number>();
@@ -490,7 +511,7 @@ export class SqliteStore implements Store {
     let elided = 0;
     for (const m of messages) {
       if (m.seq > (seqs.get(m.uid) ?? 0)) seqs.set(m.uid, m.seq);
-      if (acked.has(m.uid)) {
+      if (elide) {
         let floor = floors.get(m.uid);
         if (floor === undefined) {
           const row = this.#lowestCursor.get(m.uid) as { floor: number | null };
@@ -542,8 +563,22 @@ export class SqliteStore implements Store {
     });
   }
 
+  /**
+   * Logging, the updates wait in memory for the next commit of messages or the next fold,
+   * whichever comes first (within {@linkcode FOLD_AFTER_MS}): a crash before then loses
+   * them, which costs a redelivery of what they acked, never a message. They then take no
+   * transaction of their own: most commits of a busy shard are only acks.
+   */
   updateDevices(updates: readonly DeviceUpdate[]): Promise<void> {
-    return this.#run(() => this.#commit([], updates));
+    return this.#run(() => {
+      if (!this.#logging) return this.#transaction(() => void this.#write([], updates, false));
+      for (const update of updates) {
+        this.#unlogged.push(update);
+        // A fold's commits ack the same devices again and again: each row is written once.
+        mergeDeviceUpdate(this.#unwritten, update);
+      }
+      this.#scheduleFold(FOLD_AFTER_MS);
+    });
   }
 
   #deviceStates(uid: string): Map<string, DeviceState> {
@@ -628,7 +663,7 @@ export class SqliteStore implements Store {
         for (const { uid, lastSeq, devices, messages, channels } of users) {
           this.#deleteMessages.run(uid);
           this.#deleteMemberships.run(uid);
-          this.#write(messages, []);
+          this.#write(messages, [], false);
           this.#raiseLastSeq.run(uid, lastSeq);
           for (const { device, lastAck, seenAt } of devices) {
             this.#ackDevice.run(uid, device, lastAck);
@@ -751,7 +786,7 @@ function encodeCommit(messages: readonly StoredMessage[], devices: readonly Devi
 }
 
 /** The commit of a log row (`encodeCommit`). */
-function decodeCommit(entry: string): Pick<Logged, "messages" | "devices"> {
+function decodeCommit(entry: string): { messages: StoredMessage[]; devices: DeviceUpdate[] } {
   const into = { messages: [] as StoredMessage[], devices: [] as DeviceUpdate[] };
   const { m, d } = JSON.parse(entry) as {
     m: [StoredType, string, string | null, string, number, ...(string | number)[]][];

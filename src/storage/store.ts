@@ -107,7 +107,9 @@ export interface Store {
   userState(uid: string): Promise<UserState>;
   /**
    * Records device cursors (acks, and when devices were seen), in one write where the engine
-   * allows. Neither field moves back: a smaller value leaves the stored one.
+   * allows. Neither field moves back: a smaller value leaves the stored one. A store may hold
+   * them for its next write (the embedded one, for at most a fold's interval): a crash then
+   * loses them, and what they acked is delivered again, never lost.
    */
   updateDevices(updates: readonly DeviceUpdate[]): Promise<void>;
   /** Stores the (channel, uid) membership pair, both ways. */
