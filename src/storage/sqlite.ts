@@ -11,20 +11,26 @@
  * `synchronous: "full"` every commit is also fsync'd, which survives power loss too. See
  * `docs/storage.md` for the cost of each.
  *
- * A file kept `exclusive` is written through a log: a commit (an `append`, an
- * `updateDevices`) is one row of `log`, a few sequential pages, and is durable once that row
- * is. The commits are folded into the tables later, many at a time: those older than
- * {@linkcode FOLD_GRACE_MS}, looked for every {@linkcode FOLD_AFTER_MS} and taken in
- * transactions of about {@linkcode FOLD_CHUNK} messages; all of them, once {@linkcode FOLD_AT}
- * messages wait; and all of them at once before anything is read. Folding many
- * commits at once is where it pays: a message that every device of its uid has acknowledged
- * by then is never written to `messages` at all (it would be the next `compact`'s to delete),
- * and a uid's `last_seq` and a device's cursor are written once a fold, not once a commit.
- * Writing each commit into the tables takes a page of the `(uid, seq)` B-tree per uid a
- * commit instead (docs/performance.md has both measured). A fold is one transaction that also
- * deletes the log rows it folded, so a crash leaves each commit either folded or still in the
- * log, and opening the file folds what is left. A store that shares its file with other
- * connections writes each commit into the tables at once, since they could not see its log.
+ * A file kept `exclusive` is written through a log:
+ * - An `append` is one row of `log` (a few sequential pages) and is durable once that row is.
+ *   The row also carries the device updates (acks) made since the row before. Those wait in
+ *   memory until then or until the next fold: a crash loses them, which costs a redelivery.
+ * - Commits are folded into the tables later, many at a time: those older than
+ *   {@linkcode FOLD_GRACE_MS}, looked for every {@linkcode FOLD_AFTER_MS} and taken in
+ *   transactions of about {@linkcode FOLD_CHUNK} messages; all of them once
+ *   {@linkcode FOLD_AT} messages wait. A fold also deletes the log rows it folded, so a crash
+ *   leaves each commit either folded or still in the log, and opening the file folds the rest.
+ * - Folding many commits at once is where it pays. A message that every device of its uid has
+ *   acknowledged by then is never written to `messages` (the next `compact` would delete
+ *   it), and a uid's `last_seq` and a device's cursor are written once a fold, not once a
+ *   commit. Writing each commit into the tables costs a page of the `(uid, seq)` B-tree per
+ *   uid a commit instead (docs/performance.md has both measured).
+ * - A uid's state and messages are read from the tables plus what the log holds of it in
+ *   memory. The rarer reads over every uid (`uids`, `compact`, a hand-off's `importUsers` and
+ *   `deleteUsers`) and `close` fold everything first.
+ *
+ * A store that shares its file with other connections writes each commit into the tables at
+ * once, since they could not see its log.
  *
  * @module
  */
@@ -280,8 +286,10 @@ export class SqliteStore implements Store {
   #loggedMessages = 0;
   /** Device updates not in any log row yet: the next commit's row takes them. */
   #unlogged: DeviceUpdate[] = [];
-  /** Device updates not written to `devices` yet, one a device. */
-  #unwritten = new Map<string, DeviceUpdate>();
+  /** Device updates not written to `devices` yet, one a device, by uid. */
+  #unwritten = new Map<string, Map<string, DeviceUpdate>>();
+  /** The messages of `#logged` by uid, in seq order: what a read adds to the tables' rows. */
+  #loggedOf = new Map<string, StoredMessage[]>();
   #foldTimer: ReturnType<typeof setTimeout> | undefined;
   /** Messages never written because acknowledged when folded, since the last `compact`. */
   #elided = 0;
@@ -388,8 +396,8 @@ export class SqliteStore implements Store {
         const { id, entry } of this.#readLog.iterate() as Iterable<{ id: number; entry: string }>
       ) {
         const { messages, devices } = decodeCommit(entry);
-        this.#logged.push({ id, at: 0, messages });
-        for (const update of devices) mergeDeviceUpdate(this.#unwritten, update);
+        this.#log(id, 0, messages);
+        this.#leaveUnwritten(devices);
       }
       this.#fold();
     } catch (error) {
@@ -428,9 +436,29 @@ export class SqliteStore implements Store {
       return Number(lastInsertRowid);
     });
     this.#unlogged = [];
-    this.#logged.push({ id, at: performance.now(), messages });
-    this.#loggedMessages += messages.length;
+    this.#log(id, performance.now(), messages);
     this.#scheduleFold(FOLD_AFTER_MS);
+  }
+
+  /** Keeps a logged commit's messages until they are folded. */
+  #log(id: number, at: number, messages: readonly StoredMessage[]): void {
+    this.#logged.push({ id, at, messages });
+    this.#loggedMessages += messages.length;
+    for (const message of messages) {
+      const list = this.#loggedOf.get(message.uid);
+      if (list) list.push(message);
+      else this.#loggedOf.set(message.uid, [message]);
+    }
+  }
+
+  /** Keeps device updates until a fold writes them. */
+  #leaveUnwritten(updates: readonly DeviceUpdate[]): void {
+    for (const update of updates) {
+      let devices = this.#unwritten.get(update.uid);
+      if (!devices) this.#unwritten.set(update.uid, devices = new Map());
+      // A fold's commits ack the same devices again and again: each row is written once.
+      mergeDeviceUpdate(devices, update);
+    }
   }
 
   #scheduleFold(delay: number): void {
@@ -477,14 +505,21 @@ export class SqliteStore implements Store {
     const messages = taken === 1
       ? logged[0].messages
       : logged.slice(0, taken).flatMap((commit) => commit.messages);
+    const devices = [...this.#unwritten.values()].flatMap((byDevice) => [...byDevice.values()]);
     const elided = this.#transaction(() => {
-      const elided = this.#write(messages, [...this.#unwritten.values()], true);
+      const elided = this.#write(messages, devices, true);
       if (taken > 0) this.#deleteLog.run(logged[taken - 1].id);
       return elided;
     });
     this.#elided += elided;
     this.#logged = logged.slice(taken);
     this.#loggedMessages -= messages.length;
+    // Each uid's folded messages are the oldest it had logged.
+    for (const { uid } of messages) {
+      const list = this.#loggedOf.get(uid)!;
+      list.shift();
+      if (list.length === 0) this.#loggedOf.delete(uid);
+    }
     this.#unwritten.clear();
     // Written to the table now: no log row needs to carry them.
     this.#unlogged = [];
@@ -536,11 +571,11 @@ export class SqliteStore implements Store {
     });
   }
 
+  /** The tables' rows, then what the log holds of the uid: its newest messages. */
   readAfter(uid: string, afterSeq: number, limit: number, now: number): Promise<StoredMessage[]> {
     return this.#run(() => {
-      this.#fold();
       const rows = this.#readAfter.all(uid, afterSeq, now, limit) as unknown as MessageRow[];
-      return rows.map((row) => {
+      const found = rows.map((row) => {
         const message: StoredMessage = {
           uid,
           seq: row.seq,
@@ -552,14 +587,30 @@ export class SqliteStore implements Store {
         if (row.channel !== null) message.channel = row.channel;
         return message;
       });
+      for (const message of this.#loggedOf.get(uid) ?? []) {
+        if (found.length === limit) break;
+        const live = message.expiresAt === 0 || message.expiresAt > now;
+        if (message.seq > afterSeq && live) found.push(message);
+      }
+      return found;
     });
   }
 
+  /** The tables' state, raised by what the log and the unwritten updates hold of the uid. */
   userState(uid: string): Promise<UserState> {
     return this.#run(() => {
-      this.#fold();
       const row = this.#lastSeq.get(uid) as { last_seq: number } | undefined;
-      return { lastSeq: row?.last_seq ?? 0, devices: this.#deviceStates(uid) };
+      const logged = this.#loggedOf.get(uid);
+      const lastSeq = Math.max(row?.last_seq ?? 0, logged?.at(-1)?.seq ?? 0);
+      const devices = this.#deviceStates(uid);
+      for (const { device, lastAck, seenAt } of this.#unwritten.get(uid)?.values() ?? []) {
+        const known = devices.get(device);
+        devices.set(device, {
+          lastAck: Math.max(known?.lastAck ?? 0, lastAck),
+          seenAt: Math.max(known?.seenAt ?? 0, seenAt),
+        });
+      }
+      return { lastSeq, devices };
     });
   }
 
@@ -572,11 +623,8 @@ export class SqliteStore implements Store {
   updateDevices(updates: readonly DeviceUpdate[]): Promise<void> {
     return this.#run(() => {
       if (!this.#logging) return this.#transaction(() => void this.#write([], updates, false));
-      for (const update of updates) {
-        this.#unlogged.push(update);
-        // A fold's commits ack the same devices again and again: each row is written once.
-        mergeDeviceUpdate(this.#unwritten, update);
-      }
+      for (const update of updates) this.#unlogged.push(update);
+      this.#leaveUnwritten(updates);
       this.#scheduleFold(FOLD_AFTER_MS);
     });
   }
