@@ -226,7 +226,10 @@ const FOLD_GRACE_MS = 250;
  */
 const FOLD_CHUNK = 4096;
 
-/** The logged messages past which commits are folded without their grace: bounds memory. */
+/**
+ * The logged messages past which commits are folded without their grace, and each new commit
+ * folds a chunk before it answers: bounds memory, and slows appends to what the tables take.
+ */
 const FOLD_AT = 65_536;
 
 /** A commit written to `log` and not folded into the tables yet. */
@@ -437,6 +440,12 @@ export class SqliteStore implements Store {
     });
     this.#unlogged = [];
     this.#log(id, performance.now(), messages);
+    // Past the mark the folds are not keeping up (recipients offline, nothing acked): each
+    // commit then folds a chunk itself, so that appends slow down to what the tables take
+    // rather than the log growing in memory. That fold may fail: the commit stands.
+    if (this.#loggedMessages > FOLD_AT) {
+      this.#run(() => this.#fold(Infinity, FOLD_CHUNK)).catch(() => {});
+    }
     this.#scheduleFold(FOLD_AFTER_MS);
   }
 
