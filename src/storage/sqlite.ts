@@ -219,8 +219,8 @@ const FOLD_AFTER_MS = 250;
 const FOLD_GRACE_MS = 250;
 
 /**
- * The most messages one fold transaction takes (whole commits: one more if the first is
- * larger). A fold yields to the event loop between such chunks, which bounds how long it
+ * About the most messages one fold transaction takes (whole commits: the last one taken may
+ * pass it). A fold yields to the event loop between such chunks, which bounds how long it
  * keeps the shard from its sockets: ~10 µs a message it writes (few acked, as for offline
  * recipients), less than 1 µs one it does not, and ~3 µs a uid for its cursors and `last_seq`.
  */

@@ -230,27 +230,24 @@ for (let seq = 1; ; seq += ${CRASH_BATCH}) {
 }
 `;
 
+/** `source` as a script in `dir`, to run with `args` in a process of its own. */
+async function writer(dir: string, source: string, args: string[]): Promise<Deno.Command> {
+  const script = `${dir}/writer.js`;
+  await Deno.writeTextFile(script, source);
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-config", "--allow-read", "--allow-write", script, ...args],
+    cwd: dir,
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
 for (const options of [{}, { exclusive: true }] satisfies SqliteStoreOptions[]) {
   const mode = options.exclusive ? "an exclusive" : "a shared";
   Deno.test(`SqliteStore keeps every append that resolved before a kill -9, ${mode} file`, async () => {
     await withTempDir(async (dir) => {
-      const script = `${dir}/crash_writer.js`;
-      await Deno.writeTextFile(script, CRASH_WRITER);
       const path = `${dir}/crash.db`;
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "--no-config",
-          "--allow-read",
-          "--allow-write",
-          script,
-          path,
-          JSON.stringify(options),
-        ],
-        cwd: dir,
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
+      const child = (await writer(dir, CRASH_WRITER, [path, JSON.stringify(options)])).spawn();
       const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
       let output = "";
       // Let it commit a good number of batches, then kill it wherever it is.
@@ -395,23 +392,11 @@ if (Deno.args[1]) await new Promise((resolve) => setTimeout(resolve, Number(Deno
 Deno.exit(0);
 `;
 
-/** Runs LOG_WRITER on a new file in \`dir\`, waiting \`waitMs\` before it exits; returns the file. */
+/** Runs LOG_WRITER on a new file in `dir`, waiting `waitMs` before it exits; returns the file. */
 async function writeLog(dir: string, waitMs?: number): Promise<string> {
-  const script = `${dir}/log_writer.js`;
-  await Deno.writeTextFile(script, LOG_WRITER);
   const path = `${dir}/log.db`;
-  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--no-config",
-      "--allow-read",
-      "--allow-write",
-      script,
-      path,
-      ...(waitMs ? [String(waitMs)] : []),
-    ],
-    stdout: "null",
-  }).output();
+  const command = await writer(dir, LOG_WRITER, [path, ...(waitMs ? [String(waitMs)] : [])]);
+  const { code, stderr } = await command.output();
   assert.equal(code, 0, new TextDecoder().decode(stderr));
   return path;
 }
