@@ -79,15 +79,28 @@ export interface ClientPortOptions extends EndpointServices {
 
 const EMPTY = new Uint8Array(0);
 
+/** What every socket of one listening socket shares. */
+interface Door {
+  options: ClientPortOptions;
+  limits: AddressLimits;
+  cors: Cors;
+  handshake: HandshakeOptions;
+}
+
+/** Where a socket's listeners find its {@linkcode ClientSocket}. */
+const CLIENT = Symbol("client");
+
+type TaggedSocket = net.Socket & { [CLIENT]: ClientSocket };
+
 /**
  * Creates one listening socket's server (not yet listening). Each socket gets its listeners
  * once, for life, and they pass on to whatever reads it now: measured, removing a listener
  * (as a handshake reader handing over to a session would) turns the socket's `_events` into
- * a dictionary of ~450 bytes that stays for the connection's life.
+ * a dictionary of ~450 bytes that stays for the connection's life. The listeners are shared
+ * by every socket (they find the socket's state through it): an idle connection holds one
+ * object and one closure of the front door's, not a closure a step.
  */
 function createConnectServer(options: ClientPortOptions, limits: AddressLimits): net.Server {
-  const { context, budget } = options;
-  const { counters } = context;
   const cors = new Cors(options.corsOrigins);
   const handshake: HandshakeOptions = {
     ...options.handshake,
@@ -96,116 +109,159 @@ function createConnectServer(options: ClientPortOptions, limits: AddressLimits):
     cors,
     redirectFor: options.redirectFor,
   };
+  const door: Door = { options, limits, cors, handshake };
   return net.createServer({ noDelay: true }, (socket) => {
     socket.on("error", ignoreError);
-    const address = addressKey(socket.remoteAddress ?? "");
-    const shed = (status: number, reason: string) => {
-      counters.error_number++;
-      // No linger: descriptors (or this address's share of them) are what is short.
-      socket.end(refusal(status, reason), () => socket.destroy());
-    };
-    if (!limits.startHandshake(address)) {
-      counters.limit_handshakes_number++;
-      return shed(429, "too many handshakes");
-    }
-    if (!budget.take()) {
-      limits.endHandshake(address);
-      return shed(503, "server full");
-    }
-    let target: StreamTarget;
-    /** Reads the next request; `rest` is what was read of it already. */
-    const read = (rest: Uint8Array, keptAlive: boolean) => {
-      target = new HandshakeReader(socket, handshake, (result) => {
-        if (!keptAlive) limits.endHandshake(address);
-        if (result) serve(result);
-      }, keptAlive);
-      socket.resume();
-      if (rest.length > 0) target.receive(rest);
-    };
-    const serve = (result: Outcome) => {
-      counters.connect_request_number++;
-      // Only the front door limits heads, and it never waits on an authenticator.
-      if (!limits.takeHead(address)) {
-        counters.limit_heads_number++;
-        const cors = "status" in result ? result.headers : result.cors;
-        return closeSoon(socket, refusal(429, "too many requests", undefined, cors));
-      }
-      if ("status" in result) {
-        counters[result.counter]++;
-        return closeSoon(socket, refusal(result.status, result.reason, undefined, result.headers));
-      }
-      if (options.draining()) {
-        return closeSoon(socket, refusal(503, "draining", undefined, result.cors));
-      }
-      if ("redirect" in result) {
-        counters.redirect_number++;
-        const owner = result.redirect;
-        const location = shardLocation(
-          owner.host || reachedHost(socket),
-          owner.port,
-          result.route.path,
-          result.head.query,
-        );
-        const status = isTransport(result.route) ? 303 : 307;
-        return closeSoon(socket, redirectHead(location, undefined, status, result.cors));
-      }
-      const { route } = result;
-      if (route === "preflight") {
-        const { status, headers } = cors.preflight(result.head.headers);
-        if (status !== 204) return closeSoon(socket, refusal(status, "origin not allowed"));
-        socket.write(response(204, headers + "Connection: keep-alive\r\n", {}));
-        return read(result.rest, true);
-      }
-      if (isTransport(route)) {
-        const limited = options.admit(result.uid, result.device, route.name);
-        if (limited === null) return open(route, result);
-        counters.limit_connections_number++;
-        return closeSoon(socket, refusal(429, limited, undefined, result.cors));
-      }
-      const keepAlive = !wantsClose(result.head.headers);
-      const answered = (answer: Uint8Array) => {
-        if (socket.destroyed) return;
-        if (!keepAlive) return closeSoon(socket, answer);
-        socket.write(answer);
-        read(result.rest, true);
-      };
-      // A bug answers a 500 and closes; it does not take the worker down.
-      const failed = () =>
-        closeSoon(socket, refusal(500, "internal error", undefined, result.cors));
-      answerEndpoint(result, route, options, reachedHost(socket), keepAlive).then(answered, failed);
-    };
-    // Made once a socket, so that a connection holding it (a held poll) holds no request.
-    const next = (rest: Uint8Array) => read(rest, true);
-    const open = (transport: Transport, result: Accepted) => {
-      const admitted: Admitted = {
-        uid: result.uid,
-        device: result.device,
-        codec: result.codec,
-        access: result.access,
-        since: result.since,
-        head: result.head,
-        cors: result.cors,
-        rest: result.rest,
-        next,
-      };
-      const conn = transport.open(socket, admitted, context);
-      target = conn;
-      const { receiver, ready } = options.open(conn, admitted);
-      conn.attach(receiver);
-      // The socket stays paused until the session can take its messages.
-      ready.then(() => {
-        if (result.rest.length > 0) conn.receive(result.rest);
-        conn.resume();
-      });
-    };
-    read(EMPTY, false);
-    socket.on("data", (bytes: Uint8Array) => target.receive(bytes));
-    socket.on("close", () => {
-      budget.release();
-      closed(socket);
-      target.closed();
-    });
+    const client = new ClientSocket(door, socket);
+    if (!client.admitted()) return;
+    (socket as TaggedSocket)[CLIENT] = client;
+    client.read(EMPTY, false);
+    socket.on("data", onData);
+    socket.on("close", onClose);
   });
+}
+
+function onData(this: net.Socket, bytes: Uint8Array): void {
+  (this as TaggedSocket)[CLIENT].target.receive(bytes);
+}
+
+function onClose(this: net.Socket): void {
+  (this as TaggedSocket)[CLIENT].closed();
+}
+
+/** One accepted socket: its requests, one after another, until a transport takes it. */
+class ClientSocket {
+  readonly #door: Door;
+  readonly #socket: net.Socket;
+  readonly #address: string;
+  /** What reads the socket now: a handshake reader, then the transport's connection. */
+  target!: StreamTarget;
+  /** Made once a socket, so that a connection holding it (a held poll) holds no request. */
+  readonly #next = (rest: Uint8Array) => this.read(rest, true);
+
+  constructor(door: Door, socket: net.Socket) {
+    this.#door = door;
+    this.#socket = socket;
+    this.#address = addressKey(socket.remoteAddress ?? "");
+  }
+
+  /** Takes the socket's share of the limits; refuses it (and says so) past one. */
+  admitted(): boolean {
+    const { limits, options } = this.#door;
+    if (!limits.startHandshake(this.#address)) {
+      options.context.counters.limit_handshakes_number++;
+      this.#shed(429, "too many handshakes");
+      return false;
+    }
+    if (!options.budget.take()) {
+      limits.endHandshake(this.#address);
+      this.#shed(503, "server full");
+      return false;
+    }
+    return true;
+  }
+
+  #shed(status: number, reason: string): void {
+    this.#door.options.context.counters.error_number++;
+    const socket = this.#socket;
+    // No linger: descriptors (or this address's share of them) are what is short.
+    socket.end(refusal(status, reason), () => socket.destroy());
+  }
+
+  /** Reads the next request; `rest` is what was read of it already. */
+  read(rest: Uint8Array, keptAlive: boolean): void {
+    this.target = new HandshakeReader(this.#socket, this.#door.handshake, (result) => {
+      if (!keptAlive) this.#door.limits.endHandshake(this.#address);
+      if (result) this.#serve(result);
+    }, keptAlive);
+    this.#socket.resume();
+    if (rest.length > 0) this.target.receive(rest);
+  }
+
+  closed(): void {
+    this.#door.options.budget.release();
+    closed(this.#socket);
+    this.target.closed();
+  }
+
+  #serve(result: Outcome): void {
+    const { options, limits, cors } = this.#door;
+    const { counters } = options.context;
+    const socket = this.#socket;
+    counters.connect_request_number++;
+    // Only the front door limits heads, and it never waits on an authenticator.
+    if (!limits.takeHead(this.#address)) {
+      counters.limit_heads_number++;
+      const headers = "status" in result ? result.headers : result.cors;
+      return closeSoon(socket, refusal(429, "too many requests", undefined, headers));
+    }
+    if ("status" in result) {
+      counters[result.counter]++;
+      return closeSoon(socket, refusal(result.status, result.reason, undefined, result.headers));
+    }
+    if (options.draining()) {
+      return closeSoon(socket, refusal(503, "draining", undefined, result.cors));
+    }
+    if ("redirect" in result) {
+      counters.redirect_number++;
+      const owner = result.redirect;
+      const location = shardLocation(
+        owner.host || reachedHost(socket),
+        owner.port,
+        result.route.path,
+        result.head.query,
+      );
+      const status = isTransport(result.route) ? 303 : 307;
+      return closeSoon(socket, redirectHead(location, undefined, status, result.cors));
+    }
+    const { route } = result;
+    if (route === "preflight") {
+      const { status, headers } = cors.preflight(result.head.headers);
+      if (status !== 204) return closeSoon(socket, refusal(status, "origin not allowed"));
+      socket.write(response(204, headers + "Connection: keep-alive\r\n", {}));
+      return this.read(result.rest, true);
+    }
+    if (isTransport(route)) {
+      const limited = options.admit(result.uid, result.device, route.name);
+      if (limited === null) return this.#open(route, result);
+      counters.limit_connections_number++;
+      return closeSoon(socket, refusal(429, limited, undefined, result.cors));
+    }
+    const keepAlive = !wantsClose(result.head.headers);
+    const answered = (answer: Uint8Array) => {
+      if (socket.destroyed) return;
+      if (!keepAlive) return closeSoon(socket, answer);
+      socket.write(answer);
+      this.read(result.rest, true);
+    };
+    // A bug answers a 500 and closes; it does not take the worker down.
+    const failed = () => closeSoon(socket, refusal(500, "internal error", undefined, result.cors));
+    answerEndpoint(result, route, options, reachedHost(socket), keepAlive).then(answered, failed);
+  }
+
+  #open(transport: Transport, result: Accepted): void {
+    const { options } = this.#door;
+    const admitted: Admitted = {
+      uid: result.uid,
+      device: result.device,
+      codec: result.codec,
+      access: result.access,
+      since: result.since,
+      head: result.head,
+      cors: result.cors,
+      rest: result.rest,
+      next: this.#next,
+    };
+    const conn = transport.open(this.#socket, admitted, options.context);
+    this.target = conn;
+    const { receiver, ready } = options.open(conn, admitted);
+    conn.attach(receiver);
+    // The socket stays paused until the session can take its messages.
+    ready.then(() => {
+      if (result.rest.length > 0) conn.receive(result.rest);
+      conn.resume();
+    });
+  }
 }
 
 /** A reset: "close" follows, and whoever reads the socket hears of that. */
