@@ -211,9 +211,9 @@ const COMPACT_CHUNK = 500;
 const FOLD_AFTER_MS = 250;
 
 /**
- * How old a commit is before it is folded, unless a read needs everything folded: the acks of
- * its deliveries are on their way meanwhile, and a message they acknowledge is then never
- * written to `messages`. At the fan-out maximum a delivery is acked 80–250 ms after its
+ * How old a commit is before it is folded (unless everything is, for `uids`, `compact`, a
+ * hand-off or `close`): the acks of its deliveries are on their way meanwhile, and a message
+ * they acknowledge is then never written to `messages`. At the fan-out maximum a delivery is acked 80–250 ms after its
  * commit (the p50 and p99 of the load generator's latency).
  */
 const FOLD_GRACE_MS = 250;
