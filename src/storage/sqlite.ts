@@ -294,6 +294,8 @@ export class SqliteStore implements Store {
   /** The messages of `#logged` by uid, in seq order: what a read adds to the tables' rows. */
   #loggedOf = new Map<string, StoredMessage[]>();
   #foldTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The last fold failed: reads try it again first, and fail with it while it does. */
+  #foldFailed = false;
   /** Messages never written because acknowledged when folded, since the last `compact`. */
   #elided = 0;
 
@@ -444,7 +446,9 @@ export class SqliteStore implements Store {
     // commit then folds a chunk itself, so that appends slow down to what the tables take
     // rather than the log growing in memory. That fold may fail: the commit stands.
     if (this.#loggedMessages > FOLD_AT) {
-      this.#run(() => this.#fold(Infinity, FOLD_CHUNK)).catch(() => {});
+      this.#run(() => this.#fold(Infinity, FOLD_CHUNK)).catch(() => {
+        this.#foldFailed = true;
+      });
     }
     this.#scheduleFold(FOLD_AFTER_MS);
   }
@@ -483,14 +487,15 @@ export class SqliteStore implements Store {
   /**
    * Folds a chunk of the commits that are due (past their grace, or all past
    * {@linkcode FOLD_AT}), and comes back for the next chunk after the event loop's other work.
-   * One that fails is tried again later, and by the next read, which reports it: the commits
-   * are durable in the log meanwhile.
+   * One that fails is tried again later, and by the next read, which fails with it while it
+   * does (the readiness watch sees it there): the commits are durable in the log meanwhile.
    */
   #foldDue(): void {
     const before = () => this.#loggedMessages > FOLD_AT ? Infinity : graceEnd();
     try {
       this.#fold(before(), FOLD_CHUNK);
     } catch {
+      this.#foldFailed = true;
       return this.#scheduleFold(FOLD_AFTER_MS);
     }
     const due = this.#logged.length > 0 && this.#logged[0].at < before();
@@ -532,6 +537,7 @@ export class SqliteStore implements Store {
     this.#unwritten.clear();
     // Written to the table now: no log row needs to carry them.
     this.#unlogged = [];
+    this.#foldFailed = false;
   }
 
   /**
@@ -583,6 +589,7 @@ export class SqliteStore implements Store {
   /** The tables' rows, then what the log holds of the uid: its newest messages. */
   readAfter(uid: string, afterSeq: number, limit: number, now: number): Promise<StoredMessage[]> {
     return this.#run(() => {
+      if (this.#foldFailed) this.#fold();
       const rows = this.#readAfter.all(uid, afterSeq, now, limit) as unknown as MessageRow[];
       const found = rows.map((row) => {
         const message: StoredMessage = {
@@ -608,6 +615,7 @@ export class SqliteStore implements Store {
   /** The tables' state, raised by what the log and the unwritten updates hold of the uid. */
   userState(uid: string): Promise<UserState> {
     return this.#run(() => {
+      if (this.#foldFailed) this.#fold();
       const row = this.#lastSeq.get(uid) as { last_seq: number } | undefined;
       const logged = this.#loggedOf.get(uid);
       const lastSeq = Math.max(row?.last_seq ?? 0, logged?.at(-1)?.seq ?? 0);

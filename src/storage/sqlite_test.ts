@@ -466,3 +466,25 @@ Deno.test("SqliteStore, exclusive: a running store folds its log by itself, acks
     ]);
   });
 });
+
+Deno.test("SqliteStore, exclusive: a fold that fails makes a uid's reads fail with it", async () => {
+  await withTempDir(async (dir) => {
+    const store = new SqliteStore(`${dir}/fold.db`, { exclusive: true });
+    try {
+      await store.append([message("alice", 1), message("alice", 2)]);
+      assert.equal(await store.compact(NOW, 0), 0); // folded
+      // alice 2 again breaks the one-writer contract: the log takes it, its fold cannot.
+      await store.append([message("alice", 2)]);
+      assert.equal((await store.userState("alice")).lastSeq, 2, "read before the fold");
+      // FOLD_GRACE_MS and FOLD_AFTER_MS are 250 ms each.
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const constraint = (error: unknown) =>
+        error instanceof Error && !(error instanceof StorageUnavailableError) &&
+        /constraint/i.test(error.message);
+      await assert.rejects(store.userState("alice"), constraint);
+      await assert.rejects(store.readAfter("bob", 0, 10, NOW), constraint);
+    } finally {
+      await store.close().catch(() => {});
+    }
+  });
+});
