@@ -9,6 +9,12 @@
  * - `fanout`: `--workers` Web Workers, each a server on its own port, write one ~80-byte chunk to
  *   each of their sockets in one synchronous loop; a round's time to all is the last receive
  *   minus the earliest send, with `--ack` while every client acks each message.
+ * - {@linkcode startFloor}: nchan's job done by the bare runtime, for `bench/versus.ts`'s `floor`
+ *   side: one thread, one `node:net` server speaking nchan's wire (`GET /sub/<id>` with
+ *   `TE: chunked` holds an http-chunked subscriber, `POST /pub/<id>` writes the body to each
+ *   subscriber of `<id>` as one chunk and answers `201`, or `202` when it had none). No store,
+ *   no acks, no sessions: whatever ipush spends above it is ipush's own, and what it costs
+ *   against nchan is the runtime's.
  *
  * The server is a child process started as `deno task start` starts the daemon
  * (`MALLOC_ARENA_MAX=2`, V8's memory reducer after 1 s), so that its RSS compares like for like;
@@ -21,7 +27,7 @@
  * @module
  */
 
-import type { Buffer } from "node:buffer";
+import { Buffer } from "node:buffer";
 import net from "node:net";
 import { parseArgs } from "node:util";
 import { openMallocTrim } from "../src/node/malloc_trim.ts";
@@ -142,6 +148,67 @@ async function serveFanout({ workers }: { workers: number }): Promise<void> {
       ? { sockets: answers.reduce((n, a) => n + (a.sockets as number), 0) }
       : { loop_ms: answers.map((a) => a.loop_ms) };
   });
+}
+
+/** The head of an http-chunked subscriber's stream, as nchan answers it. */
+const SUBSCRIBED =
+  "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n";
+const PUBLISHED = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+const UNHEARD = "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok";
+const REFUSED = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const HEAD_END = Buffer.from("\r\n\r\n");
+
+/** Role `serve-nchan`: nchan's wire on one bare `node:net` server, in one thread. */
+function serveNchan(): void {
+  const subscribers = new Map<string, Set<net.Socket>>();
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    let input: Buffer | null = null;
+    socket.on("error", () => {});
+    socket.on("data", (data: Buffer) => {
+      input = input ? Buffer.concat([input, data]) : data;
+      for (let end; (end = input.indexOf(HEAD_END)) >= 0;) {
+        const head = input.subarray(0, end).toString("latin1");
+        const [method, path] = head.slice(0, head.indexOf("\r\n")).split(" ");
+        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+        if (input.length < end + 4 + length) return;
+        const body = input.subarray(end + 4, end + 4 + length);
+        input = input.subarray(end + 4 + length);
+        if (method === "GET" && path.startsWith("/sub/")) {
+          const id = path.slice(5);
+          const set = subscribers.get(id) ?? new Set();
+          subscribers.set(id, set.add(socket));
+          socket.on("close", () => set.delete(socket));
+          socket.write(SUBSCRIBED);
+        } else if (method === "POST" && path.startsWith("/pub/")) {
+          const set = subscribers.get(path.slice(5));
+          const frame = Buffer.concat([Buffer.from(`${length.toString(16)}\r\n`), body, CRLF]);
+          for (const subscriber of set ?? []) subscriber.write(frame);
+          socket.write(set?.size ? PUBLISHED : UNHEARD);
+        } else return void socket.end(REFUSED);
+      }
+      if (input.length === 0) input = null;
+    });
+  });
+  server.listen({ port: 0, host: HOST, backlog: 4096 }, () => {
+    say({ port: (server.address() as net.AddressInfo).port });
+  });
+  serveCommands(() => undefined);
+}
+
+const CRLF = Buffer.from("\r\n");
+
+/** A running {@linkcode serveNchan} server: where it listens, its pid, and how to stop it. */
+export interface FloorServer {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** Starts nchan's job on the bare runtime, as the daemon is started (`DAEMON_FLAGS`). */
+export async function startFloor(): Promise<FloorServer> {
+  const server = new Child("floor", "serve-nchan", {}, true);
+  const { port } = await server.recv<{ port: number }>();
+  return { url: `http://${HOST}:${port}`, pid: server.proc.pid, stop: () => server.stop() };
 }
 
 /** Role `clients`: connects, then in fan-out reports each round once all its sockets have it. */
@@ -366,6 +433,7 @@ if ("WorkerGlobalScope" in globalThis) fanoutWorker();
 else if (import.meta.main) {
   const [role, config] = Deno.args;
   if (role === "serve-idle") serveIdle(JSON.parse(config));
+  else if (role === "serve-nchan") serveNchan();
   else if (role === "serve-fanout") serveFanout(JSON.parse(config));
   else if (role === "clients") clients(JSON.parse(config));
   else Deno.exit(await main(Deno.args));

@@ -9,6 +9,7 @@
  * ```sh
  * flock /tmp/ipush-bench.lock deno run -A bench/versus.ts [unicast,fanout,latency|idle] \
  *   [--rounds=3] [--duration_sec=10] [--warmup_sec=5] [--connections=1000] [--rate=N] \
+ *   [--sides=ipush-sqlite,ipush-memory,nchan,floor] \
  *   [-- load flags ...]
  * ```
  *
@@ -28,13 +29,20 @@
 import { parseArgs } from "node:util";
 import { startDaemon } from "../tests/harness.ts";
 import { startNchan } from "../scripts/nchan.ts";
+import { startFloor } from "./floor.ts";
 import { defaultOutPath, writeResult } from "./load/report.ts";
 
-/** The servers compared, in the order each round runs them. */
+/**
+ * The servers compared, in the order each round runs them: the daemon with its flags, the
+ * peer, and `floor`, nchan's job done by the bare runtime (`bench/floor.ts` `startFloor`: one
+ * thread, one `node:net` server, no store, no acks), which shows what any Deno server pays
+ * against nchan on the same box.
+ */
 export const SIDES = {
   "ipush-sqlite": ["--storage=sqlite"],
   "ipush-memory": ["--storage=memory"],
   nchan: null,
+  floor: null,
 } as const;
 
 /** A side's name. */
@@ -57,15 +65,21 @@ interface Server {
 }
 
 async function startSide(side: Side): Promise<Server> {
-  const flags = SIDES[side];
-  if (flags === null) {
+  if (side === "nchan") {
     const nchan = await startNchan();
     return {
       flags: ["--target=nchan", `--url=${nchan.url}`, `--server_pid=${await nchan.workerPid()}`],
       stop: nchan.stop,
     };
   }
-  const daemon = await startDaemon([...flags]);
+  if (side === "floor") {
+    const floor = await startFloor();
+    return {
+      flags: ["--target=nchan", `--url=${floor.url}`, `--server_pid=${floor.pid}`],
+      stop: floor.stop,
+    };
+  }
+  const daemon = await startDaemon([...SIDES[side]]);
   return {
     flags: [
       `--client_port=${daemon.clientPort}`,
@@ -126,6 +140,8 @@ export function median(values: number[]): number | null {
 /** Options of a comparison. */
 export interface VersusOptions {
   rows: RowName[];
+  /** The sides run, in `SIDES`' order; nchan always, as every ratio is to it. */
+  sides: Side[];
   rounds: number;
   durationSec: number;
   /** Unmeasured load before each measured run, same server (0: none). */
@@ -226,12 +242,12 @@ export interface Summary {
   title: string;
   unit: string;
   rate: number | null;
-  medians: Record<Side, number | null>;
+  medians: Partial<Record<Side, number | null>>;
   /** A side's median over nchan's (for "ms" and "KB", less is better). */
-  ratios: Record<Side, number | null>;
+  ratios: Partial<Record<Side, number | null>>;
   /** Medians of the server's CPU µs a delivery, and their ratios to nchan's. */
-  cpu_medians: Record<Side, number | null>;
-  cpu_ratios: Record<Side, number | null>;
+  cpu_medians: Partial<Record<Side, number | null>>;
+  cpu_ratios: Partial<Record<Side, number | null>>;
 }
 
 /** Runs the comparison; returns the runs and the summary (also written to `o.out`). */
@@ -247,7 +263,7 @@ export async function versus(
     const spec: Row = ROWS[row];
     const rate = row === "latency" ? latencyRate(summary, o) : null;
     for (let round = 1; round <= o.rounds; round++) {
-      for (const side of Object.keys(SIDES) as Side[]) {
+      for (const side of o.sides) {
         const result = `${dir}/${row}-${side}-${round}.json`;
         const r = await measure(side, [...spec.args(o, rate), ...o.load], result, o.warmupSec);
         const record: RunRecord = {
@@ -271,8 +287,9 @@ export async function versus(
         );
       }
     }
-    const [medians, ratios] = compare(runs.filter((r) => r.row === row), (r) => r.figure);
-    const [cpuMedians, cpuRatios] = compare(runs.filter((r) => r.row === row), (r) => r.cpu_us);
+    const ofRow = runs.filter((r) => r.row === row);
+    const [medians, ratios] = compare(o.sides, ofRow, (r) => r.figure);
+    const [cpuMedians, cpuRatios] = compare(o.sides, ofRow, (r) => r.cpu_us);
     summary.push({
       row,
       title: spec.title(o, rate),
@@ -290,18 +307,19 @@ export async function versus(
 
 /** Each side's median of `value` over `runs`, and its ratio to nchan's median. */
 function compare(
+  sides: Side[],
   runs: RunRecord[],
   value: (r: RunRecord) => number | null,
-): [Record<Side, number | null>, Record<Side, number | null>] {
-  const medians = {} as Record<Side, number | null>;
-  const ratios = {} as Record<Side, number | null>;
-  for (const side of Object.keys(SIDES) as Side[]) {
+): [Partial<Record<Side, number | null>>, Partial<Record<Side, number | null>>] {
+  const medians: Partial<Record<Side, number | null>> = {};
+  const ratios: Partial<Record<Side, number | null>> = {};
+  for (const side of sides) {
     const values = runs.filter((r) => r.side === side).map(value);
     medians[side] = median(values.filter((v): v is number => v !== null));
   }
-  for (const side of Object.keys(SIDES) as Side[]) {
+  for (const side of sides) {
     const own = medians[side];
-    ratios[side] = own === null || !medians.nchan
+    ratios[side] = own == null || !medians.nchan
       ? null
       : Math.round((own / medians.nchan) * 100) / 100;
   }
@@ -318,7 +336,7 @@ function latencyRate(summary: Summary[], o: VersusOptions): number {
 
 /** The summary as a text table: medians and ratios to nchan. */
 export function summaryTable(summary: Summary[], rounds: number): string {
-  const sides = Object.keys(SIDES) as Side[];
+  const sides = Object.keys(summary[0]?.medians ?? {}) as Side[];
   const header = [
     "row",
     ...sides.map((s) => `${s} (median of ${rounds})`),
@@ -326,14 +344,14 @@ export function summaryTable(summary: Summary[], rounds: number): string {
   ];
   const cells = (title: string, medians: Summary["medians"], ratios: Summary["ratios"]) => [
     title,
-    ...sides.map((side) => format(medians[side])),
+    ...sides.map((side) => format(medians[side] ?? null)),
     ...sides.filter((side) => side !== "nchan").map((side) =>
-      ratios[side] === null ? "-" : `${ratios[side]!.toFixed(2)}×`
+      ratios[side] == null ? "-" : `${ratios[side].toFixed(2)}×`
     ),
   ];
   const lines = summary.flatMap((s) => [
     cells(`${s.title}, ${s.unit}`, s.medians, s.ratios),
-    ...(s.cpu_medians.nchan === null
+    ...(s.cpu_medians.nchan == null
       ? []
       : [cells(`  server CPU µs a delivery`, s.cpu_medians, s.cpu_ratios)]),
   ]);
@@ -371,9 +389,15 @@ export function parseVersus(args: string[]): VersusOptions {
       warmup_sec: { type: "string", default: "5" },
       connections: { type: "string", default: "1000" },
       rate: { type: "string" },
+      sides: { type: "string", default: Object.keys(SIDES).join(",") },
       out: { type: "string" },
     },
   });
+  const sides = values.sides.split(",");
+  for (const side of sides) {
+    if (!(side in SIDES)) throw new Error(`no side ${side}: ${Object.keys(SIDES).join(", ")}`);
+  }
+  if (!sides.includes("nchan")) throw new Error("--sides: nchan too, every ratio is to it");
   if (positionals.length > 1) throw new Error("give the rows as one comma-separated list");
   const rows = (positionals[0] ?? "unicast,fanout,latency").split(",");
   for (const row of rows) {
@@ -391,6 +415,7 @@ export function parseVersus(args: string[]): VersusOptions {
   }
   return {
     rows: rows as RowName[],
+    sides: (Object.keys(SIDES) as Side[]).filter((side) => sides.includes(side)),
     rounds: positive("rounds", values.rounds, true),
     durationSec: positive("duration_sec", values.duration_sec, false),
     warmupSec: values.warmup_sec === "0" ? 0 : positive("warmup_sec", values.warmup_sec, false),

@@ -25,6 +25,10 @@ Deno.test("versus: the command line, with its refusals", () => {
   assert.throws(() => parseVersus(["latency"]), /needs the unicast row in the same run, or --rate/);
   assert.equal(parseVersus(["latency", "--rate=5000"]).rate, 5000);
   assert.throws(() => parseVersus(["--rounds=0"]), /--rounds must be a positive integer/);
+  assert.deepEqual(parseVersus([]).sides, ["ipush-sqlite", "ipush-memory", "nchan", "floor"]);
+  assert.deepEqual(parseVersus(["--sides=floor,nchan"]).sides, ["nchan", "floor"], "run in order");
+  assert.throws(() => parseVersus(["--sides=floor"]), /nchan too/);
+  assert.throws(() => parseVersus(["--sides=nchan,nginx"]), /no side nginx/);
 });
 
 Deno.test("versus: medians, and ratios to nchan in the table", () => {
@@ -50,7 +54,7 @@ Deno.test("versus: medians, and ratios to nchan in the table", () => {
   );
 });
 
-Deno.test("versus: a tiny run, three sides interleaved, each measured and compared", async () => {
+Deno.test("versus: a tiny run, four sides interleaved, each measured and compared", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ipush-versus-" });
   try {
     const lines: string[] = [];
@@ -68,16 +72,16 @@ Deno.test("versus: a tiny run, three sides interleaved, each measured and compar
       "--recover_sec=2",
     ]);
     const { runs, summary } = await versus(o, (line) => lines.push(line));
-    assert.deepEqual(runs.map((r) => r.side), ["ipush-sqlite", "ipush-memory", "nchan"]);
+    assert.deepEqual(runs.map((r) => r.side), ["ipush-sqlite", "ipush-memory", "nchan", "floor"]);
     for (const run of runs) {
       assert.equal(run.status, "ok", JSON.stringify(run));
       assert.ok(run.figure! > 0, `${run.side} delivered ${run.figure}/s`);
       assert.equal(run.missing_after_drain, 0, `${run.side} lost nothing`);
       assert.ok(run.cpu_us! > 0, `${run.side}: the server's CPU a delivery, ${run.cpu_us} µs`);
       const result = JSON.parse(await Deno.readTextFile(run.result));
-      assert.equal(result.options.target, run.side === "nchan" ? "nchan" : "ipush");
+      assert.equal(result.options.target, run.side.startsWith("ipush") ? "ipush" : "nchan");
     }
-    assert.equal(lines.length, 3, "a line a run");
+    assert.equal(lines.length, 4, "a line a run");
     const [row] = summary;
     assert.equal(row.ratios.nchan, 1);
     const expected = Math.round(runs[0].figure! / runs[2].figure! * 100) / 100;
