@@ -157,6 +157,7 @@ const PUBLISHED = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
 const UNHEARD = "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok";
 const REFUSED = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 const HEAD_END = Buffer.from("\r\n\r\n");
+const CRLF = Buffer.from("\r\n");
 
 /** Role `serve-nchan`: nchan's wire on one bare `node:net` server, in one thread. */
 function serveNchan(): void {
@@ -194,8 +195,6 @@ function serveNchan(): void {
   });
   serveCommands(() => undefined);
 }
-
-const CRLF = Buffer.from("\r\n");
 
 /** A running {@linkcode serveNchan} server: where it listens, its pid, and how to stop it. */
 export interface FloorServer {
