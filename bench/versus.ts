@@ -17,7 +17,7 @@
  * flags: `conf/default.conf`, 2 workers, the start task's V8 flags and `MALLOC_ARENA_MAX=2`),
  * or an nchan (`scripts/nchan.ts`), warmed up by `--warmup_sec` (default 5) of the same load
  * before the measured run: a fresh daemon's first ~30,000 `/pub`s cost it up to twice what
- * later ones do (V8 is still compiling). `latency` offers half of
+ * later ones do (V8 is still compiling); `idle` is never warmed up. `latency` offers half of
  * ipush-sqlite's median maximum from this run's `unicast` row (or `--rate` when that row is
  * not run) to every side. Load flags after `--` go to every run. The summary goes to
  * `bench/results/versus-<time>.json` (or `--out`), each run's full result beside it in
@@ -265,7 +265,10 @@ export async function versus(
     for (let round = 1; round <= o.rounds; round++) {
       for (const side of o.sides) {
         const result = `${dir}/${row}-${side}-${round}.json`;
-        const r = await measure(side, [...spec.args(o, rate), ...o.load], result, o.warmupSec);
+        // Not idle: a warm-up's connections leave RSS that is not given back (nchan, the floor),
+        // and the measured run would find them already paid for (~0 KB a connection).
+        const warmup = row === "idle" ? 0 : o.warmupSec;
+        const r = await measure(side, [...spec.args(o, rate), ...o.load], result, warmup);
         const record: RunRecord = {
           row,
           round,
