@@ -22,7 +22,7 @@
 import { parseArgs } from "node:util";
 import { plot } from "./plot.ts";
 import type { Chart } from "./plot.ts";
-import { type LoadResult, measure, median, type Side, SIDES } from "./versus.ts";
+import { isSide, type LoadResult, measure, median, type Side, SIDES } from "./versus.ts";
 
 /** Options of a sweep. */
 interface CurveOptions {
@@ -202,7 +202,7 @@ if (import.meta.main) {
   const sides = values.sides.split(",");
   const unknown = [
     ...positionals.filter((p) => !(p in SWEEPS)),
-    ...sides.filter((s) => !(s in SIDES)),
+    ...sides.filter((s) => !isSide(s)),
   ];
   if (unknown.length > 0 || (positionals.length === 0 && !values.draw)) {
     console.error(

@@ -48,6 +48,11 @@ export const SIDES = {
 /** A side's name. */
 export type Side = keyof typeof SIDES;
 
+/** Whether `name` is a side's (for the `--sides` of this and `curves.ts`). */
+export function isSide(name: string): name is Side {
+  return name in SIDES;
+}
+
 /** What a load run's result file holds, as far as this reads it. */
 export interface LoadResult {
   status: string;
@@ -398,7 +403,7 @@ export function parseVersus(args: string[]): VersusOptions {
   });
   const sides = values.sides.split(",");
   for (const side of sides) {
-    if (!(side in SIDES)) throw new Error(`no side ${side}: ${Object.keys(SIDES).join(", ")}`);
+    if (!isSide(side)) throw new Error(`no side ${side}: ${Object.keys(SIDES).join(", ")}`);
   }
   if (!sides.includes("nchan")) throw new Error("--sides: nchan too, every ratio is to it");
   if (positionals.length > 1) throw new Error("give the rows as one comma-separated list");
