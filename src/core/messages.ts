@@ -34,9 +34,16 @@ export interface StoredMessage {
 export interface HandedUser {
   uid: string;
   lastSeq: number;
-  devices: { device: string; lastAck: number; seenAt: number }[];
+  devices: DeviceCursor[];
   messages: StoredMessage[];
   channels: string[];
+}
+
+/** One device of a uid and its cursor: the highest seq it acked, and when it was last seen. */
+export interface DeviceCursor {
+  device: string;
+  lastAck: number;
+  seenAt: number;
 }
 
 /** What a hand-off attempt left behind: how many uids, and the first failure's reason. */

@@ -64,7 +64,13 @@ import {
   type Receipt,
   type UnicastRequest,
 } from "../core/requests.ts";
-import type { Delivery, HandedUser, HandOffOutcome } from "../core/messages.ts";
+import type {
+  Delivery,
+  DeviceCursor,
+  HandedUser,
+  HandOffOutcome,
+  StoredMessage,
+} from "../core/messages.ts";
 import {
   type BusEntry,
   type BusPosition,
@@ -85,12 +91,10 @@ import type { ReplayRange, TakeOver } from "./ops.ts";
 import { FencedError, type Journal, StorageBusyError } from "../storage/journal.ts";
 import {
   compactionFloor,
-  type DeviceState,
   StorageUnavailableError,
   type Store,
   type UserState,
 } from "../storage/store.ts";
-import type { StoredMessage } from "../core/messages.ts";
 import { type ShardCounters, type ShardHistograms, TRANSPORT_COUNTERS } from "../stats/counters.ts";
 import type { Outcome, Session, SessionOwner } from "../session/session.ts";
 import { Allowances, type MessageBudget, type MessageRate } from "../session/rate.ts";
@@ -148,8 +152,12 @@ export interface ShardLimits {
 interface User {
   uid: string;
   lastSeq: number;
-  /** Each device's cursor, by device id. */
-  devices: Map<string, DeviceState>;
+  /**
+   * Each device's cursor: a list, not a Map, as most uids have one device and a Map of one
+   * costs an idle connection ~280 bytes (a list of one, 40).
+   */
+  devices: DeviceCursor[];
+  /** Never grown in place: an array pushed onto holds room for 17. */
   sessions: Session[];
   /** The uid's channels once needed (presence, the channel limit) while it is cached. */
   channels?: string[];
@@ -482,7 +490,7 @@ export class Shard implements SessionOwner {
     return {
       uid,
       lastSeq,
-      devices: [...devices].map(([device, state]) => ({ device, ...state })),
+      devices: cursorsOf(devices),
       messages,
       channels: await this.#storage(() => store.channels(uid)),
     };
@@ -826,7 +834,7 @@ export class Shard implements SessionOwner {
     const user = await this.#user(uid);
     user.busy++;
     try {
-      const after = user.devices.get(device)?.lastAck ?? 0;
+      const after = cursorOf(user, device)?.lastAck ?? 0;
       const stored = await this.#storage(() =>
         this.#options.store.readAfter(uid, after, limit, Date.now())
       );
@@ -863,16 +871,18 @@ export class Shard implements SessionOwner {
       return session.fail("moved");
     }
     const now = Date.now();
-    let device = user.devices.get(session.device);
+    let device = cursorOf(user, session.device);
     if (!device) {
       if (liveDevices(user, now - this.#options.deviceTtlMs) >= this.#options.maxDevices) {
         return session.fail("too many devices");
       }
-      user.devices.set(session.device, device = { lastAck: 0, seenAt: now });
+      device = { device: session.device, lastAck: 0, seenAt: now };
+      user.devices = [...user.devices, device];
     }
     device.seenAt = now;
     this.#options.journal.seen(user.uid, session.device, now);
-    if (user.sessions.push(session) === 1) counters.user_number++;
+    user.sessions = [...user.sessions, session];
+    if (user.sessions.length === 1) counters.user_number++;
     this.#resumeAfter(user, session, since);
     if (this.#options.presence) this.#reportPresence(user);
   }
@@ -891,7 +901,7 @@ export class Shard implements SessionOwner {
       return Promise.reject(new Error(`rejoining a session that is gone (${session.uid})`));
     }
     session.rejoin(conn);
-    const device = user.devices.get(session.device);
+    const device = cursorOf(user, session.device);
     if (device) {
       device.seenAt = Date.now();
       this.#options.journal.seen(user.uid, session.device, device.seenAt);
@@ -906,7 +916,7 @@ export class Shard implements SessionOwner {
       const error = this.#ack(user, session.device, since);
       if (error !== undefined) session.sendError(error);
     }
-    this.#replay(user, session, user.devices.get(session.device)?.lastAck ?? 0);
+    this.#replay(user, session, cursorOf(user, session.device)?.lastAck ?? 0);
   }
 
   /** Tells presence the uid's connection count (and, the first time, its channels). */
@@ -966,16 +976,15 @@ export class Shard implements SessionOwner {
     this.#recentlyLeft.set(session.uid, Date.now());
     const user = this.#users.get(session.uid);
     if (!user) return;
-    const at = user.sessions.indexOf(session);
-    if (at < 0) return;
-    user.sessions.splice(at, 1);
+    if (!user.sessions.includes(session)) return;
+    user.sessions = user.sessions.filter((open) => open !== session);
     const now = Date.now();
     if (user.sessions.length === 0) {
       this.counters.user_number--;
       user.lastUsed = now;
     }
     // It was live until now: its TTL runs from its last connection, not its first.
-    const device = user.devices.get(session.device);
+    const device = cursorOf(user, session.device);
     if (device) {
       device.seenAt = now;
       this.#options.journal.seen(user.uid, session.device, now);
@@ -1063,7 +1072,7 @@ export class Shard implements SessionOwner {
     // A late ack of a uid moved away would write a cursor here after its state was handed off.
     if (!this.owns(user.uid)) return "moved";
     if (seq > user.lastSeq) return "ack beyond last seq";
-    const cursor = user.devices.get(device);
+    const cursor = cursorOf(user, device);
     if (!cursor) return "unknown device";
     if (seq <= cursor.lastAck) return;
     cursor.lastAck = seq;
@@ -1129,7 +1138,8 @@ export class Shard implements SessionOwner {
       if (isEmpty(state) && lostWith(this.#lost, uid)) throw new ServiceError("state lost", 503);
       // An accepted loss: numbered above anything its lost owner can have given.
       const lastSeq = Math.max(state.lastSeq, seqFloor(this.#lost, uid));
-      const user: User = { uid, ...state, lastSeq, sessions: [], busy: 0, lastUsed: Date.now() };
+      const devices = cursorsOf(state.devices);
+      const user: User = { uid, lastSeq, devices, sessions: [], busy: 0, lastUsed: Date.now() };
       // Not cached if it is not ours (an admin read of a uid moved away); a later use loads.
       if (this.owns(uid)) this.#users.set(uid, user);
       return user;
@@ -1222,9 +1232,23 @@ function onlineDevices(user: User): number {
 /** How many of the uid's devices were seen since `since`. */
 function liveDevices(user: User, since: number): number {
   let live = 0;
-  for (const device of user.devices.values()) if (device.seenAt >= since) live++;
+  for (const device of user.devices) if (device.seenAt >= since) live++;
   return live;
 }
+
+/** The cursor of the uid's `device`, if it has one. */
+function cursorOf(user: User, device: string): DeviceCursor | undefined {
+  for (const cursor of user.devices) if (cursor.device === device) return cursor;
+}
+
+/** A store's cursors as a list of exactly their number (pushed onto, it would hold room for 17). */
+function cursorsOf(devices: UserState["devices"]): DeviceCursor[] {
+  const cursors = new Array<DeviceCursor>(devices.size);
+  let at = 0;
+  for (const [device, { lastAck, seenAt }] of devices) cursors[at++] = { device, lastAck, seenAt };
+  return cursors;
+}
+
 const done = (): undefined => undefined;
 const reasonOf = (error: Error): string => error.message;
 
