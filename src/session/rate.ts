@@ -3,7 +3,8 @@
  * together at `perSec` messages a second up to `burst` — the allowance, one taken a message,
  * and the forbearance, one taken a refusal (a client that has used both up is closed). Levels
  * are kept in thousandths of a message so that they stay integers however the milliseconds
- * fall. One object a session: an idle session is small on purpose.
+ * fall. One object a session that sends, none for one that is idle: an idle session is small
+ * on purpose.
  *
  * @module
  */

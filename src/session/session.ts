@@ -25,7 +25,8 @@
  * same size that their owner keeps between requests; a line past it is answered
  * `{"error":"too many messages"}` (there is no stream to close).
  *
- * Kept small on purpose: an idle session is this object and its connection.
+ * Kept small on purpose: an idle session is this object and its connection (no budget until
+ * its client sends, none again once that is earned back).
  *
  * @module
  */
@@ -112,8 +113,11 @@ export class Session implements ConnReceiver, Sender {
   #inFlight = 0;
   /** Heartbeats received during replay: answered when it ends, so an answer means caught up. */
   #heldHeartbeats = 0;
-  /** Messages it may send now, and refusals it may still be answered before it is closed. */
-  #budget: MessageBudget;
+  /**
+   * Messages it may send now, and refusals it may still be answered before it is closed; made
+   * full when the client first sends, dropped by {@linkcode sweep} once full again.
+   */
+  #budget: MessageBudget | null = null;
 
   constructor(
     conn: ClientConn,
@@ -129,7 +133,6 @@ export class Session implements ConnReceiver, Sender {
     this.#conn = conn;
     this.#owner = owner;
     this.#codec = options.codec ?? JSON_CODEC;
-    this.#budget = new MessageBudget(owner.messageRate);
   }
 
   /** The connection carrying this session; null while it waits for one. */
@@ -142,7 +145,8 @@ export class Session implements ConnReceiver, Sender {
     if (this.#closed) return;
     const now = Date.now();
     this.lastSeen = now;
-    this.#budget.fill(now);
+    const budget = this.#budget ??= new MessageBudget(this.#owner.messageRate, now);
+    budget.fill(now);
     const counters = this.#owner.counters;
     const recv: CounterName | undefined = TRANSPORT_COUNTERS[this.transport].recv;
     if (recv) counters[recv]++;
@@ -152,10 +156,10 @@ export class Session implements ConnReceiver, Sender {
     } catch (error) {
       if (!(error instanceof MessageError)) throw error;
       if (error.fatal) return this.fail(error.reason);
-      if (this.#spend()) this.sendError(error.reason);
+      if (this.#spend(budget)) this.sendError(error.reason);
       return;
     }
-    if (message.y !== 5 && !this.#spend()) return;
+    if (message.y !== 5 && !this.#spend(budget)) return;
     if (message.y === 0) {
       if (this.backlog) this.#heldHeartbeats++;
       else this.#send(this.#codec.heartbeat);
@@ -180,10 +184,10 @@ export class Session implements ConnReceiver, Sender {
    * Takes one message from the allowance; false when there was none, after answering the
    * client (or closing it, when it has used up the forbearance too).
    */
-  #spend(): boolean {
-    if (this.#budget.take()) return true;
+  #spend(budget: MessageBudget): boolean {
+    if (budget.take()) return true;
     this.#owner.counters.limit_messages_number++;
-    if (this.#budget.forgive()) this.sendError(TOO_MANY);
+    if (budget.forgive()) this.sendError(TOO_MANY);
     else this.fail("rate limit exceeded");
     return false;
   }
@@ -268,9 +272,14 @@ export class Session implements ConnReceiver, Sender {
   /**
    * The owner's periodic check: a session whose client writes on its connection and has been
    * silent past `heartbeatMs` is closed; one that has waited without a connection past
-   * `waitMs` is forgotten.
+   * `waitMs` is forgotten. A budget full again is dropped: a new one would be the same.
    */
   sweep(now: number, heartbeatMs: number, waitMs: number): void {
+    const budget = this.#budget;
+    if (budget) {
+      budget.fill(now);
+      if (budget.full) this.#budget = null;
+    }
     const conn = this.#conn;
     if (conn === null) {
       if (now - this.leftAt > waitMs) this.#leave();

@@ -199,6 +199,26 @@ Deno.test("Session: the bucket refills at the rate, up to a burst", () =>
     assert.equal(o.messages.length, 13);
   }));
 
+Deno.test("Session: a sweep keeps a budget being earned back; one full again is as new", () =>
+  withClock((advance) => {
+    const conn = new FakeConn();
+    const o = owner(undefined, { perSec: 1, burst: 5 });
+    const session = live(conn, o);
+    const send = (n: number) => {
+      for (let i = 0; i < n; i++) session.receive(body('{"y":1,"c":"c1"}'));
+    };
+    send(5);
+    advance(100);
+    session.sweep(Date.now(), 60_000, 60_000);
+    send(1);
+    assert.deepEqual(conn.take(), [{ error: "too many messages" }], "swept, still spent");
+    advance(10_000);
+    session.sweep(Date.now(), 60_000, 60_000);
+    send(6);
+    assert.deepEqual(conn.take(), [{ error: "too many messages" }], "a burst, then too many");
+    assert.equal(o.messages.length, 10);
+  }));
+
 Deno.test("Session: a client that keeps sending past the limit is closed; one that slows is not", () =>
   withClock((advance) => {
     const rate = { perSec: 1, burst: 5 };

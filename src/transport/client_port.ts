@@ -136,8 +136,6 @@ class ClientSocket {
   readonly #address: string;
   /** What reads the socket now: a handshake reader, then the transport's connection. */
   target!: StreamTarget;
-  /** Made once a socket, so that a connection holding it (a held poll) holds no request. */
-  readonly #next = (rest: Uint8Array) => this.read(rest, true);
 
   constructor(door: Door, socket: net.Socket) {
     this.#door = door;
@@ -250,7 +248,7 @@ class ClientSocket {
       head: result.head,
       cors: result.cors,
       rest: result.rest,
-      next: this.#next,
+      next: nextRequest(this),
     };
     const conn = transport.open(this.#socket, admitted, options.context);
     this.target = conn;
@@ -262,6 +260,15 @@ class ClientSocket {
       conn.resume();
     });
   }
+}
+
+/**
+ * The socket's way back to its client port. Made here, not in {@linkcode ClientSocket}'s
+ * methods, so that it holds only the socket (a held poll keeps it; no request is kept with it)
+ * and not as a field, so that a session that never asks for it costs nothing for it.
+ */
+function nextRequest(client: ClientSocket): (rest: Uint8Array) => void {
+  return (rest) => client.read(rest, true);
 }
 
 /** A reset: "close" follows, and whoever reads the socket hears of that. */
