@@ -157,7 +157,10 @@ interface User {
    * costs an idle connection ~280 bytes (a list of one, 40).
    */
   devices: DeviceCursor[];
-  /** Never grown in place: an array pushed onto holds room for 17. */
+  /**
+   * Replaced, never grown in place: an array pushed onto (or spread or filtered into) holds
+   * room for 17; `concat` and `toSpliced` make one of exactly its length. So are `devices`.
+   */
   sessions: Session[];
   /** The uid's channels once needed (presence, the channel limit) while it is cached. */
   channels?: string[];
@@ -877,11 +880,11 @@ export class Shard implements SessionOwner {
         return session.fail("too many devices");
       }
       device = { device: session.device, lastAck: 0, seenAt: now };
-      user.devices = [...user.devices, device];
+      user.devices = user.devices.concat(device);
     }
     device.seenAt = now;
     this.#options.journal.seen(user.uid, session.device, now);
-    user.sessions = [...user.sessions, session];
+    user.sessions = user.sessions.concat(session);
     if (user.sessions.length === 1) counters.user_number++;
     this.#resumeAfter(user, session, since);
     if (this.#options.presence) this.#reportPresence(user);
@@ -976,8 +979,9 @@ export class Shard implements SessionOwner {
     this.#recentlyLeft.set(session.uid, Date.now());
     const user = this.#users.get(session.uid);
     if (!user) return;
-    if (!user.sessions.includes(session)) return;
-    user.sessions = user.sessions.filter((open) => open !== session);
+    const at = user.sessions.indexOf(session);
+    if (at < 0) return;
+    user.sessions = user.sessions.toSpliced(at, 1);
     const now = Date.now();
     if (user.sessions.length === 0) {
       this.counters.user_number--;
@@ -1241,7 +1245,7 @@ function cursorOf(user: User, device: string): DeviceCursor | undefined {
   for (const cursor of user.devices) if (cursor.device === device) return cursor;
 }
 
-/** A store's cursors as a list of exactly their number (pushed onto, it would hold room for 17). */
+/** A store's cursors as a list of exactly their number (see {@linkcode User.sessions}). */
 function cursorsOf(devices: UserState["devices"]): DeviceCursor[] {
   const cursors = new Array<DeviceCursor>(devices.size);
   let at = 0;
