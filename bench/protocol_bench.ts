@@ -144,6 +144,24 @@ Deno.bench("encodeDelivery (y=4, channel)", { group: "encodeDelivery" }, () => {
   }).length;
 });
 
+// One channel message to 1,000 members, as a shard frames it for each: its text (the shared
+// part is built once), its UTF-8 length and its chunk.
+const MEMBERS = Array.from({ length: 1000 }, (_, i) => `user${i}`);
+const BOARD_BODY = '{"text":"task 4711 moved to Done by alice","at":1796281013145}';
+Deno.bench("a channel message framed for 1,000 members", { group: "fan-out", n: 1000 }, () => {
+  for (let i = 0; i < MEMBERS.length; i++) {
+    const text = encodeDelivery({
+      uid: MEMBERS[i],
+      seq: 1000 + i,
+      type: 4,
+      from: "board",
+      channel: "board42",
+      body: BOARD_BODY,
+    });
+    sink += textChunk(text + "\n", utf8Length(text) + 1).length;
+  }
+});
+
 Deno.bench("parseClientMessage (y=3)", { group: "parseClientMessage", baseline: true }, () => {
   sink += parseClientMessage(CLIENT_MESSAGE).y;
 });

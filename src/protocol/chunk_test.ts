@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { ChunkDecoder, ChunkError, encodeChunk, encodeTextChunk, LAST_CHUNK } from "./chunk.ts";
+import {
+  ChunkDecoder,
+  ChunkError,
+  encodeChunk,
+  encodeTextChunk,
+  LAST_CHUNK,
+  utf8Length,
+} from "./chunk.ts";
 import { prng } from "../testing/support.ts";
 
 const encoder = new TextEncoder();
@@ -62,6 +69,31 @@ Deno.test("encodeChunk: the PROTOCOL.md heartbeat frame", () => {
 Deno.test("encodeTextChunk: the size counts UTF-8 bytes", () => {
   const body = '{"b":"\u00e9\u20ac"}'; // 2 + 3 bytes for 2 characters
   assert.equal(text(encodeTextChunk(body)), `d\r\n${body}\r\n`);
+});
+
+Deno.test("property: utf8Length is what TextEncoder writes, ASCII or not", () => {
+  const random = prng(7);
+  // ASCII, two- and three-byte characters, a pair of surrogates, and lone ones (U+FFFD).
+  const pieces = [
+    "a",
+    "{",
+    "\u007f",
+    "\u00e9",
+    "\u07ff",
+    "\u20ac",
+    "\ud83d\ude00",
+    "\ud800",
+    "\udc00",
+  ];
+  for (let round = 0; round < 2000; round++) {
+    let sample = "";
+    const length = Math.floor(random() * 40);
+    const ascii = random() < 0.5;
+    for (let i = 0; i < length; i++) {
+      sample += pieces[Math.floor(random() * (ascii ? 3 : pieces.length))];
+    }
+    assert.equal(utf8Length(sample), encoder.encode(sample).length, JSON.stringify(sample));
+  }
 });
 
 Deno.test("LAST_CHUNK is 0 CRLF CRLF", () => {

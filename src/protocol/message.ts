@@ -130,14 +130,32 @@ function bodyOf(frame: string, fields: Record<string, unknown>): string {
   return memberText(frame, "b")!;
 }
 
+/**
+ * What the last delivery encoded shares with the next one if they are copies of one message:
+ * a channel's members differ only in `t` and `s`, so a fan-out builds the rest once.
+ */
+let shared = { type: 0, from: "", channel: "", body: "", head: "", tail: "" };
+
 /** The stream form, keys in PROTOCOL.md's order: `{"y":3,"f":..,"t":..,"b":..,"s":..}`. */
 export function encodeDelivery(message: Delivery): string {
-  const head = `{"y":${message.type},"f":${JSON.stringify(message.from)},"t":${
-    JSON.stringify(message.uid)
-  }`;
-  const channel = message.type === 4 ? `,"c":${JSON.stringify(message.channel)}` : "";
+  const { type, from, body } = message;
+  const channel = message.channel ?? "";
+  if (
+    body !== shared.body || from !== shared.from || channel !== shared.channel ||
+    type !== shared.type
+  ) {
+    const c = type === 4 ? `,"c":${JSON.stringify(channel)}` : "";
+    shared = {
+      type,
+      from,
+      channel,
+      body,
+      head: `{"y":${type},"f":${JSON.stringify(from)},"t":`,
+      tail: `${c},"b":${body}`,
+    };
+  }
   const seq = message.seq > 0 ? `,"s":${message.seq}` : "";
-  return `${head}${channel},"b":${message.body}${seq}}`;
+  return `${shared.head}${JSON.stringify(message.uid)}${shared.tail}${seq}}`;
 }
 
 /** The `/msg` listing form: keys sorted, newline-terminated, as the original server stored it. */

@@ -185,6 +185,34 @@ Deno.test("encodeDelivery: a volatile message (seq 0) has no s", () => {
   );
 });
 
+Deno.test("encodeDelivery: copies of one message differ in t and s only, the next is its own", () => {
+  const body = '{"task":7}';
+  const copies = ["a", "b"].map((uid, i) =>
+    encodeDelivery({ ...toChannel, uid, seq: 10 + i, from: "board", body })
+  );
+  assert.deepEqual(copies, [
+    '{"y":4,"f":"board","t":"a","c":"channel1","b":{"task":7},"s":10}',
+    '{"y":4,"f":"board","t":"b","c":"channel1","b":{"task":7},"s":11}',
+  ]);
+  // The same body again, each time with one thing that is not shared.
+  assert.equal(
+    encodeDelivery({ ...toChannel, uid: "a", seq: 12, from: "board", channel: "c2", body }),
+    '{"y":4,"f":"board","t":"a","c":"c2","b":{"task":7},"s":12}',
+  );
+  assert.equal(
+    encodeDelivery({ ...toChannel, uid: "a", seq: 13, from: "other", channel: "c2", body }),
+    '{"y":4,"f":"other","t":"a","c":"c2","b":{"task":7},"s":13}',
+  );
+  assert.equal(
+    encodeDelivery({ ...toOne, uid: "a", seq: 14, from: "other", body }),
+    '{"y":3,"f":"other","t":"a","b":{"task":7},"s":14}',
+  );
+  assert.equal(
+    encodeDelivery({ ...toOne, uid: "a", seq: 15, from: "other", body: '{"task":8}' }),
+    '{"y":3,"f":"other","t":"a","b":{"task":8},"s":15}',
+  );
+});
+
 Deno.test("encodeDelivery: non-string bodies pass through as JSON", () => {
   const body = '{"k":[1,2],"n":null}';
   const text = encodeDelivery({ ...toOne, body, seq: 1 });
