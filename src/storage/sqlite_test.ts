@@ -467,6 +467,77 @@ Deno.test("SqliteStore, exclusive: a running store folds its log by itself, acks
   });
 });
 
+// sqlite.ts's FOLD_AT: past this many logged messages, commits are folded without their grace.
+const FOLD_AT = 65_536;
+
+// Appends one commit of each size in Deno.args[1] (JSON) for one uid, seqs from 1, waits
+// Deno.args[2] ms, and exits without closing the store. Its clock is frozen, so no commit's
+// grace ever ends however slow the box: whatever reaches the tables was folded by FOLD_AT.
+const FLOOD_WRITER = `
+import { SqliteStore } from ${JSON.stringify(SQLITE_MODULE)};
+const frozen = performance.now();
+performance.now = () => frozen;
+const store = new SqliteStore(Deno.args[0], { exclusive: true });
+let seq = 0;
+for (const size of JSON.parse(Deno.args[1])) {
+  const batch = [];
+  for (const end = seq + size; seq < end;) {
+    seq++;
+    batch.push({ uid: "flood", seq, type: 3, from: "op", body: '"flood#' + seq + '"', expiresAt: 0 });
+  }
+  await store.append(batch);
+}
+await new Promise((resolve) => setTimeout(resolve, Number(Deno.args[2])));
+Deno.exit(0);
+`;
+
+for (
+  const { name, sizes, waitMs } of [
+    {
+      // The appends never yield to the event loop, so no fold timer runs meanwhile.
+      name: "each commit past it folds a chunk before it answers",
+      sizes: Array<number>(FOLD_AT / 1_024 + 16).fill(1_024),
+      waitMs: 0,
+    },
+    {
+      // The last commit's own chunk (~4096 messages) leaves the log past FOLD_AT.
+      name: "the fold timer takes what the commits leave past it",
+      sizes: [...Array<number>(FOLD_AT / 16).fill(16), 16_384],
+      // FOLD_AFTER_MS is 250 ms, then a chunk an event-loop turn: on a busy box well within.
+      waitMs: 2_500,
+    },
+  ]
+) {
+  Deno.test(`SqliteStore, exclusive: FOLD_AT bounds the log inside the grace (${name}), losing nothing`, async () => {
+    await withTempDir(async (dir) => {
+      const path = `${dir}/flood.db`;
+      const command = await writer(dir, FLOOD_WRITER, [path, JSON.stringify(sizes), `${waitMs}`]);
+      const { code, stderr } = await command.output();
+      assert.equal(code, 0, new TextDecoder().decode(stderr));
+      const total = sizes.reduce((sum, size) => sum + size, 0);
+      const [{ n: logRows }] = query(path, "SELECT count(*) AS n FROM log") as { n: number }[];
+      const folded = (query(path, "SELECT seq FROM messages ORDER BY seq") as { seq: number }[])
+        .map((row) => row.seq);
+      // The tables hold the oldest commits whole, the log the rest: no more than the bound.
+      const foldedCommits = sizes.slice(0, sizes.length - logRows);
+      assert.deepEqual(folded, range(1, foldedCommits.reduce((sum, size) => sum + size, 0)));
+      assert.ok(total - folded.length <= FOLD_AT, `${total - folded.length} messages still logged`);
+
+      const store = new SqliteStore(path, { exclusive: true });
+      try {
+        const stored = await store.readAfter("flood", 0, total + 1, NOW);
+        assert.deepEqual(stored.map((m) => m.seq), range(1, total));
+        assert.ok(stored.every((m) => m.body === `"flood#${m.seq}"`), "a message was mixed up");
+        assert.equal((await store.userState("flood")).lastSeq, total);
+      } finally {
+        await store.close();
+      }
+      assert.deepEqual(query(path, "SELECT count(*) AS n FROM log"), [{ n: 0 }]);
+      assert.deepEqual(query(path, "SELECT count(*) AS n FROM messages"), [{ n: total }]);
+    });
+  });
+}
+
 Deno.test("SqliteStore, exclusive: a fold that fails makes a uid's reads fail with it", async () => {
   await withTempDir(async (dir) => {
     const store = new SqliteStore(`${dir}/fold.db`, { exclusive: true });
