@@ -17,7 +17,8 @@
  * flags: `conf/default.conf`, 2 workers, the start task's V8 flags and `MALLOC_ARENA_MAX=2`),
  * or an nchan (`scripts/nchan.ts`), warmed up by `--warmup_sec` (default 5) of the same load
  * before the measured run: a fresh daemon's first ~30,000 `/pub`s cost it up to twice what
- * later ones do (V8 is still compiling); `idle` is never warmed up. `latency` offers half of
+ * later ones do (V8 is still compiling); `idle` is never warmed up, but
+ * settles (`IDLE_SETTLE_MS`). `latency` offers half of
  * ipush-sqlite's median maximum from this run's `unicast` row (or `--rate` when that row is
  * not run) to every side. Load flags after `--` go to every run. The summary goes to
  * `bench/results/versus-<time>.json` (or `--out`), each run's full result beside it in
@@ -98,16 +99,19 @@ async function startSide(side: Side): Promise<Server> {
 /**
  * One run of the load generator (`args`: the scenario and its flags) against a fresh server
  * of `side`, after a warm-up of `warmupSec` with the same load (unmeasured: a fresh daemon's
- * code is not compiled yet, and a server users run has long been running); resolves with the
- * measured run's result, whatever its status, and rejects only when it left none.
+ * code is not compiled yet, and a server users run has long been running), or after
+ * `settleMs` of nothing; resolves with the measured run's result, whatever its status, and
+ * rejects only when it left none.
  */
 export async function measure(
   side: Side,
   args: string[],
   out: string,
   warmupSec = 0,
+  settleMs = 0,
 ): Promise<LoadResult> {
   const server = await startSide(side);
+  await new Promise((resolve) => setTimeout(resolve, settleMs));
   const load = async (extra: string[], path: string): Promise<LoadResult> => {
     const { stderr } = await new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-all", LOAD, ...args, ...server.flags, ...extra, `--out=${path}`],
@@ -170,6 +174,14 @@ interface Row {
 }
 
 const perS = (r: LoadResult) => numeric(r.metrics.delivered_per_s);
+
+/**
+ * How long an idle row's server runs before the generator reads its RSS without
+ * connections. A fresh daemon holds its start-up's garbage for its first seconds (118.6 MB
+ * for 4 s after it serves, 103.5 MB from 7 s on: V8's memory reducer and the first heap trim
+ * at 10 s); a base read before that took ~0.8 KB off every connection at 19,000.
+ */
+const IDLE_SETTLE_MS = 12_000;
 
 /** A row's name. */
 export type RowName = "unicast" | "fanout" | "latency" | "idle";
@@ -273,7 +285,8 @@ export async function versus(
         // Not idle: a warm-up's connections leave RSS that is not given back (nchan, the floor),
         // and the measured run would find them already paid for (~0 KB a connection).
         const warmup = row === "idle" ? 0 : o.warmupSec;
-        const r = await measure(side, [...spec.args(o, rate), ...o.load], result, warmup);
+        const settle = row === "idle" ? IDLE_SETTLE_MS : 0;
+        const r = await measure(side, [...spec.args(o, rate), ...o.load], result, warmup, settle);
         const record: RunRecord = {
           row,
           round,
