@@ -17,7 +17,8 @@
  *   against nchan is the runtime's.
  *
  * The server is a child process started as `deno task start` starts the daemon
- * (`MALLOC_ARENA_MAX=2`, V8's memory reducer after 1 s), so that its RSS compares like for like;
+ * (`scripts/runtime.ts`: V8's memory reducer after 1 s, `MALLOC_ARENA_MAX=2`; with `--trim`,
+ * the daemon's heap trim and quiet collection too), so that its RSS compares like for like;
  * clients are other processes, so that they share neither its heap nor its 20,000 descriptors.
  * Loopback only. Children speak JSON lines on stdin/stdout, are killed at the end and exit when
  * the parent's pipe closes. Send and receive times are `performance.timeOrigin +
@@ -30,7 +31,9 @@
 import { Buffer } from "node:buffer";
 import net from "node:net";
 import { parseArgs } from "node:util";
+import { DAEMON_ENV, DAEMON_V8_FLAGS } from "../scripts/runtime.ts";
 import { openMallocTrim } from "../src/node/malloc_trim.ts";
+import { quietCollector } from "../src/node/quiet_gc.ts";
 import { jsonLines, nowMs as now } from "./load/ipc.ts";
 import { ChunkReader, encodeFrame as chunk } from "./load/wire.ts";
 
@@ -39,9 +42,6 @@ const HEARTBEAT = '7\r\n{"y":0}\r\n'; // also the daemon's answer to a heartbeat
 const PER_CLIENT_PROCESS = 15_000; // of the 20,000 descriptors a process may hold here
 const SERVER_SOCKETS = 19_500;
 const MALLOC_TRIM_MS = 10_000; // the daemon's --malloc_trim_sec default
-const DAEMON_FLAGS = [
-  "--v8-flags=--gc-memory-reducer-start-delay-ms=1000,--memory-reducer-delay-ms=1000",
-];
 const DEFAULTS = {
   idle: { connections: 15_000, hold_sec: 20, exchange: false, trim: false },
   fanout: { subscribers: 10_000, workers: 2, client_processes: 2, ack: false, rounds: 5 },
@@ -99,12 +99,21 @@ function bareServer(onPort: (port: number) => void, exchange: boolean, sockets?:
   return server;
 }
 
+/** Gives memory back as the daemon's main thread does: a quiet collection and a heap trim. */
+function returnMemory(): void {
+  const mallocTrim = openMallocTrim();
+  const collect = quietCollector();
+  setInterval(() => {
+    collect?.();
+    mallocTrim?.();
+  }, MALLOC_TRIM_MS);
+}
+
 /** Role `serve-idle`: the server whose RSS is measured. */
 function serveIdle({ exchange, trim }: { exchange: boolean; trim: boolean }): void {
   // The server keeps its own count, so counting adds nothing to a socket's cost.
   const server = bareServer((port) => say({ port }), exchange);
-  const mallocTrim = trim ? openMallocTrim() : null;
-  if (mallocTrim) setInterval(mallocTrim, MALLOC_TRIM_MS);
+  if (trim) returnMemory();
   serveCommands(() =>
     new Promise((done) => server.getConnections((_, sockets) => done({ sockets })))
   );
@@ -159,7 +168,10 @@ const REFUSED = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: cl
 const HEAD_END = Buffer.from("\r\n\r\n");
 const CRLF = Buffer.from("\r\n");
 
-/** Role `serve-nchan`: nchan's wire on one bare `node:net` server, in one thread. */
+/**
+ * Role `serve-nchan`: nchan's wire on one bare `node:net` server, in one thread, giving memory
+ * back as the daemon does.
+ */
 function serveNchan(): void {
   const subscribers = new Map<string, Set<net.Socket>>();
   const server = net.createServer({ noDelay: true }, (socket) => {
@@ -193,6 +205,7 @@ function serveNchan(): void {
   server.listen({ port: 0, host: HOST, backlog: 4096 }, () => {
     say({ port: (server.address() as net.AddressInfo).port });
   });
+  returnMemory();
   serveCommands(() => undefined);
 }
 
@@ -203,7 +216,7 @@ export interface FloorServer {
   stop(): Promise<void>;
 }
 
-/** Starts nchan's job on the bare runtime, as the daemon is started (`DAEMON_FLAGS`). */
+/** Starts nchan's job on the bare runtime, as the daemon is started (`scripts/runtime.ts`). */
 export async function startFloor(): Promise<FloorServer> {
   const server = new Child("floor", "serve-nchan", {}, true);
   const { port } = await server.recv<{ port: number }>();
@@ -254,10 +267,10 @@ class Child {
   readonly #in: WritableStreamDefaultWriter<Uint8Array>;
 
   constructor(readonly name: string, role: string, config: unknown, asDaemon = false) {
-    const flags = asDaemon ? DAEMON_FLAGS : [];
+    const flags = asDaemon ? [DAEMON_V8_FLAGS] : [];
     this.proc = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", ...flags, import.meta.url, role, JSON.stringify(config)],
-      env: asDaemon ? { MALLOC_ARENA_MAX: "2" } : {},
+      env: asDaemon ? DAEMON_ENV : {},
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",

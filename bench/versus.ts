@@ -232,10 +232,12 @@ export const ROWS = {
     figure: (r) => r.latency.p99_ms,
   },
   idle: {
-    title: (o) => `idle RSS a connection, ${format(o.connections)} connections, after a 10 s hold`,
+    title: (o) => `idle RSS a connection, ${format(o.connections)} connections, after a 30 s hold`,
     unit: "KB",
     higher: false,
-    args: (o) => ["idle", `--connections=${o.connections}`],
+    // Long enough for what a server gives back once quiet (the daemon's main thread collects
+    // its heap within two 10 s trim ticks), and for a heartbeat from most clients.
+    args: (o) => ["idle", `--connections=${o.connections}`, "--hold_sec=30"],
     figure: (r) => numeric(r.metrics.server_rss_per_conn_kb_after_hold),
   },
 } satisfies Record<RowName, Row>;

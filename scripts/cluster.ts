@@ -11,6 +11,7 @@
 
 import { parseFlags } from "../src/config/flags.ts";
 import { startRedis } from "./redis.ts";
+import { DAEMON_ENV, DAEMON_V8_FLAGS } from "./runtime.ts";
 
 const flagfileArg = Deno.args.find((arg) => arg.startsWith("--flagfile=")) ??
   "--flagfile=conf/cluster.conf";
@@ -28,6 +29,7 @@ const nodes = ids.map((id) => {
   return new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      DAEMON_V8_FLAGS,
       "--allow-all",
       "main.ts",
       flagfileArg,
@@ -36,6 +38,7 @@ const nodes = ids.map((id) => {
       `--pid_file=${dir}/ipush_server.pid`,
       `--data_dir=${dir}`,
     ],
+    env: DAEMON_ENV,
     stdin: "null",
   }).spawn();
 });

@@ -6,6 +6,7 @@
  */
 
 import { freePorts } from "../scripts/local_server.ts";
+import { DAEMON_ENV, DAEMON_V8_FLAGS } from "../scripts/runtime.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const READY = /clients on [^:]+:(\d+), admin on [^:]+:(\d+), shards on ports ([\d,]+)/;
@@ -57,7 +58,7 @@ export async function startDaemon(
       ...deno.slice(1),
       "run",
       // As `deno task start` runs it (deno.json): memory is returned as it is in production.
-      "--v8-flags=--gc-memory-reducer-start-delay-ms=1000,--memory-reducer-delay-ms=1000",
+      DAEMON_V8_FLAGS,
       "--allow-all",
       "main.ts",
       "--flagfile=conf/default.conf",
@@ -73,7 +74,7 @@ export async function startDaemon(
       ...flags,
     ],
     cwd: options.root ?? ROOT,
-    env: { MALLOC_ARENA_MAX: "2" },
+    env: DAEMON_ENV,
     stdin: "null",
     stdout: "null",
     stderr: "piped",

@@ -69,7 +69,8 @@ const CORE_FLAGS = {
     0,
     86_400,
     "10",
-    "return heap memory freed by native code to the kernel this often (glibc; 0: never)",
+    "return freed memory to the kernel this often: the main thread's heap once quiet " +
+      "(with --v8-flags=--expose-gc), then glibc's free pages (0: never)",
   ),
   msg_limit: positive("1000", "most messages /msg lists at once"),
   overload_ms: positive(

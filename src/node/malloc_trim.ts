@@ -29,18 +29,24 @@ export function openMallocTrim(): MallocTrim | null {
 }
 
 /**
- * Trims the heap every `intervalSec` (0: never). One process-wide call covers the workers'
- * arenas too, so only the main thread does it.
+ * Trims the heap every `intervalSec` (0: never), after `collect` (the main thread's quiet
+ * collection, whose freed buffers the trim then returns). One process-wide call covers the
+ * workers' arenas too, so only the main thread does it.
  */
 export function startMallocTrim(
   intervalSec: number,
   log: Log,
+  collect: (() => unknown) | null = null,
 ): ReturnType<typeof setInterval> | undefined {
   if (intervalSec === 0) return undefined;
   const trim = openMallocTrim();
   if (!trim) {
     log("debug", "no glibc malloc_trim here (or no --allow-ffi): heap trimming is off");
-    return undefined;
   }
-  return setInterval(trim, intervalSec * 1000);
+  if (!collect) log("debug", "no gc() (run with --v8-flags=--expose-gc): no quiet collection");
+  if (!trim && !collect) return undefined;
+  return setInterval(() => {
+    collect?.();
+    trim?.();
+  }, intervalSec * 1000);
 }

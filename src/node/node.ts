@@ -44,6 +44,7 @@ import { listen } from "../transport/client_port.ts";
 import { clusterEndpoint } from "./cluster_view.ts";
 import { Health } from "./health.ts";
 import { startMallocTrim } from "./malloc_trim.ts";
+import { quietCollector } from "./quiet_gc.ts";
 import { ShardPool } from "./pool.ts";
 
 /** How long a forwarded op may wait for another node. */
@@ -263,7 +264,7 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
     stats.sample();
     health.sample();
   }, 1000);
-  const trimmer = startMallocTrim(config.malloc_trim_sec, log);
+  const trimmer = startMallocTrim(config.malloc_trim_sec, log, quietCollector());
 
   return {
     clientPort: frontDoor.port,
