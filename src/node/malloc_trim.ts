@@ -10,6 +10,7 @@
  */
 
 import type { Log } from "../core/log.ts";
+import type { QuietCollection } from "./quiet_gc.ts";
 
 /** Calls `malloc_trim(0)`; says whether any memory went back to the kernel. */
 export type MallocTrim = () => boolean;
@@ -36,7 +37,7 @@ export function openMallocTrim(): MallocTrim | null {
 export function startMallocTrim(
   intervalSec: number,
   log: Log,
-  collect: (() => unknown) | null = null,
+  collect: (() => QuietCollection | null) | null = null,
 ): ReturnType<typeof setInterval> | undefined {
   if (intervalSec === 0) return undefined;
   const trim = openMallocTrim();
@@ -46,7 +47,15 @@ export function startMallocTrim(
   if (!collect) log("debug", "no gc() (run with --v8-flags=--expose-gc): no quiet collection");
   if (!trim && !collect) return undefined;
   return setInterval(() => {
-    collect?.();
+    const collection = collect?.();
+    if (collection) {
+      const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
+      log(
+        "debug",
+        `main thread quiet: heap collected, ${mb(collection.fromBytes)} -> ` +
+          `${mb(collection.toBytes)} MB committed in ${collection.ms.toFixed(1)} ms`,
+      );
+    }
     trim?.();
   }, intervalSec * 1000);
 }

@@ -27,24 +27,33 @@ export interface HeapReading {
   heapUsed: number;
 }
 
+/** A collection the tick made: the committed heap before and after, and how long it took. */
+export interface QuietCollection {
+  fromBytes: number;
+  toBytes: number;
+  ms: number;
+}
+
 /**
  * Makes a tick that collects when the heap is quiet and has grown by more than
- * {@linkcode SLACK_BYTES} since the last collection (or since the tick was made); says whether
- * it collected. Null when `gc` is not exposed.
+ * {@linkcode SLACK_BYTES} since the last collection (or since the tick was made); returns the
+ * collection, or null when it made none. Null when `gc` is not exposed.
  */
 export function quietCollector(
   gc: (() => void) | undefined = (globalThis as { gc?: () => void }).gc,
   read: () => HeapReading = Deno.memoryUsage,
-): (() => boolean) | null {
+): (() => QuietCollection | null) | null {
   if (gc === undefined) return null;
   let { heapTotal: left, heapUsed: last } = read();
   return () => {
     const { heapTotal, heapUsed } = read();
     const quiet = Math.abs(heapUsed - last) < QUIET_DRIFT_BYTES;
     last = heapUsed;
-    if (!quiet || heapTotal - left <= SLACK_BYTES) return false;
+    if (!quiet || heapTotal - left <= SLACK_BYTES) return null;
+    const start = performance.now();
     gc();
+    const ms = performance.now() - start;
     ({ heapTotal: left, heapUsed: last } = read());
-    return true;
+    return { fromBytes: heapTotal, toBytes: left, ms };
   };
 }
