@@ -19,6 +19,7 @@ import { parseOptions } from "./load/flags.ts";
 import net from "node:net";
 import { Client, type ClientContext } from "./load/client.ts";
 import { newCounters, nowMs } from "./load/ipc.ts";
+import { heartbeatCredit } from "./load/worker_process.ts";
 import { Pacer } from "./load/pacer.ts";
 import { AdminClient } from "./load/admin.ts";
 import { ipushStream } from "./load/target.ts";
@@ -563,4 +564,12 @@ Deno.test("load against the daemon: codec=msgpack over TCP and WebSocket, every 
   } finally {
     await daemon.stop();
   }
+});
+
+Deno.test("heartbeatCredit: a late tick owes the heartbeats of the time it was late, one round at most", () => {
+  // 6,000 clients, one heartbeat each a minute: 10 a 100 ms tick, 30 for a tick 300 ms late.
+  assert.equal(heartbeatCredit(0, 6000, 100, 60_000), 10);
+  assert.equal(heartbeatCredit(0.5, 6000, 300, 60_000), 30.5);
+  assert.equal(heartbeatCredit(0, 6000, 120_000, 60_000), 6000, "a two-minute stall: each once");
+  assert.equal(heartbeatCredit(0, 3, 100, 60_000), 0.005, "few clients: a fraction a tick");
 });
