@@ -18,7 +18,11 @@
 
 import { nowMs, type Rate } from "./ipc.ts";
 
-/** How often the schedule is looked at; {@linkcode Pacer.wake} refills sooner. */
+/**
+ * The longest wait between looks at the schedule; {@linkcode Pacer.wake} refills sooner. With a
+ * rate the pacer wakes when the next message falls due instead (a timer's 1 ms at best): a fixed
+ * 5 ms tick held a message up to 5 ms past its time, a p90 of ~4 ms in the latency it measures.
+ */
 const TICK_MS = 5;
 
 /** Runs `issue` until `endAt` (performance.now() time). */
@@ -49,7 +53,7 @@ export class Pacer {
     this.#startedAt = performance.now();
     while (performance.now() < endAt) {
       this.#fill();
-      await new Promise((r) => setTimeout(r, TICK_MS));
+      await new Promise((r) => setTimeout(r, this.#untilDue()));
     }
     this.#running = false;
     if (this.rate !== "max") {
@@ -63,6 +67,13 @@ export class Pacer {
   /** An operation finished: refill the in-flight window now rather than at the next tick. */
   wake(): void {
     if (this.#running) this.#fill();
+  }
+
+  /** Milliseconds until the next message falls due, at most {@linkcode TICK_MS}. */
+  #untilDue(): number {
+    if (this.rate === "max") return TICK_MS;
+    const dueAt = this.#startedAt + (this.issued + 1) * 1000 / this.rate;
+    return Math.min(TICK_MS, Math.max(0, dueAt - performance.now()));
   }
 
   #fill(): void {
