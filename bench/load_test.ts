@@ -21,6 +21,7 @@ import { Client, type ClientContext } from "./load/client.ts";
 import { newCounters, nowMs } from "./load/ipc.ts";
 import { heartbeatCredit } from "./load/worker_process.ts";
 import { Pacer } from "./load/pacer.ts";
+import { progressLine, type TimelineEntry } from "./load/report.ts";
 import { AdminClient } from "./load/admin.ts";
 import { ipushStream } from "./load/target.ts";
 import {
@@ -305,6 +306,35 @@ async function waitUntil(done: () => boolean): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+Deno.test("progress line: names the most frequent failure once there is one", () => {
+  const entry: TimelineEntry = {
+    t_s: 12,
+    phase: "hold",
+    open: 1000,
+    connected_per_s: 0,
+    failed: 0,
+    dropped: 0,
+    sent_per_s: 0,
+    refused_per_s: 0,
+    received_per_s: 0,
+    latency: {
+      count: 0,
+      p50_ms: null,
+      p90_ms: null,
+      p99_ms: null,
+      p999_ms: null,
+      max_ms: null,
+      mean_ms: null,
+    },
+    lag_p99_ms: null,
+    rss_kb: 2048,
+    top_reason: null,
+  };
+  assert.ok(!progressLine(entry).includes("most:"), progressLine(entry));
+  const line = progressLine({ ...entry, dropped: 3, top_reason: "3× closed by the server" });
+  assert.match(line, /drop 3 .*\| most: 3× closed by the server$/);
+});
 
 Deno.test("pacer: a request is stamped with its due time, so a stall counts in the latency", async () => {
   // 200 messages/s, one request in flight, each answered after 50 ms: the generator falls

@@ -28,6 +28,11 @@ export interface TimelineEntry {
   lag_p99_ms: number | null;
   /** The server's RSS at the tick; null without its pid. */
   rss_kb: number | null;
+  /**
+   * The most frequent failure or drop reason so far, as `N× reason`; null while there is none.
+   * In the line so that a long run's trouble is named while it runs, not only at its end.
+   */
+  top_reason: string | null;
 }
 
 /** Metric values of the final table; null when not measured. */
@@ -56,6 +61,7 @@ export function progressLine(e: TimelineEntry): string {
     `p999 ${ms(e.latency.p999_ms)}`,
     `behind p99 ${ms(e.lag_p99_ms)}`,
     `| rss ${e.rss_kb === null ? "-" : `${Math.round(e.rss_kb / 1024)} MB`}`,
+    ...(e.top_reason === null ? [] : [`| most: ${e.top_reason}`]),
   ].join(" ");
 }
 

@@ -251,8 +251,7 @@ export class Run {
     const seconds = (Math.max(...dones.map((d) => d.atMs)) - startAt) / 1000;
     const t = sum(dones);
     if (t.connected === 0) {
-      const [top] = Object.entries(swarm.reasons());
-      throw new Error(`no connection got its 200 (${top ? `${top[1]}× ${top[0]}` : "no reason"})`);
+      throw new Error(`no connection got its 200 (${topReason(swarm.reasons()) ?? "no reason"})`);
     }
     Object.assign(this.metrics, {
       connections_ok: t.connected,
@@ -426,12 +425,19 @@ export class Run {
       latency: interval.latency.summary(),
       lag_p99_ms: interval.lag.summary().p99_ms,
       rss_kb: this.pid === null ? null : rssKb(this.pid),
+      top_reason: topReason(swarm.reasons()),
     };
     this.#prev = t;
     this.#prevAt = now;
     this.timeline.push(entry);
     console.log(progressLine(entry));
   }
+}
+
+/** The most frequent of `reasons` (most frequent first) as `N× reason`; null when none. */
+function topReason(reasons: Record<string, number>): string | null {
+  const [top] = Object.entries(reasons);
+  return top ? `${top[1]}× ${top[0]}` : null;
 }
 
 function sum(dones: Done[]): Counters {
