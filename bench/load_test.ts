@@ -19,7 +19,7 @@ import { parseOptions } from "./load/flags.ts";
 import net from "node:net";
 import { Client, type ClientContext } from "./load/client.ts";
 import { newCounters, nowMs } from "./load/ipc.ts";
-import { heartbeatCredit } from "./load/worker_process.ts";
+import { HeartbeatQueue } from "./load/heartbeats.ts";
 import { Pacer } from "./load/pacer.ts";
 import { progressLine, type TimelineEntry } from "./load/report.ts";
 import { AdminClient } from "./load/admin.ts";
@@ -265,6 +265,29 @@ Deno.test("a WebSocket client: upgrade, split frames, masked acks, a close frame
   assert.deepEqual([...after.subarray(13)], [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8], "close 1000");
   assert.deepEqual(log, ["open", 'frame {"y":3,"b":"hi","s":7}', "closed true"]);
   server.server.close();
+});
+
+Deno.test('a drop names the server\'s last {"error"}, else the close', async () => {
+  const server = await tinyServer((s) => {
+    s.once("data", () => {
+      const error = '{"error":"heartbeat timeout"}';
+      s.end(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1d\r\n${error}\r\n`);
+    });
+  });
+  const { ctx, log } = recordingContext(server.port);
+  new Client(ctx, "u1", "p", undefined).start();
+  await waitUntil(() => log.includes("closed false"));
+  assert.ok(log.includes('reason dropped: {"error":"heartbeat timeout"}'), log.join("; "));
+  server.server.close();
+
+  const silent = await tinyServer((s) => {
+    s.once("data", () => s.end("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"));
+  });
+  const second = recordingContext(silent.port);
+  new Client(second.ctx, "u1", "p", undefined).start();
+  await waitUntil(() => second.log.includes("closed false"));
+  assert.ok(second.log.includes("reason dropped: closed by server"), second.log.join("; "));
+  silent.server.close();
 });
 
 Deno.test("a long-poll client: polls on one socket, each since the last s it got", async () => {
@@ -612,10 +635,36 @@ Deno.test("load against the daemon: codec=msgpack over TCP and WebSocket, every 
   }
 });
 
-Deno.test("heartbeatCredit: a late tick owes the heartbeats of the time it was late, one round at most", () => {
-  // 6,000 clients, one heartbeat each a minute: 10 a 100 ms tick, 30 for a tick 300 ms late.
-  assert.equal(heartbeatCredit(0, 6000, 100, 60_000), 10);
-  assert.equal(heartbeatCredit(0.5, 6000, 300, 60_000), 30.5);
-  assert.equal(heartbeatCredit(0, 6000, 120_000, 60_000), 6000, "a two-minute stall: each once");
-  assert.equal(heartbeatCredit(0, 3, 100, 60_000), 0.005, "few clients: a fraction a tick");
+Deno.test("heartbeats: each client sends a period after its connect and its last, while others connect and close", () => {
+  // A minute's period, 100 ms ticks, 40 clients connecting a second for 150 s, every 7th
+  // closing after 80 s; one tick 2 s late. Round-robin shares of a growing list held some
+  // clients silent for up to two periods.
+  const period = 60_000;
+  type Sim = { id: number; at: number; open: boolean; last: number };
+  const queue = new HeartbeatQueue<Sim>(period);
+  const clients: Sim[] = [];
+  let longest = 0;
+  for (let now = 0; now <= 300_000; now += now === 200_000 ? 2_000 : 100) {
+    if (now < 150_000 && now % 1000 === 0) {
+      for (let k = 0; k < 40; k++) {
+        const client = { id: clients.length, at: now, open: true, last: now };
+        clients.push(client);
+        queue.add(client, now);
+      }
+    }
+    for (const client of clients) {
+      if (client.open && client.id % 7 === 0 && now - client.at >= 80_000) client.open = false;
+    }
+    queue.drain(now, (client) => {
+      if (!client.open) return false;
+      longest = Math.max(longest, now - client.last);
+      client.last = now;
+      return true;
+    });
+  }
+  for (const client of clients) {
+    if (client.open) longest = Math.max(longest, 300_000 - client.last);
+  }
+  assert.ok(longest <= period + 2_000, `a client silent for ${longest} ms`);
+  assert.equal(queue.size, clients.filter((c) => c.open).length);
 });

@@ -73,6 +73,8 @@ export class Client {
   #startedAt = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #acks = "";
+  /** The last `{"error": …}` the server sent: the reason it closes, when it does. */
+  #serverError: string | null = null;
   #maxSeq = -1;
 
   constructor(
@@ -168,7 +170,9 @@ export class Client {
       this.#socket = null;
       if (this.#open) {
         this.#open = false;
-        if (!this.#closing) this.ctx.reason(`dropped: ${error || "closed by server"}`);
+        if (!this.#closing) {
+          this.ctx.reason(`dropped: ${this.#serverError ?? (error || "closed by server")}`);
+        }
         this.ctx.onClosed(this, this.#closing);
       } else {
         this.#fail(error || "closed before response");
@@ -305,6 +309,7 @@ export class Client {
       this.ctx.reason(`bad frame: not ${this.ctx.stream.binary ? "MessagePack" : "JSON"}`);
       return;
     }
+    if (typeof frame.error === "string") this.#serverError = `{"error":"${frame.error}"}`;
     const s = frame.s;
     if (typeof s === "number" && this.ctx.ack !== "none") {
       if (this.ctx.ack === "each") {

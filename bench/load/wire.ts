@@ -19,6 +19,8 @@ export interface Frame {
   c?: string;
   b?: unknown;
   s?: number;
+  /** The server's `{"error": reason}` (PROTOCOL.md), sent before it closes a session. */
+  error?: string;
 }
 
 /** A parsed HTTP response head. */
