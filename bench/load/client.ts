@@ -309,7 +309,7 @@ export class Client {
       this.ctx.reason(`bad frame: not ${this.ctx.stream.binary ? "MessagePack" : "JSON"}`);
       return;
     }
-    if (typeof frame.error === "string") this.#serverError = `{"error":"${frame.error}"}`;
+    if (typeof frame.error === "string") this.#serverError = JSON.stringify({ error: frame.error });
     const s = frame.s;
     if (typeof s === "number" && this.ctx.ack !== "none") {
       if (this.ctx.ack === "each") {
