@@ -72,8 +72,12 @@ export class Pacer {
   /** Milliseconds until the next message falls due, at most {@linkcode TICK_MS}. */
   #untilDue(): number {
     if (this.rate === "max") return TICK_MS;
-    const dueAt = this.#startedAt + (this.issued + 1) * 1000 / this.rate;
-    return Math.min(TICK_MS, Math.max(0, dueAt - performance.now()));
+    return Math.min(TICK_MS, Math.max(0, this.#nextDueAt(this.rate) - performance.now()));
+  }
+
+  /** When the next message (`issued + 1`) falls due, in `performance.now()` time. */
+  #nextDueAt(rate: number): number {
+    return this.#startedAt + (this.issued + 1) * 1000 / rate;
   }
 
   #fill(): void {
@@ -83,9 +87,7 @@ export class Pacer {
       : Math.floor(rate * (performance.now() - this.#startedAt) / 1000);
     while (this.issued < due && this.inFlight() < this.maxInFlight) {
       // A request is due when its first message is.
-      const dueMs = rate === "max"
-        ? nowMs()
-        : performance.timeOrigin + this.#startedAt + (this.issued + 1) * 1000 / rate;
+      const dueMs = rate === "max" ? nowMs() : performance.timeOrigin + this.#nextDueAt(rate);
       const n = this.issue(dueMs);
       if (n === 0) break;
       this.issued += n;
