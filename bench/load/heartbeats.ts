@@ -3,11 +3,11 @@
  * in which clients last sent (or connected) is the order in which they fall due, so a queue in
  * that order is a schedule: each tick sends what fell due and queues it again a period on.
  *
- * A share of the clients per tick, taken round-robin, did not hold the period: while clients
- * connect the list grows under the cursor, and a client joining just behind it waited for a
- * round that stretched with the list (with a steady connect rate from none, the first round
- * takes two periods), past the server's heartbeat timeout; a swap-remove on a drop moved clients behind
- * it too. A 53-node run lost clients so, 107 s after its start, to a 90 s timeout.
+ * A round-robin share of the clients a tick did not hold the period: while clients connect,
+ * the list grows under the cursor, and a client joining just behind it waits for a round that
+ * stretches with the list (two periods with a steady connect rate from none), past the
+ * server's heartbeat timeout; a swap-remove on a drop moves clients behind it too. A 53-node
+ * run lost clients so, from 107 s on, to a 90 s timeout.
  *
  * @module
  */
