@@ -26,7 +26,14 @@ import {
   publishToChannel,
   TestCluster,
 } from "./cluster_redis.ts";
-import { type Daemon, type DaemonOptions, delay, eventually, freePortRun } from "./harness.ts";
+import {
+  type Daemon,
+  type DaemonOptions,
+  delay,
+  eventually,
+  freePortRun,
+  whilePortTaken,
+} from "./harness.ts";
 
 // At module level: Redis outlives single tests, not the file (nor the process).
 const redis = await startRedis();
@@ -36,7 +43,7 @@ const TABLET = "tablet";
 
 /** Starts node `id` of `nodes` on shard ports nothing else was told of (`dir`: a restart). */
 function start(nodes: TestCluster, id: string, options: DaemonOptions = {}): Promise<Daemon> {
-  return nodes.start(id, [`--shard_port_base=${freePortRun(2)}`], options);
+  return whilePortTaken(() => nodes.start(id, [`--shard_port_base=${freePortRun(2)}`], options));
 }
 
 async function owners(nodes: TestCluster, via: Daemon): Promise<Map<string, string>> {

@@ -11,7 +11,7 @@ import { collectErrors, launchBrowser } from "../scripts/chromium.ts";
 import { startRedis } from "../scripts/redis.ts";
 import { connected, type RawClient } from "./client.ts";
 import { type ClusterView, membershipFlags, TestCluster } from "./cluster_redis.ts";
-import { eventually, freePortRun, startDaemon } from "./harness.ts";
+import { eventually, freePortRun, startDaemon, whilePortTaken } from "./harness.ts";
 
 /** Waits until the element `selector` shows exactly `text` (the page updates once a second). */
 async function shows(page: Page, selector: string, text: string): Promise<void> {
@@ -124,7 +124,7 @@ Deno.test({
     const browser = await launchBrowser();
     try {
       for (const id of ["n1", "n2"]) {
-        await nodes.start(id, [`--shard_port_base=${freePortRun(2)}`]);
+        await whilePortTaken(() => nodes.start(id, [`--shard_port_base=${freePortRun(2)}`]));
       }
       await nodes.settled(["n1", "n2"]);
       const [n1, n2] = [nodes.nodes.get("n1")!, nodes.nodes.get("n2")!];

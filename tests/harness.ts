@@ -188,26 +188,28 @@ export async function startStaticCluster(
   flags: (id: string, index: number) => string[],
   options: DaemonOptions = {},
 ): Promise<Daemon[]> {
-  const bases = ids.map(() => freePortRun(4));
-  const clusterNodes = ids.map((id, i) =>
-    `${id}=127.0.0.1:${bases[i]}:${bases[i] + 1}:${bases[i] + 2}:2`
-  ).join(",");
-  const nodes: Daemon[] = [];
-  try {
-    for (const [i, id] of ids.entries()) {
-      nodes.push(
-        await startDaemon([
-          `--node_id=${id}`,
-          `--cluster_nodes=${clusterNodes}`,
-          ...flags(id, i),
-        ], options),
-      );
+  return await whilePortTaken(async () => {
+    const bases = ids.map(() => freePortRun(4));
+    const clusterNodes = ids.map((id, i) =>
+      `${id}=127.0.0.1:${bases[i]}:${bases[i] + 1}:${bases[i] + 2}:2`
+    ).join(",");
+    const nodes: Daemon[] = [];
+    try {
+      for (const [i, id] of ids.entries()) {
+        nodes.push(
+          await startDaemon([
+            `--node_id=${id}`,
+            `--cluster_nodes=${clusterNodes}`,
+            ...flags(id, i),
+          ], options),
+        );
+      }
+      return nodes;
+    } catch (error) {
+      for (const node of nodes) await node.stop("SIGKILL");
+      throw error;
     }
-    return nodes;
-  } catch (error) {
-    for (const node of nodes) await node.stop("SIGKILL");
-    throw error;
-  }
+  });
 }
 
 /** `count` uids of `prefix` + a number that `owner` owns, as `asked`'s `/shard` says. */
@@ -229,4 +231,20 @@ export async function uidsOwnedBy(
 /** A run of `length` consecutive free loopback ports (for a node's shard ports). */
 export function freePortRun(length: number): number {
   return freePorts(length)[0];
+}
+
+/**
+ * `start()` again, up to 5 times in all, while it fails because a port it was told was taken
+ * before the daemon bound it (EADDRINUSE): a port checked free is only free until then, and a
+ * machine whose ephemeral range starts low lets any outgoing connection take it (CI saw it).
+ * `start` draws its ports afresh on each call and leaves nothing running when it throws.
+ */
+export async function whilePortTaken<T>(start: () => Promise<T>): Promise<T> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await start();
+    } catch (error) {
+      if (attempt === 5 || !/EADDRINUSE/.test(String(error))) throw error;
+    }
+  }
 }

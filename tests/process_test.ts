@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { RawClient } from "./client.ts";
-import { delay, freePortRun, publish, startDaemon } from "./harness.ts";
+import { delay, freePortRun, publish, startDaemon, whilePortTaken } from "./harness.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -189,6 +189,33 @@ Deno.test("process: a shard that cannot start (its port taken) stops the daemon 
     assert.equal(code, 1);
     assert.match(stderr, /shard-1 cannot start: .*(in use|EADDRINUSE)/i);
     assert.ok(!exists("/tmp/ipush-port-taken.pid"), "no pid file left behind");
+  } finally {
+    squatter.close();
+  }
+});
+
+Deno.test("harness: a daemon whose port was taken before it bound starts again on other ports", async () => {
+  const taken = freePortRun(2);
+  const squatter = Deno.listen({ hostname: "127.0.0.1", port: taken + 1 });
+  const bases: number[] = [];
+  try {
+    const daemon = await whilePortTaken(() => {
+      bases.push(bases.length === 0 ? taken : freePortRun(2));
+      return startDaemon(["--storage=memory", `--shard_port_base=${bases.at(-1)}`]);
+    });
+    try {
+      assert.equal(bases.length, 2, "the first start failed on the taken port, the second served");
+      assert.deepEqual(daemon.shardPorts, [bases[1], bases[1] + 1]);
+    } finally {
+      assert.equal(await daemon.stop(), 0);
+    }
+    await assert.rejects(
+      whilePortTaken(() => {
+        throw new Error("not a port");
+      }),
+      /not a port/,
+      "any other failure is thrown at once",
+    );
   } finally {
     squatter.close();
   }
