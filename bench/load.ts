@@ -26,7 +26,8 @@ async function startPeer(o: LoadOptions): Promise<NchanHandle> {
   const nchan = await startNchan();
   o.url = nchan.url;
   o.host = o.adminHost = "127.0.0.1";
-  o.clientPort = o.adminPort = nchan.port;
+  o.clientPorts = [nchan.port];
+  o.adminPort = nchan.port;
   // The worker serves the subscribers and holds their memory; the master only watches it.
   o.serverPid ??= await nchan.workerPid();
   return nchan;

@@ -144,6 +144,11 @@ Deno.test("flags: scenario defaults, process split, refusals", () => {
   assert.throws(() => parseOptions(["idle", "--bogus=1"]));
   assert.throws(() => parseOptions(["idle", "--transport=sse"]));
   assert.throws(() => parseOptions(["chat", "--transport=poll"]));
+  const spread = parseOptions(["idle", "--client_port=20000,20010,20020"]);
+  assert.ok(spread !== "help");
+  assert.deepEqual(spread.clientPorts, [20000, 20010, 20020]);
+  assert.throws(() => parseOptions(["idle", "--client_port=20000,"]), /--client_port/);
+  assert.throws(() => parseOptions(["idle", "--client_port=70000"]), /--client_port/);
 });
 
 /** A server on an ephemeral loopback port that answers each connection with `respond`. */
@@ -154,11 +159,10 @@ async function tinyServer(respond: (socket: net.Socket, port: number) => void) {
 }
 
 /** A client context that records what happens. */
-function recordingContext(port: number, transport: ClientContext["transport"] = "tcp") {
+function recordingContext(transport: ClientContext["transport"] = "tcp") {
   const log: string[] = [];
   const ctx: ClientContext = {
     host: "127.0.0.1",
-    port,
     transport,
     stream: ipushStream(transport),
     ack: "each",
@@ -193,8 +197,8 @@ Deno.test("client follows a 303, reads a split frame, acks it, closes gracefully
       );
     });
   });
-  const { ctx, log } = recordingContext(front.port);
-  const client = new Client(ctx, "u 1", "p", undefined);
+  const { ctx, log } = recordingContext();
+  const client = new Client(ctx, "u 1", "p", front.port, undefined);
   client.start();
   await waitUntil(() => received.join("").includes('"y":5'));
   client.close();
@@ -218,8 +222,8 @@ Deno.test("client refuses a 303 off loopback and reports a 400", async () => {
     });
   });
   for (const [port, want] of [[away.port, "non-loopback"], [bad.port, "HTTP 400"]] as const) {
-    const { ctx, log } = recordingContext(port);
-    new Client(ctx, "u1", "p", undefined).start();
+    const { ctx, log } = recordingContext();
+    new Client(ctx, "u1", "p", port, undefined).start();
     await waitUntil(() => log.includes("fail"));
     assert.ok(log[0].includes(want), log[0]);
     assert.equal(ctx.counters.failed, 0, "counting failures is the owner's job");
@@ -247,8 +251,8 @@ Deno.test("a WebSocket client: upgrade, split frames, masked acks, a close frame
       s.on("data", (bytes: Buffer) => received.push(bytes));
     });
   });
-  const { ctx, log } = recordingContext(server.port, "ws");
-  const client = new Client(ctx, "u1", "p", undefined);
+  const { ctx, log } = recordingContext("ws");
+  const client = new Client(ctx, "u1", "p", server.port, undefined);
   client.start();
   await waitUntil(() => Buffer.concat(received).length > 0);
   const ack = Buffer.concat(received);
@@ -274,8 +278,8 @@ Deno.test('a drop names the server\'s last {"error"}, else the close', async () 
       s.end(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1d\r\n${error}\r\n`);
     });
   });
-  const { ctx, log } = recordingContext(server.port);
-  new Client(ctx, "u1", "p", undefined).start();
+  const { ctx, log } = recordingContext();
+  new Client(ctx, "u1", "p", server.port, undefined).start();
   await waitUntil(() => log.includes("closed false"));
   assert.ok(log.includes('reason dropped: {"error":"heartbeat timeout"}'), log.join("; "));
   server.server.close();
@@ -283,8 +287,8 @@ Deno.test('a drop names the server\'s last {"error"}, else the close', async () 
   const silent = await tinyServer((s) => {
     s.once("data", () => s.end("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"));
   });
-  const second = recordingContext(silent.port);
-  new Client(second.ctx, "u1", "p", undefined).start();
+  const second = recordingContext();
+  new Client(second.ctx, "u1", "p", silent.port, undefined).start();
   await waitUntil(() => second.log.includes("closed false"));
   assert.ok(second.log.includes("reason dropped: closed by server"), second.log.join("; "));
   silent.server.close();
@@ -305,8 +309,8 @@ Deno.test("a long-poll client: polls on one socket, each since the last s it got
       setTimeout(() => s.write(answer.slice(-3)), 10);
     });
   });
-  const { ctx, log } = recordingContext(server.port, "poll");
-  const client = new Client(ctx, "u1", "p", undefined);
+  const { ctx, log } = recordingContext("poll");
+  const client = new Client(ctx, "u1", "p", server.port, undefined);
   client.start();
   await waitUntil(() => polls.length === 4);
   assert.deepEqual(polls, [
@@ -541,6 +545,35 @@ function against(daemon: { clientPort: number; adminPort: number; pidFile: strin
     "--drain_sec=2",
   ];
 }
+
+Deno.test("load against two front doors: uid n's first hop goes to the (n mod 2)th", async () => {
+  const doors = [
+    await startDaemon(["--storage=memory"]),
+    await startDaemon(["--storage=memory"]),
+  ];
+  const sessions = async (daemon: (typeof doors)[number]) =>
+    ((await daemon.admin("/stats")).body.result as { user: { connection_number: number } })
+      .user.connection_number;
+  try {
+    const run = load([
+      "idle",
+      ...against(doors[0]),
+      `--client_port=${doors[0].clientPort},${doors[1].clientPort}`,
+      "--connections=10",
+      "--hold_sec=3",
+    ]);
+    let held: number[] = [];
+    for (let i = 0; i < 100 && held.join() !== "5,5"; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      held = await Promise.all(doors.map(sessions));
+    }
+    assert.deepEqual(held, [5, 5], "each front door's node holds half");
+    const { metrics } = await run;
+    assert.equal(metrics.connections_ok, 10);
+  } finally {
+    for (const daemon of doors) await daemon.stop();
+  }
+});
 
 Deno.test("load against the daemon: a 503 with Retry-After is a refusal, not a line failure", async () => {
   // One message in flight at most: while one batch of 10 is in, every other is refused.

@@ -23,9 +23,9 @@ Deno.test("flags: --target=nchan takes its own defaults and a loopback --url", (
     "--url=http://127.0.0.1:18080",
   ]) as LoadOptions;
   assert.equal(o.target, "nchan");
-  assert.deepEqual([o.host, o.clientPort, o.adminHost, o.adminPort], [
+  assert.deepEqual([o.host, o.clientPorts, o.adminHost, o.adminPort], [
     "127.0.0.1",
-    18080,
+    [18080],
     "127.0.0.1",
     18080,
   ]);

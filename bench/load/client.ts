@@ -32,7 +32,6 @@ import {
 /** What all clients of a process share. */
 export interface ClientContext {
   host: string;
-  port: number;
   transport: ClientTransport;
   /** How a stream opens and what its messages are (ipush over `transport`, or a peer). */
   stream: StreamTarget;
@@ -77,10 +76,15 @@ export class Client {
   #serverError: string | null = null;
   #maxSeq = -1;
 
+  /**
+   * @param port the front door it dials first (of `ctx.host`), whose 303 it follows to the
+   *   owner
+   */
   constructor(
     readonly ctx: ClientContext,
     readonly uid: string,
     readonly password: string,
+    readonly port: number,
     readonly localAddress: string | undefined,
   ) {
     const encoding = ctx.stream.binary ? "latin1" : "utf8";
@@ -102,7 +106,7 @@ export class Client {
     this.#startedAt = nowMs();
     this.ctx.counters.attempts++;
     this.#timer = setTimeout(() => this.#fail("connect timeout"), this.ctx.connectTimeoutMs);
-    this.#dial(this.ctx.host, this.ctx.port, this.ctx.stream.path(this.uid, this.password), 0);
+    this.#dial(this.ctx.host, this.port, this.ctx.stream.path(this.uid, this.password), 0);
   }
 
   /** Sends one frame with the given JSON body (a read-only stream sends nothing). */
@@ -213,7 +217,7 @@ export class Client {
     if (hops >= this.ctx.maxRedirects) return this.#fail("too many redirects");
     let url: URL;
     try {
-      url = new URL(location, `http://${this.ctx.host}:${this.ctx.port}`);
+      url = new URL(location, `http://${this.ctx.host}:${this.port}`);
     } catch {
       return this.#fail("303 with a bad Location");
     }

@@ -37,7 +37,8 @@ export interface LoadOptions {
   /** nchan: the running one measured; null: the run starts its own. */
   url: string | null;
   host: string;
-  clientPort: number;
+  /** Front doors of `host`; uid n's first hop is to the (n mod count)th. */
+  clientPorts: number[];
   adminHost: string;
   adminPort: number;
   connections: number;
@@ -87,7 +88,12 @@ const FLAGS: [string, Default, string][] = [
     "scripts/nchan.ts and stop it after)",
   ],
   ["host", "127.0.0.1", "client front door host (loopback only)"],
-  ["client_port", "9000", "client front door port"],
+  [
+    "client_port",
+    "9000",
+    "client front door port, or a cluster's front doors P1,P2,... (uid n's first hop to the " +
+    "(n mod count)th, as DNS or a load balancer would spread them)",
+  ],
   ["admin_host", (_, v) => v.host, "admin API host (loopback only; default: --host)"],
   ["admin_port", "9001", "admin API port"],
   [
@@ -212,6 +218,14 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
     if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}`);
     return n;
   };
+  const ports = (name: string): number[] =>
+    v[name].split(",").map((text) => {
+      const n = Number(text);
+      if (!Number.isInteger(n) || n < 1 || n > 65535) {
+        throw new Error(`--${name} must be a port or ports P1,P2,... (1–65535): ${text}`);
+      }
+      return n;
+    });
   const num = (name: string, min: number): number => {
     const n = Number(v[name]);
     if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number ≥ ${min}`);
@@ -261,7 +275,7 @@ export function parseOptions(args: string[]): LoadOptions | "help" {
     url: url === null ? null : url.origin,
     // nchan serves subscribers and publishers on one port.
     host: url?.hostname ?? v.host,
-    clientPort: url === null ? int("client_port", 1) : Number(url.port || 80),
+    clientPorts: url === null ? ports("client_port") : [Number(url.port || 80)],
     adminHost: url?.hostname ?? v.admin_host,
     adminPort: url === null ? int("admin_port", 1) : Number(url.port || 80),
     connections,

@@ -34,7 +34,8 @@ export interface WorkerConfig {
   /** nchan: the channel id every client subscribes to itself (fanout); null: its own uid's. */
   subscribeTo: string | null;
   host: string;
-  clientPort: number;
+  /** Front doors: uid `n`'s first hop is to the (n mod count)th. */
+  clientPorts: number[];
   adminHost: string;
   adminPort: number;
   uidPrefix: string;

@@ -42,7 +42,7 @@ export function workerConfigs(o: LoadOptions, epochMs: number): WorkerConfig[] {
       // nchan has no membership: a fanout client subscribes to the channel itself.
       subscribeTo: o.target === "nchan" && o.scenario === "fanout" ? o.channel : null,
       host: o.host,
-      clientPort: o.clientPort,
+      clientPorts: o.clientPorts,
       adminHost: o.adminHost,
       adminPort: o.adminPort,
       uidPrefix: o.uidPrefix,
@@ -122,7 +122,9 @@ export class Run {
     this.#readRss("before");
     console.error(
       `${o.scenario}: ${o.connections} connections over ${o.processes} process(es), ` +
-        `${o.target} ${o.host}:${o.clientPort}, publishing to ${o.adminHost}:${o.adminPort}`,
+        `${o.target} ${o.host}:${
+          o.clientPorts.join(",")
+        }, publishing to ${o.adminHost}:${o.adminPort}`,
     );
     this.swarm = await Swarm.start(this.configs);
     this.#progress = setInterval(() => this.#tick(), 1000);

@@ -73,7 +73,6 @@ class Worker {
     this.admin = publisherFor(config.target, config.adminHost, config.adminPort);
     this.ctx = {
       host: config.host,
-      port: config.clientPort,
       transport: config.transport,
       stream: streamFor(config.target, config.transport, config.codec, config.subscribeTo),
       ack: config.ack,
@@ -120,7 +119,8 @@ class Worker {
         config.password.replaceAll("{uid}", uid).replaceAll("{n}", String(n));
       const sources = config.sources;
       const local = sources.length === 0 ? undefined : sources[n % sources.length];
-      this.clients.push(new Client(this.ctx, uid, password, local));
+      const port = config.clientPorts[n % config.clientPorts.length];
+      this.clients.push(new Client(this.ctx, uid, password, port, local));
     }
     if (config.heartbeatSec > 0) setInterval(() => this.#heartbeat(), HEARTBEAT_TICK_MS);
     setInterval(() => this.#sweep(), 1000);
