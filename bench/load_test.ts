@@ -560,10 +560,11 @@ Deno.test("load against two front doors: uid n's first hop goes to the (n mod 2)
       ...against(doors[0]),
       `--client_port=${doors[0].clientPort},${doors[1].clientPort}`,
       "--connections=10",
-      "--hold_sec=3",
+      // Long enough to be seen on a slow box: the generator's start and connects come first.
+      "--hold_sec=8",
     ]);
     let held: number[] = [];
-    for (let i = 0; i < 100 && held.join() !== "5,5"; i++) {
+    for (let i = 0; i < 300 && held.join() !== "5,5"; i++) {
       await new Promise((resolve) => setTimeout(resolve, 50));
       held = await Promise.all(doors.map(sessions));
     }
