@@ -18,7 +18,7 @@
 
 import { parseArgs } from "node:util";
 import { startRedis } from "../scripts/redis.ts";
-import { type Daemon, delay, freePortRun, startDaemon } from "../tests/harness.ts";
+import { type Daemon, delay, startStaticCluster } from "../tests/harness.ts";
 
 const { values } = parseArgs({
   options: {
@@ -47,23 +47,15 @@ async function counter(node: Daemon, name: string, match: string): Promise<numbe
 
 async function round(root: URL): Promise<{ copiesPerSec: number; acceptedPerSec: number }> {
   const redis = await startRedis();
-  const ids = ["node1", "node2", "node3"];
-  const bases = ids.map(() => freePortRun(3));
-  const clusterNodes = ids.map((id, i) =>
-    `${id}=127.0.0.1:${bases[i]}:${bases[i] + 1}:${bases[i] + 2}:1`
-  ).join(",");
   const nodes: Daemon[] = [];
   try {
-    for (const id of ids) {
-      nodes.push(
-        await startDaemon([
-          `--node_id=${id}`,
-          `--cluster_nodes=${clusterNodes}`,
-          `--redis_url=${redis.url}`,
-          "--workers=1",
-        ], { root }),
-      );
-    }
+    nodes.push(
+      ...await startStaticCluster(
+        ["node1", "node2", "node3"],
+        () => [`--redis_url=${redis.url}`],
+        { root, workers: 1 },
+      ),
+    );
     const [n1, n2, n3] = nodes;
     const found = new Map<Daemon, number>([[n2, 0], [n3, 0]]);
     for (let i = 0; [...found.values()].some((n) => n < MEMBERS_PER_NODE); i++) {

@@ -42,6 +42,8 @@ export interface DaemonOptions {
   adminToken?: string;
   /** Run the daemon of another source tree (a benchmark's baseline); this one by default. */
   root?: URL;
+  /** Its `--workers` (2 by default). */
+  workers?: number;
 }
 
 /** Starts the daemon with `conf/default.conf` plus `flags`; resolves once it serves. */
@@ -66,7 +68,7 @@ export async function startDaemon(
       "--client_port=0",
       "--admin_port=0",
       "--shard_port_base=0",
-      "--workers=2",
+      `--workers=${options.workers ?? 2}`,
       `--pid_file=${pidFile}`,
       `--data_dir=${dir}/data`,
       "--log_level=info",
@@ -179,9 +181,9 @@ export function publish(
 }
 
 /**
- * A static cluster on loopback: a daemon a node of `ids`, 2 workers each, every one told of all
- * (`--cluster_nodes`), started in order with `flags(id, index)` too. If one cannot start, those
- * started already are stopped.
+ * A static cluster on loopback: a daemon a node of `ids` (`options.workers` each, 2 by default),
+ * every one told of all (`--cluster_nodes`), started in order with `flags(id, index)` too. If
+ * one cannot start, those started already are stopped.
  */
 export async function startStaticCluster(
   ids: readonly string[],
@@ -191,7 +193,7 @@ export async function startStaticCluster(
   return await whilePortTaken(async () => {
     const bases = ids.map(() => freePortRun(4));
     const clusterNodes = ids.map((id, i) =>
-      `${id}=127.0.0.1:${bases[i]}:${bases[i] + 1}:${bases[i] + 2}:2`
+      `${id}=127.0.0.1:${bases[i]}:${bases[i] + 1}:${bases[i] + 2}:${options.workers ?? 2}`
     ).join(",");
     const nodes: Daemon[] = [];
     try {
