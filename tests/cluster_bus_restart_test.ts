@@ -15,7 +15,15 @@
 
 import assert from "node:assert/strict";
 import { startRedis } from "../scripts/redis.ts";
-import { type Daemon, delay, eventually, freePortRun, publish, startDaemon } from "./harness.ts";
+import {
+  type Daemon,
+  delay,
+  eventually,
+  freePortRun,
+  publish,
+  startDaemon,
+  whilePortTaken,
+} from "./harness.ts";
 
 /** The two nodes, their channel's members (all on node B), and how to restart node B. */
 interface Cluster {
@@ -26,27 +34,43 @@ interface Cluster {
   restartB(): Promise<Daemon>;
 }
 
-/** Runs `body` with a fresh Redis and two nodes; `flagsB` go to node B only. */
+/**
+ * Runs `body` with a fresh Redis and two nodes; `flagsB` go to node B only. The first start
+ * draws other ports if one was taken meanwhile; B's restarts need its own again (the cluster
+ * map names them), so a port taken in the 300 ms between a kill and its restart fails the run.
+ */
 async function withCluster(flagsB: string[], body: (cluster: Cluster) => Promise<void>) {
   const redis = await startRedis();
-  const [a, b] = [freePortRun(4), freePortRun(4)];
-  const flags = [
-    `--cluster_nodes=nodeA=127.0.0.1:${a}:${a + 1}:${a + 2}:2,` +
-    `nodeB=127.0.0.1:${b}:${b + 1}:${b + 2}:2`,
-    `--redis_url=${redis.url}`,
-    `--cluster_name=busmark${Date.now()}`,
-    // Every message of a member in one /msg.
-    "--msg_limit=100000",
-  ];
-  const nodeA = await startDaemon(["--node_id=nodeA", ...flags]);
-  const startB = (dir?: string) =>
-    startDaemon(["--node_id=nodeB", ...flags, ...flagsB], dir === undefined ? {} : { dir });
-  const cluster: Cluster = {
-    nodeA,
-    nodeB: await startB(),
-    members: [],
-    restartB: async () => cluster.nodeB = await startB(cluster.nodeB.dir),
-  };
+  const cluster = await whilePortTaken(async (): Promise<Cluster> => {
+    const [a, b] = [freePortRun(4), freePortRun(4)];
+    const flags = [
+      `--cluster_nodes=nodeA=127.0.0.1:${a}:${a + 1}:${a + 2}:2,` +
+      `nodeB=127.0.0.1:${b}:${b + 1}:${b + 2}:2`,
+      `--redis_url=${redis.url}`,
+      `--cluster_name=busmark${Date.now()}`,
+      // Every message of a member in one /msg.
+      "--msg_limit=100000",
+    ];
+    const startB = (dir?: string) =>
+      startDaemon(["--node_id=nodeB", ...flags, ...flagsB], dir === undefined ? {} : { dir });
+    const nodeA = await startDaemon(["--node_id=nodeA", ...flags]);
+    try {
+      const started: Cluster = {
+        nodeA,
+        nodeB: await startB(),
+        members: [],
+        restartB: async () => started.nodeB = await startB(started.nodeB.dir),
+      };
+      return started;
+    } catch (error) {
+      await nodeA.stop("SIGKILL");
+      throw error;
+    }
+  }).catch(async (error) => {
+    await redis.stop();
+    throw error;
+  });
+  const { nodeA } = cluster;
   try {
     // Four on each of B's shards.
     const perShard = cluster.nodeB.shardPorts.map(() => 0);
