@@ -210,6 +210,37 @@ Deno.test("client follows a 303, reads a split frame, acks it, closes gracefully
   shard.server.close();
 });
 
+Deno.test("client acks a read's frames: each one (--ack=each), or the highest s once (--ack=read)", async () => {
+  for (const [ack, want] of [["each", [4, 5, 6]], ["read", [6]]] as const) {
+    const received: string[] = [];
+    const shard = await tinyServer((s) => {
+      s.once("data", () => {
+        const frames = [4, 5, 6].map((seq) => {
+          const body = `{"y":3,"b":"m","s":${seq}}`;
+          return `${body.length.toString(16)}\r\n${body}\r\n`;
+        });
+        // One write: the three frames reach the client in one read.
+        s.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${frames.join("")}`);
+        s.on("data", (d: Buffer) => received.push(d.toString()));
+      });
+    });
+    const { ctx, log } = recordingContext();
+    ctx.ack = ack;
+    const client = new Client(ctx, "u1", "p", shard.port, undefined);
+    client.start();
+    await waitUntil(() => log.filter((line) => line.startsWith("frame")).length === 3);
+    await waitUntil(() => received.join("").includes(`"s":${want.at(-1)}}`));
+    client.close();
+    await waitUntil(() => log.includes("closed true"));
+    const acked = [...received.join("").matchAll(/\{"y":5,"f":"u1","s":(\d+)\}/g)].map((m) =>
+      +m[1]
+    );
+    assert.deepEqual(acked, want, ack);
+    assert.equal(ctx.counters.acksOut, want.length, ack);
+    shard.server.close();
+  }
+});
+
 Deno.test("client refuses a 303 off loopback and reports a 400", async () => {
   const away = await tinyServer((s) => {
     s.once("data", () => {

@@ -165,8 +165,9 @@ const FLAGS: [string, Default, string][] = [
   ],
   [
     "ack",
-    (_, v) => v.target === "nchan" ? "none" : "each",
-    "ack received messages: each | read (highest s per read) | none (ipush each, nchan none)",
+    (_, v) => v.target === "nchan" ? "none" : "read",
+    "ack received messages: each | read (the highest s of a read, as ipush.js acks a burst) | " +
+    "none (ipush read, nchan none)",
   ],
   ["msg_timeout_sec", "10", "a message not delivered within this long counts as lost"],
   ["channel", (_, v) => `${v.uid_prefix}fanout${v.connections}`, "fanout channel id"],
