@@ -207,8 +207,8 @@ const CORE_FLAGS = {
   ),
   debug_api: bool(
     "false",
-    "true: POST /debug/crash?shard=k[&after=bus_commit] on the admin port crashes a shard " +
-      "(at once, or right after its next commit of bus entries; supervision drills)",
+    "true: POST /debug/crash?shard=k[&after=bus_commit|pub_commit] on the admin port crashes a " +
+      "shard (at once, or right after its next commit of bus entries or of a /pub; drills)",
   ),
 };
 

@@ -36,6 +36,7 @@ import { Fence } from "../core/fence.ts";
 import type { Log } from "../core/log.ts";
 import { isLoopback } from "../core/loopback.ts";
 import type { PresenceChange } from "../core/presence.ts";
+import { CRASH_POINTS, type CrashPoint } from "../shard/ops.ts";
 import { StatsBook } from "../stats/report.ts";
 import { backendOf, prepareStore } from "../storage/registry.ts";
 import { perTurn } from "../thread/batch.ts";
@@ -308,10 +309,12 @@ export async function startNode(config: Config, shape: Topology, log: Log): Prom
 
 /**
  * `--debug_api` only: drills for supervision and storage. `POST /debug/crash?shard=k`
- * throws from local shard k's event loop, as a bug would (with `&after=bus_commit`, right
- * after its next commit of bus entries' copies, before the node's `XACK`: the bus mark's
- * drill, docs/cluster.md); `POST /debug/compact` runs every local shard's compaction now and
- * answers how many messages went.
+ * throws from local shard k's event loop, as a bug would; with `&after=bus_commit`, right
+ * after its next commit of bus entries' copies, before the node's `XACK` (the bus mark's
+ * drill, docs/cluster.md); with `&after=pub_commit`, right after its next commit of a `/pub`
+ * to a uid, before it answers (what a `503` after a crash promises, docs/protocol-notes.md).
+ * `POST /debug/compact` runs every local shard's compaction now and answers how many
+ * messages went.
  */
 function debugEndpoints(pool: ShardPool): Record<string, Endpoint> {
   return {
@@ -322,8 +325,13 @@ function debugEndpoints(pool: ShardPool): Record<string, Endpoint> {
         const shard = Number(url.searchParams.get("shard"));
         if (!Number.isSafeInteger(shard) || shard < 0) throw badRequest("invalid shard");
         const after = url.searchParams.get("after");
-        if (after !== null && after !== "bus_commit") throw badRequest("invalid after");
-        await pool.toLocal(shard, after === null ? { op: "crash" } : { op: "crash", after });
+        if (after !== null && !CRASH_POINTS.includes(after as CrashPoint)) {
+          throw badRequest("invalid after");
+        }
+        await pool.toLocal(
+          shard,
+          after === null ? { op: "crash" } : { op: "crash", after: after as CrashPoint },
+        );
         return "ok";
       },
     },

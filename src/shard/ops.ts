@@ -107,13 +107,19 @@ export type ShardOp =
   | { op: "lost"; lost: LostNode[] }
   | { op: "drain" }
   /**
-   * `--debug_api` only: throw from the shard's event loop, as a bug would; at once, or with
-   * `after: "bus_commit"` right after its next commit of bus entries' copies, before it
-   * answers (so before the node's `XACK`).
+   * `--debug_api` only: throw from the shard's event loop, as a bug would; at once, or right
+   * after its next commit, before it answers: of bus entries' copies (`"bus_commit"`, so
+   * before the node's `XACK`) or of a `/pub` to a uid (`"pub_commit"`).
    */
-  | { op: "crash"; after?: "bus_commit" }
+  | { op: "crash"; after?: CrashPoint }
   /** `--debug_api` only: compact the store now; answers how many messages went. */
   | { op: "compact" };
+
+/** Where an armed `/debug/crash` throws: right after the shard's next commit of this kind. */
+export type CrashPoint = "bus_commit" | "pub_commit";
+
+/** Every {@linkcode CrashPoint}, for the debug API's check of `after`. */
+export const CRASH_POINTS: readonly CrashPoint[] = ["bus_commit", "pub_commit"];
 
 /**
  * Requests from a shard to the main thread: a client's message for a uid owned elsewhere, a

@@ -24,7 +24,14 @@ import { perTurn } from "../thread/batch.ts";
 import type { Link } from "../thread/link.ts";
 import { SocketBudget } from "../transport/budget.ts";
 import { listen } from "../transport/client_port.ts";
-import { CHANNEL_BUS, type MainOp, type ShardInit, type ShardNote, type ShardOp } from "./ops.ts";
+import {
+  CHANNEL_BUS,
+  type CrashPoint,
+  type MainOp,
+  type ShardInit,
+  type ShardNote,
+  type ShardOp,
+} from "./ops.ts";
 import { Shard } from "./shard.ts";
 import { WorkQueue } from "./work_queue.ts";
 
@@ -183,11 +190,27 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
   timers.push(setInterval(() => compact(store, deviceTtlMs, log), COMPACT_INTERVAL_MS));
   link.notify({ type: "ready", port: server.port } satisfies ShardNote);
 
-  /** `/debug/crash?after=bus_commit` armed it. */
-  let crashAfterBusCommit = false;
+  /** Armed by `/debug/crash?after=...`: the next commit of this kind crashes the shard. */
+  let crashAfter: CrashPoint | null = null;
   function crash(): void {
     setTimeout(() => {
       throw new Error("crash requested through the debug API");
+    });
+  }
+  /**
+   * `storing`, unless a crash is armed at `point` and `stored` says this commit counts: then
+   * the shard crashes once it is stored, and never answers.
+   */
+  function crashingAfter<T>(
+    point: CrashPoint,
+    storing: Promise<T>,
+    stored: (value: T) => boolean,
+  ): Promise<T> {
+    if (crashAfter !== point) return storing;
+    return storing.then((value) => {
+      if (!stored(value)) return value;
+      crash();
+      return new Promise<never>(() => {});
     });
   }
 
@@ -207,21 +230,19 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
     handle(op: ShardOp): Promise<unknown> {
       switch (op.op) {
         case "publish":
-          return shard.publish(op.request);
+          // Crashed after this commit, the /pub is answered 503 by the node: stored all the same.
+          return crashingAfter("pub_commit", shard.publish(op.request), () => true);
         case "publish_many":
           return shard.publishMany(op.requests);
         case "publish_channel":
           return shard.publishChannel(op.request);
-        case "bus_entries": {
-          const storing = shard.publishBusEntries(op.entries, op.streamTop);
-          if (!crashAfterBusCommit) return storing;
+        case "bus_entries":
           // Never answered: the node reads these entries again once the shard is restarted.
-          return storing.then((receipts) => {
-            if (!receipts.some((receipt) => receipt.recipients > 0)) return receipts;
-            crash();
-            return new Promise<never>(() => {});
-          });
-        }
+          return crashingAfter(
+            "bus_commit",
+            shard.publishBusEntries(op.entries, op.streamTop),
+            (receipts) => receipts.some((receipt) => receipt.recipients > 0),
+          );
         case "subscribe":
           return shard.subscribe(op.uid, op.channel);
         case "unsubscribe":
@@ -252,7 +273,7 @@ export async function startShard(init: ShardInit, link: Link, log: Log): Promise
         case "compact":
           return store.compact(Date.now(), Date.now() - deviceTtlMs);
         case "crash":
-          if (op.after === "bus_commit") crashAfterBusCommit = true;
+          if (op.after) crashAfter = op.after;
           else crash();
           return Promise.resolve();
       }
