@@ -1,11 +1,13 @@
 /**
  * The node-to-node protocol, both halves: ops for uids another node owns travel to that
  * node's admin port as `POST /cluster/ops` (a JSON array of {@linkcode OwnerOp}s, answered
- * with one {@linkcode OpResult} each). A turn's ops for one node go in one request on a
- * kept-alive connection; a node that does not answer fails its ops with a 503 that names it,
- * never a silent drop. The receiving half checks every op as `/pub` checks a back end's
- * request before any of them runs: node-to-node input is input. Requests carry the admin
- * token, which the admin API asks of them as of any request.
+ * with one {@linkcode OpResult} each). The ops for one node of a pass of the event loop (many
+ * `/pub`s, each its own callback) go in one request on a kept-alive connection: a round trip
+ * costs far more than an op (a request per microtask turn, so one a `/pub`, took 1.3-1.5 times
+ * the CPU a delivery, docs/performance.md). A node that does not answer fails its ops with a
+ * 503 that names it, never a silent drop. The receiving half checks every op as `/pub` checks
+ * a back end's request before any of them runs: node-to-node input is input. Requests carry
+ * the admin token, which the admin API asks of them as of any request.
  *
  * @module
  */
@@ -14,7 +16,7 @@ import { badRequest, errorAnswer, ServiceError } from "../core/errors.ts";
 import { readBody } from "../core/http_body.ts";
 import { BATCH_MAX_ITEMS, checkOwnerOp, type OwnerOp } from "../core/requests.ts";
 import type { ShardCounters } from "../stats/counters.ts";
-import { perTurn } from "../thread/batch.ts";
+import { perPass } from "../thread/batch.ts";
 import type { NodeInfo } from "./topology.ts";
 
 /** The path of the cluster-internal endpoint on every node's admin port. */
@@ -68,7 +70,7 @@ export class Peers {
         node.id,
         sender?.url === url ? sender : {
           url,
-          send: perTurn((batch) =>
+          send: perPass((batch) =>
             send(node.id, url, this.#headers, batch, this.#timeoutMs, this.#counters)
           ),
         },
