@@ -4,7 +4,14 @@
 
 import assert from "node:assert/strict";
 import { RawClient } from "./client.ts";
-import { delay, freePortRun, publish, startDaemon, whilePortTaken } from "./harness.ts";
+import {
+  type Daemon,
+  delay,
+  freePortRun,
+  publish,
+  startDaemon,
+  whilePortTaken,
+} from "./harness.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -120,6 +127,23 @@ Deno.test("flags: a cluster without --redis_url refuses to start and says why", 
   assert.ok(!exists("/tmp/ipush-cluster-no-redis.pid"), "no pid file left behind");
 });
 
+/** Which of `daemon`'s shards owns `uid`: its index, as `/debug/crash?shard=` takes it. */
+async function shardOf(daemon: Daemon, uid: string): Promise<number> {
+  const owner = String((await daemon.admin(`/shard?uid=${uid}`)).body.result);
+  return daemon.shardPorts.findIndex((port) => owner.endsWith(`:${port}`));
+}
+
+/** Connects `uid` once the log says a crashed shard restarted (within 5 s); null if none did. */
+async function connectAfterRestart(daemon: Daemon, uid: string) {
+  for (let i = 0; i < 50; i++) {
+    await delay(100);
+    if (/shard-\d+ restarted/.test(daemon.log())) {
+      return await RawClient.connect(daemon.clientPort, uid);
+    }
+  }
+  return null;
+}
+
 Deno.test("process: a crashed shard is logged and restarted; its clients reconnect", async () => {
   const daemon = await startDaemon(["--debug_api=true", "--storage=sqlite"]);
   try {
@@ -127,21 +151,13 @@ Deno.test("process: a crashed shard is logged and restarted; its clients reconne
     assert.equal(before.answer.status, 200);
     assert.deepEqual((await publish(daemon, "to=phoenix1", "before")).body, { result: "ok" });
     assert.equal((await before.client.next())?.b, "before");
-    const owner = String((await daemon.admin("/shard?uid=phoenix1")).body.result);
-    const k = daemon.shardPorts.findIndex((port) => owner.endsWith(`:${port}`));
+    const k = await shardOf(daemon, "phoenix1");
     assert.deepEqual((await daemon.admin(`/debug/crash?shard=${k}`, { method: "POST" })).body, {
       result: "ok",
     });
     assert.equal(await before.client.nextChunk(), null, "the crashed shard's client is cut off");
     before.client.close();
-    let after;
-    for (let i = 0; i < 50; i++) {
-      await delay(100);
-      if (/shard-\d+ restarted/.test(daemon.log())) {
-        after = await RawClient.connect(daemon.clientPort, "phoenix1");
-        break;
-      }
-    }
+    const after = await connectAfterRestart(daemon, "phoenix1");
     assert.match(daemon.log(), /shard-\d+ crashed: .*crash requested through the debug API/);
     assert.ok(after, "the shard came back");
     assert.equal(after.answer.status, 200);
@@ -165,21 +181,14 @@ Deno.test("process: a /pub whose shard crashed after its commit is answered 503,
   const daemon = await startDaemon(["--debug_api=true", "--storage=sqlite"]);
   try {
     assert.deepEqual((await publish(daemon, "to=phoenix2", "before")).body, { result: "ok" });
-    const owner = String((await daemon.admin("/shard?uid=phoenix2")).body.result);
-    const k = daemon.shardPorts.findIndex((port) => owner.endsWith(`:${port}`));
+    const k = await shardOf(daemon, "phoenix2");
     const armed = await daemon.admin(`/debug/crash?shard=${k}&after=pub_commit`, {
       method: "POST",
     });
     assert.deepEqual(armed.body, { result: "ok" });
     const crashed = await publish(daemon, "to=phoenix2", "crashed");
     assert.deepEqual([crashed.status, crashed.body], [503, { error: "shard restarting" }]);
-    let after;
-    for (let i = 0; i < 50 && !after; i++) {
-      await delay(100);
-      if (/shard-\d+ restarted/.test(daemon.log())) {
-        after = await RawClient.connect(daemon.clientPort, "phoenix2");
-      }
-    }
+    const after = await connectAfterRestart(daemon, "phoenix2");
     assert.ok(after, "the shard came back");
     // Not acknowledged, yet stored: a publisher that retries after a 503 may deliver it twice.
     assert.deepEqual(await after.client.next(), {
