@@ -24,6 +24,7 @@ import { Pacer } from "./load/pacer.ts";
 import { progressLine, type TimelineEntry } from "./load/report.ts";
 import { AdminClient } from "./load/admin.ts";
 import { ipushStream } from "./load/target.ts";
+import { cpuSeconds, cpuSecondsByThread } from "./load/server_proc.ts";
 import {
   PROBE_DEADLINE_MS,
   PROBE_EVERY_MS,
@@ -721,4 +722,22 @@ Deno.test("heartbeats: each client sends a period after its connect and its last
   }
   assert.ok(longest <= period + 2_000, `a client silent for ${longest} ms`);
   assert.equal(queue.size, clients.filter((c) => c.open).length);
+});
+
+Deno.test("server_proc: CPU by thread finds a busy thread's work, within the whole", () => {
+  const before = cpuSecondsByThread(Deno.pid);
+  const start = performance.now();
+  let x = 0;
+  while (performance.now() - start < 300) x += Math.sqrt(x + 1);
+  assert.ok(x > 0);
+  const after = cpuSecondsByThread(Deno.pid);
+  // The thread that ran the loop (`deno` in a daemon; a runtime thread under `deno test`).
+  const busiest = Math.max(...[...after].map(([name, s]) => s - (before.get(name) ?? 0)));
+  // 0.3 s of a busy loop, read in 10 ms ticks, on a machine that may preempt it.
+  assert.ok(busiest >= 0.1 && busiest <= 0.5, `busiest thread: ${busiest} s for 0.3 s of work`);
+  assert.ok([...after.keys()].every((name) => name.length > 0));
+  // Threads that ended count in the whole process only.
+  const sum = [...after.values()].reduce((a, b) => a + b, 0);
+  assert.ok(sum <= cpuSeconds(Deno.pid)! + 0.01 * after.size, `${sum} s by thread`);
+  assert.deepEqual(cpuSecondsByThread(2 ** 22 + 1), new Map());
 });
