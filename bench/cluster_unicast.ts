@@ -18,7 +18,7 @@ import { parseArgs } from "node:util";
 import { startRedis } from "../scripts/redis.ts";
 import { type Daemon, startStaticCluster } from "../tests/harness.ts";
 import { cpuSeconds, cpuSecondsByThread } from "./load/server_proc.ts";
-import type { LoadResult } from "./versus.ts";
+import { type LoadResult, median, runLoad } from "./versus.ts";
 
 const { values } = parseArgs({
   options: {
@@ -30,7 +30,6 @@ const { values } = parseArgs({
 if (!values.baseline) throw new Error("--baseline=<dir of the baseline tree> is needed");
 const ROUNDS = Number(values.rounds);
 const SECONDS = Number(values.seconds);
-const LOAD = new URL("./load.ts", import.meta.url).pathname;
 
 /** What one node's threads took a delivery: the main thread (`deno`), the shards, the rest. */
 function perDelivery(before: Map<string, number>, after: Map<string, number>, delivered: number) {
@@ -44,13 +43,10 @@ function perDelivery(before: Map<string, number>, after: Map<string, number>, de
   );
 }
 
-async function load(node: Daemon, pid: number, seconds: number): Promise<LoadResult> {
-  const out = await Deno.makeTempFile({ suffix: ".json" });
-  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      LOAD,
+/** The unicast load at its maximum through `node` for `seconds`; `pid` is its daemon's. */
+function load(node: Daemon, pid: number, seconds: number): Promise<LoadResult> {
+  return runLoad(
+    [
       "unicast",
       "--rate=max",
       "--connections=1000",
@@ -60,13 +56,10 @@ async function load(node: Daemon, pid: number, seconds: number): Promise<LoadRes
       `--client_port=${node.clientPort}`,
       `--admin_port=${node.adminPort}`,
       `--server_pid=${pid}`,
-      `--out=${out}`,
     ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (code !== 0) throw new Error(`load generator: ${new TextDecoder().decode(stderr)}`);
-  return JSON.parse(await Deno.readTextFile(out));
+    Deno.makeTempFileSync({ suffix: ".json" }),
+    "cluster unicast",
+  );
 }
 
 async function round(root: URL) {
@@ -112,7 +105,6 @@ for (let k = 1; k <= ROUNDS; k++) {
     console.log(JSON.stringify({ round: k, tree: name, ...run }));
   }
 }
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1];
 for (const [name, list] of Object.entries(runs)) {
   const figures = (key: "delivered_per_s" | "cpu_us") => list.map((run) => Number(run[key]));
   console.log(

@@ -97,6 +97,24 @@ async function startSide(side: Side): Promise<Server> {
 }
 
 /**
+ * Runs the load generator with `args` (a scenario, its flags and the target's), its result
+ * written to `out`; resolves with that result, whatever its status, and rejects, naming
+ * `what` ran, only when it left none.
+ */
+export async function runLoad(args: string[], out: string, what: string): Promise<LoadResult> {
+  const { stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", LOAD, ...args, `--out=${out}`],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  try {
+    return JSON.parse(await Deno.readTextFile(out));
+  } catch {
+    throw new Error(`${what}: no result from the load generator:\n${decode(stderr)}`);
+  }
+}
+
+/**
  * One run of the load generator (`args`: the scenario and its flags) against a fresh server
  * of `side`, after a warm-up of `warmupSec` with the same load (unmeasured: a fresh daemon's
  * code is not compiled yet, and a server users run has long been running), or after
@@ -112,18 +130,8 @@ export async function measure(
 ): Promise<LoadResult> {
   const server = await startSide(side);
   await new Promise((resolve) => setTimeout(resolve, settleMs));
-  const load = async (extra: string[], path: string): Promise<LoadResult> => {
-    const { stderr } = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", LOAD, ...args, ...server.flags, ...extra, `--out=${path}`],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    try {
-      return JSON.parse(await Deno.readTextFile(path));
-    } catch {
-      throw new Error(`${side}: no result from the load generator:\n${decode(stderr)}`);
-    }
-  };
+  const load = (extra: string[], path: string) =>
+    runLoad([...args, ...server.flags, ...extra], path, side);
   try {
     if (warmupSec > 0) {
       const warmup = `${out}.warmup`;
